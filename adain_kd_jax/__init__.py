@@ -1,0 +1,1 @@
+"""AdaIN knowledge distillation in JAX/Flax."""
