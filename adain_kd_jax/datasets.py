@@ -1,0 +1,312 @@
+"""Loads whole small image-classification data sets into memory as numpy.
+
+Two sources:
+
+  * `idx`: MNIST / Fashion-MNIST IDX files on disk (e.g. from the Debian
+    package `dataset-fashion-mnist`, see `adain_kd_jax.fetch_data`). Needs
+    neither network nor TensorFlow.
+  * `tfds`: any of `DATASETS` through `tfds.data_source`, which reads
+    prepared array_record files without TensorFlow.
+
+All of these sets fit in host memory (CIFAR's training set is 150 MB as
+uint8), so we load them once and let `input_pipeline` index into the arrays;
+that keeps batching stateless and resumable at any step.
+"""
+
+import dataclasses
+import os
+from typing import Optional
+
+import numpy as np
+
+from adain_kd_jax import idx
+
+# How to get the files, for the error when they are missing.
+_FETCH_HINT = (
+    'To get Fashion-MNIST: run `python -m adain_kd_jax.fetch_data` (no root '
+    'needed), or `apt-get install dataset-fashion-mnist` on Debian/Ubuntu, '
+    "or use source='tfds'.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """Static facts about one data set.
+
+  Attributes:
+    name: the tfds name.
+    num_classes: number of labels.
+    image_shape: (H, W, C).
+    mean: per-channel mean of the training set, in [0, 1] pixel units.
+    std: per-channel standard deviation of the training set, same units.
+    train_split: name of the training split.
+    test_split: name of the test split.
+    idx_subdir: folder name under which the IDX files are searched for by
+      default (None: no IDX files for this set).
+  """
+  name: str
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  train_split: str = 'train'
+  test_split: str = 'test'
+  idx_subdir: Optional[str] = None
+
+  @property
+  def splits(self) -> tuple[str, str]:
+    return (self.train_split, self.test_split)
+
+
+# The commonly published training-set statistics (the ones torchvision
+# recipes hard-code), so that results compare with PyTorch baselines.
+DATASETS: dict[str, DatasetInfo] = {
+    'fashion_mnist': DatasetInfo(
+        name='fashion_mnist', num_classes=10, image_shape=(28, 28, 1),
+        mean=(0.2860,), std=(0.3530,), idx_subdir='fashion-mnist'),
+    'mnist': DatasetInfo(
+        name='mnist', num_classes=10, image_shape=(28, 28, 1),
+        mean=(0.1307,), std=(0.3081,), idx_subdir='mnist'),
+    'cifar10': DatasetInfo(
+        name='cifar10', num_classes=10, image_shape=(32, 32, 3),
+        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
+    'cifar100': DatasetInfo(
+        name='cifar100', num_classes=100, image_shape=(32, 32, 3),
+        mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
+}
+
+SOURCES = ('idx', 'tfds')
+
+# IDX files name the test split t10k. Each file may be plain or end in .gz.
+_IDX_PREFIX = {'train': 'train', 'test': 't10k'}
+IDX_STEMS = tuple(
+    f'{prefix}-{kind}-ubyte'
+    for prefix in ('train', 't10k')
+    for kind in ('images-idx3', 'labels-idx1'))
+DATA_DIR_ENV = 'ADAIN_KD_DATA_DIR'
+# Where `dpkg-deb -x` puts the files below its destination folder.
+_DEB_SUBPATH = ('usr', 'share', 'datasets')
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+  """tfds has no prepared copy of the data set in its data_dir."""
+
+
+def get_info(name: str) -> DatasetInfo:
+  """Returns `DATASETS[name]`, or a ValueError naming the valid names."""
+  if name not in DATASETS:
+    raise ValueError(
+        f'Unknown data set {name!r}; valid names: {sorted(DATASETS)}.')
+  return DATASETS[name]
+
+
+def default_idx_dirs(name: str) -> list[str]:
+  """Folders searched for the IDX files of `name` when no data_dir is given.
+
+  In order: `$ADAIN_KD_DATA_DIR/<subdir>` (if set), the Debian package's
+  `/usr/share/datasets/<subdir>`, and where `fetch_data` extracts it,
+  `~/.cache/adain_kd_jax/<subdir>/usr/share/datasets/<subdir>`.
+
+  Args:
+    name: a data set with IDX files (`fashion_mnist` or `mnist`).
+
+  Returns:
+    The candidate folders.
+  """
+  sub = _idx_subdir(name)
+  dirs = []
+  if os.environ.get(DATA_DIR_ENV):
+    dirs.append(os.path.join(os.environ[DATA_DIR_ENV], sub))
+  dirs.append(os.path.join('/', *_DEB_SUBPATH, sub))
+  dirs.append(os.path.join(default_fetch_dest(name), *_DEB_SUBPATH, sub))
+  return dirs
+
+
+def default_fetch_dest(name: str = 'fashion_mnist') -> str:
+  """Where `fetch_data` extracts the Debian package by default."""
+  return os.path.join(
+      os.path.expanduser('~'), '.cache', 'adain_kd_jax', _idx_subdir(name))
+
+
+def find_idx_file(directory: str, stem: str) -> Optional[str]:
+  """Returns `directory/stem[.gz]` if either exists, preferring .gz."""
+  for candidate in (stem + '.gz', stem):
+    path = os.path.join(directory, candidate)
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def has_idx_files(directory: str) -> bool:
+  """Whether `directory` holds all four IDX files (train and test)."""
+  return all(find_idx_file(directory, stem) for stem in IDX_STEMS)
+
+
+def _idx_subdir(name: str) -> str:
+  info = get_info(name)
+  if info.idx_subdir is None:
+    idx_names = sorted(n for n, i in DATASETS.items() if i.idx_subdir)
+    raise ValueError(
+        f"source='idx' supports only {idx_names}, not {name!r}; use "
+        "source='tfds' for it.")
+  return info.idx_subdir
+
+
+def _load_idx(name: str, split: str, data_dir: Optional[str],
+              limit: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
+  """Reads one split of MNIST-style IDX files."""
+  sub = _idx_subdir(name)
+  if data_dir:
+    # Also accept the destination given to `fetch_data --dest`, where
+    # dpkg-deb put the files a few folders down.
+    candidates = [data_dir, os.path.join(data_dir, *_DEB_SUBPATH, sub)]
+  else:
+    candidates = default_idx_dirs(name)
+  prefix = _IDX_PREFIX[split]
+  stems = (f'{prefix}-images-idx3-ubyte', f'{prefix}-labels-idx1-ubyte')
+  for directory in candidates:
+    paths = [find_idx_file(directory, stem) for stem in stems]
+    if all(paths):
+      break
+  else:
+    hint = _FETCH_HINT if name == 'fashion_mnist' else (
+        f'Put the {name} IDX files there, or use source=\'tfds\'.')
+    raise FileNotFoundError(
+        f'{name} IDX files {[s + "[.gz]" for s in stems]} not found; looked '
+        f'in: {candidates}. Pass data_dir (config data.data_dir), or set '
+        f'${DATA_DIR_ENV} to a folder holding {sub}/. {hint}')
+  images, labels = (idx.read_idx(p) for p in paths)
+  if images.ndim == 3:  # IDX stores (N, H, W); we use NHWC everywhere.
+    images = images[..., None]
+  shape = get_info(name).image_shape
+  if (images.shape[1:] != shape or images.dtype != np.uint8
+      or labels.shape != images.shape[:1]):
+    raise ValueError(
+        f'{paths}: expected uint8 images of shape (N,) + {shape} and N '
+        f'labels, got images {images.dtype}{images.shape}, labels '
+        f'{labels.shape}. Are these the {name} files?')
+  if limit is not None:
+    images, labels = images[:limit], labels[:limit]
+  return np.ascontiguousarray(images), labels.astype(np.int32)
+
+
+def _load_tfds(name: str, split: str, data_dir: Optional[str],
+               download: bool,
+               limit: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
+  """Reads one split through `tfds.data_source` (no TensorFlow needed)."""
+  # Imported here so that the IDX path and fetch_data do not pay for tfds.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  try:
+    # try_gcs=False: without network, a GCS look-up retries for minutes.
+    source = tfds.data_source(
+        name, split=split, data_dir=data_dir, download=download,
+        try_gcs=False)
+  except Exception as e:  # pylint: disable=broad-except
+    if download:
+      raise
+    # tfds reports a missing copy in different ways (e.g. complaining about
+    # the file format of the absent data), so ask it directly.
+    try:
+      builder = tfds.builder(name, data_dir=data_dir)
+      prepared, where = builder.is_prepared(), builder.data_dir
+    except Exception:  # pylint: disable=broad-except
+      prepared, where = False, data_dir or '~/tensorflow_datasets'
+    if prepared:
+      raise
+    raise DatasetNotPreparedError(
+        f'tfds data set {name!r} is not prepared in {where} (data_dir='
+        f'{data_dir!r}), and download=False. Pass download=True (config '
+        'data.download=True) to let tfds download and prepare it (needs '
+        'network access, and TensorFlow to prepare), or prepare it '
+        f'elsewhere with `tfds build {name} --file_format=array_record` '
+        "and point data_dir at that folder. (tfds' own error is chained "
+        'above.)') from e
+
+  n = len(source) if limit is None else min(limit, len(source))
+  shape = get_info(name).image_shape
+  images = np.empty((n,) + shape, np.uint8)
+  labels = np.empty((n,), np.int32)
+  # Integer indexing, one example at a time: `__getitems__` fails under
+  # tfds.testing.mock_data, and a one-off read of a small set is cheap.
+  for i in range(n):
+    example = source[i]
+    image = np.asarray(example['image'])
+    if image.shape != shape:
+      raise ValueError(
+          f'tfds {name}/{split} example {i}: image shape {image.shape}, '
+          f'expected {shape}.')
+    images[i] = image
+    labels[i] = example['label']
+  return images, labels
+
+
+def load(name: str, split: str, *, source: str,
+         data_dir: Optional[str] = None, download: bool = False,
+         limit: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+  """Loads one split of a data set into memory.
+
+  Args:
+    name: a key of `DATASETS`.
+    split: the data set's train or test split name (`'train'`, `'test'`).
+    source: `'idx'` (MNIST / Fashion-MNIST files on disk) or `'tfds'`.
+    data_dir: for `idx`, the folder holding the four IDX files (None or
+      empty: search `default_idx_dirs(name)`); for `tfds`, its data_dir
+      (None: tfds' default, `$TFDS_DATA_DIR` or `~/tensorflow_datasets`).
+    download: `tfds` only: let tfds download and prepare the set if absent.
+    limit: if set, only the first `limit` examples (smoke runs, tests).
+
+  Returns:
+    `(images_NHWC, labels_N)`: uint8 images and int32 labels.
+
+  Raises:
+    ValueError: unknown name, split, source, or a bad limit.
+    FileNotFoundError: `idx` files not found (the message says where it
+      looked and how to get them).
+    DatasetNotPreparedError: `tfds` has no prepared copy and download=False.
+  """
+  info = get_info(name)
+  if split not in info.splits:
+    raise ValueError(
+        f'Unknown split {split!r} for {name}; valid splits: {info.splits}. '
+        '(For a validation set, hold out part of the training set with '
+        'datasets.split_holdout.)')
+  if limit is not None and limit < 1:
+    raise ValueError(f'limit must be None or a positive int, got {limit}.')
+  if source == 'idx':
+    split_kind = 'train' if split == info.train_split else 'test'
+    return _load_idx(name, split_kind, data_dir, limit)
+  if source == 'tfds':
+    return _load_tfds(name, split, data_dir, download, limit)
+  raise ValueError(f'Unknown source {source!r}; valid sources: {SOURCES}.')
+
+
+def split_holdout(
+    images: np.ndarray, labels: np.ndarray, num_holdout: int, seed: int,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+  """Holds out `num_holdout` random examples, e.g. as a validation set.
+
+  Deterministic in `seed`. Both parts keep the original order of their
+  examples, so the result does not depend on anything but the seed.
+
+  Args:
+    images: [N, ...] array.
+    labels: [N] array.
+    num_holdout: how many examples to hold out, 0 <= num_holdout < N.
+    seed: seed of the random choice.
+
+  Returns:
+    `((train_images, train_labels), (holdout_images, holdout_labels))`.
+  """
+  n = len(images)
+  if len(labels) != n:
+    raise ValueError(
+        f'split_holdout: {n} images but {len(labels)} labels.')
+  if not 0 <= num_holdout < n:
+    raise ValueError(
+        f'split_holdout: num_holdout={num_holdout} must be in [0, {n}) for '
+        f'{n} examples.')
+  perm = np.random.default_rng(seed).permutation(n)
+  holdout = np.sort(perm[:num_holdout])
+  train = np.sort(perm[num_holdout:])
+  return (images[train], labels[train]), (images[holdout], labels[holdout])
+
