@@ -1,0 +1,294 @@
+"""Losses for knowledge distillation via adaptive instance normalization.
+
+Pure functions: arrays in, scalars (or statistics) out. See METHOD.md, sections
+2-4. Shape suffixes: `N` batch, `H`/`W` spatial, `C` channels, `K` classes.
+
+The teacher is frozen (METHOD.md 3.4): every teacher-side input (`f_t`,
+`z_t`, teacher logits) is wrapped in `jax.lax.stop_gradient` here, so that a
+caller that forgets to freeze them still gets the right student gradients.
+Statistics and losses are computed in float32 (float64 stays float64), also
+for bfloat16 / float16 inputs.
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+ADAIN_LOSS_KINDS = ('mse', 'kl')
+
+
+def _compute_dtype(dtype) -> jnp.dtype:
+  """Returns float32, or float64 where `dtype` already is float64."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _as_float(x: jax.Array) -> jax.Array:
+  """Casts `x` to its compute dtype (at least float32)."""
+  x = jnp.asarray(x)
+  return x.astype(_compute_dtype(x.dtype))
+
+
+def _check_4d(name: str, f: jax.Array) -> None:
+  """Raises ValueError unless `f` is a 4-D (N, H, W, C) feature map."""
+  if jnp.ndim(f) != 4:
+    raise ValueError(
+        f'{name} must be a 4-D feature map of shape (N, H, W, C); '
+        f'got shape {jnp.shape(f)}.')
+
+
+def _check_same_channels_and_batch(f_t_NHWC: jax.Array,
+                                   f_s_NHWC: jax.Array) -> None:
+  """Raises ValueError unless teacher and student maps pair up.
+
+  Args:
+    f_t_NHWC: teacher feature map, shape (N, Ht, Wt, C).
+    f_s_NHWC: student feature map, shape (N, Hs, Ws, C).
+  """
+  _check_4d('f_t', f_t_NHWC)
+  _check_4d('f_s', f_s_NHWC)
+  n_t, _, _, c_t = jnp.shape(f_t_NHWC)
+  n_s, _, _, c_s = jnp.shape(f_s_NHWC)
+  if c_t != c_s:
+    raise ValueError(
+        f'Channel mismatch: teacher feature f_t has {c_t} channels, student '
+        f'feature f_s has {c_s} (shapes {jnp.shape(f_t_NHWC)} and '
+        f'{jnp.shape(f_s_NHWC)}). Pass the student feature through the '
+        'connector (1x1 conv to the teacher channel count) first.')
+  if n_t != n_s:
+    raise ValueError(
+        f'Batch mismatch: f_t has batch size {n_t}, f_s has {n_s} (shapes '
+        f'{jnp.shape(f_t_NHWC)} and {jnp.shape(f_s_NHWC)}).')
+
+
+def cross_entropy(logits_NK: jax.Array,
+                  labels_N: jax.Array,
+                  mask_N: jax.Array | None = None) -> jax.Array:
+  """Mean softmax cross-entropy with integer labels.
+
+  Args:
+    logits_NK: logits, shape (N, K).
+    labels_N: integer class labels in [0, K), shape (N,).
+    mask_N: optional weights, shape (N,) (1 = counts, 0 = padding). With a
+      mask the result is sum(mask * ce) / sum(mask), and 0 where sum(mask) is
+      0 (with finite gradients).
+
+  Returns:
+    Scalar float32 loss.
+  """
+  ce_N = optax.softmax_cross_entropy_with_integer_labels(
+      _as_float(logits_NK), labels_N)
+  if mask_N is None:
+    return jnp.mean(ce_N)
+  mask_N = jnp.asarray(mask_N).astype(ce_N.dtype)
+  total = jnp.sum(mask_N)
+  safe_total = jnp.where(total > 0, total, jnp.ones_like(total))
+  return jnp.sum(ce_N * mask_N) / safe_total
+
+
+def kd(student_logits_NK: jax.Array,
+       teacher_logits_NK: jax.Array,
+       temperature: float = 4.0) -> jax.Array:
+  """Hinton KD loss, as in the CRD / RepDistiller benchmark.
+
+  `tau^2 * KL(softmax(z_t / tau) || softmax(z_s / tau))`, summed over classes
+  and averaged over the batch. The teacher logits get no gradient. The
+  gradient w.r.t. the student logits is
+  `tau * (softmax(z_s / tau) - softmax(z_t / tau)) / N`.
+
+  Args:
+    student_logits_NK: student logits z_s, shape (N, K).
+    teacher_logits_NK: teacher logits z_t, shape (N, K) (stop_gradient).
+    temperature: softmax temperature tau > 0.
+
+  Returns:
+    Scalar float32 loss.
+  """
+  z_s_NK = _as_float(student_logits_NK)
+  z_t_NK = jax.lax.stop_gradient(_as_float(teacher_logits_NK))
+  log_p_s_NK = jax.nn.log_softmax(z_s_NK / temperature, axis=-1)
+  log_p_t_NK = jax.nn.log_softmax(z_t_NK / temperature, axis=-1)
+  p_t_NK = jnp.exp(log_p_t_NK)
+  kl_N = jnp.sum(p_t_NK * (log_p_t_NK - log_p_s_NK), axis=-1)
+  return temperature**2 * jnp.mean(kl_N)
+
+
+def channel_stats(f_NHWC: jax.Array,
+                  eps: float = 1e-5) -> tuple[jax.Array, jax.Array]:
+  """Per-sample, per-channel mean and std over the spatial positions.
+
+  `mu[n, c] = mean_{h,w} f[n, h, w, c]`,
+  `sigma[n, c] = sqrt(var_{h,w} f[n, h, w, c] + eps)`, with the unbiased
+  variance (divided by H*W - 1). Computed in float32 (float64 stays float64).
+
+  Args:
+    f_NHWC: feature map, shape (N, H, W, C), with H*W >= 2.
+    eps: added to the variance before the square root.
+
+  Returns:
+    (mu_NC, sigma_NC), each of shape (N, C).
+
+  Raises:
+    ValueError: if `f_NHWC` is not 4-D or H*W < 2 (unbiased variance needs at
+      least two positions).
+  """
+  _check_4d('feature map', f_NHWC)
+  _, h, w, _ = jnp.shape(f_NHWC)
+  if h * w < 2:
+    raise ValueError(
+        f'channel_stats needs at least 2 spatial positions (H*W >= 2) for the '
+        f'unbiased variance; got H={h}, W={w} (shape {jnp.shape(f_NHWC)}). '
+        'Pick an insertion point before global pooling.')
+  f_NHWC = _as_float(f_NHWC)
+  mu_NC = jnp.mean(f_NHWC, axis=(1, 2))
+  centered_NHWC = f_NHWC - mu_NC[:, None, None, :]
+  var_NC = jnp.sum(jnp.square(centered_NHWC), axis=(1, 2)) / (h * w - 1)
+  sigma_NC = jnp.sqrt(var_NC + eps)
+  return mu_NC, sigma_NC
+
+
+def adain(f_t_NHWC: jax.Array,
+          mu_s_NC: jax.Array,
+          sigma_s_NC: jax.Array,
+          eps: float = 1e-5) -> jax.Array:
+  """Adaptive instance normalization of `f_t` to the statistics (mu_s, sigma_s).
+
+  `sigma_s * (f_t - mu_t) / sigma_t + mu_s`, with
+  `mu_t, sigma_t = channel_stats(f_t, eps)` broadcast over H, W. The output
+  has mean exactly mu_s and std sqrt(sigma_s^2 var_t / (var_t + eps) + eps),
+  i.e. sigma_s up to eps. No stop_gradient here (adain_loss applies it to f_t).
+
+  Args:
+    f_t_NHWC: teacher feature map, shape (N, H, W, C), H*W >= 2.
+    mu_s_NC: target means, shape (N, C) (or (1, C), broadcast).
+    sigma_s_NC: target stds, shape (N, C) (or (1, C), broadcast).
+    eps: as in `channel_stats`, used for sigma_t.
+
+  Returns:
+    The re-normalized map, shape (N, H, W, C), float32 (float64 stays float64).
+
+  Raises:
+    ValueError: on bad shapes or H*W < 2.
+  """
+  mu_t_NC, sigma_t_NC = channel_stats(f_t_NHWC, eps)
+  c = jnp.shape(f_t_NHWC)[-1]
+  for name, stat in (('mu_s', mu_s_NC), ('sigma_s', sigma_s_NC)):
+    if jnp.ndim(stat) != 2 or jnp.shape(stat)[-1] != c:
+      raise ValueError(
+          f'{name} must have shape (N, C) with C={c} (the channels of f_t, '
+          f'shape {jnp.shape(f_t_NHWC)}); got shape {jnp.shape(stat)}.')
+  f_t_NHWC = _as_float(f_t_NHWC)
+  mu_s_NC = _as_float(mu_s_NC)
+  sigma_s_NC = _as_float(sigma_s_NC)
+  normalized_NHWC = ((f_t_NHWC - mu_t_NC[:, None, None, :])
+                     / sigma_t_NC[:, None, None, :])
+  return (sigma_s_NC[:, None, None, :] * normalized_NHWC
+          + mu_s_NC[:, None, None, :])
+
+
+def adain_loss(f_t_NHWC: jax.Array,
+               f_s_NHWC: jax.Array,
+               z_t_NK: jax.Array,
+               tail_fn: Callable[[jax.Array], jax.Array],
+               *,
+               kind: str = 'mse',
+               temperature: float = 4.0,
+               eps: float = 1e-5) -> jax.Array:
+  """AdaIN distillation loss (METHOD.md section 3).
+
+  `mu_s, sigma_s = channel_stats(f_s)`, `h = adain(stop_gradient(f_t), mu_s,
+  sigma_s)`, `z = tail_fn(h)`, then
+    - kind 'mse': `mean_{n,j} (z - stop_gradient(z_t))^2`;
+    - kind 'kl': `tau^2 * KL(softmax(z_t / tau) || softmax(z / tau))`,
+      batch mean (see `kd`).
+  Gradients flow through `tail_fn` into mu_s and sigma_s, hence into f_s;
+  f_t and z_t get none. Freezing the tail's own parameters (and running its
+  BatchNorm in inference mode) is the caller's business.
+
+  Args:
+    f_t_NHWC: teacher feature at the insertion point, shape (N, Ht, Wt, C).
+    f_s_NHWC: student feature after the connector, shape (N, Hs, Ws, C); the
+      spatial size may differ from the teacher's (only statistics move).
+    z_t_NK: teacher logits `tail_fn(f_t)`, shape (N, K).
+    tail_fn: the frozen teacher tail, (N, Ht, Wt, C) -> (N, K) logits.
+    kind: 'mse' (default) or 'kl'.
+    temperature: tau for kind 'kl'.
+    eps: as in `channel_stats`.
+
+  Returns:
+    Scalar float32 loss.
+
+  Raises:
+    ValueError: for an unknown kind, mismatched channels or batch sizes,
+      H*W < 2 on either side, or tail logits whose shape differs from z_t's.
+  """
+  if kind not in ADAIN_LOSS_KINDS:
+    raise ValueError(
+        f'Unknown adain_loss kind {kind!r}; valid kinds are '
+        f'{", ".join(repr(k) for k in ADAIN_LOSS_KINDS)}.')
+  _check_same_channels_and_batch(f_t_NHWC, f_s_NHWC)
+  mu_s_NC, sigma_s_NC = channel_stats(f_s_NHWC, eps)
+  h_NHWC = adain(jax.lax.stop_gradient(f_t_NHWC), mu_s_NC, sigma_s_NC, eps)
+  z_NK = tail_fn(h_NHWC)
+  if jnp.shape(z_NK) != jnp.shape(z_t_NK):
+    raise ValueError(
+        f'tail_fn returned logits of shape {jnp.shape(z_NK)}, but z_t has '
+        f'shape {jnp.shape(z_t_NK)}.')
+  if kind == 'kl':
+    return kd(z_NK, z_t_NK, temperature)
+  z_t_NK = jax.lax.stop_gradient(_as_float(z_t_NK))
+  return jnp.mean(jnp.square(_as_float(z_NK) - z_t_NK))
+
+
+def stat_l2(f_t_NHWC: jax.Array,
+            f_s_NHWC: jax.Array,
+            eps: float = 1e-5) -> jax.Array:
+  """Statistics-L2 ablation: squared error between channel statistics.
+
+  `mean_{n,c} (mu_s - mu_t)^2 + mean_{n,c} (sigma_s - sigma_t)^2`, with the
+  statistics of `channel_stats` and no gradient into the teacher side.
+
+  Args:
+    f_t_NHWC: teacher feature, shape (N, Ht, Wt, C), Ht*Wt >= 2.
+    f_s_NHWC: student feature after the connector, shape (N, Hs, Ws, C),
+      Hs*Ws >= 2; spatial sizes may differ.
+    eps: as in `channel_stats`.
+
+  Returns:
+    Scalar float32 loss.
+
+  Raises:
+    ValueError: on mismatched channels or batch sizes, or H*W < 2.
+  """
+  _check_same_channels_and_batch(f_t_NHWC, f_s_NHWC)
+  mu_t_NC, sigma_t_NC = channel_stats(jax.lax.stop_gradient(f_t_NHWC), eps)
+  mu_s_NC, sigma_s_NC = channel_stats(f_s_NHWC, eps)
+  return (jnp.mean(jnp.square(mu_s_NC - mu_t_NC))
+          + jnp.mean(jnp.square(sigma_s_NC - sigma_t_NC)))
+
+
+def fitnet(f_t_NHWC: jax.Array, f_s_NHWC: jax.Array) -> jax.Array:
+  """FitNet-style hint loss: mean squared error between f_s and f_t.
+
+  When the spatial sizes differ, f_s is first resized to the teacher's (Ht,
+  Wt) with `jax.image.resize(..., method='bilinear')` (half-pixel centres,
+  jax's default antialiasing when downsampling). No gradient into f_t.
+
+  Args:
+    f_t_NHWC: teacher feature, shape (N, Ht, Wt, C).
+    f_s_NHWC: student feature after the connector, shape (N, Hs, Ws, C).
+
+  Returns:
+    Scalar float32 loss, the mean over (N, Ht, Wt, C).
+
+  Raises:
+    ValueError: on mismatched channels or batch sizes.
+  """
+  _check_same_channels_and_batch(f_t_NHWC, f_s_NHWC)
+  f_t_NHWC = jax.lax.stop_gradient(_as_float(f_t_NHWC))
+  f_s_NHWC = _as_float(f_s_NHWC)
+  if jnp.shape(f_s_NHWC)[1:3] != jnp.shape(f_t_NHWC)[1:3]:
+    f_s_NHWC = jax.image.resize(
+        f_s_NHWC, jnp.shape(f_t_NHWC), method='bilinear')
+  return jnp.mean(jnp.square(f_s_NHWC - f_t_NHWC))
