@@ -1,0 +1,170 @@
+"""Tests for the model zoo: sizes, shapes, `tail` and the registry."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from adain_kd_jax import models
+
+# Trainable parameters for 100 classes and 3-channel input; the same counts as
+# the PyTorch RepDistiller models.
+_PARAM_COUNTS = {
+    'resnet8': 83_892,
+    'resnet14': 181_108,
+    'resnet20': 278_324,
+    'resnet32': 472_756,
+    'resnet44': 667_188,
+    'resnet56': 861_620,
+    'resnet110': 1_736_564,
+    'resnet8x4': 1_233_540,
+    'resnet32x4': 7_433_860,
+    'wrn_16_1': 180_916,
+    'wrn_16_2': 703_284,
+    'wrn_40_1': 569_780,
+    'wrn_40_2': 2_255_156,
+}
+
+_SMALL_MODELS = ('resnet8', 'resnet20', 'resnet8x4', 'wrn_16_1', 'wrn_16_2')
+
+
+def _abstract_variables(model, shape=(2, 32, 32, 3)):
+  return jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
+
+
+def _num_params(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def test_model_names_cover_zoo():
+  assert models.MODEL_NAMES == tuple(sorted(_PARAM_COUNTS))
+
+
+@pytest.mark.parametrize('name', sorted(_PARAM_COUNTS))
+def test_param_count(name):
+  model = models.create_model(name, num_classes=100)
+  variables = _abstract_variables(model)
+  assert _num_params(variables['params']) == _PARAM_COUNTS[name]
+  assert all(x.dtype == jnp.float32
+             for x in jax.tree.leaves(variables['params']))
+
+
+@pytest.mark.parametrize('name, expected', [
+    ('resnet20', {'stem': (32, 32, 16), 'stage1': (32, 32, 16),
+                  'stage2': (16, 16, 32), 'stage3': (8, 8, 64),
+                  'pre_logits': (64,)}),
+    ('resnet32x4', {'stem': (32, 32, 32), 'stage1': (32, 32, 64),
+                    'stage2': (16, 16, 128), 'stage3': (8, 8, 256),
+                    'pre_logits': (256,)}),
+    ('wrn_40_2', {'stem': (32, 32, 16), 'stage1': (32, 32, 32),
+                  'stage2': (16, 16, 64), 'stage3': (8, 8, 128),
+                  'pre_logits': (128,)}),
+])
+def test_feature_shapes(name, expected):
+  model = models.create_model(name, num_classes=100)
+  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  variables = _abstract_variables(model)
+  logits, features = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=False), variables, x)
+  assert model.num_stages == 3
+  assert logits.shape == (2, 100) and logits.dtype == jnp.float32
+  assert {k: v.shape[1:] for k, v in features.items()} == expected
+
+
+def _init(model, x):
+  # An rbg key: on CPU its initializers compile several times faster than
+  # threefry's, which dominates this file's run time.
+  return model.init(jax.random.key(0, impl='rbg'), x, train=False)
+
+
+def _perturb(tree, rng, fn):
+  """Replaces each leaf by fn(path, leaf, rng) (numpy: nothing to compile)."""
+  return jax.tree.map_with_path(
+      lambda path, x: jnp.asarray(fn(path[-1].key, np.asarray(x), rng),
+                                  x.dtype), tree)
+
+
+def _random_stats(name, x, rng):
+  if name == 'mean':
+    return 0.5 * rng.standard_normal(x.shape)
+  return rng.uniform(0.5, 2.0, x.shape)
+
+
+def _random_vectors(unused_name, x, rng):
+  # Vectors (BN scale/bias, fc bias) away from their 1/0 init; kernels keep
+  # their scale so the logits stay O(1) and atol is meaningful.
+  return x + 0.2 * rng.standard_normal(x.shape) if x.ndim == 1 else x
+
+
+@pytest.mark.parametrize('name', _SMALL_MODELS)
+def test_tail_reproduces_logits(name):
+  model = models.create_model(name, num_classes=10)
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
+  variables = _init(model, x)
+  # Random running statistics, so that BN in eval mode is not near identity.
+  variables = {
+      'params': _perturb(variables['params'], rng, _random_vectors),
+      'batch_stats': _perturb(variables['batch_stats'], rng, _random_stats),
+  }
+
+  logits, features = model.apply(variables, x, train=False)
+  assert np.all(np.isfinite(logits))
+  assert 1e-2 < np.abs(logits).max() < 1e2
+  for k in range(model.num_stages + 1):
+    h = features['stem' if k == 0 else f'stage{k}']
+    tail_logits = model.apply(variables, h, start=k, train=False,
+                              method='tail')
+    np.testing.assert_allclose(tail_logits, logits, atol=1e-5, rtol=1e-5,
+                               err_msg=f'start={k}')
+
+
+@pytest.mark.parametrize('name', ['resnet8', 'wrn_16_1'])
+def test_train_mode_updates_batch_stats_on_grey_28x28(name):
+  model = models.create_model(name, num_classes=10)
+  x = np.random.default_rng(0).standard_normal((4, 28, 28, 1), np.float32)
+  variables = _init(model, x)
+  (logits, features), updates = model.apply(
+      variables, x, train=True, mutable=['batch_stats'])
+  assert logits.shape == (4, 10)
+  assert features['stage3'].shape[1:3] == (7, 7)
+  old = jax.tree.leaves(variables['batch_stats'])
+  new = jax.tree.leaves(updates['batch_stats'])
+  assert len(old) == len(new)
+  assert any(not np.allclose(a, b) for a, b in zip(old, new))
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+  model = models.create_model('resnet8', num_classes=10, dtype=jnp.bfloat16)
+  variables = _abstract_variables(model)
+  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+  logits, features = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=False), variables, x)
+  assert logits.dtype == jnp.float32
+  assert features['stage3'].dtype == jnp.bfloat16
+  assert all(x.dtype == jnp.float32
+             for x in jax.tree.leaves(variables['params']))
+
+
+def test_unknown_name_lists_valid_names():
+  with pytest.raises(ValueError, match="Unknown model 'resnet9'") as e:
+    models.create_model('resnet9', num_classes=10)
+  for name in models.MODEL_NAMES:
+    assert name in str(e.value)
+
+
+def test_bad_num_classes():
+  with pytest.raises(ValueError, match='num_classes'):
+    models.create_model('resnet8', num_classes=0)
+
+
+@pytest.mark.parametrize('start', [-1, 4])
+def test_tail_start_out_of_range(start):
+  model = models.create_model('resnet8', num_classes=10)
+  variables = _abstract_variables(model)
+  h = jax.ShapeDtypeStruct((2, 8, 8, 64), jnp.float32)
+  with pytest.raises(ValueError, match=r'0\.\.3'):
+    jax.eval_shape(
+        lambda v, h: model.apply(v, h, start=start, train=False,
+                                 method='tail'), variables, h)
