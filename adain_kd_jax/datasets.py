@@ -216,7 +216,7 @@ def _load_tfds(name: str, split: str, data_dir: Optional[str],
     raise DatasetNotPreparedError(
         f'tfds data set {name!r} is not prepared in {where} (data_dir='
         f'{data_dir!r}), and download=False. Pass download=True (config '
-        'data.download=True) to let tfds download and prepare it (needs '
+        '--config.download=True) to let tfds download and prepare it (needs '
         'network access, and TensorFlow to prepare), or prepare it '
         f'elsewhere with `tfds build {name} --file_format=array_record` '
         "and point data_dir at that folder. (tfds' own error is chained "

@@ -15,3 +15,37 @@ import jax  # pylint: disable=g-import-not-at-top
 jax.config.update("jax_compilation_cache_dir",
                   os.path.join(os.path.expanduser("~"), ".cache", "adain_kd_jax_jit"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+import numpy as np  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
+from adain_kd_jax import checkpoints  # pylint: disable=g-import-not-at-top
+from adain_kd_jax import models  # pylint: disable=g-import-not-at-top
+
+
+def make_teacher_variables(name='resnet8', num_classes=10,
+                           image_shape=(28, 28, 1), seed=0):
+  """Random teacher variables with non-trivial BatchNorm running stats."""
+  model = models.create_model(name, num_classes)
+  variables = model.init(jax.random.key(seed),
+                         np.zeros((1, *image_shape), np.float32), train=False)
+  rng = np.random.default_rng(seed)
+  # Running statistics away from (0, 1), so that train=True vs. False differ,
+  # but not so far that the ReLUs switch everything off.
+  batch_stats = jax.tree_util.tree_map_with_path(
+      lambda path, x: (rng.uniform(0.5, 1.5, x.shape) if 'var' in str(path[-1])
+                       else rng.normal(0.0, 0.1, x.shape)).astype(np.float32),
+      variables['batch_stats'])
+  return {'params': variables['params'], 'batch_stats': batch_stats}
+
+
+@pytest.fixture(scope='session')
+def teacher_export(tmp_path_factory):
+  """A tiny exported resnet8 teacher for 10-class 28x28x1 data."""
+  directory = str(tmp_path_factory.mktemp('teacher') / 'export')
+  checkpoints.save_teacher(
+      directory, make_teacher_variables(),
+      {'model': 'resnet8', 'num_classes': 10, 'dataset': 'fashion_mnist',
+       'image_shape': [28, 28, 1], 'test_accuracy': 0.5}, step=1)
+  return directory

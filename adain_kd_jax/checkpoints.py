@@ -1,0 +1,190 @@
+"""Orbax checkpoints: a run's training state, and exported teachers.
+
+Run checkpoints (`WORKDIR/checkpoints/<step>/`) hold the whole student
+`TrainState` (params, batch stats, optimizer state, step) plus a small JSON
+`meta` (best accuracy so far, ...). They are written asynchronously by orbax,
+which commits a step atomically (temporary directory, then rename), so a
+killed run never leaves a half-written step that looks complete. Resume order:
+the newest complete step is restored; the data position and every random key
+follow from its `step`.
+
+A teacher export (`DIR/teacher.json` + `DIR/variables/<step>/`) holds only the
+frozen network's `params` and `batch_stats`, never optimizer state. The JSON
+records what the teacher is (model, classes, data set, input shape), how it
+was trained and its test accuracy, and a SHA-256 of every file under
+`variables/`, checked on load.
+"""
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+TEACHER_JSON = 'teacher.json'
+_VARIABLES = 'variables'
+
+
+def _manager(directory, *, keep=None, read_only=False, create=True):
+  return ocp.CheckpointManager(
+      os.path.abspath(directory),
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=keep, create=create and not read_only,
+          read_only=read_only),
+      item_handlers={'state': ocp.StandardCheckpointHandler(),
+                     'meta': ocp.JsonCheckpointHandler()})
+
+
+class RunCheckpointer:
+  """Saves and restores a run's TrainState (with a JSON meta dict)."""
+
+  def __init__(self, directory: str, keep: int):
+    self._mngr = _manager(directory, keep=keep)
+
+  def latest_step(self) -> int | None:
+    return self._mngr.latest_step()
+
+  def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+    """Starts an asynchronous save of `state` at `step` (skips duplicates)."""
+    if step in self._mngr.all_steps():
+      return
+    self._mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                    force=True)
+
+  def restore(self, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
+    """Restores the newest step onto `abstract_state`'s shapes/shardings."""
+    step = self._mngr.latest_step()
+    out = self._mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        meta=ocp.args.JsonRestore()))
+    return out.state, out.meta
+
+  def wait(self) -> None:
+    self._mngr.wait_until_finished()
+
+  def close(self) -> None:
+    self._mngr.close()
+
+
+def _file_hashes(directory: str) -> dict[str, str]:
+  hashes = {}
+  for root, _, files in os.walk(directory):
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+      hashes[os.path.relpath(path, directory)] = digest
+  return dict(sorted(hashes.items()))
+
+
+def save_teacher(directory: str, variables: Any, meta: dict[str, Any],
+                 step: int) -> None:
+  """Exports `{'params', 'batch_stats'}` and `teacher.json` to `directory`."""
+  var_dir = os.path.join(directory, _VARIABLES)
+  mngr = ocp.CheckpointManager(
+      os.path.abspath(var_dir),
+      options=ocp.CheckpointManagerOptions(max_to_keep=1),
+      item_handlers={'variables': ocp.StandardCheckpointHandler()})
+  mngr.save(step, args=ocp.args.Composite(
+      variables=ocp.args.StandardSave(variables)), force=True)
+  mngr.wait_until_finished()
+  mngr.close()
+  if jax.process_index() == 0:
+    meta = dict(meta, step=step, sha256=_file_hashes(var_dir))
+    tmp = os.path.join(directory, TEACHER_JSON + '.tmp')
+    with open(tmp, 'w') as f:
+      json.dump(meta, f, indent=2)
+      f.write('\n')
+    os.replace(tmp, os.path.join(directory, TEACHER_JSON))
+
+
+def read_teacher_meta(directory: str) -> dict[str, Any]:
+  """Reads `teacher.json`, with a clear error when it is not a teacher."""
+  path = os.path.join(directory, TEACHER_JSON)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f'No teacher checkpoint at {directory!r} (no {TEACHER_JSON}). Set '
+        'config.teacher_checkpoint to the export directory of a teacher run '
+        '(train with configs/teacher.py; it writes WORKDIR/export).')
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_teacher(directory: str, *, model: str, num_classes: int,
+                 abstract_variables: Any) -> tuple[Any, dict[str, Any]]:
+  """Loads and validates an exported teacher.
+
+  Args:
+    directory: the export directory (holds teacher.json).
+    model: the architecture the config expects (config.teacher).
+    num_classes: the class count of the config's data set.
+    abstract_variables: jax.ShapeDtypeStruct tree (with shardings) of the
+      expected `{'params', 'batch_stats'}`.
+
+  Returns:
+    (variables, meta).
+
+  Raises:
+    ValueError: the checkpoint is of another model, class count or shapes,
+      or its files do not match their recorded checksums.
+  """
+  meta = read_teacher_meta(directory)
+  where = f'teacher checkpoint {directory!r}'
+  if meta.get('model') != model:
+    raise ValueError(
+        f'The {where} is a {meta.get("model")!r} but config.teacher is '
+        f'{model!r}: set --config.teacher={meta.get("model")} or point '
+        f'config.teacher_checkpoint at a {model} checkpoint.')
+  if meta.get('num_classes') != num_classes:
+    raise ValueError(
+        f'The {where} has {meta.get("num_classes")} classes but the data set '
+        f'has {num_classes}: train a teacher on this data set '
+        f'(config.dataset) or choose the matching data set.')
+  var_dir = os.path.join(directory, _VARIABLES)
+  if 'sha256' in meta and _file_hashes(var_dir) != meta['sha256']:
+    found = _file_hashes(var_dir)
+    bad = sorted(k for k in set(meta['sha256']) | set(found)
+                 if meta['sha256'].get(k) != found.get(k))
+    raise ValueError(
+        f'The {where} is corrupted: {len(bad)} file(s) differ from the '
+        f'checksums in {TEACHER_JSON} (e.g. {bad[0]}). Re-export or re-fetch '
+        'the teacher.')
+  mngr = ocp.CheckpointManager(
+      os.path.abspath(var_dir),
+      options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+      item_handlers={'variables': ocp.StandardCheckpointHandler()})
+  step = mngr.latest_step()
+  if step is None:
+    raise FileNotFoundError(f'The {where} has no saved variables in '
+                            f'{var_dir!r}; re-export the teacher.')
+  stored = mngr.item_metadata(step)['variables'].tree
+  _check_shapes(stored, abstract_variables, where, model)
+  variables = mngr.restore(step, args=ocp.args.Composite(
+      variables=ocp.args.StandardRestore(abstract_variables))).variables
+  mngr.close()
+  return variables, meta
+
+
+def _check_shapes(stored, expected, where, model):
+  """Raises a ValueError naming the first variable whose shape differs."""
+  flat_stored = {jax.tree_util.keystr(p): tuple(v.shape) for p, v in
+                 jax.tree_util.tree_flatten_with_path(stored)[0]}
+  flat_expected = {jax.tree_util.keystr(p): tuple(v.shape) for p, v in
+                   jax.tree_util.tree_flatten_with_path(expected)[0]}
+  missing = sorted(set(flat_expected) - set(flat_stored))
+  extra = sorted(set(flat_stored) - set(flat_expected))
+  if missing or extra:
+    raise ValueError(
+        f'The {where} does not match a {model}: '
+        f'{len(missing)} variable(s) missing (e.g. {missing[:1]}), '
+        f'{len(extra)} unexpected (e.g. {extra[:1]}). Is it of another '
+        'architecture?')
+  for key, shape in flat_expected.items():
+    if flat_stored[key] != shape:
+      raise ValueError(
+          f'The {where} does not match a {model}: variable {key} has shape '
+          f'{flat_stored[key]} in the checkpoint but the model expects '
+          f'{shape} (another input size, width or class count?).')

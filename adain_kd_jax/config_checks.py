@@ -1,0 +1,51 @@
+"""Config validation: clear errors, naming the field and the fix, before any
+data is read or anything is compiled."""
+
+from adain_kd_jax import datasets
+from adain_kd_jax import distill
+from adain_kd_jax import models
+
+
+def _fail(field, value, fix):
+  raise ValueError(f'config.{field}={value!r} is invalid: {fix}')
+
+
+def check(config) -> None:
+  """Raises ValueError for the first invalid field of `config`."""
+  if config.dataset not in datasets.DATASETS:
+    _fail('dataset', config.dataset,
+          f'use one of {", ".join(sorted(datasets.DATASETS))}.')
+  if config.data_source not in ('idx', 'tfds'):
+    _fail('data_source', config.data_source, "use 'idx' or 'tfds'.")
+  distill.check_method(config.method)
+  for field in ('model',) + (('teacher',) if config.method != 'none' else ()):
+    if getattr(config, field) not in models.MODEL_NAMES:
+      _fail(field, getattr(config, field),
+            f'use one of {", ".join(models.MODEL_NAMES)}.')
+  for field in ('batch_size', 'eval_batch_size', 'log_every_steps',
+                'checkpoint_every_steps', 'keep_checkpoints'):
+    if int(getattr(config, field)) < 1:
+      _fail(field, getattr(config, field), 'it must be a positive integer.')
+  if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    _fail('num_epochs', config.num_epochs,
+          'set a positive num_epochs or num_train_steps.')
+  if config.eval_every_epochs <= 0:
+    _fail('eval_every_epochs', config.eval_every_epochs, 'it must be > 0.')
+  if config.learning_rate <= 0:
+    _fail('learning_rate', config.learning_rate, 'it must be > 0.')
+  if not 0 <= config.momentum < 1:
+    _fail('momentum', config.momentum, 'it must be in [0, 1).')
+  if config.weight_decay < 0:
+    _fail('weight_decay', config.weight_decay, 'it must be >= 0.')
+  if config.crop_padding < 0:
+    _fail('crop_padding', config.crop_padding, 'it must be >= 0.')
+  if config.holdout < 0:
+    _fail('holdout', config.holdout, 'it must be >= 0 (0 = no validation).')
+  if config.loss.adain_kind not in ('mse', 'kl'):
+    _fail('loss.adain_kind', config.loss.adain_kind, "use 'mse' or 'kl'.")
+  if config.loss.temperature <= 0:
+    _fail('loss.temperature', config.loss.temperature, 'it must be > 0.')
+  if config.compare_to:
+    distill.check_method(config.compare_to)
+  if config.dtype not in ('float32', 'bfloat16', 'float16'):
+    _fail('dtype', config.dtype, "use 'float32', 'bfloat16' or 'float16'.")

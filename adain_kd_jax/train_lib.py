@@ -1,0 +1,417 @@
+"""Training and evaluation: mesh, sharded init, the jitted step, the loop.
+
+`train_and_evaluate(config, workdir)` trains `config.model` with
+`config.method` (see distill.py), distilling from a frozen exported teacher
+unless the method is 'none'. The same code runs on one CPU, several simulated
+CPU devices, a GPU or a TPU host: one `jax.jit` step over a `Mesh` of all
+devices, the batch sharded over the 'data' axis, everything else replicated.
+BatchNorm statistics are therefore over the global batch.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+
+from adain_kd_jax import checkpoints
+from adain_kd_jax import config_checks
+from adain_kd_jax import datasets
+from adain_kd_jax import distill
+from adain_kd_jax import input_pipeline
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any  # {'student': ..., 'connector': ...}
+  batch_stats: Any
+  opt_state: Any
+
+
+def create_optimizer(config, steps_per_epoch: int, total_steps: int):
+  """SGD with momentum, weight decay on all parameters, and a schedule."""
+  warmup = int(config.warmup_epochs * steps_per_epoch)
+  if config.schedule == 'cosine':
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, warmup, max(total_steps, warmup + 1))
+  elif config.schedule == 'piecewise':
+    schedule = optax.piecewise_constant_schedule(
+        config.learning_rate,
+        {int(e * steps_per_epoch): config.decay_factor
+         for e in config.decay_epochs})
+    if warmup:
+      schedule = optax.join_schedules(
+          [optax.linear_schedule(0.0, config.learning_rate, warmup),
+           schedule], [warmup])
+  else:
+    raise ValueError(f'Unknown config.schedule={config.schedule!r}; use '
+                     "'cosine' or 'piecewise'.")
+  # torch.optim.SGD order: g + wd * p, then momentum, then the learning rate.
+  tx = optax.chain(optax.add_decayed_weights(config.weight_decay),
+                   optax.sgd(schedule, momentum=config.momentum))
+  return tx, schedule
+
+
+def init_state(distiller, tx, image_shape, rng) -> TrainState:
+  """A fresh TrainState (step 0) for `distiller`'s student and connectors."""
+  variables = distiller.init(rng, jnp.zeros((1, *image_shape), jnp.float32))
+  return TrainState(step=jnp.array(0, jnp.int32), params=variables['params'],
+                    batch_stats=variables['batch_stats'],
+                    opt_state=tx.init(variables['params']))
+
+
+def train_step(state, teacher_vars, batch, *, distiller, tx, schedule, prep):
+  """One optimisation step of the student (and its connectors)."""
+  rng = jax.random.fold_in(prep.key, state.step)
+  images = input_pipeline.preprocess_train(
+      batch['image'], rng, mean=prep.mean, std=prep.std,
+      crop_padding=prep.crop_padding, flip=prep.flip)
+  grad_fn = jax.value_and_grad(distiller.loss_fn, has_aux=True)
+  (_, (metrics, batch_stats)), grads = grad_fn(
+      state.params, state.batch_stats, teacher_vars, images, batch['label'])
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics['lr'] = schedule(state.step)
+  metrics['grad_norm'] = optax.tree.norm(grads)
+  new_state = TrainState(step=state.step + 1, params=params,
+                         batch_stats=batch_stats, opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(state, batch, *, distiller, prep):
+  """Sums of correct predictions, loss and examples (padding masked out)."""
+  images = input_pipeline.preprocess_eval(batch['image'], mean=prep.mean,
+                                          std=prep.std)
+  logits = distiller.predict(state.params, state.batch_stats, images)
+  mask = batch['mask']
+  logp = jax.nn.log_softmax(logits)
+  nll = -jnp.take_along_axis(logp, batch['label'][:, None], axis=-1)[:, 0]
+  correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
+  return {'correct': jnp.sum(correct * mask), 'loss': jnp.sum(nll * mask),
+          'count': jnp.sum(mask)}
+
+
+def create_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh over all devices (of all hosts), axis 'data'."""
+  devices = jax.devices() if devices is None else devices
+  # Auto axis types: explicit sharding types (the default of make_mesh on
+  # newer JAX) reject the plain jitted step.
+  return jax.make_mesh((len(devices),), ('data',), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def jit_steps(mesh, distiller, tx, schedule, prep):
+  """The jitted train and eval steps: batch sharded, the rest replicated.
+
+  The train step donates the state it is given (its buffers are reused).
+  """
+  replicated = NamedSharding(mesh, P())
+  data = NamedSharding(mesh, P('data'))
+  p_train_step = jax.jit(
+      functools.partial(train_step, distiller=distiller, tx=tx,
+                        schedule=schedule, prep=prep),
+      in_shardings=(replicated, replicated, data),
+      out_shardings=(replicated, replicated), donate_argnums=(0,))
+  p_eval_step = jax.jit(
+      functools.partial(eval_step, distiller=distiller, prep=prep),
+      in_shardings=(replicated, data), out_shardings=replicated)
+  return p_train_step, p_eval_step
+
+
+@dataclasses.dataclass(frozen=True)
+class Prep:
+  """What the device-side preprocessing needs (static under jit)."""
+  key: Any
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  crop_padding: int
+  flip: bool
+
+
+class _MetricWriter:
+  """JSON lines in WORKDIR/metrics.jsonl, written by process 0 only."""
+
+  def __init__(self, workdir: str, resume_step: int):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.enabled = jax.process_index() == 0
+    if self.enabled and resume_step and os.path.exists(self.path):
+      # A killed run may have logged past its last checkpoint: drop those
+      # lines, they are logged again (identically) after the resume.
+      with open(self.path) as f:
+        kept = [l for l in f if json.loads(l)['step'] <= resume_step]
+      with open(self.path, 'w') as f:
+        f.writelines(kept)
+    elif self.enabled and not resume_step and os.path.exists(self.path):
+      os.remove(self.path)
+
+  def write(self, record: dict[str, Any]) -> None:
+    if self.enabled:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+
+
+def _resolve(path: str) -> str:
+  """Relative paths: against the cwd if they exist there, else the repo."""
+  if not path or os.path.isabs(path) or os.path.exists(path):
+    return path
+  return os.path.join(_REPO_ROOT, path)
+
+
+def _load_data(config, info):
+  """Host-side uint8 arrays: train (minus holdout), holdout, test."""
+  kwargs = dict(source=config.data_source, data_dir=config.data_dir or None,
+                download=config.download)
+  train = datasets.load(config.dataset, info.train_split,
+                        limit=config.train_limit or None, **kwargs)
+  test = datasets.load(config.dataset, info.test_split,
+                       limit=config.test_limit or None, **kwargs)
+  val = None
+  if config.holdout:
+    train, val = datasets.split_holdout(*train, config.holdout, config.seed)
+  return train, val, test
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Trains and evaluates; returns the run summary (also WORKDIR/summary.json).
+
+  When `config.compare_to` names a method, the same network is then trained
+  with that method in WORKDIR/compare_<method> and both results are printed.
+  """
+  summary = _train_and_evaluate(config, workdir)
+  if config.compare_to:
+    other = ml_collections.ConfigDict(config.to_dict())
+    other.method = config.compare_to
+    other.compare_to = ''
+    other.export = False
+    other_summary = _train_and_evaluate(
+        other, os.path.join(workdir, f'compare_{config.compare_to}'))
+    _print_comparison([summary, other_summary])
+  return summary
+
+
+def _train_and_evaluate(config, workdir):
+  config_checks.check(config)
+  start_time = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+
+  # --- Mesh: all devices, batch on 'data' ---
+  num_devices = jax.device_count()
+  if config.batch_size % num_devices or config.eval_batch_size % num_devices:
+    raise ValueError(
+        f'config.batch_size={config.batch_size} and config.eval_batch_size='
+        f'{config.eval_batch_size} must be divisible by the {num_devices} '
+        'devices; change them.')
+  mesh = create_mesh()
+  replicated = NamedSharding(mesh, P())
+  data_sharding = NamedSharding(mesh, P('data'))
+
+  # --- Input ---
+  info = datasets.DATASETS[config.dataset]
+  (train_x, train_y), val, (test_x, test_y) = _load_data(config, info)
+  image_shape = train_x.shape[1:]
+  steps_per_epoch = input_pipeline.steps_per_epoch(len(train_x),
+                                                   config.batch_size)
+  total_steps = (config.num_train_steps if config.num_train_steps > 0 else
+                 int(round(config.num_epochs * steps_per_epoch)))
+  eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
+  prep = Prep(key=jax.random.key(config.seed + 1),
+               mean=tuple(info.mean), std=tuple(info.std),
+               crop_padding=config.crop_padding, flip=config.flip)
+
+  # --- Model, loss and frozen teacher ---
+  distiller = distill.create(config, info.num_classes, image_shape)
+  teacher_vars, teacher_meta = None, {}
+  if distiller.teacher is not None:
+    abstract_t = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+        distill.teacher_variables_struct(distiller, image_shape))
+    teacher_vars, teacher_meta = checkpoints.load_teacher(
+        _resolve(config.teacher_checkpoint), model=config.teacher,
+        num_classes=info.num_classes, abstract_variables=abstract_t)
+
+  # --- Optimiser and sharded init (shapes first) ---
+  tx, schedule = create_optimizer(config, steps_per_epoch, total_steps)
+
+  init = functools.partial(init_state, distiller, tx, image_shape)
+  init_key = jax.random.key(config.seed)
+  abstract_state = jax.eval_shape(init, init_key)
+  state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+  ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'),
+                                     keep=config.keep_checkpoints)
+  meta = {'best_accuracy': -1.0, 'best_step': 0}
+  if ckpt.latest_step() is not None:
+    abstract = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+        abstract_state, state_sharding)
+    state, meta = ckpt.restore(abstract)
+    if is_main:
+      print(f'Resuming {workdir} at step {int(state.step)}.', flush=True)
+  else:
+    state = jax.jit(init, out_shardings=state_sharding)(init_key)
+  start_step = int(state.step)
+
+  # --- Update and evaluation steps ---
+  p_train_step, p_eval_step = jit_steps(mesh, distiller, tx, schedule, prep)
+
+  def to_global(batch):
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(data_sharding, x),
+        batch)
+
+  def evaluate(images, labels):
+    sums = None
+    for batch in input_pipeline.eval_batches(
+        images, labels, global_batch_size=config.eval_batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count()):
+      out = p_eval_step(state, to_global(batch))
+      sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    sums = jax.device_get(sums)
+    return {'accuracy': float(sums['correct'] / sums['count']),
+            'loss': float(sums['loss'] / sums['count']),
+            'count': int(sums['count'])}
+
+  # --- Loop ---
+  writer = _MetricWriter(workdir, start_step)
+  batches = input_pipeline.train_batches(
+      train_x, train_y, global_batch_size=config.batch_size, seed=config.seed,
+      start_step=start_step, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  logging.info('Training %s with %s for %d steps (%d per epoch) on %d '
+               'device(s), from step %d.', config.model, config.method,
+               total_steps, steps_per_epoch, num_devices, start_step)
+  pending = None  # (step, metrics) of a logged step, fetched one step late.
+  # Throughput counts from the end of the first step (compilation excluded).
+  # Evaluation time is left out of it.
+  train_images, loop_start, eval_seconds = 0, None, 0.0
+  last_eval = None
+  progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
+                       disable=not is_main, mininterval=2.0,
+                       desc=f'{config.method}:{config.model}')
+
+  def flush(pending):
+    step, metrics = pending
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+    if bad:
+      raise FloatingPointError(
+          f'Non-finite {", ".join(bad)} at step {step}; the last good '
+          f'checkpoint in {workdir} is left intact.')
+    writer.write(dict(step=step, split='train', epoch=step / steps_per_epoch,
+                      images_per_sec=_throughput(), **metrics))
+
+  def _throughput():
+    if loop_start is None or not train_images:
+      return None
+    return train_images / max(time.time() - loop_start - eval_seconds, 1e-9)
+
+  for step in range(start_step + 1, total_steps + 1):
+    batch = to_global(next(batches))
+    state, metrics = p_train_step(state, teacher_vars, batch)
+    if loop_start is None:
+      jax.block_until_ready(metrics)
+      loop_start = time.time()
+    else:
+      train_images += config.batch_size
+    if pending is not None:
+      flush(pending)
+      pending = None
+    if step % config.log_every_steps == 0 or step == total_steps:
+      pending = (step, metrics)
+    progress.update(1)
+    if step % eval_every == 0 or step == total_steps:
+      if pending is not None:
+        flush(pending)
+        pending = None
+      eval_start = time.time()
+      last_eval = {'test': evaluate(test_x, test_y)}
+      if val is not None:
+        last_eval['val'] = evaluate(*val)
+      eval_seconds += time.time() - eval_start
+      for split, result in last_eval.items():
+        writer.write(dict(step=step, split=split,
+                          epoch=step / steps_per_epoch, **result))
+      acc = last_eval['val' if val is not None else 'test']['accuracy']
+      if acc > meta['best_accuracy']:
+        meta = dict(meta, best_accuracy=acc, best_step=step)
+      progress.set_postfix(test_acc=f'{last_eval["test"]["accuracy"]:.4f}')
+      ckpt.save(step, state, meta)
+    elif step % config.checkpoint_every_steps == 0:
+      ckpt.save(step, state, meta)
+  progress.close()
+  ckpt.wait()
+  ckpt.close()
+
+  if last_eval is None:  # Resumed an already finished run.
+    last_eval = {'test': evaluate(test_x, test_y)}
+    if val is not None:
+      last_eval['val'] = evaluate(*val)
+  wall = time.time() - start_time
+  summary = {
+      'model': config.model, 'method': config.method,
+      'teacher': config.teacher if distiller.teacher is not None else '',
+      'dataset': config.dataset, 'seed': config.seed, 'steps': total_steps,
+      'epochs': total_steps / steps_per_epoch,
+      'test_accuracy': last_eval['test']['accuracy'],
+      'best_accuracy': meta['best_accuracy'], 'best_step': meta['best_step'],
+      'best_on': 'val' if val is not None else 'test',
+      'teacher_test_accuracy': teacher_meta.get('test_accuracy'),
+      'images_per_sec': _throughput(),
+      'wall_seconds': wall,
+  }
+  if val is not None:
+    summary['val_accuracy'] = last_eval['val']['accuracy']
+
+  if config.export:
+    export_dir = os.path.join(workdir, 'export')
+    variables = {'params': state.params['student'],
+                 'batch_stats': state.batch_stats['student']}
+    checkpoints.save_teacher(export_dir, variables, {
+        'model': config.model, 'num_classes': info.num_classes,
+        'dataset': config.dataset, 'image_shape': list(image_shape),
+        'test_accuracy': summary['test_accuracy'],
+        'test_examples': last_eval['test']['count'],
+        'trained_with': {k: v for k, v in config.to_dict().items()
+                         if not isinstance(v, dict)},
+        'wall_seconds': wall}, step=total_steps)
+    summary['export'] = export_dir
+  if is_main:
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump(summary, f, indent=2)
+    print(f'[{config.method}] {config.model} on {config.dataset}: test '
+          f'accuracy {summary["test_accuracy"]:.4f} after {total_steps} '
+          f'steps ({wall:.0f} s); best {summary["best_accuracy"]:.4f} at '
+          f'step {summary["best_step"]}.', flush=True)
+  return summary
+
+
+def _print_comparison(summaries):
+  if jax.process_index() != 0:
+    return
+  first = summaries[0]
+  teacher = first.get('teacher_test_accuracy')
+  lines = [f'Student {first["model"]} on {first["dataset"]}'
+           + (f', teacher {first["teacher"]} (test accuracy {teacher:.4f})'
+              if teacher is not None else '') + ':']
+  for s in summaries:
+    lines.append(f'  {s["method"]:>9}: test accuracy {s["test_accuracy"]:.4f}'
+                 f' (best {s["best_accuracy"]:.4f}, {s["steps"]} steps, '
+                 f'{s["wall_seconds"]:.0f} s)')
+  print('\n'.join(lines), flush=True)

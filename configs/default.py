@@ -1,0 +1,90 @@
+r"""The embedded default: AdaIN-KD resnet20 -> resnet8 on Fashion-MNIST.
+
+Distils a resnet8 student from the committed resnet20 teacher
+(`teachers/fashion_mnist_resnet20`, see its `teacher.json` for how it was
+trained and its test accuracy), then trains the same student without
+distillation (`compare_to`) and prints both test accuracies:
+
+  python train.py --config=configs/default.py --workdir=runs/default
+
+The schedule is sized for a 2-core CPU (about 5 minutes for both runs): one
+short epoch, not a converged model. Fashion-MNIST is read from the IDX files of
+the Debian package `dataset-fashion-mnist` (`python -m adain_kd_jax.fetch_data`).
+"""
+
+import ml_collections
+
+
+def get_config():
+  """Returns the default configuration."""
+  config = ml_collections.ConfigDict()
+
+  # --- Data ---
+  config.dataset = 'fashion_mnist'  # fashion_mnist | mnist | cifar10 | cifar100
+  config.data_source = 'idx'  # 'idx' (IDX files) or 'tfds' (tfds.data_source).
+  config.data_dir = ''  # '' searches the usual places (see datasets.py).
+  config.download = False  # tfds only: without network a download hangs.
+  config.train_limit = 0  # Use only the first N training examples (0 = all).
+  config.test_limit = 0  # Evaluate on the first N test examples (0 = all).
+  # Examples held out of the training set for tuning (0 = none). When set,
+  # evaluation also reports `val` accuracy, and weights are chosen on it.
+  config.holdout = 0
+  config.crop_padding = 4  # Random crop of the original size after padding.
+  config.flip = True  # Random horizontal flip.
+
+  # --- Models ---
+  config.model = 'resnet8'  # The network being trained (student or teacher).
+  config.teacher = 'resnet20'
+  # An exported teacher directory (written by a run with method='none').
+  # Relative paths are resolved against the repository root.
+  config.teacher_checkpoint = 'teachers/fashion_mnist_resnet20'
+  config.dtype = 'float32'  # Computation dtype (bfloat16 on accelerators).
+
+  # --- Method ---
+  # none | kd | fitnet | stat_l2 | adain | adain_kd (see distill.py).
+  config.method = 'adain'
+  # Feature points (stage numbers, 1..S) for adain, stat_l2 and fitnet, each
+  # with its own connector and weight. Our default: S-1 = 2 for the 3-stage
+  # zoo models, so that the teacher tail (stage 3 + pool + fc) can judge the
+  # variance; at S the tail only sees the mean (METHOD.md section 3). Not yet
+  # tuned on a validation split.
+  config.points = (2,)
+  config.point_weights = (1.0,)
+  config.loss = ml_collections.ConfigDict()
+  config.loss.ce = 1.0
+  config.loss.kd = 1.0  # gamma: Hinton KD, tau^2 KL.
+  config.loss.temperature = 4.0
+  # beta: L_adain is a squared error on logits (about 10 at the start, where
+  # CE is about 2.3); weights near 1 slowed learning in a trial.
+  config.loss.adain = 0.1
+  config.loss.adain_kind = 'mse'  # 'mse' on logits or 'kl' (temperature).
+  config.loss.fm = 0.0  # alpha: FitNet term added to adain / adain_kd.
+  config.loss.fitnet = 100.0  # FitNet method weight (as in the CRD benchmark).
+  config.loss.stat_l2 = 1.0  # Statistics-L2 ablation weight.
+
+  # --- Optimisation ---
+  config.batch_size = 128  # Global batch, split over all devices.
+  config.num_epochs = 1.0  # May be fractional.
+  config.num_train_steps = -1  # If > 0, overrides num_epochs.
+  config.learning_rate = 0.05  # Peak learning rate.
+  config.momentum = 0.9
+  config.weight_decay = 5e-4  # On all parameters, as torch.optim.SGD does.
+  config.schedule = 'cosine'  # 'cosine' or 'piecewise'.
+  config.warmup_epochs = 0.0
+  config.decay_epochs = (150, 180, 210)  # piecewise: multiply by decay_factor.
+  config.decay_factor = 0.1
+
+  # --- Run ---
+  config.seed = 0
+  config.log_every_steps = 50
+  config.eval_every_epochs = 1.0  # Also evaluates at the end of training.
+  config.eval_batch_size = 500
+  config.checkpoint_every_steps = 200  # Also at every evaluation and the end.
+  config.keep_checkpoints = 2
+  # After the run, train the same network with this method in
+  # WORKDIR/compare_<method> and print both accuracies ('' = off).
+  config.compare_to = 'none'
+  # Write WORKDIR/export (params + batch stats + teacher.json) at the end, for
+  # use as a teacher.
+  config.export = False
+  return config

@@ -1,0 +1,149 @@
+"""One real distillation step per method: the student learns, the teacher not."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from adain_kd_jax import distill
+from adain_kd_jax import train_lib
+from configs import smoke
+from tests.conftest import make_teacher_variables
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def _config(method, **loss):
+  config = smoke.get_config()
+  config.model = 'resnet8'
+  config.teacher = 'resnet8'
+  config.method = method
+  for k, v in loss.items():
+    config.loss[k] = v
+  return config
+
+
+def _batch(n=16, seed=0):
+  rng = np.random.default_rng(seed)
+  return {'image': rng.integers(0, 256, (n, *IMAGE_SHAPE), dtype=np.uint8),
+          'label': rng.integers(0, 10, (n,), dtype=np.int32)}
+
+
+def _prep(config):
+  return train_lib.Prep(key=jax.random.key(1), mean=(0.3,), std=(0.35,),
+                        crop_padding=config.crop_padding, flip=config.flip)
+
+
+def _setup(config, mesh):
+  distiller = distill.create(config, 10, IMAGE_SHAPE)
+  tx, schedule = train_lib.create_optimizer(config, 10, 100)
+  state = train_lib.init_state(distiller, tx, IMAGE_SHAPE, jax.random.key(0))
+  steps = train_lib.jit_steps(mesh, distiller, tx, schedule, _prep(config))
+  return distiller, state, steps
+
+
+@pytest.mark.parametrize('method', list(distill.METHODS))
+def test_one_step_updates_student_only(method):
+  """Every student (and connector) leaf moves; teacher variables do not."""
+  config = _config(method)
+  _, state, (p_train_step, _) = _setup(config, train_lib.create_mesh())
+  teacher_vars = make_teacher_variables()
+  teacher_before = jax.device_get(teacher_vars)
+  params_before = jax.device_get(state.params)
+  new_state, metrics = p_train_step(state, teacher_vars, _batch())
+  metrics = jax.device_get(metrics)
+
+  assert int(new_state.step) == 1
+  expected_terms = set(t for t in distill.METHODS[method]
+                       if t != 'fm')  # fm is off (weight 0) by default.
+  assert expected_terms <= set(metrics)
+  assert all(np.isfinite(v) for v in metrics.values())
+  moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), params_before,
+                       jax.device_get(new_state.params))
+  assert all(jax.tree.leaves(moved))
+  has_connector = method in ('fitnet', 'stat_l2', 'adain', 'adain_kd')
+  assert ('connector' in new_state.params) == has_connector
+  jax.tree.map(np.testing.assert_array_equal, teacher_before,
+               jax.device_get(teacher_vars))
+
+
+def test_adain_gradients_reach_student_and_connector_not_teacher():
+  """d L_adain / d(student, connector) != 0 and d L_adain / d teacher == 0."""
+  config = _config('adain', ce=0.0, adain=1.0)  # The AdaIN term alone.
+  distiller = distill.create(config, 10, IMAGE_SHAPE)
+  variables = distiller.init(jax.random.key(0),
+                             jnp.zeros((1, *IMAGE_SHAPE)))
+  teacher_vars = make_teacher_variables()
+  batch = _batch()
+  images = batch['image'].astype(np.float32) / 255.0
+
+  def loss(params, t_vars):
+    return distiller.loss_fn(params, variables['batch_stats'], t_vars,
+                             images, batch['label'])[0]
+
+  g_params, g_teacher = jax.grad(loss, argnums=(0, 1))(
+      variables['params'], teacher_vars)
+  for part in ('student', 'connector'):
+    norms = [float(jnp.abs(g).max()) for g in jax.tree.leaves(g_params[part])]
+    assert max(norms) > 0, part
+  # The student's classifier does not enter L_adain: its gradient is zero.
+  assert float(jnp.abs(g_params['student']['fc']['kernel']).max()) == 0.0
+  assert all(float(jnp.abs(g).max()) == 0.0
+             for g in jax.tree.leaves(g_teacher))
+
+
+def test_teacher_batch_norm_statistics_never_change():
+  """loss_fn returns no teacher statistics; its BN runs on running stats."""
+  config = _config('adain_kd')
+  distiller = distill.create(config, 10, IMAGE_SHAPE)
+  variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
+  teacher_vars = make_teacher_variables()
+  batch = _batch()
+  images = batch['image'].astype(np.float32) / 255.0
+  _, (_, new_stats) = distiller.loss_fn(
+      variables['params'], variables['batch_stats'], teacher_vars, images,
+      batch['label'])
+  assert set(new_stats) == {'student', 'connector'}
+  # The teacher's logits inside the loss are its inference-mode logits.
+  z_t, _ = distiller.teacher.apply(teacher_vars, images, train=False)
+  _, (metrics, _) = distill.create(_config('kd', ce=0.0), 10, IMAGE_SHAPE) \
+      .loss_fn(variables['params'], variables['batch_stats'], teacher_vars,
+               images, batch['label'])
+  z_s, _ = distiller.student.apply(
+      {'params': variables['params']['student'],
+       'batch_stats': variables['batch_stats']['student']},
+      images, train=True, mutable=['batch_stats'])[0]
+  from adain_kd_jax import losses  # pylint: disable=g-import-not-at-top
+  np.testing.assert_allclose(metrics['kd'], losses.kd(z_s, z_t), rtol=1e-5)
+
+
+def test_sharded_step_equals_single_device_step():
+  """8 devices and 1 device give the same step on the same global batch."""
+  assert jax.device_count() == 8
+  config = _config('adain_kd')
+  teacher_vars = make_teacher_variables()
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    _, state, (p_train_step, _) = _setup(
+        config, train_lib.create_mesh(devices))
+    for i in range(2):
+      state, metrics = p_train_step(state, teacher_vars, _batch(32, seed=i))
+    results.append(jax.device_get((state.params, state.batch_stats,
+                                   metrics)))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4,
+                                                       atol=2e-5),
+               results[0], results[1])
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('method', 'crd2', 'Unknown method'),
+    ('points', (4,), 'outside 1..3'),
+    ('points', (0,), 'outside 1..3'),
+    ('point_weights', (1.0, 2.0), 'same length'),
+])
+def test_bad_method_config(field, value, message):
+  """Bad method settings fail with an error naming the field."""
+  config = _config('adain')
+  config[field] = value
+  with pytest.raises(ValueError, match=message):
+    distill.create(config, 10, IMAGE_SHAPE)
