@@ -1,0 +1,103 @@
+"""Run checkpoints and exported teachers: round trips and the mismatch errors."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from adain_kd_jax import checkpoints
+from adain_kd_jax import models
+from tests.conftest import make_teacher_variables
+
+
+def _abstract(name, num_classes=10, image_shape=(28, 28, 1)):
+  model = models.create_model(name, num_classes)
+  return jax.eval_shape(
+      lambda: model.init(jax.random.key(0),
+                         np.zeros((1, *image_shape), np.float32), train=False))
+
+
+def test_run_checkpoint_round_trip(tmp_path):
+  """A saved state and meta dict come back equal; the newest step wins."""
+  ckpt = checkpoints.RunCheckpointer(str(tmp_path / 'ckpt'), keep=2)
+  assert ckpt.latest_step() is None
+  state = {'params': make_teacher_variables()['params'],
+           'step': np.int32(7)}
+  for step in (3, 7):
+    ckpt.save(step, jax.tree.map(lambda x, s=step: x * s, state),
+              {'best_accuracy': 0.1 * step, 'best_step': step})
+  ckpt.wait()
+  assert ckpt.latest_step() == 7
+  restored, meta = ckpt.restore(jax.eval_shape(lambda: state))
+  ckpt.close()
+  assert meta == {'best_accuracy': 0.7000000000000001, 'best_step': 7}
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b * 7),
+               restored, state)
+
+
+def test_teacher_export_round_trip(teacher_export):
+  """load_teacher returns exactly what save_teacher wrote, and its meta."""
+  variables, meta = checkpoints.load_teacher(
+      teacher_export, model='resnet8', num_classes=10,
+      abstract_variables=_abstract('resnet8'))
+  jax.tree.map(np.testing.assert_array_equal, variables,
+               make_teacher_variables())
+  assert meta['model'] == 'resnet8' and meta['test_accuracy'] == 0.5
+  assert meta['sha256'] and all(len(h) == 64 for h in meta['sha256'].values())
+
+
+def test_wrong_architecture_names_both(teacher_export):
+  """A resnet8 checkpoint loaded as resnet20 says what it is and the fix."""
+  with pytest.raises(ValueError, match=r"is a 'resnet8' but config.teacher "
+                     r"is 'resnet20'.*--config.teacher=resnet8"):
+    checkpoints.load_teacher(teacher_export, model='resnet20', num_classes=10,
+                             abstract_variables=_abstract('resnet20'))
+
+
+def test_wrong_class_count(teacher_export):
+  """A 10-class teacher on a 100-class data set is refused."""
+  with pytest.raises(ValueError, match='has 10 classes but the data set has '
+                     '100'):
+    checkpoints.load_teacher(
+        teacher_export, model='resnet8', num_classes=100,
+        abstract_variables=_abstract('resnet8', num_classes=100))
+
+
+def test_wrong_shapes_name_the_variable(tmp_path):
+  """Variables whose shapes differ from the model name the first culprit."""
+  directory = str(tmp_path / 'export')
+  # A 3-channel-input resnet8 exported, loaded for 1-channel input.
+  checkpoints.save_teacher(
+      directory, make_teacher_variables(image_shape=(28, 28, 3)),
+      {'model': 'resnet8', 'num_classes': 10}, step=1)
+  with pytest.raises(ValueError, match=r"variable \['params'\]\['stem_conv'\]"
+                     r"\['kernel'\] has shape \(3, 3, 3, 16\) in the "
+                     r'checkpoint but the model expects \(3, 3, 1, 16\)'):
+    checkpoints.load_teacher(directory, model='resnet8', num_classes=10,
+                             abstract_variables=_abstract('resnet8'))
+
+
+def test_corrupted_teacher_is_detected(teacher_export, tmp_path):
+  """A changed byte in a variables file fails the recorded checksum."""
+  directory = str(tmp_path / 'copy')
+  shutil.copytree(teacher_export, directory)
+  with open(os.path.join(directory, 'teacher.json')) as f:
+    victim = max(json.load(f)['sha256'])  # Any file listed in the manifest.
+  path = os.path.join(directory, 'variables', victim)
+  with open(path, 'r+b') as f:
+    first = f.read(1)
+    f.seek(0)
+    f.write(bytes([first[0] ^ 0xFF]) if first else b'x')
+  with pytest.raises(ValueError, match='is corrupted: 1 file'):
+    checkpoints.load_teacher(directory, model='resnet8', num_classes=10,
+                             abstract_variables=_abstract('resnet8'))
+
+
+def test_missing_teacher_says_how_to_make_one(tmp_path):
+  """A directory without teacher.json gives the way to produce one."""
+  with pytest.raises(FileNotFoundError, match='configs/teacher.py'):
+    checkpoints.load_teacher(str(tmp_path), model='resnet8', num_classes=10,
+                             abstract_variables=_abstract('resnet8'))

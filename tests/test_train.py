@@ -1,0 +1,110 @@
+"""train.py end to end on tfds mock data: metrics, summary, comparison, resume."""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tree_hash(directory):
+  digest = hashlib.sha256()
+  for root, _, files in sorted(os.walk(directory)):
+    for name in sorted(files):
+      with open(os.path.join(root, name), 'rb') as f:
+        digest.update(name.encode() + f.read())
+  return digest.hexdigest()
+
+
+def _run(workdir, teacher, *overrides):
+  """Runs train.py in a subprocess, under tfds mock data; returns stdout."""
+  argv = ['train.py', f'--config={_ROOT}/configs/smoke.py',
+          f'--workdir={workdir}', '--config.data_source=tfds',
+          '--config.teacher=resnet8', f'--config.teacher_checkpoint={teacher}',
+          '--config.train_limit=0', '--config.test_limit=0',
+          '--config.batch_size=16', '--config.eval_batch_size=40',
+          '--config.log_every_steps=2', '--config.checkpoint_every_steps=4',
+          *overrides]
+  code = ('import sys, tensorflow_datasets as tfds; from absl import app; '
+          'import train\n'
+          'with tfds.testing.mock_data(num_examples=100):\n'
+          '  app.run(train.main, argv=sys.argv)')
+  env = dict(os.environ, PYTHONPATH=_ROOT)
+  env.pop('XLA_FLAGS', None)  # train.py picks the CPU device count itself.
+  proc = subprocess.run([sys.executable, '-c', code, *argv[1:]], cwd=_ROOT,
+                        env=env, capture_output=True, text=True, timeout=300,
+                        check=False)
+  return proc
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory, teacher_export):
+  workdir = str(tmp_path_factory.mktemp('run'))
+  before = _tree_hash(teacher_export)
+  proc = _run(workdir, teacher_export, '--config.num_train_steps=8')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  # The comparison printed at the end: both methods' test accuracy.
+  assert 'Student resnet8 on fashion_mnist' in proc.stdout
+  assert '    adain: test accuracy' in proc.stdout
+  assert '     none: test accuracy' in proc.stdout
+  assert _tree_hash(teacher_export) == before  # The teacher is read only.
+  return workdir
+
+
+def test_metrics_and_summary(finished_run):
+  """metrics.jsonl logs every term; evaluation counts each example once."""
+  records = _records(finished_run)
+  train_steps = [r['step'] for r in records if r['split'] == 'train']
+  assert train_steps == [2, 4, 6, 8]
+  for r in records:
+    if r['split'] == 'train':
+      assert {'loss', 'ce', 'adain', 'accuracy', 'lr'} <= set(r)
+  tests = [r for r in records if r['split'] == 'test']
+  assert [r['step'] for r in tests] == [6, 8]  # 100 // 16 = 6 steps/epoch.
+  assert all(r['count'] == 100 for r in tests)
+  with open(os.path.join(finished_run, 'summary.json')) as f:
+    summary = json.load(f)
+  assert summary['method'] == 'adain' and summary['steps'] == 8
+  assert summary['test_accuracy'] == tests[-1]['accuracy']
+  assert summary['best_accuracy'] == max(r['accuracy'] for r in tests)
+  assert summary['teacher_test_accuracy'] == 0.5
+
+
+def test_comparison_run(finished_run):
+  """compare_to='none' trains the same student without distillation."""
+  with open(os.path.join(finished_run, 'compare_none', 'summary.json')) as f:
+    other = json.load(f)
+  assert other['method'] == 'none' and other['model'] == 'resnet8'
+  assert other['teacher'] == ''
+  assert 'adain' not in _records(os.path.join(finished_run, 'compare_none'))[0]
+
+
+def test_resume_continues_from_the_last_checkpoint(finished_run,
+                                                   teacher_export):
+  """The same command with more steps resumes at step 8 and runs 9..12."""
+  proc = _run(finished_run, teacher_export, '--config.num_train_steps=12',
+              '--config.compare_to=')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f'Resuming {finished_run} at step 8.' in proc.stdout
+  steps = [r['step'] for r in _records(finished_run) if r['split'] == 'train']
+  assert steps == [2, 4, 6, 8, 10, 12]
+
+
+def test_bad_override_fails_before_training(tmp_path, teacher_export):
+  """An unknown method is reported with the valid ones, nothing written."""
+  workdir = str(tmp_path / 'bad')
+  proc = _run(workdir, teacher_export, '--config.method=adian')
+  assert proc.returncode != 0
+  assert re.search(r"ValueError: Unknown method 'adian'.*adain_kd",
+                   proc.stderr)
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
