@@ -101,3 +101,15 @@ def test_missing_teacher_says_how_to_make_one(tmp_path):
   with pytest.raises(FileNotFoundError, match='configs/teacher.py'):
     checkpoints.load_teacher(str(tmp_path), model='resnet8', num_classes=10,
                              abstract_variables=_abstract('resnet8'))
+
+
+def test_committed_teacher_loads_and_matches_its_checksums():
+  """The default config's teacher is intact and is what teacher.json says."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  directory = os.path.join(root, 'teachers', 'fashion_mnist_resnet20')
+  variables, meta = checkpoints.load_teacher(
+      directory, model='resnet20', num_classes=10,
+      abstract_variables=_abstract('resnet20'))
+  assert meta['dataset'] == 'fashion_mnist' and meta['test_examples'] == 10000
+  assert meta['test_accuracy'] > 0.9
+  assert np.isfinite(np.asarray(variables['params']['fc']['kernel'])).all()
