@@ -141,7 +141,7 @@ def create(config, num_classes: int, image_shape) -> Distiller:
     if not config.teacher:
       raise ValueError(f'config.method={config.method!r} needs a teacher: '
                        'set config.teacher (and config.teacher_checkpoint).')
-    teacher = models.create_model(config.teacher, num_classes)
+    teacher = models.create_model(config.teacher, num_classes, dtype=dtype)
 
   points = tuple(int(k) for k in config.points)
   point_weights = tuple(float(w) for w in config.point_weights)
