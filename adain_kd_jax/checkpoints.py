@@ -20,6 +20,7 @@ import json
 import os
 from typing import Any
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
@@ -32,7 +33,9 @@ def _manager(directory, *, keep=None, read_only=False, create=True):
       os.path.abspath(directory),
       options=ocp.CheckpointManagerOptions(
           max_to_keep=keep, create=create and not read_only,
-          read_only=read_only),
+          read_only=read_only,
+          # Leftovers of a save that a killed run did not finish.
+          cleanup_tmp_directories=not read_only),
       item_handlers={'state': ocp.StandardCheckpointHandler(),
                      'meta': ocp.JsonCheckpointHandler()})
 
@@ -41,6 +44,7 @@ class RunCheckpointer:
   """Saves and restores a run's TrainState (with a JSON meta dict)."""
 
   def __init__(self, directory: str, keep: int):
+    self.directory = directory
     self._mngr = _manager(directory, keep=keep)
 
   def latest_step(self) -> int | None:
@@ -55,12 +59,28 @@ class RunCheckpointer:
                     force=True)
 
   def restore(self, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
-    """Restores the newest step onto `abstract_state`'s shapes/shardings."""
-    step = self._mngr.latest_step()
-    out = self._mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        meta=ocp.args.JsonRestore()))
-    return out.state, out.meta
+    """Restores the newest readable step onto `abstract_state`.
+
+    A step that fails to restore (truncated or corrupted files) is reported,
+    deleted, and the step before it is tried.
+    """
+    for step in sorted(self._mngr.all_steps(), reverse=True):
+      try:
+        out = self._mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            meta=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('Checkpoint step %d in %s is unreadable (%s: %s); '
+                        'deleting it and trying the one before.', step,
+                        self.directory, type(e).__name__, str(e)[:300])
+        print(f'Checkpoint step {step} is corrupted or incomplete; falling '
+              'back to the previous one.', flush=True)
+        self._mngr.delete(step)
+        continue
+      return out.state, out.meta
+    raise ValueError(
+        f'No readable checkpoint in {self.directory}; move it away to start '
+        'the run afresh.')
 
   def wait(self) -> None:
     self._mngr.wait_until_finished()

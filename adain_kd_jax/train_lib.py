@@ -31,6 +31,8 @@ from adain_kd_jax import config_checks
 from adain_kd_jax import datasets
 from adain_kd_jax import distill
 from adain_kd_jax import input_pipeline
+from adain_kd_jax import preemption
+from adain_kd_jax import preflight
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,6 +43,7 @@ class TrainState:
   params: Any  # {'student': ..., 'connector': ...}
   batch_stats: Any
   opt_state: Any
+  skipped: jax.Array  # Steps skipped for a non-finite loss or gradient.
 
 
 def create_optimizer(config, steps_per_epoch: int, total_steps: int):
@@ -72,11 +75,19 @@ def init_state(distiller, tx, image_shape, rng) -> TrainState:
   variables = distiller.init(rng, jnp.zeros((1, *image_shape), jnp.float32))
   return TrainState(step=jnp.array(0, jnp.int32), params=variables['params'],
                     batch_stats=variables['batch_stats'],
-                    opt_state=tx.init(variables['params']))
+                    opt_state=tx.init(variables['params']),
+                    skipped=jnp.array(0, jnp.int32))
 
 
-def train_step(state, teacher_vars, batch, *, distiller, tx, schedule, prep):
-  """One optimisation step of the student (and its connectors)."""
+def train_step(state, teacher_vars, batch, *, distiller, tx, schedule, prep,
+               skip_nonfinite=False):
+  """One optimisation step of the student (and its connectors).
+
+  `metrics['finite']` says whether every loss term and the gradient norm were
+  finite. With `skip_nonfinite`, a non-finite step leaves params, batch stats
+  and optimizer state as they were (the step counter and the data still
+  advance) and counts itself in `state.skipped`.
+  """
   rng = jax.random.fold_in(prep.key, state.step)
   images = input_pipeline.preprocess_train(
       batch['image'], rng, mean=prep.mean, std=prep.std,
@@ -86,10 +97,21 @@ def train_step(state, teacher_vars, batch, *, distiller, tx, schedule, prep):
       state.params, state.batch_stats, teacher_vars, images, batch['label'])
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics['lr'] = schedule(state.step)
   metrics['grad_norm'] = optax.tree.norm(grads)
+  finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
   new_state = TrainState(step=state.step + 1, params=params,
-                         batch_stats=batch_stats, opt_state=opt_state)
+                         batch_stats=batch_stats, opt_state=opt_state,
+                         skipped=state.skipped)
+  if skip_nonfinite:
+    keep = lambda new, old: jnp.where(finite, new, old)
+    new_state = new_state.replace(
+        params=jax.tree.map(keep, params, state.params),
+        batch_stats=jax.tree.map(keep, batch_stats, state.batch_stats),
+        opt_state=jax.tree.map(keep, opt_state, state.opt_state),
+        skipped=state.skipped + (~finite).astype(jnp.int32))
+  metrics['lr'] = schedule(state.step)
+  metrics['finite'] = finite
+  metrics['skipped'] = new_state.skipped
   return new_state, metrics
 
 
@@ -115,7 +137,7 @@ def create_mesh(devices=None) -> jax.sharding.Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def jit_steps(mesh, distiller, tx, schedule, prep):
+def jit_steps(mesh, distiller, tx, schedule, prep, skip_nonfinite=False):
   """The jitted train and eval steps: batch sharded, the rest replicated.
 
   The train step donates the state it is given (its buffers are reused).
@@ -124,7 +146,8 @@ def jit_steps(mesh, distiller, tx, schedule, prep):
   data = NamedSharding(mesh, P('data'))
   p_train_step = jax.jit(
       functools.partial(train_step, distiller=distiller, tx=tx,
-                        schedule=schedule, prep=prep),
+                        schedule=schedule, prep=prep,
+                        skip_nonfinite=skip_nonfinite),
       in_shardings=(replicated, replicated, data),
       out_shardings=(replicated, replicated), donate_argnums=(0,))
   p_eval_step = jax.jit(
@@ -194,7 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   with that method in WORKDIR/compare_<method> and both results are printed.
   """
   summary = _train_and_evaluate(config, workdir)
-  if config.compare_to:
+  if config.compare_to and 'preempted_at' not in summary:
     other = ml_collections.ConfigDict(config.to_dict())
     other.method = config.compare_to
     other.compare_to = ''
@@ -206,18 +229,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
 
 def _train_and_evaluate(config, workdir):
+  # Every check that can fail runs before the workdir is touched and before
+  # anything is compiled: config, devices, data, teacher, disk.
   config_checks.check(config)
   start_time = time.time()
-  os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
 
   # --- Mesh: all devices, batch on 'data' ---
   num_devices = jax.device_count()
-  if config.batch_size % num_devices or config.eval_batch_size % num_devices:
-    raise ValueError(
-        f'config.batch_size={config.batch_size} and config.eval_batch_size='
-        f'{config.eval_batch_size} must be divisible by the {num_devices} '
-        'devices; change them.')
+  for field in ('batch_size', 'eval_batch_size'):
+    if config[field] % num_devices:
+      raise ValueError(
+          f'config.{field}={config[field]} is not divisible by the '
+          f'{num_devices} devices; use a multiple of {num_devices}.')
   mesh = create_mesh()
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P('data'))
@@ -225,15 +249,25 @@ def _train_and_evaluate(config, workdir):
   # --- Input ---
   info = datasets.DATASETS[config.dataset]
   (train_x, train_y), val, (test_x, test_y) = _load_data(config, info)
+  for what, split in (('train', (train_x, train_y)), ('val', val),
+                      ('test', (test_x, test_y))):
+    if split is not None:
+      preflight.check_arrays(*split, what=f'{config.dataset} {what}',
+                             num_classes=info.num_classes,
+                             image_shape=info.image_shape)
   image_shape = train_x.shape[1:]
+  if config.batch_size > len(train_x):
+    raise ValueError(
+        f'config.batch_size={config.batch_size} is larger than the '
+        f'{len(train_x)} training examples; lower it.')
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train_x),
                                                    config.batch_size)
   total_steps = (config.num_train_steps if config.num_train_steps > 0 else
                  int(round(config.num_epochs * steps_per_epoch)))
   eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
   prep = Prep(key=jax.random.key(config.seed + 1),
-               mean=tuple(info.mean), std=tuple(info.std),
-               crop_padding=config.crop_padding, flip=config.flip)
+              mean=tuple(info.mean), std=tuple(info.std),
+              crop_padding=config.crop_padding, flip=config.flip)
 
   # --- Model, loss and frozen teacher ---
   distiller = distill.create(config, info.num_classes, image_shape)
@@ -246,12 +280,15 @@ def _train_and_evaluate(config, workdir):
         _resolve(config.teacher_checkpoint), model=config.teacher,
         num_classes=info.num_classes, abstract_variables=abstract_t)
 
-  # --- Optimiser and sharded init (shapes first) ---
+  # --- Optimiser, workdir and sharded init (shapes first) ---
   tx, schedule = create_optimizer(config, steps_per_epoch, total_steps)
-
   init = functools.partial(init_state, distiller, tx, image_shape)
   init_key = jax.random.key(config.seed)
   abstract_state = jax.eval_shape(init, init_key)
+  state_bytes = sum(x.size * x.dtype.itemsize
+                    for x in jax.tree.leaves(abstract_state))
+  preflight.prepare_workdir(
+      workdir, state_bytes * (config.keep_checkpoints + 2) + 2**20)
   state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
   ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'),
                                      keep=config.keep_checkpoints)
@@ -268,7 +305,9 @@ def _train_and_evaluate(config, workdir):
   start_step = int(state.step)
 
   # --- Update and evaluation steps ---
-  p_train_step, p_eval_step = jit_steps(mesh, distiller, tx, schedule, prep)
+  p_train_step, p_eval_step = jit_steps(
+      mesh, distiller, tx, schedule, prep,
+      skip_nonfinite=config.skip_nonfinite)
 
   def to_global(batch):
     return jax.tree.map(
@@ -288,6 +327,12 @@ def _train_and_evaluate(config, workdir):
             'loss': float(sums['loss'] / sums['count']),
             'count': int(sums['count'])}
 
+  def run_evals():
+    results = {'test': evaluate(test_x, test_y)}
+    if val is not None:
+      results['val'] = evaluate(*val)
+    return results
+
   # --- Loop ---
   writer = _MetricWriter(workdir, start_step)
   batches = input_pipeline.train_batches(
@@ -297,72 +342,95 @@ def _train_and_evaluate(config, workdir):
   logging.info('Training %s with %s for %d steps (%d per epoch) on %d '
                'device(s), from step %d.', config.model, config.method,
                total_steps, steps_per_epoch, num_devices, start_step)
-  pending = None  # (step, metrics) of a logged step, fetched one step late.
-  # Throughput counts from the end of the first step (compilation excluded).
-  # Evaluation time is left out of it.
-  train_images, loop_start, eval_seconds = 0, None, 0.0
-  last_eval = None
+  # Throughput counts from the end of the first step (compilation excluded)
+  # and leaves evaluation time out.
+  timer = {'images': 0, 'start': None, 'eval': 0.0}
+
+  def throughput():
+    if timer['start'] is None or not timer['images']:
+      return None
+    return timer['images'] / max(
+        time.time() - timer['start'] - timer['eval'], 1e-9)
+
+  def settle(done):
+    """Checks a dispatched step's metrics once it is done; logs them.
+
+    Called one step late, so that the host never waits for the device
+    except to read one flag. A non-finite step stops the run here, before
+    its state can be checkpointed.
+    """
+    step, metrics, log = done
+    if not config.skip_nonfinite and not bool(metrics['finite']):
+      values = jax.device_get(metrics)
+      bad = [k for k, v in values.items()
+             if k != 'finite' and not np.isfinite(v)]
+      raise FloatingPointError(
+          f'Non-finite {", ".join(bad)} at step {step} (method '
+          f'{config.method}). The last good checkpoint (step '
+          f'{ckpt.latest_step()}) in {workdir} is intact. Lower '
+          'config.learning_rate or the loss weights, check the teacher, or '
+          'set --config.skip_nonfinite=True to skip such steps.')
+    if log:
+      values = {k: float(v) for k, v in jax.device_get(metrics).items()
+                if k != 'finite'}
+      writer.write(dict(step=step, split='train',
+                        epoch=step / steps_per_epoch,
+                        images_per_sec=throughput(), **values))
+
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
                        disable=not is_main, mininterval=2.0,
                        desc=f'{config.method}:{config.model}')
-
-  def flush(pending):
-    step, metrics = pending
-    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    bad = [k for k, v in metrics.items() if not np.isfinite(v)]
-    if bad:
-      raise FloatingPointError(
-          f'Non-finite {", ".join(bad)} at step {step}; the last good '
-          f'checkpoint in {workdir} is left intact.')
-    writer.write(dict(step=step, split='train', epoch=step / steps_per_epoch,
-                      images_per_sec=_throughput(), **metrics))
-
-  def _throughput():
-    if loop_start is None or not train_images:
-      return None
-    return train_images / max(time.time() - loop_start - eval_seconds, 1e-9)
-
-  for step in range(start_step + 1, total_steps + 1):
-    batch = to_global(next(batches))
-    state, metrics = p_train_step(state, teacher_vars, batch)
-    if loop_start is None:
-      jax.block_until_ready(metrics)
-      loop_start = time.time()
-    else:
-      train_images += config.batch_size
-    if pending is not None:
-      flush(pending)
-      pending = None
-    if step % config.log_every_steps == 0 or step == total_steps:
-      pending = (step, metrics)
-    progress.update(1)
-    if step % eval_every == 0 or step == total_steps:
+  watcher = preemption.PreemptionWatcher(sync_every=config.log_every_steps)
+  last_eval, pending, preempted_at = None, None, None
+  try:
+    for step in range(start_step + 1, total_steps + 1):
+      batch = to_global(next(batches))
+      state, metrics = p_train_step(state, teacher_vars, batch)
+      if timer['start'] is None:
+        jax.block_until_ready(metrics)
+        timer['start'] = time.time()
+      else:
+        timer['images'] += config.batch_size
       if pending is not None:
-        flush(pending)
+        settle(pending)
+      pending = (step, metrics,
+                 step % config.log_every_steps == 0 or step == total_steps)
+      progress.update(1)
+      stop = watcher.should_stop(step)
+      is_eval = step % eval_every == 0 or step == total_steps
+      if is_eval or stop or step % config.checkpoint_every_steps == 0:
+        settle(pending)  # Never checkpoint a non-finite state.
         pending = None
-      eval_start = time.time()
-      last_eval = {'test': evaluate(test_x, test_y)}
-      if val is not None:
-        last_eval['val'] = evaluate(*val)
-      eval_seconds += time.time() - eval_start
-      for split, result in last_eval.items():
-        writer.write(dict(step=step, split=split,
-                          epoch=step / steps_per_epoch, **result))
-      acc = last_eval['val' if val is not None else 'test']['accuracy']
-      if acc > meta['best_accuracy']:
-        meta = dict(meta, best_accuracy=acc, best_step=step)
-      progress.set_postfix(test_acc=f'{last_eval["test"]["accuracy"]:.4f}')
-      ckpt.save(step, state, meta)
-    elif step % config.checkpoint_every_steps == 0:
-      ckpt.save(step, state, meta)
-  progress.close()
-  ckpt.wait()
-  ckpt.close()
+        if is_eval:
+          eval_start = time.time()
+          last_eval = run_evals()
+          timer['eval'] += time.time() - eval_start
+          for split, result in last_eval.items():
+            writer.write(dict(step=step, split=split,
+                              epoch=step / steps_per_epoch, **result))
+          acc = last_eval['val' if val is not None else 'test']['accuracy']
+          if acc > meta['best_accuracy']:
+            meta = dict(meta, best_accuracy=acc, best_step=step)
+          progress.set_postfix(
+              test_acc=f'{last_eval["test"]["accuracy"]:.4f}')
+        ckpt.save(step, state, meta)
+      if stop and step < total_steps:
+        preempted_at = step
+        break
+  finally:
+    progress.close()
+    watcher.close()
+    ckpt.wait()  # In-flight saves complete even when the run fails.
+    ckpt.close()
 
+  if preempted_at is not None:
+    if is_main:
+      print(f'Preempted: saved step {preempted_at} in {workdir}; run the '
+            'same command again to resume.', flush=True)
+    return {'model': config.model, 'method': config.method,
+            'preempted_at': preempted_at}
   if last_eval is None:  # Resumed an already finished run.
-    last_eval = {'test': evaluate(test_x, test_y)}
-    if val is not None:
-      last_eval['val'] = evaluate(*val)
+    last_eval = run_evals()
   wall = time.time() - start_time
   summary = {
       'model': config.model, 'method': config.method,
@@ -373,7 +441,8 @@ def _train_and_evaluate(config, workdir):
       'best_accuracy': meta['best_accuracy'], 'best_step': meta['best_step'],
       'best_on': 'val' if val is not None else 'test',
       'teacher_test_accuracy': teacher_meta.get('test_accuracy'),
-      'images_per_sec': _throughput(),
+      'skipped_steps': int(state.skipped),
+      'images_per_sec': throughput(),
       'wall_seconds': wall,
   }
   if val is not None:

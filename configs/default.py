@@ -80,7 +80,11 @@ def get_config():
   config.eval_every_epochs = 1.0  # Also evaluates at the end of training.
   config.eval_batch_size = 500
   config.checkpoint_every_steps = 200  # Also at every evaluation and the end.
-  config.keep_checkpoints = 2
+  config.keep_checkpoints = 2  # >= 2, so that a corrupted newest one has a
+  # predecessor to fall back to.
+  # A non-finite loss or gradient stops the run with an error naming the step
+  # and the term; True skips such steps instead (counted in summary.json).
+  config.skip_nonfinite = False
   # After the run, train the same network with this method in
   # WORKDIR/compare_<method> and print both accuracies ('' = off).
   config.compare_to = 'none'
