@@ -38,7 +38,8 @@ def _num_params(tree):
 
 
 def test_model_names_cover_zoo():
-  assert models.MODEL_NAMES == tuple(sorted(_PARAM_COUNTS))
+  # The other families are tested in test_models_zoo.py.
+  assert set(_PARAM_COUNTS) <= set(models.MODEL_NAMES)
 
 
 @pytest.mark.parametrize('name', sorted(_PARAM_COUNTS))

@@ -1,8 +1,10 @@
-"""Model registry: the CIFAR-100 KD benchmark (RepDistiller) teachers/students.
+"""Model registry: the CIFAR-100 KD benchmark (RepDistiller) teachers/students
+and torchvision's ImageNet ResNets.
 
 Every model maps an NHWC batch to `(logits, features)` and has a `tail` method
 that finishes the forward pass from any stage's output; see `cifar_resnet` and
-`wrn`.
+`wrn`. Names are case-sensitive: the CIFAR `ResNet50` (RepDistiller's
+resnetv2) is not the ImageNet `resnet50`.
 """
 
 from typing import Any, Callable
@@ -11,6 +13,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from adain_kd_jax.models import cifar_resnet
+from adain_kd_jax.models import imagenet_resnet
+from adain_kd_jax.models import mobilenetv2
+from adain_kd_jax.models import resnet_bottleneck
+from adain_kd_jax.models import shufflenet
+from adain_kd_jax.models import vgg
 from adain_kd_jax.models import wrn
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -27,6 +34,19 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
     'wrn_16_2': wrn.wrn_16_2,
     'wrn_40_1': wrn.wrn_40_1,
     'wrn_40_2': wrn.wrn_40_2,
+    'vgg8': vgg.vgg8,
+    'vgg11': vgg.vgg11,
+    'vgg13': vgg.vgg13,
+    'vgg16': vgg.vgg16,
+    'vgg19': vgg.vgg19,
+    'MobileNetV2': mobilenetv2.mobile_half,
+    'ShuffleV1': shufflenet.shuffle_v1,
+    'ShuffleV2': shufflenet.shuffle_v2,
+    'ResNet50': resnet_bottleneck.resnet50,
+    # ImageNet (torchvision layouts).
+    'resnet18': imagenet_resnet.resnet18,
+    'resnet34': imagenet_resnet.resnet34,
+    'resnet50': imagenet_resnet.resnet50,
 }
 
 MODEL_NAMES = tuple(sorted(_MODELS))

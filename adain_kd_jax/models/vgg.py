@@ -1,0 +1,136 @@
+"""VGG with BatchNorm and without the fully connected block, NHWC.
+
+Layer for layer the `models/vgg.py` zoo of the CIFAR-100 knowledge distillation
+benchmark (RepDistiller, Tian et al., "Contrastive Representation
+Distillation", ICLR 2020), whose registry names vgg8 ... vgg19 are the `_bn`
+variants: five blocks of conv3x3(bias)-BN-ReLU layers, 2x2 max-pools between
+blocks 0-1, 1-2 and 2-3, a global mean and one Linear(512, num_classes).
+
+Stages (S = 4) are the benchmark's feature points f0..f4: 'stem' is block 0,
+'stage{s}' is block s after the max-pool that precedes it (the pool belongs to
+the stage it feeds), and 'pre_logits' the pooled vector.
+
+Parameter names, PyTorch state dict -> Flax (j counts the convs of a block):
+  block0.{3j}, block0.{3j+1}   -> stem_conv{j}, stem_bn{j}
+  block{s}.{3j}, block{s}.{3j+1} -> stage{s}_conv{j}, stage{s}_bn{j}
+  classifier                   -> fc
+"""
+
+import functools
+from typing import Any, ClassVar, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# normal(0, sqrt(2 / (k * k * out_channels))), zero bias, as in the PyTorch zoo.
+_conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+# The zoo's classifier init: normal(0, 0.01), zero bias.
+_dense_init = nn.initializers.normal(0.01)
+
+
+def _batch_norm(dtype: Any, **kwargs) -> nn.BatchNorm:
+  # PyTorch defaults: its momentum 0.1 is Flax's 0.9. `use_running_average` is
+  # given at call time.
+  return nn.BatchNorm(
+      momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
+      **kwargs)
+
+
+def _conv3x3(features: int, dtype: Any) -> nn.Conv:
+  # VGG's convolutions keep their bias although a BN follows.
+  return nn.Conv(
+      features, (3, 3), padding=((1, 1), (1, 1)), use_bias=True,
+      kernel_init=_conv_init, bias_init=nn.initializers.zeros, dtype=dtype,
+      param_dtype=jnp.float32)
+
+
+def _max_pool(h):
+  return nn.max_pool(h, (2, 2), strides=(2, 2))
+
+
+class VGG(nn.Module):
+  """VGG-BN of five conv blocks.
+
+  Attributes:
+    cfg: output channels of each conv, one tuple per block (5 blocks).
+    num_classes: number of output logits.
+    pool_before_stage4: RepDistiller applies its `pool3` (before block 4) only
+      to 64-pixel-high input (its Tiny-ImageNet setting), not to CIFAR's 32.
+      `tail` cannot see the input size, so the choice is this attribute: False
+      reproduces the 32x32 model, True the 64x64 one.
+    dtype: computation dtype; parameters stay float32.
+  """
+  cfg: Sequence[Sequence[int]]
+  num_classes: int
+  pool_before_stage4: bool = False
+  dtype: Any = jnp.float32
+
+  num_stages: ClassVar[int] = 4
+
+  def setup(self):
+    if len(self.cfg) != self.num_stages + 1:
+      raise ValueError(
+          f'cfg needs {self.num_stages + 1} blocks, got {len(self.cfg)}.')
+    for s, widths in enumerate(self.cfg):
+      prefix = 'stem' if s == 0 else f'stage{s}'
+      for j, width in enumerate(widths):
+        # Systematic names (stem_conv0, stage1_bn0, ...) for checkpoint import.
+        setattr(self, f'{prefix}_conv{j}', _conv3x3(width, self.dtype))
+        setattr(self, f'{prefix}_bn{j}', _batch_norm(self.dtype))
+    self.fc = nn.Dense(
+        self.num_classes, kernel_init=_dense_init,
+        bias_init=nn.initializers.zeros, dtype=self.dtype,
+        param_dtype=jnp.float32)
+
+  def _block(self, s: int, h, train: bool):
+    prefix = 'stem' if s == 0 else f'stage{s}'
+    for j in range(len(self.cfg[s])):
+      h = getattr(self, f'{prefix}_conv{j}')(h)
+      h = getattr(self, f'{prefix}_bn{j}')(h, use_running_average=not train)
+      h = nn.relu(h)
+    return h
+
+  def _stage(self, s: int, h, train: bool):
+    if s < self.num_stages or self.pool_before_stage4:
+      h = _max_pool(h)
+    return self._block(s, h, train)
+
+  def _head(self, h):
+    pre_logits = jnp.mean(h, axis=(1, 2))
+    return self.fc(pre_logits).astype(jnp.float32), pre_logits
+
+  def __call__(self, x, *, train: bool):
+    """Returns (logits, features) for an NHWC batch."""
+    h = self._block(0, x, train)
+    features = {'stem': h}
+    for s in range(1, self.num_stages + 1):
+      h = self._stage(s, h, train)
+      features[f'stage{s}'] = h
+    logits, features['pre_logits'] = self._head(h)
+    return logits, features
+
+  def tail(self, h, *, start: int, train: bool):
+    """Runs stages start+1..S, pooling and the classifier on map `h`."""
+    if not 0 <= start <= self.num_stages:
+      raise ValueError(
+          f'start must be in 0..{self.num_stages}, got {start}.')
+    for s in range(start + 1, self.num_stages + 1):
+      h = self._stage(s, h, train)
+    return self._head(h)[0]
+
+
+_CFGS = {
+    8: ((64,), (128,), (256,), (512,), (512,)),
+    11: ((64,), (128,), (256, 256), (512, 512), (512, 512)),
+    13: ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
+    16: ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512),
+         (512, 512, 512)),
+    19: ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512),
+         (512, 512, 512, 512)),
+}
+
+vgg8 = functools.partial(VGG, cfg=_CFGS[8])
+vgg11 = functools.partial(VGG, cfg=_CFGS[11])
+vgg13 = functools.partial(VGG, cfg=_CFGS[13])
+vgg16 = functools.partial(VGG, cfg=_CFGS[16])
+vgg19 = functools.partial(VGG, cfg=_CFGS[19])
