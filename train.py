@@ -27,6 +27,14 @@ _CPU_DEVICES = flags.DEFINE_string(
 _CACHE = flags.DEFINE_string(
     'compilation_cache', os.path.expanduser('~/.cache/adain_kd_jax_jit'),
     "JAX's persistent compilation cache ('' = off).")
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'Multi-host: host:port of process 0. Unset '
+    'with --num_processes > 1 or ADAIN_KD_DISTRIBUTED=1: auto-detected '
+    '(TPU pods, SLURM, Open MPI).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Multi-host: number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   'Multi-host: index of this process.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -57,10 +65,14 @@ def main(argv):
   if _CACHE.value:
     jax.config.update('jax_compilation_cache_dir', _CACHE.value)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
-  # Multi-host runs call jax.distributed.initialize() on every host first
-  # (on TPU pods and SLURM/GPU clusters it finds its peers by itself).
-  if os.environ.get('ADAIN_KD_DISTRIBUTED'):
-    jax.distributed.initialize()
+  # Multi-host: one process per host, each started with the same command.
+  # jax.distributed.initialize() must run before anything touches a device.
+  if (_COORDINATOR.value or (_NUM_PROCESSES.value or 1) > 1
+      or os.environ.get('ADAIN_KD_DISTRIBUTED')):
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
   train_lib.train_and_evaluate(config, _WORKDIR.value)
 
 

@@ -49,3 +49,35 @@ def teacher_export(tmp_path_factory):
       {'model': 'resnet8', 'num_classes': 10, 'dataset': 'fashion_mnist',
        'image_shape': [28, 28, 1], 'test_accuracy': 0.5}, step=1)
   return directory
+
+
+@pytest.fixture(scope='session')
+def idx_data_dir(tmp_path_factory):
+  """Small Fashion-MNIST-shaped IDX files: 256 train, 64 test examples."""
+  from adain_kd_jax import idx  # pylint: disable=g-import-not-at-top
+  directory = tmp_path_factory.mktemp('idx')
+  rng = np.random.default_rng(0)
+  for prefix, n in (('train', 256), ('t10k', 64)):
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    # Class-dependent brightness, so that a few steps learn something.
+    images = (rng.integers(0, 128, (n, 28, 28)) + 12 * labels[:, None, None])
+    idx.write_idx(str(directory / f'{prefix}-images-idx3-ubyte.gz'),
+                  images.astype(np.uint8))
+    idx.write_idx(str(directory / f'{prefix}-labels-idx1-ubyte.gz'), labels)
+  return str(directory)
+
+
+def run_train_py(workdir, *flags_, timeout=300, wait=True):
+  """Starts train.py in a subprocess (CPU device count chosen by train.py)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root, PYTHONUNBUFFERED='1')
+  env.pop('XLA_FLAGS', None)
+  cmd = [sys.executable, os.path.join(root, 'train.py'),
+         f'--workdir={workdir}', *flags_]
+  if not wait:
+    return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+  return subprocess.run(cmd, cwd=root, env=env, capture_output=True,
+                        text=True, timeout=timeout, check=False)

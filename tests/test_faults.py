@@ -1,0 +1,123 @@
+"""Faults: a non-finite loss stops the run (or is skipped); corrupted
+checkpoints fall back to the previous one."""
+
+import glob
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from adain_kd_jax import checkpoints
+from adain_kd_jax import train_lib
+from configs import smoke
+from tests.conftest import make_teacher_variables
+
+
+def _config(idx_data_dir, teacher, **overrides):
+  config = smoke.get_config()
+  config.data_source = 'idx'
+  config.data_dir = idx_data_dir
+  config.train_limit = config.test_limit = 0
+  config.teacher = 'resnet8'
+  config.teacher_checkpoint = teacher
+  config.method = 'adain_kd'
+  config.batch_size = 16
+  config.eval_batch_size = 32
+  config.compare_to = ''
+  config.log_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.update(overrides)
+  return config
+
+
+@pytest.fixture(scope='module')
+def nan_teacher(tmp_path_factory):
+  """A resnet8 export whose classifier holds a NaN (a broken teacher)."""
+  variables = make_teacher_variables()
+  kernel = np.array(variables['params']['fc']['kernel'])
+  kernel[0, 0] = np.nan
+  variables['params']['fc']['kernel'] = kernel
+  directory = str(tmp_path_factory.mktemp('nan') / 'export')
+  checkpoints.save_teacher(directory, variables,
+                           {'model': 'resnet8', 'num_classes': 10}, step=1)
+  return directory
+
+
+def test_non_finite_loss_names_step_and_terms(tmp_path, idx_data_dir,
+                                              teacher_export, nan_teacher):
+  """A NaN from step 5 on stops the run at 5; checkpoint 4 stays good."""
+  workdir = str(tmp_path / 'run')
+  train_lib.train_and_evaluate(
+      _config(idx_data_dir, teacher_export, num_train_steps=4), workdir)
+  with pytest.raises(FloatingPointError,
+                     match=r'Non-finite adain, grad_norm, kd, loss at step 5 '
+                     r'.*last good checkpoint \(step 4\).*skip_nonfinite'):
+    train_lib.train_and_evaluate(
+        _config(idx_data_dir, nan_teacher, num_train_steps=8), workdir)
+  steps = sorted(int(os.path.basename(p)) for p in
+                 glob.glob(os.path.join(workdir, 'checkpoints', '[0-9]*')))
+  assert steps[-1] == 4
+  # And the run resumes from it (with the good teacher) to the end.
+  summary = train_lib.train_and_evaluate(
+      _config(idx_data_dir, teacher_export, num_train_steps=6), workdir)
+  assert summary['steps'] == 6 and summary['skipped_steps'] == 0
+
+
+def test_skip_nonfinite_counts_and_leaves_params(tmp_path, idx_data_dir,
+                                                 nan_teacher):
+  """With skip_nonfinite, every NaN step is skipped, counted, not applied."""
+  workdir = str(tmp_path / 'skip')
+  summary = train_lib.train_and_evaluate(
+      _config(idx_data_dir, nan_teacher, num_train_steps=4,
+              skip_nonfinite=True), workdir)
+  assert summary['skipped_steps'] == 4
+  assert np.isfinite(summary['test_accuracy'])
+
+
+def _state():
+  return {'params': make_teacher_variables()['params'],
+          'step': np.int32(0)}
+
+
+def test_corrupted_newest_checkpoint_falls_back(tmp_path, capsys):
+  """Garbage in the newest step's files: reported, deleted, previous used."""
+  directory = str(tmp_path / 'ckpt')
+  ckpt = checkpoints.RunCheckpointer(directory, keep=3)
+  for step in (1, 2):
+    ckpt.save(step, jax.tree.map(lambda x, s=step: x * s, _state()),
+              {'step': step})
+  ckpt.wait()
+  ckpt.close()
+  data_files = [p for p in glob.glob(os.path.join(directory, '2', 'state',
+                                                  '**', '*'), recursive=True)
+                if os.path.isfile(p) and os.sep + 'd' + os.sep in p]
+  assert data_files
+  for path in data_files:
+    with open(path, 'wb') as f:
+      f.write(b'\x00garbage' * 7)
+  ckpt = checkpoints.RunCheckpointer(directory, keep=3)
+  restored, meta = ckpt.restore(jax.eval_shape(_state))
+  ckpt.close()
+  assert meta == {'step': 1}
+  jax.tree.map(np.testing.assert_array_equal, restored, _state())
+  assert 'Checkpoint step 2 is corrupted' in capsys.readouterr().out
+  assert not os.path.exists(os.path.join(directory, '2'))
+
+
+def test_truncated_newest_checkpoint_falls_back(tmp_path):
+  """A step whose data files were cut short is skipped too."""
+  directory = str(tmp_path / 'ckpt')
+  ckpt = checkpoints.RunCheckpointer(directory, keep=3)
+  for step in (1, 2):
+    ckpt.save(step, jax.tree.map(lambda x, s=step: x * s, _state()),
+              {'step': step})
+  ckpt.wait()
+  ckpt.close()
+  for path in glob.glob(os.path.join(directory, '2', 'state', '**', 'd', '*'),
+                        recursive=True):
+    os.truncate(path, os.path.getsize(path) // 2)
+  ckpt = checkpoints.RunCheckpointer(directory, keep=3)
+  _, meta = ckpt.restore(jax.eval_shape(_state))
+  ckpt.close()
+  assert meta == {'step': 1}

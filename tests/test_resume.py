@@ -1,0 +1,102 @@
+"""A run killed (SIGKILL) or preempted (SIGTERM) resumes bit for bit."""
+
+import json
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from tests.conftest import run_train_py
+
+_STEPS = 24
+
+
+def _flags(idx_data_dir, teacher_export):
+  return ['--config=configs/smoke.py', '--config.data_source=idx',
+          f'--config.data_dir={idx_data_dir}', '--config.train_limit=0',
+          '--config.test_limit=0', '--config.teacher=resnet8',
+          f'--config.teacher_checkpoint={teacher_export}',
+          '--config.method=adain_kd', '--config.batch_size=16',
+          '--config.eval_batch_size=32', f'--config.num_train_steps={_STEPS}',
+          '--config.eval_every_epochs=0.5', '--config.log_every_steps=1',
+          '--config.checkpoint_every_steps=3', '--config.compare_to=',
+          '--cpu_devices=2']
+
+
+def _records(workdir):
+  """metrics.jsonl without the timing field."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  for r in records:
+    r.pop('images_per_sec', None)
+  return records
+
+
+def _final_state(workdir):
+  path = os.path.join(workdir, 'checkpoints', str(_STEPS), 'state')
+  return ocp.StandardCheckpointer().restore(path)
+
+
+def _wait_for_checkpoint(workdir, step, proc, timeout=240):
+  path = os.path.join(workdir, 'checkpoints', str(step))
+  end = time.time() + timeout
+  while not os.path.isdir(path):
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    assert time.time() < end, f'no checkpoint {step} after {timeout} s'
+    time.sleep(0.05)
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory, idx_data_dir, teacher_export):
+  """The uninterrupted run."""
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  proc = run_train_py(workdir, *_flags(idx_data_dir, teacher_export))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir
+
+
+def _assert_same_run(workdir, reference):
+  assert _records(workdir) == _records(reference)
+  jax.tree.map(np.testing.assert_array_equal, _final_state(workdir),
+               _final_state(reference))
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path, idx_data_dir,
+                                              teacher_export, reference):
+  """Killed after its step-9 checkpoint, re-run: same params and metrics."""
+  workdir = str(tmp_path / 'killed')
+  flags_ = _flags(idx_data_dir, teacher_export)
+  proc = run_train_py(workdir, *flags_, wait=False)
+  _wait_for_checkpoint(workdir, 9, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  assert proc.returncode == -signal.SIGKILL
+  assert not os.path.exists(os.path.join(workdir, 'summary.json'))
+  again = run_train_py(workdir, *flags_)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'Resuming' in again.stdout
+  _assert_same_run(workdir, reference)
+
+
+def test_sigterm_saves_exits_cleanly_and_resumes(tmp_path, idx_data_dir,
+                                                 teacher_export, reference):
+  """SIGTERM: checkpoint at the next step, exit 0; the re-run completes."""
+  workdir = str(tmp_path / 'preempted')
+  flags_ = _flags(idx_data_dir, teacher_export)
+  proc = run_train_py(workdir, *flags_, wait=False)
+  _wait_for_checkpoint(workdir, 6, proc)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-3000:]
+  assert 'Preempted: saved step' in out
+  saved = int(out.split('Preempted: saved step ')[1].split()[0])
+  assert 6 <= saved < _STEPS
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', str(saved)))
+  again = run_train_py(workdir, *flags_)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert f'Resuming {workdir} at step {saved}.' in again.stdout
+  _assert_same_run(workdir, reference)
