@@ -31,6 +31,8 @@ def check(config) -> None:
           'set a positive num_epochs or num_train_steps.')
   if config.eval_every_epochs <= 0:
     _fail('eval_every_epochs', config.eval_every_epochs, 'it must be > 0.')
+  if config.schedule not in ('cosine', 'piecewise'):
+    _fail('schedule', config.schedule, "use 'cosine' or 'piecewise'.")
   if config.learning_rate <= 0:
     _fail('learning_rate', config.learning_rate, 'it must be > 0.')
   if not 0 <= config.momentum < 1:
@@ -45,6 +47,10 @@ def check(config) -> None:
     _fail('loss.adain_kind', config.loss.adain_kind, "use 'mse' or 'kl'.")
   if config.loss.temperature <= 0:
     _fail('loss.temperature', config.loss.temperature, 'it must be > 0.')
+  if config.method != 'none' and not config.teacher_checkpoint:
+    _fail('teacher_checkpoint', config.teacher_checkpoint,
+          f'method {config.method!r} needs an exported teacher directory '
+          '(train one with configs/teacher.py).')
   if config.compare_to:
     distill.check_method(config.compare_to)
   if config.dtype not in ('float32', 'bfloat16', 'float16'):

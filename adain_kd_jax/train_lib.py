@@ -205,6 +205,10 @@ def _load_data(config, info):
                        limit=config.test_limit or None, **kwargs)
   val = None
   if config.holdout:
+    if config.holdout >= len(train[0]):
+      raise ValueError(
+          f'config.holdout={config.holdout} is invalid: it must be smaller '
+          f'than the {len(train[0])} training examples.')
     train, val = datasets.split_holdout(*train, config.holdout, config.seed)
   return train, val, test
 

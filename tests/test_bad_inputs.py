@@ -1,0 +1,222 @@
+"""The bad-input table: each bad config or input fails with a one-line error
+that names the field and the fix, before anything is compiled or written."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from adain_kd_jax import checkpoints
+from adain_kd_jax import idx
+from adain_kd_jax import preflight
+from adain_kd_jax import train_lib
+from configs import smoke
+from tests.conftest import make_teacher_variables
+
+
+class _Reached(Exception):
+  """Raised if a run gets as far as checkpointing or compiling steps."""
+
+
+@pytest.fixture(name='no_compile')
+def _no_compile(monkeypatch):
+  def fail(*args, **kwargs):
+    raise _Reached('got past the checks')
+  monkeypatch.setattr(train_lib, 'jit_steps', fail)
+  monkeypatch.setattr(train_lib.checkpoints, 'RunCheckpointer', fail)
+
+
+@pytest.fixture(scope='module')
+def resnet14_teacher(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp('r14') / 'export')
+  checkpoints.save_teacher(
+      directory, make_teacher_variables('resnet14'),
+      {'model': 'resnet14', 'num_classes': 10}, step=1)
+  return directory
+
+
+@pytest.fixture(scope='module')
+def bad_label_dir(tmp_path_factory, idx_data_dir):
+  """IDX files whose training labels go up to 12 in a 10-class data set."""
+  directory = tmp_path_factory.mktemp('badlabels')
+  for name in os.listdir(idx_data_dir):
+    shutil.copy(os.path.join(idx_data_dir, name), directory)
+  labels = np.arange(256, dtype=np.uint8) % 13
+  idx.write_idx(str(directory / 'train-labels-idx1-ubyte.gz'), labels)
+  return str(directory)
+
+
+@pytest.fixture(scope='module')
+def train_only_dir(tmp_path_factory, idx_data_dir):
+  """A data directory without the test split."""
+  directory = tmp_path_factory.mktemp('trainonly')
+  for name in os.listdir(idx_data_dir):
+    if name.startswith('train'):
+      shutil.copy(os.path.join(idx_data_dir, name), directory)
+  return str(directory)
+
+
+def _config(idx_data_dir, teacher_export):
+  config = smoke.get_config()
+  config.data_source = 'idx'
+  config.data_dir = idx_data_dir
+  config.train_limit = config.test_limit = 0
+  config.teacher = 'resnet8'
+  config.teacher_checkpoint = teacher_export
+  config.batch_size = 16
+  config.eval_batch_size = 32
+  config.compare_to = ''
+  return config
+
+
+# (id, overrides, exception, regex). Values starting with '@' name a fixture.
+CASES = [
+    ('unknown_model', {'model': 'resnet9'}, ValueError,
+     r"config.model='resnet9' is invalid: use one of .*resnet8"),
+    ('unknown_teacher', {'teacher': 'wrn_10_10'}, ValueError,
+     r"config.teacher='wrn_10_10' is invalid: use one of"),
+    ('unknown_method', {'method': 'adian'}, ValueError,
+     r"Unknown method 'adian' \(config.method\). Valid methods: .*adain_kd"),
+    ('unknown_dataset', {'dataset': 'cifar1000'}, ValueError,
+     r"config.dataset='cifar1000' is invalid: use one of .*cifar100"),
+    ('unknown_source', {'data_source': 'hdf5'}, ValueError,
+     r"config.data_source='hdf5' is invalid: use 'idx' or 'tfds'"),
+    ('zero_batch', {'batch_size': 0}, ValueError,
+     r'config.batch_size=0 is invalid: it must be a positive integer'),
+    ('negative_batch', {'batch_size': -16}, ValueError,
+     r'config.batch_size=-16 is invalid: it must be a positive integer'),
+    ('batch_not_divisible', {'batch_size': 12}, ValueError,
+     r'config.batch_size=12 is not divisible by the 8 devices; use a '
+     r'multiple of 8'),
+    ('eval_batch_not_divisible', {'eval_batch_size': 20}, ValueError,
+     r'config.eval_batch_size=20 is not divisible by the 8 devices'),
+    ('batch_larger_than_data', {'batch_size': 512}, ValueError,
+     r'config.batch_size=512 is larger than the 256 training examples'),
+    ('point_too_large', {'points': (4,)}, ValueError,
+     r'config.points has stage 4, outside 1..3 .*use a stage number'),
+    ('point_zero', {'points': (0,)}, ValueError,
+     r'config.points has stage 0, outside 1..3'),
+    ('point_weights_length', {'point_weights': (1.0, 0.5)}, ValueError,
+     r'config.points=\(2,\) and config.point_weights=\(1.0, 0.5\) must be '
+     r'non-empty and of the same length'),
+    ('teacher_of_another_arch', {'teacher': 'resnet20'}, ValueError,
+     r"is a 'resnet8' but config.teacher is 'resnet20': set "
+     r'--config.teacher=resnet8'),
+    ('teacher_export_of_resnet14',
+     {'teacher_checkpoint': '@resnet14_teacher'},
+     ValueError, r"is a 'resnet14' but config.teacher is 'resnet8'"),
+    ('missing_teacher', {'teacher_checkpoint': '/nonexistent/teacher'},
+     FileNotFoundError, r"No teacher checkpoint at '/nonexistent/teacher'.*"
+     r'configs/teacher.py'),
+    ('no_teacher_checkpoint', {'teacher_checkpoint': ''}, ValueError,
+     r"config.teacher_checkpoint='' is invalid: method 'adain' needs an "
+     r'exported teacher'),
+    ('negative_lr', {'learning_rate': -0.1}, ValueError,
+     r'config.learning_rate=-0.1 is invalid: it must be > 0'),
+    ('momentum_too_large', {'momentum': 1.5}, ValueError,
+     r'config.momentum=1.5 is invalid: it must be in \[0, 1\)'),
+    ('negative_weight_decay', {'weight_decay': -1e-4}, ValueError,
+     r'config.weight_decay=-0.0001 is invalid: it must be >= 0'),
+    ('unknown_schedule', {'schedule': 'linear'}, ValueError,
+     r"config.schedule='linear' is invalid: use 'cosine' or 'piecewise'"),
+    ('unknown_adain_kind', {'loss.adain_kind': 'l1'}, ValueError,
+     r"config.loss.adain_kind='l1' is invalid: use 'mse' or 'kl'"),
+    ('zero_temperature', {'loss.temperature': 0.0}, ValueError,
+     r'config.loss.temperature=0.0 is invalid: it must be > 0'),
+    ('unknown_dtype', {'dtype': 'int8'}, ValueError,
+     r"config.dtype='int8' is invalid: use 'float32', 'bfloat16'"),
+    ('no_training_length', {'num_epochs': 0.0, 'num_train_steps': -1},
+     ValueError, r'config.num_epochs=0.0 is invalid: set a positive'),
+    ('negative_padding', {'crop_padding': -1}, ValueError,
+     r'config.crop_padding=-1 is invalid: it must be >= 0'),
+    ('holdout_too_large', {'holdout': 256}, ValueError,
+     r'config.holdout=256 is invalid: it must be smaller than the 256 '
+     r'training examples'),
+    ('unknown_compare_method', {'compare_to': 'nope'}, ValueError,
+     r"Unknown method 'nope'"),
+    ('labels_out_of_range', {'data_dir': '@bad_label_dir'}, ValueError,
+     r'fashion_mnist train: labels must be in \[0, 10\), found 0..12; is '
+     r'config.dataset right'),
+    ('data_dir_without_test_split', {'data_dir': '@train_only_dir'},
+     FileNotFoundError, r't10k-images-idx3-ubyte'),
+]
+
+
+@pytest.mark.parametrize('name,overrides,error,pattern', CASES,
+                         ids=[c[0] for c in CASES])
+def test_bad_config(name, overrides, error, pattern, request, tmp_path,
+                    idx_data_dir, teacher_export, no_compile):
+  """A bad config fails early with a one-line error; no workdir is left."""
+  del name, no_compile
+  config = _config(idx_data_dir, teacher_export)
+  for field, value in overrides.items():
+    if isinstance(value, str) and value.startswith('@'):
+      value = request.getfixturevalue(value[1:])
+    if field.startswith('loss.'):
+      config.loss[field[5:]] = value
+    else:
+      config[field] = value
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(error, match=pattern) as info:
+    train_lib.train_and_evaluate(config, workdir)
+  assert '\n' not in str(info.value)
+  assert not os.path.exists(workdir)
+
+
+def test_unwritable_workdir(tmp_path, idx_data_dir, teacher_export,
+                            no_compile):
+  """A workdir that cannot be created names itself and the fix."""
+  del no_compile
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('x')
+  with pytest.raises(OSError, match=r"Cannot write to --workdir='.*a_file/"
+                     r"run'.*choose a directory you can write to"):
+    train_lib.train_and_evaluate(_config(idx_data_dir, teacher_export),
+                                 str(blocker / 'run'))
+
+
+def test_full_disk(tmp_path, idx_data_dir, teacher_export, no_compile,
+                   monkeypatch):
+  """Too little free space: a clear error and the new workdir removed."""
+  del no_compile
+  monkeypatch.setattr(preflight.shutil, 'disk_usage',
+                      lambda _: type('U', (), {'free': 1000})())
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(OSError, match=r'Only 0 MiB free on the disk of '
+                     r'--workdir=.*free some space'):
+    train_lib.train_and_evaluate(_config(idx_data_dir, teacher_export),
+                                 workdir)
+  assert not os.path.exists(workdir)
+
+
+def test_unknown_config_field_suggests_the_right_one():
+  """A misspelt field of the locked config names the field it resembles."""
+  config = smoke.get_config()
+  config.lock()
+  with pytest.raises(AttributeError, match="batch_size"):
+    config.batchsize = 32
+
+
+@pytest.mark.parametrize('images,labels,pattern', [
+    (np.zeros((4, 28, 28), np.uint8), np.zeros(4, np.int32),
+     r'images must have rank 4 \(N, H, W, C\), got shape \(4, 28, 28\); add '
+     r'the channel axis'),
+    (np.zeros((4, 28, 28, 1), np.float32), np.zeros(4, np.int32),
+     r'images must be uint8 pixels .*got float32; convert them'),
+    (np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4, np.int32),
+     r'images have shape \(32, 32, 3\) but the data set expects '
+     r'\(28, 28, 1\)'),
+    (np.zeros((4, 28, 28, 1), np.uint8), np.zeros((4, 1), np.int32),
+     r'labels must be a vector of 4 integers'),
+    (np.zeros((4, 28, 28, 1), np.uint8), np.array([0, 1, 2, 10]),
+     r'labels must be in \[0, 10\), found 0..10'),
+    (np.zeros((4, 28, 28, 1), np.uint8), np.array([0.0, 1, 2, 3]),
+     r'labels must be integers, got float64'),
+])
+def test_bad_arrays(images, labels, pattern):
+  """Input arrays of the wrong rank, dtype, shape or label range."""
+  with pytest.raises(ValueError, match=pattern):
+    preflight.check_arrays(images, labels, what='x', num_classes=10,
+                           image_shape=(28, 28, 1))
+
