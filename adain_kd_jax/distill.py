@@ -1,15 +1,18 @@
 """Method name -> loss function: the one place where models and losses meet.
 
-`Distiller.loss_fn(params, batch_stats, teacher_vars, images, labels)` returns
-`(loss, (metrics, new_batch_stats))`. It differentiates the student's
-variables only: the teacher's variables are an argument wrapped in
+`Distiller.loss_fn(params, batch_stats, teacher_vars, batch, ...)` returns
+`(loss, (metrics, new_batch_stats, new_aux))`. It differentiates the
+student's variables only (and what is trained with it: connectors, CRD's
+embedding heads): the teacher's variables are an argument wrapped in
 `stop_gradient`, its BatchNorm runs on running statistics (`train=False`) and
 nothing of it is ever returned for update. Gradients of the AdaIN loss still
 flow *through* the frozen teacher tail into the student's statistics.
+`aux` is method state that is not optimised (CRD's memory bank).
 
 Objective (METHOD.md section 4):
-  L = ce * CE + fm * L_fm + adain * L_adain + kd * L_kd  (+ fitnet, stat_l2)
-with each method switching on its terms (METHODS below).
+  L = ce * CE + fm * L_fm + adain * L_adain + kd * L_kd  (+ the baselines)
+with each method switching on its terms (METHODS below), weighted by
+`config.loss.<term>`.
 """
 
 import dataclasses
@@ -28,12 +31,16 @@ METHODS = {
     'none': ('ce',),
     'kd': ('ce', 'kd'),
     'fitnet': ('ce', 'fitnet'),
+    'at': ('ce', 'at'),
     'stat_l2': ('ce', 'stat_l2'),
     'adain': ('ce', 'adain', 'fm'),
     'adain_kd': ('ce', 'adain', 'fm', 'kd'),
+    'crd': ('ce', 'crd'),
+    'dkd': ('ce', 'dkd'),
 }
+TERMS = ('ce', 'kd', 'fitnet', 'at', 'stat_l2', 'adain', 'fm', 'crd', 'dkd')
 # Terms computed on feature points, through connectors.
-_FEATURE_TERMS = ('fitnet', 'stat_l2', 'adain', 'fm')
+_CONNECTOR_TERMS = ('fitnet', 'stat_l2', 'adain', 'fm')
 
 
 def check_method(method: str) -> None:
@@ -42,9 +49,32 @@ def check_method(method: str) -> None:
                      f'methods: {", ".join(METHODS)}.')
 
 
+class CRDHeads(nn.Module):
+  """CRD's linear embeddings of student and teacher features, L2-normalised.
+
+  Both heads are trained with the student (the teacher's backbone is not).
+  """
+  dim: int = 128
+
+  @nn.compact
+  def __call__(self, f_s_NC, f_t_NC):
+    e_s = nn.Dense(self.dim, name='embed_s')(f_s_NC.astype(jnp.float32))
+    e_t = nn.Dense(self.dim, name='embed_t')(f_t_NC.astype(jnp.float32))
+    return losses.crd_embed_normalize(e_s), losses.crd_embed_normalize(e_t)
+
+
+@dataclasses.dataclass(frozen=True)
+class CRDSettings:
+  """Published defaults (Tian et al.): T 0.07, 16384 negatives, 128-d."""
+  temperature: float
+  num_negatives: int
+  momentum: float
+  class_aware: bool  # RepDistiller's 'exact' sampling of other-class items.
+
+
 @dataclasses.dataclass(frozen=True)
 class Distiller:
-  """A student, an optional frozen teacher, connectors and the loss weights."""
+  """A student, an optional frozen teacher, trained extras and loss weights."""
   student: nn.Module
   teacher: nn.Module | None
   connectors: connectors_lib.Connectors | None
@@ -55,19 +85,46 @@ class Distiller:
   fm_point: int  # FitNet-style term of adain methods: the last stage.
   temperature: float
   adain_kind: str
+  dkd_alpha: float = 1.0
+  dkd_beta: float = 8.0
+  dkd_warmup_epochs: float = 20.0
+  crd_heads: CRDHeads | None = None
+  crd: CRDSettings | None = None
 
   def init(self, rng, images_NHWC):
-    """Returns {'params': {'student', 'connector'}, 'batch_stats': ...}."""
-    s_rng, c_rng = jax.random.split(rng)
+    """Returns {'params': {'student', ...}, 'batch_stats': ...}."""
+    s_rng, c_rng, h_rng = jax.random.split(rng, 3)
     s_vars = self.student.init(s_rng, images_NHWC, train=False)
     params = {'student': s_vars['params']}
     batch_stats = {'student': s_vars['batch_stats']}
-    if self.connectors is not None:
+    if self.connectors is not None or self.crd_heads is not None:
       _, s_feats = self.student.apply(s_vars, images_NHWC, train=False)
+    if self.connectors is not None:
       c_vars = self.connectors.init(c_rng, s_feats, train=False)
       params['connector'] = c_vars['params']
       batch_stats['connector'] = c_vars['batch_stats']
+    if self.crd_heads is not None:
+      t_dim = self._teacher_features(images_NHWC.shape[1:])['pre_logits']
+      params['crd'] = self.crd_heads.init(
+          h_rng, s_feats['pre_logits'],
+          jnp.zeros(t_dim.shape, jnp.float32))['params']
     return {'params': params, 'batch_stats': batch_stats}
+
+  def init_aux(self, rng, train_labels_M) -> dict[str, Any]:
+    """Method state that is not optimised: CRD's memory bank, else {}."""
+    if self.crd is None:
+      return {}
+    aux = losses.crd_memory_init(rng, len(train_labels_M),
+                                 self.crd_heads.dim)
+    if self.crd.class_aware:
+      aux['labels'] = jnp.asarray(train_labels_M, jnp.int32)
+    return aux
+
+  def _teacher_features(self, image_shape):
+    return jax.eval_shape(
+        lambda x: self.teacher.init_with_output(
+            jax.random.key(0), x, train=False)[0][1],
+        jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
 
   def predict(self, params, batch_stats, images_NHWC):
     """Student logits in inference mode (evaluation)."""
@@ -76,12 +133,27 @@ class Distiller:
         images_NHWC, train=False)
     return logits
 
-  def loss_fn(self, params, batch_stats, teacher_vars, images_NHWC, labels_N):
-    """The training objective. Returns (loss, (metrics, new_batch_stats))."""
+  def loss_fn(self, params, batch_stats, teacher_vars, images_NHWC, labels_N,
+              *, aux=None, index_N=None, rng=None, epoch=1.0):
+    """The training objective.
+
+    Args:
+      params, batch_stats: the trained variables ({'student', ...}).
+      teacher_vars: the frozen teacher's variables (None for 'none').
+      images_NHWC: preprocessed float images.
+      labels_N: integer labels.
+      aux: method state (CRD memory); index_N: the examples' positions in the
+        training set; rng: a key for CRD's negative sampling; epoch: the
+        1-based epoch (DKD's warm-up).
+
+    Returns:
+      (loss, (metrics, new_batch_stats, new_aux)).
+    """
     (z_s, f_s), s_updates = self.student.apply(
         {'params': params['student'], 'batch_stats': batch_stats['student']},
         images_NHWC, train=True, mutable=['batch_stats'])
     new_batch_stats = {'student': s_updates['batch_stats']}
+    new_aux = aux
     values = {'ce': losses.cross_entropy(z_s, labels_N)}
 
     if self.teacher is not None:
@@ -91,6 +163,27 @@ class Distiller:
       f_t = jax.lax.stop_gradient(f_t)
     if 'kd' in self.terms:
       values['kd'] = losses.kd(z_s, z_t, self.temperature)
+    if 'dkd' in self.terms:
+      values['dkd'] = losses.dkd_warmup_factor(
+          epoch, self.dkd_warmup_epochs) * losses.dkd(
+              z_s, z_t, labels_N, alpha=self.dkd_alpha, beta=self.dkd_beta,
+              temperature=self.temperature)
+    if 'at' in self.terms:
+      # As the CRD benchmark: every stage output, summed.
+      values['at'] = sum(
+          losses.at(f_t[f'stage{k}'], f_s[f'stage{k}'])
+          for k in range(1, self.student.num_stages + 1))
+    if 'crd' in self.terms:
+      e_s, e_t = self.crd_heads.apply({'params': params['crd']},
+                                      f_s['pre_logits'], f_t['pre_logits'])
+      contrast = losses.crd_sample_contrast(
+          rng, index_N, labels_N, len(aux['memory_s']),
+          self.crd.num_negatives, data_labels_M=aux.get('labels'))
+      memory = {k: v for k, v in aux.items() if k != 'labels'}
+      values['crd'], new_memory = losses.crd_loss(
+          e_s, e_t, index_N, contrast, memory,
+          temperature=self.crd.temperature, momentum=self.crd.momentum)
+      new_aux = dict(aux, **new_memory)
 
     if self.connectors is not None:
       c_out, c_updates = self.connectors.apply(
@@ -110,7 +203,7 @@ class Distiller:
     loss = sum(self.weights[t] * values[t] for t in self.terms)
     metrics = dict(values, loss=loss,
                    accuracy=jnp.mean(jnp.argmax(z_s, -1) == labels_N))
-    return loss, (metrics, new_batch_stats)
+    return loss, (metrics, new_batch_stats, new_aux)
 
   def _point_loss(self, term, k, f_t, c_out, z_t, t_vars):
     name = f'stage{k}'
@@ -132,8 +225,7 @@ def create(config, num_classes: int, image_shape) -> Distiller:
   check_method(config.method)
   dtype = jnp.dtype(config.dtype)
   student = models.create_model(config.model, num_classes, dtype=dtype)
-  weights = {t: float(config.loss[t]) for t in ('ce', 'kd', 'fitnet',
-                                                 'stat_l2', 'adain', 'fm')}
+  weights = {t: float(config.loss[t]) for t in TERMS}
   terms = tuple(t for t in METHODS[config.method]
                 if t == 'ce' or weights[t] != 0.0)
   teacher = None
@@ -146,15 +238,15 @@ def create(config, num_classes: int, image_shape) -> Distiller:
   points = tuple(int(k) for k in config.points)
   point_weights = tuple(float(w) for w in config.point_weights)
   num_stages = student.num_stages
+  if (('at' in terms or any(t in _CONNECTOR_TERMS for t in terms))
+      and teacher.num_stages != num_stages):
+    raise ValueError(
+        f'config.model={config.model!r} has {num_stages} stages but '
+        f'config.teacher={config.teacher!r} has {teacher.num_stages}; '
+        'feature methods pair stage k with stage k.')
   fm_point = num_stages
   connectors = None
-  feature_terms = [t for t in terms if t in _FEATURE_TERMS]
-  if feature_terms:
-    if teacher.num_stages != num_stages:
-      raise ValueError(
-          f'config.model={config.model!r} has {num_stages} stages but '
-          f'config.teacher={config.teacher!r} has {teacher.num_stages}; '
-          'feature methods pair stage k with stage k.')
+  if any(t in _CONNECTOR_TERMS for t in terms):
     if not points or len(points) != len(point_weights):
       raise ValueError(
           f'config.points={points} and config.point_weights={point_weights} '
@@ -165,18 +257,28 @@ def create(config, num_classes: int, image_shape) -> Distiller:
             f'config.points has stage {k}, outside 1..{num_stages} for '
             f'{config.model!r}; use a stage number in that range.')
     needed = sorted(set(points) | ({fm_point} if 'fm' in terms else set()))
-    t_feats = jax.eval_shape(
-        lambda x: teacher.init_with_output(
-            jax.random.key(0), x, train=False)[0][1],
-        jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
+    distiller = Distiller(student, teacher, None, terms, weights, points,
+                          point_weights, fm_point, 4.0, 'mse')
+    t_feats = distiller._teacher_features(image_shape)  # pylint: disable=protected-access
     connectors = connectors_lib.Connectors(
         channels=tuple((f'stage{k}', t_feats[f'stage{k}'].shape[-1])
                        for k in needed), dtype=dtype)
+  crd_heads = crd = None
+  if 'crd' in terms:
+    crd_heads = CRDHeads(dim=int(config.crd.dim))
+    crd = CRDSettings(temperature=float(config.crd.temperature),
+                      num_negatives=int(config.crd.num_negatives),
+                      momentum=float(config.crd.momentum),
+                      class_aware=bool(config.crd.class_aware))
   return Distiller(student=student, teacher=teacher, connectors=connectors,
                    terms=terms, weights=weights, points=points,
                    point_weights=point_weights, fm_point=fm_point,
                    temperature=float(config.loss.temperature),
-                   adain_kind=config.loss.adain_kind)
+                   adain_kind=config.loss.adain_kind,
+                   dkd_alpha=float(config.dkd.alpha),
+                   dkd_beta=float(config.dkd.beta),
+                   dkd_warmup_epochs=float(config.dkd.warmup_epochs),
+                   crd_heads=crd_heads, crd=crd)
 
 
 def teacher_variables_struct(distiller: Distiller, image_shape) -> Any:

@@ -105,7 +105,9 @@ def _train_batches(images, labels, global_batch_size, seed, start_step, spe,
     # slices concatenate to exactly the one-host global batch.
     indices = perm[start:start + local]
     yield {'image': images[indices],
-           'label': labels[indices].astype(np.int32)}
+           'label': labels[indices].astype(np.int32),
+           # Position in the training set (CRD's memory bank needs it).
+           'index': indices.astype(np.int32)}
     step += 1
 
 

@@ -44,6 +44,7 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   skipped: jax.Array  # Steps skipped for a non-finite loss or gradient.
+  aux: Any  # Method state that is not optimised (CRD's memory bank).
 
 
 def create_optimizer(config, steps_per_epoch: int, total_steps: int):
@@ -70,13 +71,22 @@ def create_optimizer(config, steps_per_epoch: int, total_steps: int):
   return tx, schedule
 
 
-def init_state(distiller, tx, image_shape, rng) -> TrainState:
-  """A fresh TrainState (step 0) for `distiller`'s student and connectors."""
-  variables = distiller.init(rng, jnp.zeros((1, *image_shape), jnp.float32))
+def init_state(distiller, tx, image_shape, rng,
+               train_labels=None) -> TrainState:
+  """A fresh TrainState (step 0) for `distiller`'s student and extras.
+
+  `train_labels` (all training labels) is needed by CRD's memory bank only.
+  """
+  init_rng, aux_rng = jax.random.split(rng)
+  variables = distiller.init(init_rng,
+                             jnp.zeros((1, *image_shape), jnp.float32))
   return TrainState(step=jnp.array(0, jnp.int32), params=variables['params'],
                     batch_stats=variables['batch_stats'],
                     opt_state=tx.init(variables['params']),
-                    skipped=jnp.array(0, jnp.int32))
+                    skipped=jnp.array(0, jnp.int32),
+                    aux=distiller.init_aux(
+                        aux_rng, np.zeros(0) if train_labels is None
+                        else train_labels))
 
 
 def train_step(state, teacher_vars, batch, *, distiller, tx, schedule, prep,
@@ -92,8 +102,12 @@ def train_step(state, teacher_vars, batch, *, distiller, tx, schedule, prep,
   images = input_pipeline.preprocess_train(
       batch['image'], rng, mean=prep.mean, std=prep.std,
       crop_padding=prep.crop_padding, flip=prep.flip)
-  grad_fn = jax.value_and_grad(distiller.loss_fn, has_aux=True)
-  (_, (metrics, batch_stats)), grads = grad_fn(
+  loss_fn = functools.partial(
+      distiller.loss_fn, aux=state.aux, index_N=batch.get('index'),
+      rng=jax.random.fold_in(rng, 1),
+      epoch=(state.step // prep.steps_per_epoch + 1).astype(jnp.float32))
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (_, (metrics, batch_stats, aux)), grads = grad_fn(
       state.params, state.batch_stats, teacher_vars, images, batch['label'])
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -101,13 +115,14 @@ def train_step(state, teacher_vars, batch, *, distiller, tx, schedule, prep,
   finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
   new_state = TrainState(step=state.step + 1, params=params,
                          batch_stats=batch_stats, opt_state=opt_state,
-                         skipped=state.skipped)
+                         skipped=state.skipped, aux=aux)
   if skip_nonfinite:
     keep = lambda new, old: jnp.where(finite, new, old)
     new_state = new_state.replace(
         params=jax.tree.map(keep, params, state.params),
         batch_stats=jax.tree.map(keep, batch_stats, state.batch_stats),
         opt_state=jax.tree.map(keep, opt_state, state.opt_state),
+        aux=jax.tree.map(keep, aux, state.aux),
         skipped=state.skipped + (~finite).astype(jnp.int32))
   metrics['lr'] = schedule(state.step)
   metrics['finite'] = finite
@@ -164,6 +179,7 @@ class Prep:
   std: tuple[float, ...]
   crop_padding: int
   flip: bool
+  steps_per_epoch: int = 1
 
 
 class _MetricWriter:
@@ -271,7 +287,8 @@ def _train_and_evaluate(config, workdir):
   eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
   prep = Prep(key=jax.random.key(config.seed + 1),
               mean=tuple(info.mean), std=tuple(info.std),
-              crop_padding=config.crop_padding, flip=config.flip)
+              crop_padding=config.crop_padding, flip=config.flip,
+              steps_per_epoch=steps_per_epoch)
 
   # --- Model, loss and frozen teacher ---
   distiller = distill.create(config, info.num_classes, image_shape)
@@ -286,7 +303,8 @@ def _train_and_evaluate(config, workdir):
 
   # --- Optimiser, workdir and sharded init (shapes first) ---
   tx, schedule = create_optimizer(config, steps_per_epoch, total_steps)
-  init = functools.partial(init_state, distiller, tx, image_shape)
+  init = functools.partial(init_state, distiller, tx, image_shape,
+                           train_labels=train_y)
   init_key = jax.random.key(config.seed)
   abstract_state = jax.eval_shape(init, init_key)
   state_bytes = sum(x.size * x.dtype.itemsize

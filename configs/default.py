@@ -41,7 +41,8 @@ def get_config():
   config.dtype = 'float32'  # Computation dtype (bfloat16 on accelerators).
 
   # --- Method ---
-  # none | kd | fitnet | stat_l2 | adain | adain_kd (see distill.py).
+  # none | kd | fitnet | at | stat_l2 | adain | adain_kd | crd | dkd
+  # (see distill.py).
   config.method = 'adain'
   # Feature points (stage numbers, 1..S) for adain, stat_l2 and fitnet, each
   # with its own connector and weight. Our default: S-1 = 2 for the 3-stage
@@ -61,6 +62,20 @@ def get_config():
   config.loss.fm = 0.0  # alpha: FitNet term added to adain / adain_kd.
   config.loss.fitnet = 100.0  # FitNet method weight (as in the CRD benchmark).
   config.loss.stat_l2 = 1.0  # Statistics-L2 ablation weight.
+  # Baselines, weights as published with the CRD / DKD benchmarks.
+  config.loss.at = 1000.0  # Attention transfer, summed over all stages.
+  config.loss.crd = 0.8
+  config.loss.dkd = 1.0  # Scales alpha * TCKD + beta * NCKD (with warm-up).
+  config.dkd = ml_collections.ConfigDict()
+  config.dkd.alpha = 1.0
+  config.dkd.beta = 8.0
+  config.dkd.warmup_epochs = 20.0
+  config.crd = ml_collections.ConfigDict()
+  config.crd.dim = 128  # Embedding size.
+  config.crd.temperature = 0.07
+  config.crd.num_negatives = 16384
+  config.crd.momentum = 0.5  # Memory-bank update.
+  config.crd.class_aware = True  # Negatives from other classes ('exact').
 
   # --- Optimisation ---
   config.batch_size = 128  # Global batch, split over all devices.

@@ -20,4 +20,5 @@ def get_config():
   config.eval_batch_size = 256
   config.log_every_steps = 4
   config.checkpoint_every_steps = 8
+  config.crd.num_negatives = 256  # Fewer than the 512 examples.
   return config

@@ -18,15 +18,20 @@ def _config(method, **loss):
   config.model = 'resnet8'
   config.teacher = 'resnet8'
   config.method = method
+  config.crd.num_negatives = 16  # The test "data set" has 64 examples.
   for k, v in loss.items():
     config.loss[k] = v
   return config
 
 
+TRAIN_LABELS = np.arange(64, dtype=np.int32) % 10
+
+
 def _batch(n=16, seed=0):
   rng = np.random.default_rng(seed)
+  index = rng.permutation(64)[:n].astype(np.int32)
   return {'image': rng.integers(0, 256, (n, *IMAGE_SHAPE), dtype=np.uint8),
-          'label': rng.integers(0, 10, (n,), dtype=np.int32)}
+          'label': TRAIN_LABELS[index], 'index': index}
 
 
 def _prep(config):
@@ -37,7 +42,8 @@ def _prep(config):
 def _setup(config, mesh):
   distiller = distill.create(config, 10, IMAGE_SHAPE)
   tx, schedule = train_lib.create_optimizer(config, 10, 100)
-  state = train_lib.init_state(distiller, tx, IMAGE_SHAPE, jax.random.key(0))
+  state = train_lib.init_state(distiller, tx, IMAGE_SHAPE, jax.random.key(0),
+                               train_labels=TRAIN_LABELS)
   steps = train_lib.jit_steps(mesh, distiller, tx, schedule, _prep(config))
   return distiller, state, steps
 
@@ -50,6 +56,7 @@ def test_one_step_updates_student_only(method):
   teacher_vars = make_teacher_variables()
   teacher_before = jax.device_get(teacher_vars)
   params_before = jax.device_get(state.params)
+  state_aux_before = jax.device_get(state.aux)
   new_state, metrics = p_train_step(state, teacher_vars, _batch())
   metrics = jax.device_get(metrics)
 
@@ -63,6 +70,12 @@ def test_one_step_updates_student_only(method):
   assert all(jax.tree.leaves(moved))
   has_connector = method in ('fitnet', 'stat_l2', 'adain', 'adain_kd')
   assert ('connector' in new_state.params) == has_connector
+  assert ('crd' in new_state.params) == (method == 'crd')
+  if method == 'crd':  # The memory bank moved at the batch's rows only.
+    rows = np.asarray(jax.device_get(new_state.aux['memory_s']))
+    before = np.asarray(jax.device_get(state_aux_before['memory_s']))
+    changed = np.flatnonzero(np.any(rows != before, axis=1))
+    np.testing.assert_array_equal(changed, np.sort(_batch()['index']))
   jax.tree.map(np.testing.assert_array_equal, teacher_before,
                jax.device_get(teacher_vars))
 
@@ -100,13 +113,14 @@ def test_teacher_batch_norm_statistics_never_change():
   teacher_vars = make_teacher_variables()
   batch = _batch()
   images = batch['image'].astype(np.float32) / 255.0
-  _, (_, new_stats) = distiller.loss_fn(
+  _, (_, new_stats, _) = distiller.loss_fn(
       variables['params'], variables['batch_stats'], teacher_vars, images,
       batch['label'])
   assert set(new_stats) == {'student', 'connector'}
   # The teacher's logits inside the loss are its inference-mode logits.
   z_t, _ = distiller.teacher.apply(teacher_vars, images, train=False)
-  _, (metrics, _) = distill.create(_config('kd', ce=0.0), 10, IMAGE_SHAPE) \
+  _, (metrics, _, _) = distill.create(_config('kd', ce=0.0), 10,
+                                      IMAGE_SHAPE) \
       .loss_fn(variables['params'], variables['batch_stats'], teacher_vars,
                images, batch['label'])
   z_s, _ = distiller.student.apply(
@@ -147,3 +161,31 @@ def test_bad_method_config(field, value, message):
   config[field] = value
   with pytest.raises(ValueError, match=message):
     distill.create(config, 10, IMAGE_SHAPE)
+
+
+def test_dkd_warm_up_and_at_sum_are_wired_as_published():
+  """DKD is scaled by min(epoch / 20, 1); AT sums every stage pair."""
+  from adain_kd_jax import losses  # pylint: disable=g-import-not-at-top
+  teacher_vars = make_teacher_variables()
+  batch = _batch()
+  images = batch['image'].astype(np.float32) / 255.0
+  for method, epoch, factor in (('dkd', 10.0, 0.5), ('dkd', 30.0, 1.0),
+                                ('at', 1.0, 1.0)):
+    distiller = distill.create(_config(method), 10, IMAGE_SHAPE)
+    variables = distiller.init(jax.random.key(0),
+                               jnp.zeros((1, *IMAGE_SHAPE)))
+    _, (metrics, _, _) = distiller.loss_fn(
+        variables['params'], variables['batch_stats'], teacher_vars, images,
+        batch['label'], epoch=epoch)
+    (z_s, f_s), _ = distiller.student.apply(
+        {'params': variables['params']['student'],
+         'batch_stats': variables['batch_stats']['student']},
+        images, train=True, mutable=['batch_stats'])
+    z_t, f_t = distiller.teacher.apply(teacher_vars, images, train=False)
+    if method == 'dkd':
+      expected = factor * losses.dkd(z_s, z_t, batch['label'], alpha=1.0,
+                                     beta=8.0, temperature=4.0)
+    else:
+      expected = sum(losses.at(f_t[f'stage{k}'], f_s[f'stage{k}'])
+                     for k in (1, 2, 3))
+    np.testing.assert_allclose(metrics[method], expected, rtol=1e-5)
