@@ -2,19 +2,20 @@
 
 Also checks every model of the PyTorch zoo's state dicts
 (`shared/torch_state_dicts.json`) tensor by tensor against our parameters, with
-the PyTorch -> Flax names of the model docstrings.
+the PyTorch -> Flax names of the model docstrings (as `import_torch` maps
+them).
 """
 
 import functools
 import json
 import pathlib
-import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from adain_kd_jax import import_torch
 from adain_kd_jax import models
 
 # Trainable parameters for 3-channel input and 100 classes (1000 for the
@@ -290,79 +291,6 @@ def test_every_torch_model_has_its_param_count():
     assert _num_params(_abstract_variables(name)['params']) == trainable, name
 
 
-def _mobilenet_blocks():
-  """(PyTorch group, index in group) -> (stage, block) of MobileNetV2."""
-  group_sizes = (1, 2, 3, 4, 3, 3, 1)
-  stage_groups = ((0, 1), (2,), (3, 4), (5, 6))
-  table = {}
-  for s, groups in enumerate(stage_groups, 1):
-    b = 0
-    for g in groups:
-      for j in range(group_sizes[g]):
-        table[g, j] = (s, b)
-        b += 1
-  return table
-
-
-_MOBILENET_BLOCKS = _mobilenet_blocks()
-_MOBILENET_LAYERS = {0: 'conv1', 1: 'bn1', 3: 'conv2', 4: 'bn2', 6: 'conv3',
-                     7: 'bn3'}
-_SHORTCUTS = {'shortcut.0': 'shortcut_conv', 'shortcut.1': 'shortcut_bn',
-              'downsample.0': 'shortcut_conv', 'downsample.1': 'shortcut_bn',
-              'convShortcut': 'shortcut_conv'}
-
-
-def _flax_module(name, module):
-  """Flax module path of a PyTorch module path, as in the model docstrings."""
-  if name.startswith('vgg'):
-    if module == 'classifier':
-      return ('fc',)
-    i, k = map(int, re.fullmatch(r'block(\d)\.(\d+)', module).groups())
-    kind = {0: 'conv', 1: 'bn'}[k % 3]
-    return (f"{'stem' if i == 0 else f'stage{i}'}_{kind}{k // 3}",)
-  if name == 'MobileNetV2':
-    top = {'conv1.0': 'stem_conv', 'conv1.1': 'stem_bn', 'conv2.0': 'head_conv',
-           'conv2.1': 'head_bn', 'classifier.0': 'fc'}
-    if module in top:
-      return (top[module],)
-    g, j, k = map(int, re.fullmatch(r'blocks\.(\d)\.(\d+)\.conv\.(\d)',
-                                    module).groups())
-    s, b = _MOBILENET_BLOCKS[g, j]
-    return (f'stage{s}_block{b}', _MOBILENET_LAYERS[k])
-  if name.startswith('wrn'):
-    # Pre-activation: the top-level bn1 is the final BN before pooling.
-    top = {'conv1': 'stem_conv', 'bn1': 'head_bn', 'fc': 'fc'}
-    pattern = r'block(\d)\.layer\.(\d+)\.(.+)'
-  else:
-    # ResNets and ShuffleNets.
-    top = {'conv1': 'stem_conv', 'bn1': 'stem_bn', 'conv2': 'head_conv',
-           'bn2': 'head_bn', 'fc': 'fc', 'linear': 'fc'}
-    pattern = r'layer(\d)\.(\d+)\.(.+)'
-  if module in top:
-    return (top[module],)
-  s, b, layer = re.fullmatch(pattern, module).groups()
-  return (f'stage{s}_block{b}', _SHORTCUTS.get(layer, layer))
-
-
-def _flax_leaf(name, key, shape):
-  """(collection, path, shape) of the Flax leaf of a PyTorch state-dict entry.
-
-  Shapes are transposed: conv OIHW -> HWIO, linear (out, in) -> (in, out).
-  """
-  module, tensor = key.rsplit('.', 1)
-  path = _flax_module(name, module)
-  if tensor == 'weight' and len(shape) == 4:
-    return 'params', (*path, 'kernel'), tuple(shape[2:]) + (shape[1], shape[0])
-  if tensor == 'weight' and len(shape) == 2:
-    return 'params', (*path, 'kernel'), (shape[1], shape[0])
-  if tensor == 'weight':
-    return 'params', (*path, 'scale'), tuple(shape)
-  if tensor == 'bias':
-    return 'params', (*path, 'bias'), tuple(shape)
-  stat = {'running_mean': 'mean', 'running_var': 'var'}[tensor]
-  return 'batch_stats', (*path, stat), tuple(shape)
-
-
 def test_every_torch_tensor_has_its_flax_counterpart():
   """A bijection between the state dicts and our variables, with shapes."""
   for name, state_dict in _torch_state_dicts().items():
@@ -373,6 +301,7 @@ def test_every_torch_tensor_has_its_flax_counterpart():
     theirs = {}
     for key, shape in state_dict.items():
       if not key.endswith('num_batches_tracked'):
-        collection, path, flax_shape = _flax_leaf(name, key, shape)
+        collection, path, flax_shape = import_torch.torch_key_to_flax(
+            name, key, shape)
         theirs[collection, path] = flax_shape
     assert theirs == ours, name
