@@ -1,0 +1,102 @@
+r"""CIFAR-100 distillation with the CRD benchmark recipe (METHOD.md section 5).
+
+  python train.py --workdir=runs/c100/wrn_40_2-wrn_16_2/adain/seed0 \
+    --config=configs/cifar100_distill.py:teacher=wrn_40_2,student=wrn_16_2,method=adain \
+    --config.seed=0
+
+Recipe: SGD momentum 0.9, batch 64, lr 0.05 (0.01 for MobileNetV2 and
+ShuffleNet students), weight decay 5e-4, 240 epochs, lr x0.1 at epochs 150,
+180 and 210; random crop 32 with 4-pixel padding and horizontal flip;
+per-channel normalisation. CIFAR-100 comes from tfds (prepared array_record
+files; `--config.download=True` once, with network). The teacher is an
+exported checkpoint in `teachers/cifar100/<teacher>`: train one with
+configs/cifar100_teacher.py, or import the benchmark's PyTorch weights with
+`python -m adain_kd_jax.import_torch --arch <teacher> --checkpoint FILE.pth
+--out teachers/cifar100/<teacher>`.
+
+Loss weights of the baselines are those of their published commands (CRD's
+RepDistiller README; DKD's mdistiller): kd CE 0.1 + KD 0.9 (tau 4); fitnet
+100 at stage 2; at 1000; crd 0.8; dkd alpha 1, beta 8, warm-up 20 epochs.
+
+Published top-1 (%) to set results against (teacher / student alone; KD,
+FitNet, AT, CRD, DKD), from METHOD.md:
+  wrn_40_2 -> wrn_16_2      75.61 / 73.26; 74.92 73.58 74.08 75.48 76.23
+  wrn_40_2 -> wrn_40_1      75.61 / 71.98; 73.54 72.24 72.77 74.14 74.81
+  resnet56 -> resnet20      72.34 / 69.06; 70.66 69.21 70.55 71.16 71.97
+  resnet110 -> resnet32     74.31 / 71.14; 73.08 71.06 72.31 73.48 74.11
+  resnet32x4 -> resnet8x4   79.42 / 72.50; 73.33 73.50 73.44 75.51 76.32
+  vgg13 -> vgg8             74.64 / 70.36; 72.98 71.02 71.43 73.94 74.68
+  vgg13 -> MobileNetV2      74.64 / 64.60; 67.37 64.14 59.40 69.73 69.71
+  ResNet50 -> MobileNetV2   79.34 / 64.60; 67.35 63.16 58.58 69.11 70.35
+  resnet32x4 -> ShuffleV1   79.42 / 70.50; 74.07 73.59 71.73 75.11 76.45
+  resnet32x4 -> ShuffleV2   79.42 / 71.82; 74.45 73.54 72.73 75.65 77.07
+  wrn_40_2 -> ShuffleV1     75.61 / 70.50; 74.83 73.73 73.32 76.05 76.70
+Report top-1 at the last and at the best epoch over 3 or more seeds.
+"""
+
+from configs import default
+
+# The rows of the benchmark table (teacher, student).
+TABLE = (
+    ('wrn_40_2', 'wrn_16_2'), ('wrn_40_2', 'wrn_40_1'),
+    ('resnet56', 'resnet20'), ('resnet110', 'resnet32'),
+    ('resnet32x4', 'resnet8x4'), ('vgg13', 'vgg8'), ('vgg13', 'MobileNetV2'),
+    ('ResNet50', 'MobileNetV2'), ('resnet32x4', 'ShuffleV1'),
+    ('resnet32x4', 'ShuffleV2'), ('wrn_40_2', 'ShuffleV1'),
+)
+# Students trained with lr 0.01 in the benchmark.
+LOW_LR_STUDENTS = ('MobileNetV2', 'ShuffleV1', 'ShuffleV2')
+
+
+def parse_arg(arg: str | None) -> dict[str, str]:
+  """'teacher=a,student=b,method=c' -> dict; unknown keys are an error."""
+  values = {'teacher': 'wrn_40_2', 'student': 'wrn_16_2', 'method': 'adain'}
+  for item in filter(None, (arg or '').split(',')):
+    key, sep, value = item.partition('=')
+    if not sep or key not in values:
+      raise ValueError(
+          f'Bad config argument {item!r}: use teacher=NAME,student=NAME,'
+          'method=NAME (any subset).')
+    values[key] = value
+  return values
+
+
+def cifar100_recipe(config, model: str):
+  """The benchmark's CIFAR-100 data, schedule and optimiser, in place."""
+  config.dataset = 'cifar100'
+  config.data_source = 'tfds'
+  config.crop_padding = 4
+  config.flip = True
+  config.batch_size = 64
+  config.eval_batch_size = 1000
+  config.num_epochs = 240.0
+  config.schedule = 'piecewise'
+  config.decay_epochs = (150, 180, 210)
+  config.decay_factor = 0.1
+  config.learning_rate = 0.01 if model in LOW_LR_STUDENTS else 0.05
+  config.momentum = 0.9
+  config.weight_decay = 5e-4
+  config.eval_every_epochs = 1.0
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 1000
+  config.compare_to = ''
+  return config
+
+
+def get_config(arg=None):
+  """Returns the config for one (teacher, student, method) of the table."""
+  values = parse_arg(arg)
+  config = cifar100_recipe(default.get_config(), values['student'])
+  config.model = values['student']
+  config.teacher = values['teacher']
+  config.method = values['method']
+  config.teacher_checkpoint = f'teachers/cifar100/{values["teacher"]}'
+  # Feature points: S-1 for AdaIN (our default, METHOD.md section 3); FitNet
+  # uses the benchmark's hint layer 2.
+  from adain_kd_jax import models  # pylint: disable=g-import-not-at-top
+  num_stages = models.create_model(values['student'], 100).num_stages
+  config.points = (2,) if values['method'] == 'fitnet' else (num_stages - 1,)
+  config.point_weights = (1.0,)
+  if values['method'] == 'kd':
+    config.loss.ce, config.loss.kd = 0.1, 0.9
+  return config
