@@ -23,7 +23,7 @@ def check(config) -> None:
       _fail(field, getattr(config, field),
             f'use one of {", ".join(models.MODEL_NAMES)}.')
   for field in ('batch_size', 'eval_batch_size', 'log_every_steps',
-                'checkpoint_every_steps', 'keep_checkpoints'):
+                'checkpoint_every_steps', 'keep_checkpoints', 'steps_per_call'):
     if int(getattr(config, field)) < 1:
       _fail(field, getattr(config, field), 'it must be a positive integer.')
   if config.num_train_steps <= 0 and config.num_epochs <= 0:

@@ -58,19 +58,19 @@ def _check_lengths(images: np.ndarray, labels: np.ndarray) -> int:
   return len(images)
 
 
-def train_batches(images: np.ndarray, labels: np.ndarray, *,
-                  global_batch_size: int, seed: int, start_step: int = 0,
-                  process_index: int = 0,
-                  process_count: int = 1) -> Iterator[Batch]:
-  """Infinite iterator of this host's training batches from `start_step` on.
+def train_indices(n: int, *, global_batch_size: int, seed: int,
+                  start_step: int = 0, process_index: int = 0,
+                  process_count: int = 1) -> Iterator[np.ndarray]:
+  """Infinite iterator of this host's training-example indices per step.
 
   Step s reads offset `s % spe` of epoch `s // spe` (spe = steps per epoch,
   remainder dropped); epoch e is ordered by
-  `np.random.default_rng([seed, e]).permutation(n)`.
+  `np.random.default_rng([seed, e]).permutation(n)`; this host takes its
+  contiguous slice of each global batch. Stateless: any step can be the
+  first, which is what makes resuming exact.
 
   Args:
-    images: [N, H, W, C] uint8.
-    labels: [N] int.
+    n: number of training examples.
     global_batch_size: examples per step over all hosts.
     seed: shuffling seed; the same seed gives the same batches.
     start_step: the first step to yield (to resume a run).
@@ -78,37 +78,57 @@ def train_batches(images: np.ndarray, labels: np.ndarray, *,
     process_count: number of hosts (`jax.process_count()`).
 
   Returns:
-    An iterator of `{'image': uint8 [B, H, W, C], 'label': int32 [B]}` with
-    B = global_batch_size // process_count.
+    An iterator of int32 arrays of B = global_batch_size // process_count.
   """
-  n = _check_lengths(images, labels)
   spe = steps_per_epoch(n, global_batch_size)
   local = _local_size(global_batch_size, process_index, process_count)
   if start_step < 0:
     raise ValueError(f'start_step must be >= 0, got {start_step}.')
   # Checked eagerly above; the generator below only does the work.
-  return _train_batches(images, labels, global_batch_size, seed, start_step,
-                        spe, local * process_index, local)
+  return _train_indices(n, global_batch_size, seed, start_step, spe,
+                        local * process_index, local)
 
 
-def _train_batches(images, labels, global_batch_size, seed, start_step, spe,
-                   begin, local):
-  """The generator behind `train_batches`."""
+def _train_indices(n, global_batch_size, seed, start_step, spe, begin, local):
+  """The generator behind `train_indices`."""
   epoch, perm = None, None
   step = start_step
   while True:
     if step // spe != epoch:
       epoch = step // spe
-      perm = np.random.default_rng([seed, epoch]).permutation(len(images))
+      perm = np.random.default_rng([seed, epoch]).permutation(n)
     start = (step % spe) * global_batch_size + begin
     # Kept in permutation order (not sorted for locality) so that the hosts'
     # slices concatenate to exactly the one-host global batch.
-    indices = perm[start:start + local]
-    yield {'image': images[indices],
-           'label': labels[indices].astype(np.int32),
-           # Position in the training set (CRD's memory bank needs it).
-           'index': indices.astype(np.int32)}
+    yield perm[start:start + local].astype(np.int32)
     step += 1
+
+
+def train_batches(images: np.ndarray, labels: np.ndarray, *,
+                  global_batch_size: int, seed: int, start_step: int = 0,
+                  process_index: int = 0,
+                  process_count: int = 1) -> Iterator[Batch]:
+  """Infinite iterator of this host's training batches from `start_step` on.
+
+  The examples of `train_indices` (see there), gathered on the host.
+
+  Args:
+    images: [N, H, W, C] uint8.
+    labels: [N] int.
+    global_batch_size, seed, start_step, process_index, process_count: as in
+      `train_indices`.
+
+  Returns:
+    An iterator of `{'image': uint8 [B, H, W, C], 'label': int32 [B],
+    'index': int32 [B]}` with B = global_batch_size // process_count.
+  """
+  n = _check_lengths(images, labels)
+  indices = train_indices(n, global_batch_size=global_batch_size, seed=seed,
+                          start_step=start_step, process_index=process_index,
+                          process_count=process_count)
+  return ({'image': images[i], 'label': labels[i].astype(np.int32),
+           # Position in the training set (CRD's memory bank needs it).
+           'index': i} for i in indices)
 
 
 def num_eval_batches(n: int, global_batch_size: int) -> int:

@@ -1,4 +1,4 @@
-"""Training and evaluation: mesh, sharded init, the jitted step, the loop.
+"""Training and evaluation: data, teacher, sharded init, resume, the loop.
 
 `train_and_evaluate(config, workdir)` trains `config.model` with
 `config.method` (see distill.py), distilling from a frozen exported teacher
@@ -8,7 +8,6 @@ devices, the batch sharded over the 'data' axis, everything else replicated.
 BatchNorm statistics are therefore over the global batch.
 """
 
-import dataclasses
 import functools
 import json
 import os
@@ -16,14 +15,12 @@ import time
 from typing import Any
 
 from absl import logging
-import flax
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
-import optax
 import tqdm
 
 from adain_kd_jax import checkpoints
@@ -33,153 +30,9 @@ from adain_kd_jax import distill
 from adain_kd_jax import input_pipeline
 from adain_kd_jax import preemption
 from adain_kd_jax import preflight
+from adain_kd_jax import steps
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any  # {'student': ..., 'connector': ...}
-  batch_stats: Any
-  opt_state: Any
-  skipped: jax.Array  # Steps skipped for a non-finite loss or gradient.
-  aux: Any  # Method state that is not optimised (CRD's memory bank).
-
-
-def create_optimizer(config, steps_per_epoch: int, total_steps: int):
-  """SGD with momentum, weight decay on all parameters, and a schedule."""
-  warmup = int(config.warmup_epochs * steps_per_epoch)
-  if config.schedule == 'cosine':
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, config.learning_rate, warmup, max(total_steps, warmup + 1))
-  elif config.schedule == 'piecewise':
-    schedule = optax.piecewise_constant_schedule(
-        config.learning_rate,
-        {int(e * steps_per_epoch): config.decay_factor
-         for e in config.decay_epochs})
-    if warmup:
-      schedule = optax.join_schedules(
-          [optax.linear_schedule(0.0, config.learning_rate, warmup),
-           schedule], [warmup])
-  else:
-    raise ValueError(f'Unknown config.schedule={config.schedule!r}; use '
-                     "'cosine' or 'piecewise'.")
-  # torch.optim.SGD order: g + wd * p, then momentum, then the learning rate.
-  tx = optax.chain(optax.add_decayed_weights(config.weight_decay),
-                   optax.sgd(schedule, momentum=config.momentum))
-  return tx, schedule
-
-
-def init_state(distiller, tx, image_shape, rng,
-               train_labels=None) -> TrainState:
-  """A fresh TrainState (step 0) for `distiller`'s student and extras.
-
-  `train_labels` (all training labels) is needed by CRD's memory bank only.
-  """
-  init_rng, aux_rng = jax.random.split(rng)
-  variables = distiller.init(init_rng,
-                             jnp.zeros((1, *image_shape), jnp.float32))
-  return TrainState(step=jnp.array(0, jnp.int32), params=variables['params'],
-                    batch_stats=variables['batch_stats'],
-                    opt_state=tx.init(variables['params']),
-                    skipped=jnp.array(0, jnp.int32),
-                    aux=distiller.init_aux(
-                        aux_rng, np.zeros(0) if train_labels is None
-                        else train_labels))
-
-
-def train_step(state, teacher_vars, batch, *, distiller, tx, schedule, prep,
-               skip_nonfinite=False):
-  """One optimisation step of the student (and its connectors).
-
-  `metrics['finite']` says whether every loss term and the gradient norm were
-  finite. With `skip_nonfinite`, a non-finite step leaves params, batch stats
-  and optimizer state as they were (the step counter and the data still
-  advance) and counts itself in `state.skipped`.
-  """
-  rng = jax.random.fold_in(prep.key, state.step)
-  images = input_pipeline.preprocess_train(
-      batch['image'], rng, mean=prep.mean, std=prep.std,
-      crop_padding=prep.crop_padding, flip=prep.flip)
-  loss_fn = functools.partial(
-      distiller.loss_fn, aux=state.aux, index_N=batch.get('index'),
-      rng=jax.random.fold_in(rng, 1),
-      epoch=(state.step // prep.steps_per_epoch + 1).astype(jnp.float32))
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  (_, (metrics, batch_stats, aux)), grads = grad_fn(
-      state.params, state.batch_stats, teacher_vars, images, batch['label'])
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  metrics['grad_norm'] = optax.tree.norm(grads)
-  finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
-  new_state = TrainState(step=state.step + 1, params=params,
-                         batch_stats=batch_stats, opt_state=opt_state,
-                         skipped=state.skipped, aux=aux)
-  if skip_nonfinite:
-    keep = lambda new, old: jnp.where(finite, new, old)
-    new_state = new_state.replace(
-        params=jax.tree.map(keep, params, state.params),
-        batch_stats=jax.tree.map(keep, batch_stats, state.batch_stats),
-        opt_state=jax.tree.map(keep, opt_state, state.opt_state),
-        aux=jax.tree.map(keep, aux, state.aux),
-        skipped=state.skipped + (~finite).astype(jnp.int32))
-  metrics['lr'] = schedule(state.step)
-  metrics['finite'] = finite
-  metrics['skipped'] = new_state.skipped
-  return new_state, metrics
-
-
-def eval_step(state, batch, *, distiller, prep):
-  """Sums of correct predictions, loss and examples (padding masked out)."""
-  images = input_pipeline.preprocess_eval(batch['image'], mean=prep.mean,
-                                          std=prep.std)
-  logits = distiller.predict(state.params, state.batch_stats, images)
-  mask = batch['mask']
-  logp = jax.nn.log_softmax(logits)
-  nll = -jnp.take_along_axis(logp, batch['label'][:, None], axis=-1)[:, 0]
-  correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
-  return {'correct': jnp.sum(correct * mask), 'loss': jnp.sum(nll * mask),
-          'count': jnp.sum(mask)}
-
-
-def create_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1-D mesh over all devices (of all hosts), axis 'data'."""
-  devices = jax.devices() if devices is None else devices
-  # Auto axis types: explicit sharding types (the default of make_mesh on
-  # newer JAX) reject the plain jitted step.
-  return jax.make_mesh((len(devices),), ('data',), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def jit_steps(mesh, distiller, tx, schedule, prep, skip_nonfinite=False):
-  """The jitted train and eval steps: batch sharded, the rest replicated.
-
-  The train step donates the state it is given (its buffers are reused).
-  """
-  replicated = NamedSharding(mesh, P())
-  data = NamedSharding(mesh, P('data'))
-  p_train_step = jax.jit(
-      functools.partial(train_step, distiller=distiller, tx=tx,
-                        schedule=schedule, prep=prep,
-                        skip_nonfinite=skip_nonfinite),
-      in_shardings=(replicated, replicated, data),
-      out_shardings=(replicated, replicated), donate_argnums=(0,))
-  p_eval_step = jax.jit(
-      functools.partial(eval_step, distiller=distiller, prep=prep),
-      in_shardings=(replicated, data), out_shardings=replicated)
-  return p_train_step, p_eval_step
-
-
-@dataclasses.dataclass(frozen=True)
-class Prep:
-  """What the device-side preprocessing needs (static under jit)."""
-  key: Any
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-  crop_padding: int
-  flip: bool
-  steps_per_epoch: int = 1
 
 
 class _MetricWriter:
@@ -262,7 +115,7 @@ def _train_and_evaluate(config, workdir):
       raise ValueError(
           f'config.{field}={config[field]} is not divisible by the '
           f'{num_devices} devices; use a multiple of {num_devices}.')
-  mesh = create_mesh()
+  mesh = steps.create_mesh()
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P('data'))
 
@@ -285,7 +138,7 @@ def _train_and_evaluate(config, workdir):
   total_steps = (config.num_train_steps if config.num_train_steps > 0 else
                  int(round(config.num_epochs * steps_per_epoch)))
   eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
-  prep = Prep(key=jax.random.key(config.seed + 1),
+  prep = steps.Prep(key=jax.random.key(config.seed + 1),
               mean=tuple(info.mean), std=tuple(info.std),
               crop_padding=config.crop_padding, flip=config.flip,
               steps_per_epoch=steps_per_epoch)
@@ -302,8 +155,8 @@ def _train_and_evaluate(config, workdir):
         num_classes=info.num_classes, abstract_variables=abstract_t)
 
   # --- Optimiser, workdir and sharded init (shapes first) ---
-  tx, schedule = create_optimizer(config, steps_per_epoch, total_steps)
-  init = functools.partial(init_state, distiller, tx, image_shape,
+  tx, schedule = steps.create_optimizer(config, steps_per_epoch, total_steps)
+  init = functools.partial(steps.init_state, distiller, tx, image_shape,
                            train_labels=train_y)
   init_key = jax.random.key(config.seed)
   abstract_state = jax.eval_shape(init, init_key)
@@ -327,14 +180,14 @@ def _train_and_evaluate(config, workdir):
   start_step = int(state.step)
 
   # --- Update and evaluation steps ---
-  p_train_step, p_eval_step = jit_steps(
-      mesh, distiller, tx, schedule, prep,
-      skip_nonfinite=config.skip_nonfinite)
+  p_multi_step = steps.jit_multi_step(mesh, distiller, tx, schedule, prep,
+                                      skip_nonfinite=config.skip_nonfinite)
+  p_eval_step = steps.jit_eval_step(mesh, distiller, prep)
+  stacked_sharding = NamedSharding(mesh, P(None, 'data'))
 
-  def to_global(batch):
+  def to_global(batch, sharding=data_sharding):
     return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(data_sharding, x),
-        batch)
+        lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
   def evaluate(images, labels):
     sums = None
@@ -355,16 +208,40 @@ def _train_and_evaluate(config, workdir):
       results['val'] = evaluate(*val)
     return results
 
-  # --- Loop ---
-  writer = _MetricWriter(workdir, start_step)
-  batches = input_pipeline.train_batches(
-      train_x, train_y, global_batch_size=config.batch_size, seed=config.seed,
+  # --- Input: indices on the host; images from the host or the devices ---
+  device_data = None
+  if config.device_data:
+    # Every device holds the training set (CIFAR-100 is 150 MB as uint8);
+    # each step then gathers its batch on the device, no host transfer.
+    device_data = to_global({'image': train_x,
+                             'label': train_y.astype(np.int32)}, replicated)
+  indices = input_pipeline.train_indices(
+      len(train_x), global_batch_size=config.batch_size, seed=config.seed,
       start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count())
+
+  def next_batches(k):
+    """The next k steps' host batches, stacked and made global."""
+    idx = np.stack([next(indices) for _ in range(k)])
+    batch = {'index': idx}
+    if device_data is None:
+      batch.update(image=train_x[idx], label=train_y[idx].astype(np.int32))
+    return to_global(batch, stacked_sharding)
+
+  boundaries = (config.log_every_steps, config.checkpoint_every_steps,
+                eval_every)
+
+  def chunk_size(step):
+    """Steps until the next log / checkpoint / eval step, at most k."""
+    to_next = min(b - step % b for b in boundaries)
+    return min(config.steps_per_call, to_next, total_steps - step)
+
+  # --- Loop ---
+  writer = _MetricWriter(workdir, start_step)
   logging.info('Training %s with %s for %d steps (%d per epoch) on %d '
                'device(s), from step %d.', config.model, config.method,
                total_steps, steps_per_epoch, num_devices, start_step)
-  # Throughput counts from the end of the first step (compilation excluded)
+  # Throughput counts from the end of the first call (compilation excluded)
   # and leaves evaluation time out.
   timer = {'images': 0, 'start': None, 'eval': 0.0}
 
@@ -375,26 +252,29 @@ def _train_and_evaluate(config, workdir):
         time.time() - timer['start'] - timer['eval'], 1e-9)
 
   def settle(done):
-    """Checks a dispatched step's metrics once it is done; logs them.
+    """Checks a dispatched call's metrics once it is done; logs the last.
 
-    Called one step late, so that the host never waits for the device
-    except to read one flag. A non-finite step stops the run here, before
+    Called one call late, so that the host never waits for the device except
+    to read the finite flags. A non-finite step stops the run here, before
     its state can be checkpointed.
     """
-    step, metrics, log = done
-    if not config.skip_nonfinite and not bool(metrics['finite']):
+    first, metrics, log = done
+    finite = np.asarray(jax.device_get(metrics['finite']))
+    if not config.skip_nonfinite and not finite.all():
+      i = int(np.argmin(finite))
       values = jax.device_get(metrics)
       bad = [k for k, v in values.items()
-             if k != 'finite' and not np.isfinite(v)]
+             if k != 'finite' and not np.isfinite(v[i])]
       raise FloatingPointError(
-          f'Non-finite {", ".join(bad)} at step {step} (method '
+          f'Non-finite {", ".join(bad)} at step {first + i} (method '
           f'{config.method}). The last good checkpoint (step '
           f'{ckpt.latest_step()}) in {workdir} is intact. Lower '
           'config.learning_rate or the loss weights, check the teacher, or '
           'set --config.skip_nonfinite=True to skip such steps.')
     if log:
-      values = {k: float(v) for k, v in jax.device_get(metrics).items()
+      values = {k: float(v[-1]) for k, v in jax.device_get(metrics).items()
                 if k != 'finite'}
+      step = first + len(finite) - 1
       writer.write(dict(step=step, split='train',
                         epoch=step / steps_per_epoch,
                         images_per_sec=throughput(), **values))
@@ -404,20 +284,23 @@ def _train_and_evaluate(config, workdir):
                        desc=f'{config.method}:{config.model}')
   watcher = preemption.PreemptionWatcher(sync_every=config.log_every_steps)
   last_eval, pending, preempted_at = None, None, None
+  step = start_step
   try:
-    for step in range(start_step + 1, total_steps + 1):
-      batch = to_global(next(batches))
-      state, metrics = p_train_step(state, teacher_vars, batch)
+    while step < total_steps:
+      k = chunk_size(step)
+      state, metrics = p_multi_step(state, teacher_vars, device_data,
+                                    next_batches(k))
+      first, step = step + 1, step + k
       if timer['start'] is None:
         jax.block_until_ready(metrics)
         timer['start'] = time.time()
       else:
-        timer['images'] += config.batch_size
+        timer['images'] += k * config.batch_size
       if pending is not None:
         settle(pending)
-      pending = (step, metrics,
+      pending = (first, metrics,
                  step % config.log_every_steps == 0 or step == total_steps)
-      progress.update(1)
+      progress.update(k)
       stop = watcher.should_stop(step)
       is_eval = step % eval_every == 0 or step == total_steps
       if is_eval or stop or step % config.checkpoint_every_steps == 0:

@@ -13,7 +13,7 @@ randomly initialised teacher (speed does not depend on the values):
 
   teacher_forward  the frozen teacher's forward pass (train=False), jitted,
                    returning the logits and the features at --points;
-  student_step     the real `train_lib.jit_steps` train step of method 'none'
+  student_step     the real `steps.jit_steps` train step of method 'none'
                    (augmentation, student forward/backward, SGD update);
   <method>         the real jitted train step of each method in --methods;
                    adain-type methods get one entry per insertion point
@@ -234,7 +234,7 @@ def main(argv):
   from adain_kd_jax import config_checks
   from adain_kd_jax import distill
   from adain_kd_jax import input_pipeline
-  from adain_kd_jax import train_lib
+  from adain_kd_jax import steps
   # pylint: enable=g-import-not-at-top
 
   # Compile times must be real compilations, not persistent-cache reads.
@@ -267,7 +267,7 @@ def main(argv):
       raise app.UsageError(
           f'Batch size {b} must be a positive multiple of the {num_devices} '
           'devices.')
-  mesh = train_lib.create_mesh()
+  mesh = steps.create_mesh()
   replicated = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P('data'))
   process_count = jax.process_count()
@@ -290,7 +290,7 @@ def main(argv):
 
   # Mean/std only shift the normalisation; any per-channel values do.
   channels = image_shape[-1]
-  prep = train_lib.Prep(key=jax.random.key(_SEED.value + 1),
+  prep = steps.Prep(key=jax.random.key(_SEED.value + 1),
                         mean=(0.5,) * channels, std=(0.25,) * channels,
                         crop_padding=default.get_config().crop_padding,
                         flip=default.get_config().flip)
@@ -332,7 +332,7 @@ def main(argv):
   # --- Train steps: one distiller, jitted step and state per entry ---
   # Kept across batch sizes (the state does not depend on the batch size);
   # each step donates its state, so the cache holds the newest one.
-  tx, schedule = train_lib.create_optimizer(
+  tx, schedule = steps.create_optimizer(
       make_config('none', points), steps_per_epoch=100, total_steps=10000)
   train_entries = [('student_step', 'none', tuple(points))]
   train_entries += _entry_names(methods, points)
@@ -342,12 +342,12 @@ def main(argv):
     if name not in steppers:
       config = make_config(method, method_points)
       distiller = distill.create(config, num_classes, image_shape)
-      init = lambda key, d=distiller: train_lib.init_state(
+      init = lambda key, d=distiller: steps.init_state(
           d, tx, image_shape, key)
       abstract = jax.eval_shape(init, jax.random.key(0))
       state = jax.jit(init, out_shardings=jax.tree.map(
           lambda _: replicated, abstract))(jax.random.key(_SEED.value))
-      p_train_step, _ = train_lib.jit_steps(mesh, distiller, tx, schedule,
+      p_train_step, _ = steps.jit_steps(mesh, distiller, tx, schedule,
                                             prep)
       steppers[name] = {'step': p_train_step, 'state': state,
                         'teacher': distiller.teacher is not None}

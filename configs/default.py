@@ -39,6 +39,12 @@ def get_config():
   # Relative paths are resolved against the repository root.
   config.teacher_checkpoint = 'teachers/fashion_mnist_resnet20'
   config.dtype = 'float32'  # Computation dtype (bfloat16 on accelerators).
+  # Keep the training set on the devices and gather each batch there (small
+  # data sets on accelerators: no host transfer per step).
+  config.device_data = False
+  # Training steps per jitted call (lax.scan); > 1 amortises per-call
+  # dispatch for small batches. Calls end at every log/checkpoint/eval step.
+  config.steps_per_call = 1
 
   # --- Method ---
   # none | kd | fitnet | at | stat_l2 | adain | adain_kd | crd | dkd

@@ -23,7 +23,8 @@ class _Reached(Exception):
 def _no_compile(monkeypatch):
   def fail(*args, **kwargs):
     raise _Reached('got past the checks')
-  monkeypatch.setattr(train_lib, 'jit_steps', fail)
+  for name in ('jit_multi_step', 'jit_eval_step'):
+    monkeypatch.setattr(train_lib.steps, name, fail)
   monkeypatch.setattr(train_lib.checkpoints, 'RunCheckpointer', fail)
 
 

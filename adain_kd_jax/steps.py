@@ -1,0 +1,209 @@
+"""The jitted steps: state, optimiser, one training step, k steps, eval.
+
+One `jax.jit` step over a `Mesh` of all devices, the batch sharded over the
+'data' axis and everything else replicated (BatchNorm statistics are then
+over the global batch). `multi_step` runs k steps in one call (`lax.scan`)
+and can gather its batches from a training set kept on the devices, so that
+small batches are not bound by per-call dispatch and host transfers.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+import optax
+
+from adain_kd_jax import input_pipeline
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any  # {'student': ..., 'connector': ...}
+  batch_stats: Any
+  opt_state: Any
+  skipped: jax.Array  # Steps skipped for a non-finite loss or gradient.
+  aux: Any  # Method state that is not optimised (CRD's memory bank).
+
+
+def create_optimizer(config, steps_per_epoch: int, total_steps: int):
+  """SGD with momentum, weight decay on all parameters, and a schedule."""
+  warmup = int(config.warmup_epochs * steps_per_epoch)
+  if config.schedule == 'cosine':
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, warmup, max(total_steps, warmup + 1))
+  elif config.schedule == 'piecewise':
+    schedule = optax.piecewise_constant_schedule(
+        config.learning_rate,
+        {int(e * steps_per_epoch): config.decay_factor
+         for e in config.decay_epochs})
+    if warmup:
+      schedule = optax.join_schedules(
+          [optax.linear_schedule(0.0, config.learning_rate, warmup),
+           schedule], [warmup])
+  else:
+    raise ValueError(f'Unknown config.schedule={config.schedule!r}; use '
+                     "'cosine' or 'piecewise'.")
+  # torch.optim.SGD order: g + wd * p, then momentum, then the learning rate.
+  tx = optax.chain(optax.add_decayed_weights(config.weight_decay),
+                   optax.sgd(schedule, momentum=config.momentum))
+  return tx, schedule
+
+
+def init_state(distiller, tx, image_shape, rng,
+               train_labels=None) -> TrainState:
+  """A fresh TrainState (step 0) for `distiller`'s student and extras.
+
+  `train_labels` (all training labels) is needed by CRD's memory bank only.
+  """
+  init_rng, aux_rng = jax.random.split(rng)
+  variables = distiller.init(init_rng,
+                             jnp.zeros((1, *image_shape), jnp.float32))
+  return TrainState(step=jnp.array(0, jnp.int32), params=variables['params'],
+                    batch_stats=variables['batch_stats'],
+                    opt_state=tx.init(variables['params']),
+                    skipped=jnp.array(0, jnp.int32),
+                    aux=distiller.init_aux(
+                        aux_rng, np.zeros(0) if train_labels is None
+                        else train_labels))
+
+
+def train_step(state, teacher_vars, batch, *, distiller, tx, schedule, prep,
+               skip_nonfinite=False):
+  """One optimisation step of the student (and its connectors).
+
+  `metrics['finite']` says whether every loss term and the gradient norm were
+  finite. With `skip_nonfinite`, a non-finite step leaves params, batch stats
+  and optimizer state as they were (the step counter and the data still
+  advance) and counts itself in `state.skipped`.
+  """
+  rng = jax.random.fold_in(prep.key, state.step)
+  images = input_pipeline.preprocess_train(
+      batch['image'], rng, mean=prep.mean, std=prep.std,
+      crop_padding=prep.crop_padding, flip=prep.flip)
+  loss_fn = functools.partial(
+      distiller.loss_fn, aux=state.aux, index_N=batch.get('index'),
+      rng=jax.random.fold_in(rng, 1),
+      epoch=(state.step // prep.steps_per_epoch + 1).astype(jnp.float32))
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (_, (metrics, batch_stats, aux)), grads = grad_fn(
+      state.params, state.batch_stats, teacher_vars, images, batch['label'])
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics['grad_norm'] = optax.tree.norm(grads)
+  finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
+  new_state = TrainState(step=state.step + 1, params=params,
+                         batch_stats=batch_stats, opt_state=opt_state,
+                         skipped=state.skipped, aux=aux)
+  if skip_nonfinite:
+    keep = lambda new, old: jnp.where(finite, new, old)
+    new_state = new_state.replace(
+        params=jax.tree.map(keep, params, state.params),
+        batch_stats=jax.tree.map(keep, batch_stats, state.batch_stats),
+        opt_state=jax.tree.map(keep, opt_state, state.opt_state),
+        aux=jax.tree.map(keep, aux, state.aux),
+        skipped=state.skipped + (~finite).astype(jnp.int32))
+  metrics['lr'] = schedule(state.step)
+  metrics['finite'] = finite
+  metrics['skipped'] = new_state.skipped
+  return new_state, metrics
+
+
+def eval_step(state, batch, *, distiller, prep):
+  """Sums of correct predictions, loss and examples (padding masked out)."""
+  images = input_pipeline.preprocess_eval(batch['image'], mean=prep.mean,
+                                          std=prep.std)
+  logits = distiller.predict(state.params, state.batch_stats, images)
+  mask = batch['mask']
+  logp = jax.nn.log_softmax(logits)
+  nll = -jnp.take_along_axis(logp, batch['label'][:, None], axis=-1)[:, 0]
+  correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
+  return {'correct': jnp.sum(correct * mask), 'loss': jnp.sum(nll * mask),
+          'count': jnp.sum(mask)}
+
+
+def create_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh over all devices (of all hosts), axis 'data'."""
+  devices = jax.devices() if devices is None else devices
+  # Auto axis types: explicit sharding types (the default of make_mesh on
+  # newer JAX) reject the plain jitted step.
+  return jax.make_mesh((len(devices),), ('data',), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def jit_eval_step(mesh, distiller, prep):
+  """The jitted eval step: batch sharded, state replicated."""
+  return jax.jit(
+      functools.partial(eval_step, distiller=distiller, prep=prep),
+      in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))),
+      out_shardings=NamedSharding(mesh, P()))
+
+
+def jit_steps(mesh, distiller, tx, schedule, prep, skip_nonfinite=False):
+  """The jitted single train step and the eval step.
+
+  The train step donates the state it is given (its buffers are reused).
+  """
+  replicated = NamedSharding(mesh, P())
+  p_train_step = jax.jit(
+      functools.partial(train_step, distiller=distiller, tx=tx,
+                        schedule=schedule, prep=prep,
+                        skip_nonfinite=skip_nonfinite),
+      in_shardings=(replicated, replicated, NamedSharding(mesh, P('data'))),
+      out_shardings=(replicated, replicated), donate_argnums=(0,))
+  return p_train_step, jit_eval_step(mesh, distiller, prep)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prep:
+  """What the device-side preprocessing needs (static under jit)."""
+  key: Any
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  crop_padding: int
+  flip: bool
+  steps_per_epoch: int = 1
+
+
+def multi_step(state, teacher_vars, data, batches, *, step_fn):
+  """`len(batches)` training steps in one call.
+
+  Args:
+    state: the TrainState (donated).
+    teacher_vars: the frozen teacher's variables.
+    data: None (`batches` hold images and labels), or {'image', 'label'}:
+      the whole training set on the devices, gathered by `batches['index']`.
+    batches: a batch dict whose arrays have a leading axis of k steps.
+    step_fn: `train_step` with its static arguments bound.
+
+  Returns:
+    (state, metrics), each metric stacked over the k steps.
+  """
+  def body(state, batch):
+    if data is not None:
+      batch = dict(batch,
+                   image=jnp.take(data['image'], batch['index'], axis=0),
+                   label=jnp.take(data['label'], batch['index'], axis=0))
+    return step_fn(state, teacher_vars, batch)
+
+  return jax.lax.scan(body, state, batches)
+
+
+def jit_multi_step(mesh, distiller, tx, schedule, prep,
+                   skip_nonfinite=False):
+  """`multi_step` jitted: batches [k, B, ...] sharded on B, state donated."""
+  replicated = NamedSharding(mesh, P())
+  step_fn = functools.partial(train_step, distiller=distiller, tx=tx,
+                              schedule=schedule, prep=prep,
+                              skip_nonfinite=skip_nonfinite)
+  return jax.jit(
+      functools.partial(multi_step, step_fn=step_fn),
+      in_shardings=(replicated, replicated, replicated,
+                    NamedSharding(mesh, P(None, 'data'))),
+      out_shardings=(replicated, replicated), donate_argnums=(0,))
