@@ -189,18 +189,36 @@ def _load_idx(name: str, split: str, data_dir: Optional[str],
   return np.ascontiguousarray(images), labels.astype(np.int32)
 
 
-def _load_tfds(name: str, split: str, data_dir: Optional[str],
-               download: bool,
-               limit: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
-  """Reads one split through `tfds.data_source` (no TensorFlow needed)."""
+def open_tfds_source(name: str, split: str, *, data_dir: Optional[str] = None,
+                     download: bool = False, decoders=None,
+                     how_to_prepare: Optional[str] = None):
+  """Opens `tfds.data_source(name, split=split)`, which needs no TensorFlow.
+
+  Args:
+    name: a tfds data set name (any, not only `DATASETS`).
+    split: the split to open.
+    data_dir: tfds' data_dir (None: `$TFDS_DATA_DIR` or
+      `~/tensorflow_datasets`).
+    download: let tfds download and prepare the set if absent.
+    decoders: passed to `tfds.data_source` (e.g. `{'image':
+      tfds.decode.SkipDecoding()}` to get the encoded image bytes).
+    how_to_prepare: what the not-prepared error tells the user to do
+      (default: pass download=True, or `tfds build` elsewhere).
+
+  Returns:
+    The random-access data source (`len()`, integer indexing).
+
+  Raises:
+    DatasetNotPreparedError: no prepared copy in data_dir and download=False.
+  """
   # Imported here so that the IDX path and fetch_data do not pay for tfds.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   try:
     # try_gcs=False: without network, a GCS look-up retries for minutes.
-    source = tfds.data_source(
+    return tfds.data_source(
         name, split=split, data_dir=data_dir, download=download,
-        try_gcs=False)
+        decoders=decoders, try_gcs=False)
   except Exception as e:  # pylint: disable=broad-except
     if download:
       raise
@@ -213,15 +231,24 @@ def _load_tfds(name: str, split: str, data_dir: Optional[str],
       prepared, where = False, data_dir or '~/tensorflow_datasets'
     if prepared:
       raise
+    if how_to_prepare is None:
+      how_to_prepare = (
+          'Pass download=True (config --config.download=True) to let tfds '
+          'download and prepare it (needs network access, and TensorFlow to '
+          'prepare), or prepare it elsewhere with `tfds build '
+          f'{name} --file_format=array_record` and point data_dir at that '
+          'folder.')
     raise DatasetNotPreparedError(
         f'tfds data set {name!r} is not prepared in {where} (data_dir='
-        f'{data_dir!r}), and download=False. Pass download=True (config '
-        '--config.download=True) to let tfds download and prepare it (needs '
-        'network access, and TensorFlow to prepare), or prepare it '
-        f'elsewhere with `tfds build {name} --file_format=array_record` '
-        "and point data_dir at that folder. (tfds' own error is chained "
-        'above.)') from e
+        f'{data_dir!r}), and download=False. {how_to_prepare} '
+        "(tfds' own error is chained above.)") from e
 
+
+def _load_tfds(name: str, split: str, data_dir: Optional[str],
+               download: bool,
+               limit: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
+  """Reads one split through `tfds.data_source` (no TensorFlow needed)."""
+  source = open_tfds_source(name, split, data_dir=data_dir, download=download)
   n = len(source) if limit is None else min(limit, len(source))
   shape = get_info(name).image_shape
   images = np.empty((n,) + shape, np.uint8)
