@@ -1,0 +1,196 @@
+r"""Runs a grid of methods x seeds, one after the other, in one process.
+
+  python -m adain_kd_jax.sweep --config=configs/default.py \
+      --methods=none,kd,stat_l2,adain,adain_kd --seeds=0,1,2 \
+      --workdir=runs/sweep [--config.num_epochs=2 ...]
+  python -m adain_kd_jax.report runs/sweep
+
+Every run gets a copy of the config (the `--config.x=y` overrides apply to all
+of them) with `method` and `seed` set and `compare_to=''`, and trains in
+`WORKDIR/<method>/seed<k>/` through `train_lib.train_and_evaluate`. A run
+whose `summary.json` exists is finished and skipped; any other run is started
+or, when it has checkpoints, resumed. So re-running the same command after a
+crash or a preemption continues where the grid stopped. A preempted run
+(SIGTERM) stops the sweep, which exits with status 0: run it again to resume.
+`WORKDIR/sweep.json` records the grid and the config, and each run's
+`config.json` its own config (report.py reads them).
+
+On a cluster, one job per accelerator: give every job one cell of the grid
+and the same --workdir (on a shared file system), e.g. with SLURM
+
+  for m in none kd stat_l2 adain adain_kd; do for s in 0 1 2; do
+    sbatch --gres=gpu:1 --wrap="python -m adain_kd_jax.sweep \
+        --config=configs/default.py --methods=$m --seeds=$s \
+        --workdir=/shared/sweep --config.num_epochs=200"
+  done; done
+
+and once they have all finished, `python -m adain_kd_jax.report
+/shared/sweep`. Jobs never write to the same run directory; each merges its
+cell into `sweep.json`. A requeued job resumes its run.
+"""
+
+import json
+import os
+from typing import Any, Callable, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+from ml_collections import config_flags
+
+from adain_kd_jax import host_setup  # --cpu_devices, --compilation_cache
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'A configs/*.py file; override fields with --config.x=y '
+    '(for every run of the grid).', lock_config=True)
+_METHODS = flags.DEFINE_list(
+    'methods', ['none', 'kd', 'stat_l2', 'adain', 'adain_kd'],
+    'Comma-separated methods (config.method values, see distill.METHODS).')
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'],
+                           'Comma-separated integer seeds.')
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'The sweep directory: runs go to WORKDIR/<method>/'
+    'seed<k>/, the grid to WORKDIR/sweep.json.')
+SWEEP_JSON = 'sweep.json'
+
+
+def run_dir(workdir: str, method: str, seed: int) -> str:
+  """Where the run of `method` with `seed` lives."""
+  return os.path.join(workdir, method, f'seed{seed}')
+
+
+def run_config(config: ml_collections.ConfigDict, method: str,
+               seed: int) -> ml_collections.ConfigDict:
+  """A copy of `config` for one cell of the grid."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.method = method
+  config.seed = seed
+  config.compare_to = ''
+  return config
+
+
+def _unique(items):
+  return list(dict.fromkeys(items))
+
+
+def write_sweep_json(workdir: str, config: ml_collections.ConfigDict,
+                     methods: Sequence[str], seeds: Sequence[int]) -> dict:
+  """Writes (or merges this grid into) WORKDIR/sweep.json; returns it.
+
+  Jobs of one sweep started separately (one cell each) add their methods and
+  seeds to the file. The config of the newest job is kept; a different one is
+  reported, as its runs would not be comparable.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, SWEEP_JSON)
+  config_dict = json.loads(config.to_json_best_effort())
+  record = {'methods': list(methods), 'seeds': list(seeds),
+            'config': config_dict}
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        old = json.load(f)
+    except (OSError, ValueError):
+      old = None
+    if old:
+      record['methods'] = _unique(list(old.get('methods', [])) +
+                                  record['methods'])
+      record['seeds'] = sorted(_unique(list(old.get('seeds', [])) +
+                                       record['seeds']))
+      if old.get('config') not in (None, config_dict):
+        changed = sorted(
+            k for k in set(old['config']) | set(config_dict)
+            if old['config'].get(k) != config_dict.get(k)
+            and k not in ('method', 'seed', 'compare_to'))
+        if changed:
+          logging.warning('%s had another config (fields %s differ); it now '
+                          'records this one.', path, ', '.join(changed))
+          print(f'Warning: the config differs from the one in {path} in '
+                f'{", ".join(changed)}; finished runs keep their results.',
+                flush=True)
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(record, f, indent=2)
+    f.write('\n')
+  os.replace(tmp, path)
+  return record
+
+
+def run_grid(config: ml_collections.ConfigDict, methods: Sequence[str],
+             seeds: Sequence[int], workdir: str,
+             train_fn: Callable[..., dict[str, Any]] | None = None,
+             ) -> dict[tuple[str, int], Any]:
+  """Trains every (method, seed) not yet finished, in order.
+
+  Args:
+    config: the base config.
+    methods: config.method values.
+    seeds: config.seed values.
+    workdir: the sweep directory.
+    train_fn: `train_and_evaluate(config, workdir)`; default train_lib's.
+
+  Returns:
+    {(method, seed): summary dict, or 'skipped'}, for the runs handled
+    before the sweep ended; a preempted run ends it (its value has
+    'preempted_at').
+  """
+  from adain_kd_jax import config_checks  # pylint: disable=g-import-not-at-top
+  # Every cell's config is checked before the first run starts.
+  for method in methods:
+    for seed in seeds:
+      config_checks.check(run_config(config, method, seed))
+  if train_fn is None:
+    from adain_kd_jax import train_lib  # pylint: disable=g-import-not-at-top
+    train_fn = train_lib.train_and_evaluate
+  write_sweep_json(workdir, config, methods, seeds)
+  results = {}
+  cells = [(m, s) for m in methods for s in seeds]
+  for i, (method, seed) in enumerate(cells):
+    directory = run_dir(workdir, method, seed)
+    tag = f'[{i + 1}/{len(cells)}] {method} seed {seed}'
+    if os.path.exists(os.path.join(directory, 'summary.json')):
+      print(f'{tag}: finished ({directory}/summary.json), skipped.',
+            flush=True)
+      results[(method, seed)] = 'skipped'
+      continue
+    print(f'{tag}: training in {directory}.', flush=True)
+    cell_config = run_config(config, method, seed)
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, 'config.json'), 'w') as f:
+      f.write(cell_config.to_json_best_effort(indent=2) + '\n')
+    summary = train_fn(cell_config, directory)
+    results[(method, seed)] = summary
+    if 'preempted_at' in summary:
+      print(f'{tag}: preempted; run the same command again to resume the '
+            'sweep.', flush=True)
+      break
+  return results
+
+
+def _parse_seeds(values: Sequence[str]) -> list[int]:
+  try:
+    return _unique(int(v) for v in values)
+  except ValueError:
+    raise app.UsageError(f'--seeds must be integers, got {values}.') from None
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  methods = _unique(_METHODS.value)
+  seeds = _parse_seeds(_SEEDS.value)
+  if not methods or not seeds:
+    raise app.UsageError('--methods and --seeds must not be empty.')
+  host_setup.set_cpu_devices(config)  # Before JAX is imported.
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  host_setup.enable_compilation_cache()
+  run_grid(config, methods, seeds, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  # Here, not at import: tests import this module without its flags.
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main)

@@ -1,0 +1,302 @@
+"""sweep.py, report.py and plots.py on fake runs: no real training."""
+
+import csv
+import glob
+import io
+import json
+import os
+import struct
+
+import jax
+import numpy as np
+import pytest
+from tensorboardX.proto import event_pb2
+
+from adain_kd_jax import plots
+from adain_kd_jax import report
+from adain_kd_jax import steps
+from adain_kd_jax import sweep
+from adain_kd_jax import train_lib
+from configs import default
+from tests.conftest import make_teacher_variables
+
+_PNG = b'\x89PNG\r\n\x1a\n'
+
+# Test accuracy at epochs 1, 2, 3 of each fake run.
+_CURVES = {
+    'none': [[0.70, 0.81, 0.80], [0.72, 0.85, 0.82], [0.75, 0.78, 0.84]],
+    'adain': [[0.80, 0.88, 0.87], [0.82, 0.86, 0.89], [0.81, 0.90, 0.85]],
+    'kd': [[0.83, 0.855]],  # One seed.
+}
+
+
+def _write_run(directory, method, seed, curve, *, best_on='test', val=None):
+  run = os.path.join(directory, method, f'seed{seed}')
+  os.makedirs(run)
+  records = []
+  for i, acc in enumerate(curve):
+    step = 10 * (i + 1)
+    records.append({'step': step - 5, 'split': 'train', 'epoch': i + 0.5,
+                    'loss': 2.0 - i, 'ce': 1.5 - i / 2, 'accuracy': acc - 0.1,
+                    'images_per_sec': None if i == 0 else 1000.0 + i})
+    records.append({'step': step, 'split': 'test', 'epoch': float(i + 1),
+                    'accuracy': acc, 'loss': 1.0 - acc, 'count': 64})
+    if val is not None:
+      records.append({'step': step, 'split': 'val', 'epoch': float(i + 1),
+                      'accuracy': val[i], 'loss': 0.5, 'count': 32})
+  with open(os.path.join(run, 'metrics.jsonl'), 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in records)
+  chosen = curve if val is None else val
+  best = int(np.argmax(chosen))
+  summary = {
+      'model': 'resnet8', 'method': method,
+      'teacher': '' if method == 'none' else 'resnet20',
+      'dataset': 'fashion_mnist', 'seed': seed, 'steps': 10 * len(curve),
+      'epochs': float(len(curve)), 'test_accuracy': curve[-1],
+      'best_accuracy': chosen[best], 'best_step': 10 * (best + 1),
+      'best_on': best_on,
+      'teacher_test_accuracy': None if method == 'none' else 0.9123,
+      'skipped_steps': 0, 'images_per_sec': 1000.0 + 100 * seed,
+      'wall_seconds': 60.0 * (seed + 1)}
+  with open(os.path.join(run, 'summary.json'), 'w') as f:
+    json.dump(summary, f)
+  return run
+
+
+@pytest.fixture
+def sweep_dir(tmp_path):
+  directory = str(tmp_path / 'sweep')
+  for method, curves in _CURVES.items():
+    for seed, curve in enumerate(curves):
+      _write_run(directory, method, seed, curve)
+  # An unfinished run (no summary.json) is left out.
+  os.makedirs(os.path.join(directory, 'kd', 'seed1'))
+  with open(os.path.join(directory, 'sweep.json'), 'w') as f:
+    json.dump({'methods': ['none', 'kd', 'adain'], 'seeds': [0, 1, 2],
+               'config': {}}, f)
+  return directory
+
+
+def test_aggregate_by_hand(sweep_dir):
+  runs = report.collect(sweep_dir)
+  assert [(r['method'], r['seed']) for r in runs] == [
+      ('none', 0), ('none', 1), ('none', 2), ('kd', 0),
+      ('adain', 0), ('adain', 1), ('adain', 2)]
+  rows = {r['method']: r for r in report.aggregate(runs)}
+  none, adain, kd = rows['none'], rows['adain'], rows['kd']
+  # none: last (0.80, 0.82, 0.84), best (0.81, 0.85, 0.84).
+  assert none['n'] == 3 and none['seeds'] == [0, 1, 2]
+  assert none['last_mean'] == pytest.approx(0.82)
+  assert none['last_std'] == pytest.approx(0.02)
+  assert none['best_mean'] == pytest.approx(2.5 / 3)
+  assert none['best_std'] == pytest.approx(
+      np.sqrt(((0.81 - 2.5 / 3) ** 2 + (0.85 - 2.5 / 3) ** 2
+               + (0.84 - 2.5 / 3) ** 2) / 2))
+  assert none['teacher_accuracy'] is None
+  assert none['images_per_sec'] == pytest.approx(1100.0)
+  assert none['wall_minutes'] == pytest.approx(2.0)
+  # adain: last (0.87, 0.89, 0.85), best (0.88, 0.89, 0.90).
+  assert adain['last_mean'] == pytest.approx(0.87)
+  assert adain['last_std'] == pytest.approx(0.02)
+  assert adain['best_mean'] == pytest.approx(0.89)
+  assert adain['best_std'] == pytest.approx(0.01)
+  assert adain['teacher_accuracy'] == pytest.approx(0.9123)
+  # kd: one seed, no std.
+  assert kd['n'] == 1 and kd['last_std'] is None and kd['best_std'] is None
+  assert kd['last_mean'] == pytest.approx(0.855)
+  assert kd['best_mean'] == pytest.approx(0.855)
+
+  md = report.to_markdown(list(rows.values()))
+  assert 'chosen on test' in md
+  assert ('| none | 3 | 82.00 ± 2.00 | 83.33 ± 2.08 | - | 1100.00 | '
+          '2.00 |') in md
+  assert ('| adain | 3 | 87.00 ± 2.00 | 89.00 ± 1.00 | 91.23 | 1100.00 | '
+          '2.00 |') in md
+  assert '| kd | 1 | 85.50 ± - | 85.50 ± - | 91.23 | 1000.00 | 1.00 |' in md
+
+  table = list(csv.DictReader(io.StringIO(report.to_csv(
+      report.aggregate(runs)))))
+  assert [r['method'] for r in table] == ['none', 'kd', 'adain']
+  assert table[0]['last_top1_mean'] == '82.00'
+  assert table[0]['best_top1_std'] == '2.08'
+  assert table[0]['teacher_top1'] == ''
+  assert table[1]['last_top1_std'] == ''
+  assert table[2]['best_top1_mean'] == '89.00'
+  assert table[2]['best_chosen_on'] == 'test'
+  assert table[2]['seeds'] == '0 1 2'
+
+
+def test_best_chosen_on_val_reports_test_accuracy_there(tmp_path):
+  directory = str(tmp_path)
+  _write_run(directory, 'adain', 0, [0.80, 0.85, 0.83], best_on='val',
+             val=[0.7, 0.75, 0.9])  # Best on val: epoch 3, test 0.83.
+  rows = report.aggregate(report.collect(directory))
+  assert rows[0]['best_mean'] == pytest.approx(0.83)
+  assert rows[0]['best_on'] == 'val'
+  assert 'chosen on val' in report.to_markdown(rows)
+
+
+def test_make_report_writes_everything(sweep_dir):
+  table = report.make_report(sweep_dir)
+  assert '| adain | 3 | 87.00 ± 2.00 |' in table
+  with open(os.path.join(sweep_dir, 'report.md')) as f:
+    md = f.read()
+  assert '| adain | 3 | 87.00 ± 2.00 |' in md
+  assert 'accuracy_curves.png' in md
+  with open(os.path.join(sweep_dir, 'report.csv')) as f:
+    assert len(list(csv.DictReader(f))) == 3
+  with open(os.path.join(sweep_dir, 'accuracy_curves.png'), 'rb') as f:
+    assert f.read(8) == _PNG
+  # No checkpoints in the fake runs: no statistics plot, and no error.
+  assert not glob.glob(os.path.join(sweep_dir, 'stats_scatter_*.png'))
+  assert len(glob.glob(os.path.join(sweep_dir, '*', 'seed*', 'tb',
+                                    'events.out.tfevents.*'))) == 7
+
+
+def test_plots_write_png(sweep_dir, tmp_path):
+  path = str(tmp_path / 'curves.png')
+  plots.accuracy_curves(report.collect(sweep_dir), path)
+  rng = np.random.default_rng(0)
+  stats = lambda: {'mean': rng.normal(size=16), 'std': rng.uniform(size=16)}
+  scatter = str(tmp_path / 'scatter.png')
+  plots.stats_scatter(stats(), stats(), stats(), scatter, title='adain')
+  for p in (path, scatter):
+    assert os.path.getsize(p) > 1000
+    with open(p, 'rb') as f:
+      assert f.read(8) == _PNG
+
+
+def _read_events(path):
+  """Scalars of a TFRecord event file: {tag: [(step, value)]}."""
+  scalars = {}
+  with open(path, 'rb') as f:
+    data = f.read()
+  pos = 0
+  while pos < len(data):
+    (length,) = struct.unpack('<Q', data[pos:pos + 8])
+    event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+    pos += 12 + length + 4
+    for value in event.summary.value:
+      scalars.setdefault(value.tag, []).append((event.step,
+                                                value.simple_value))
+  return scalars
+
+
+def test_tensorboard_event_files(sweep_dir):
+  run = os.path.join(sweep_dir, 'none', 'seed1')
+  for _ in range(2):  # Writing again replaces the old file.
+    logdir = plots.write_tensorboard(run)
+  files = glob.glob(os.path.join(logdir, 'events.out.tfevents.*'))
+  assert len(files) == 1
+  scalars = _read_events(files[0])
+  assert [s for s, _ in scalars['test/accuracy']] == [10, 20, 30]
+  np.testing.assert_allclose([v for _, v in scalars['test/accuracy']],
+                             _CURVES['none'][1], rtol=1e-6)
+  assert [s for s, _ in scalars['train/ce']] == [5, 15, 25]
+  # None (the first images_per_sec) and 'count' are not scalars.
+  assert len(scalars['train/images_per_sec']) == 2
+  assert 'test/count' not in scalars and 'test/epoch' not in scalars
+  assert plots.write_tensorboard(str(os.path.join(sweep_dir, 'kd',
+                                                  'seed1'))) is None
+
+
+def _config():
+  config = default.get_config()
+  config.num_train_steps = 2
+  return config
+
+
+def test_sweep_skips_finished_runs_and_trains_the_rest(tmp_path, monkeypatch):
+  workdir = str(tmp_path / 'sweep')
+  for method, seed in (('none', 0), ('none', 1), ('adain', 0)):
+    _write_run(workdir, method, seed, [0.5])
+  calls = []
+
+  def fake_train(config, directory):
+    calls.append((config.method, config.seed, config.compare_to, directory))
+    return {'test_accuracy': 0.5}
+
+  monkeypatch.setattr(train_lib, 'train_and_evaluate', fake_train)
+  results = sweep.run_grid(_config(), ['none', 'adain'], [0, 1], workdir)
+  assert calls == [('adain', 1, '', os.path.join(workdir, 'adain', 'seed1'))]
+  assert results[('none', 0)] == 'skipped'
+  assert results[('adain', 1)] == {'test_accuracy': 0.5}
+  with open(os.path.join(workdir, 'sweep.json')) as f:
+    record = json.load(f)
+  assert record['methods'] == ['none', 'adain'] and record['seeds'] == [0, 1]
+  assert record['config']['num_train_steps'] == 2
+  with open(os.path.join(workdir, 'adain', 'seed1', 'config.json')) as f:
+    assert json.load(f)['method'] == 'adain'
+
+  # A second job of the same sweep adds its cell to sweep.json.
+  sweep.run_grid(_config(), ['kd'], [2], workdir)
+  with open(os.path.join(workdir, 'sweep.json')) as f:
+    record = json.load(f)
+  assert record['methods'] == ['none', 'adain', 'kd']
+  assert record['seeds'] == [0, 1, 2]
+
+
+def test_sweep_stops_when_preempted_and_checks_configs_first(tmp_path,
+                                                            monkeypatch):
+  calls = []
+
+  def fake_train(config, directory):
+    calls.append(directory)
+    return {'preempted_at': 1}
+
+  monkeypatch.setattr(train_lib, 'train_and_evaluate', fake_train)
+  results = sweep.run_grid(_config(), ['kd', 'adain'], [0],
+                           str(tmp_path / 'a'))
+  assert len(calls) == 1 and ('adain', 0) not in results
+  with pytest.raises(ValueError, match='Unknown method'):
+    sweep.run_grid(_config(), ['kd', 'adian'], [0], str(tmp_path / 'b'))
+  assert len(calls) == 1
+
+
+def test_insertion_point_stats(tmp_path, teacher_export):
+  """Stats from the init state and a saved checkpoint (no training).
+
+  The saved state is the initial one with the connector's BatchNorm bias
+  raised by 1: every channel mean moves by 1, the stds stay.
+  """
+  from adain_kd_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import distill  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import losses  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  config = _config()
+  config.teacher = 'resnet8'
+  config.teacher_checkpoint = teacher_export
+  config.method = 'adain'
+  config.seed = 3
+  images = np.random.default_rng(0).integers(
+      0, 256, (8, 28, 28, 1)).astype(np.uint8)
+  distiller = distill.create(config, 10, (28, 28, 1))
+  tx, _ = steps.create_optimizer(config, 1, 1)
+  state = steps.init_state(distiller, tx, (28, 28, 1),
+                               jax.random.key(config.seed))
+  params = jax.tree.map(lambda x: x, state.params)
+  bn = params['connector']['stage2']['bn']
+  bn['bias'] = bn['bias'] + 1.0
+  ckpt = checkpoints.RunCheckpointer(str(tmp_path / 'checkpoints'), keep=2)
+  ckpt.save(7, state.replace(step=state.step + 7, params=params), {})
+  ckpt.wait()
+  ckpt.close()
+
+  stats = plots.insertion_point_stats(config, str(tmp_path), images)
+  assert stats['point'] == 'stage2' and stats['step'] == 7
+  for key in ('teacher', 'before', 'after'):
+    assert stats[key]['mean'].shape == stats[key]['std'].shape == (32,)
+  np.testing.assert_allclose(stats['after']['mean'],
+                             stats['before']['mean'] + 1.0, atol=1e-4)
+  np.testing.assert_allclose(stats['after']['std'], stats['before']['std'],
+                             rtol=1e-4)
+  x = input_pipeline.preprocess_eval(images, mean=(0.2860,), std=(0.3530,))
+  _, feats = distiller.teacher.apply(make_teacher_variables(), x, train=False)
+  mu, sigma = losses.channel_stats(feats['stage2'])
+  np.testing.assert_allclose(stats['teacher']['mean'], mu.mean(0), rtol=1e-4,
+                             atol=1e-5)
+  np.testing.assert_allclose(stats['teacher']['std'], sigma.mean(0),
+                             rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match='no connector'):
+    plots.insertion_point_stats(
+        sweep.run_config(config, 'kd', 0), str(tmp_path), images)
