@@ -13,7 +13,7 @@ randomly initialised teacher (speed does not depend on the values):
 
   teacher_forward  the frozen teacher's forward pass (train=False), jitted,
                    returning the logits and the features at --points;
-  student_step     the real `steps.jit_steps` train step of method 'none'
+  student_step     the real `steps_lib.jit_steps` train step of method 'none'
                    (augmentation, student forward/backward, SGD update);
   <method>         the real jitted train step of each method in --methods;
                    adain-type methods get one entry per insertion point
@@ -83,6 +83,10 @@ _INPUT_EXAMPLES = flags.DEFINE_integer(
     'input_examples', 50000,
     'Size of the random uint8 training set the input pipeline indexes into '
     '(CIFAR has 50000).')
+_STEPS_PER_CALL = flags.DEFINE_integer(
+    'steps_per_call', 0, 'If > 0, also time every train entry as K steps per '
+    'call (lax.scan) on a training set kept on the devices (config.'
+    'device_data + config.steps_per_call), reported as "<entry>xK".')
 _OUT = flags.DEFINE_string('out', '', 'Also write the JSON here.')
 _CPU_DEVICES = flags.DEFINE_integer(
     'cpu_devices', 1,
@@ -234,7 +238,7 @@ def main(argv):
   from adain_kd_jax import config_checks
   from adain_kd_jax import distill
   from adain_kd_jax import input_pipeline
-  from adain_kd_jax import steps
+  from adain_kd_jax import steps as steps_lib
   # pylint: enable=g-import-not-at-top
 
   # Compile times must be real compilations, not persistent-cache reads.
@@ -267,7 +271,7 @@ def main(argv):
       raise app.UsageError(
           f'Batch size {b} must be a positive multiple of the {num_devices} '
           'devices.')
-  mesh = steps.create_mesh()
+  mesh = steps_lib.create_mesh()
   replicated = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P('data'))
   process_count = jax.process_count()
@@ -280,7 +284,7 @@ def main(argv):
     config = default.get_config()
     config.model = _STUDENT.value
     config.teacher = _TEACHER.value
-    config.teacher_checkpoint = ''
+    config.teacher_checkpoint = 'unused (random teacher)'
     config.method = method
     config.points = tuple(method_points)
     config.point_weights = (1.0,) * len(method_points)
@@ -290,7 +294,7 @@ def main(argv):
 
   # Mean/std only shift the normalisation; any per-channel values do.
   channels = image_shape[-1]
-  prep = steps.Prep(key=jax.random.key(_SEED.value + 1),
+  prep = steps_lib.Prep(key=jax.random.key(_SEED.value + 1),
                         mean=(0.5,) * channels, std=(0.25,) * channels,
                         crop_padding=default.get_config().crop_padding,
                         flip=default.get_config().flip)
@@ -332,7 +336,7 @@ def main(argv):
   # --- Train steps: one distiller, jitted step and state per entry ---
   # Kept across batch sizes (the state does not depend on the batch size);
   # each step donates its state, so the cache holds the newest one.
-  tx, schedule = steps.create_optimizer(
+  tx, schedule = steps_lib.create_optimizer(
       make_config('none', points), steps_per_epoch=100, total_steps=10000)
   train_entries = [('student_step', 'none', tuple(points))]
   train_entries += _entry_names(methods, points)
@@ -342,15 +346,17 @@ def main(argv):
     if name not in steppers:
       config = make_config(method, method_points)
       distiller = distill.create(config, num_classes, image_shape)
-      init = lambda key, d=distiller: steps.init_state(
+      init = lambda key, d=distiller: steps_lib.init_state(
           d, tx, image_shape, key)
       abstract = jax.eval_shape(init, jax.random.key(0))
       state = jax.jit(init, out_shardings=jax.tree.map(
           lambda _: replicated, abstract))(jax.random.key(_SEED.value))
-      p_train_step, _ = steps.jit_steps(mesh, distiller, tx, schedule,
+      p_train_step, _ = steps_lib.jit_steps(mesh, distiller, tx, schedule,
                                             prep)
       steppers[name] = {'step': p_train_step, 'state': state,
-                        'teacher': distiller.teacher is not None}
+                        'teacher': distiller.teacher is not None,
+                        'multi': steps_lib.jit_multi_step(
+                            mesh, distiller, tx, schedule, prep)}
     return steppers[name]
 
   device = jax.devices()[0]
@@ -439,6 +445,39 @@ def main(argv):
         result[name]['last_loss'] = float(steppers[name]['loss'])
     if 'none' in methods:
       result['none'] = dict(result['student_step'], same_as='student_step')
+
+    # (c') The same steps, K per call, batches gathered from a training set
+    # on the devices.
+    k_calls = _STEPS_PER_CALL.value
+    if k_calls > 0:
+      n_data = max(_INPUT_EXAMPLES.value, batch_size)
+      device_data = {
+          'image': jax.device_put(rng.integers(
+              0, 256, (n_data, *image_shape), dtype=np.uint8), replicated),
+          'label': jax.device_put(rng.integers(
+              0, num_classes, (n_data,), dtype=np.int32), replicated)}
+      stacked = NamedSharding(mesh, P(None, 'data'))
+      index = jax.make_array_from_process_local_data(stacked, rng.integers(
+          0, n_data, (k_calls, local), dtype=np.int32))
+      for name, method, method_points in train_entries:
+
+        def multi_call(name=name, method=method, method_points=method_points):
+          s = stepper(name, method, method_points)
+          t_vars = teacher_vars if s['teacher'] else None
+
+          def call():
+            state, metrics = s['multi'](s['state'], t_vars, device_data,
+                                        {'index': index})
+            jax.block_until_ready((state, metrics))
+            s['state'] = state
+          return call
+
+        measure(result, f'{name}x{k_calls}', batch_size * k_calls,
+                multi_call)
+        entry = result[f'{name}x{k_calls}']
+        if 'error' not in entry:
+          entry['ms_per_train_step'] = entry['ms_per_step'] / k_calls
+      del device_data
 
     # (d) Host input path.
     train_x = rng.integers(
