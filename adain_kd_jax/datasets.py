@@ -69,6 +69,11 @@ DATASETS: dict[str, DatasetInfo] = {
     'cifar10': DatasetInfo(
         name='cifar10', num_classes=10, image_shape=(32, 32, 3),
         mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
+    # Streamed (adain_kd_jax.imagenet_input), never loaded whole.
+    'imagenet2012': DatasetInfo(
+        name='imagenet2012', num_classes=1000, image_shape=(224, 224, 3),
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+        test_split='validation'),
     'cifar100': DatasetInfo(
         name='cifar100', num_classes=100, image_shape=(32, 32, 3),
         mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),

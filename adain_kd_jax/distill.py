@@ -110,13 +110,21 @@ class Distiller:
           jnp.zeros(t_dim.shape, jnp.float32))['params']
     return {'params': params, 'batch_stats': batch_stats}
 
-  def init_aux(self, rng, train_labels_M) -> dict[str, Any]:
+  def init_aux(self, rng, num_data: int, train_labels_M=None):
     """Method state that is not optimised: CRD's memory bank, else {}."""
     if self.crd is None:
       return {}
-    aux = losses.crd_memory_init(rng, len(train_labels_M),
-                                 self.crd_heads.dim)
+    if num_data <= self.crd.num_negatives:
+      raise ValueError(
+          f'config.crd.num_negatives={self.crd.num_negatives} needs more '
+          f'training examples than the {num_data} here; lower it.')
+    aux = losses.crd_memory_init(rng, num_data, self.crd_heads.dim)
     if self.crd.class_aware:
+      if train_labels_M is None:
+        raise ValueError(
+            'config.crd.class_aware=True needs every training label up '
+            'front, which streamed data sets do not read; set '
+            '--config.crd.class_aware=False.')
       aux['labels'] = jnp.asarray(train_labels_M, jnp.int32)
     return aux
 

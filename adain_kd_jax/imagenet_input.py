@@ -400,7 +400,9 @@ def _reader(shared: _Shared, source, plan, kind, local, size, resize,
               _decode_chunk, kind, images[c:c + chunk], keys[c:c + chunk],
               [int(i) for i in indices[c:c + chunk]], size, resize)
           for c in range(0, len(indices), chunk)]
-      if not put((futures, labels, len(indices))):
+      positions = np.zeros((local,), np.int32)
+      positions[:len(indices)] = indices
+      if not put((futures, labels, len(indices), positions)):
         return
     put(_DONE)
   except BaseException as e:  # pylint: disable=broad-except
@@ -450,7 +452,7 @@ class BatchIterator:
     if isinstance(item, BaseException):
       self.close()
       raise item
-    futures, labels, real = item
+    futures, labels, real, positions = item
     image = np.zeros((self._local, self._size, self._size, 3), np.uint8)
     start = 0
     try:
@@ -461,7 +463,8 @@ class BatchIterator:
     except BaseException:
       self.close()
       raise
-    batch = {'image': image, 'label': labels}
+    # 'index': positions in the split (CRD's memory bank needs them).
+    batch = {'image': image, 'label': labels, 'index': positions}
     if self._with_mask:
       mask = np.zeros((self._local,), np.float32)
       mask[:real] = 1.0

@@ -185,7 +185,7 @@ def insertion_point_stats(config, workdir: str, images: np.ndarray
   # Only the optimizer state's structure matters here, not its schedule.
   tx, _ = steps.create_optimizer(config, 1, 1)
   before = steps.init_state(distiller, tx, image_shape,
-                                jax.random.key(config.seed))
+                            jax.random.key(config.seed))
   ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'),
                                      keep=config.keep_checkpoints)
   try:

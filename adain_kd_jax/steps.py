@@ -56,22 +56,23 @@ def create_optimizer(config, steps_per_epoch: int, total_steps: int):
   return tx, schedule
 
 
-def init_state(distiller, tx, image_shape, rng,
+def init_state(distiller, tx, image_shape, rng, num_train: int = 0,
                train_labels=None) -> TrainState:
   """A fresh TrainState (step 0) for `distiller`'s student and extras.
 
-  `train_labels` (all training labels) is needed by CRD's memory bank only.
+  `num_train` (and `train_labels`, all training labels, for class-aware
+  negatives) size CRD's memory bank; other methods ignore them.
   """
   init_rng, aux_rng = jax.random.split(rng)
   variables = distiller.init(init_rng,
                              jnp.zeros((1, *image_shape), jnp.float32))
+  if train_labels is not None:
+    num_train = len(train_labels)
   return TrainState(step=jnp.array(0, jnp.int32), params=variables['params'],
                     batch_stats=variables['batch_stats'],
                     opt_state=tx.init(variables['params']),
                     skipped=jnp.array(0, jnp.int32),
-                    aux=distiller.init_aux(
-                        aux_rng, np.zeros(0) if train_labels is None
-                        else train_labels))
+                    aux=distiller.init_aux(aux_rng, num_train, train_labels))
 
 
 def train_step(state, teacher_vars, batch, *, distiller, tx, schedule, prep,

@@ -31,6 +31,7 @@ from adain_kd_jax import input_pipeline
 from adain_kd_jax import preemption
 from adain_kd_jax import preflight
 from adain_kd_jax import steps
+from adain_kd_jax import train_data
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,24 +63,6 @@ def _resolve(path: str) -> str:
   if not path or os.path.isabs(path) or os.path.exists(path):
     return path
   return os.path.join(_REPO_ROOT, path)
-
-
-def _load_data(config, info):
-  """Host-side uint8 arrays: train (minus holdout), holdout, test."""
-  kwargs = dict(source=config.data_source, data_dir=config.data_dir or None,
-                download=config.download)
-  train = datasets.load(config.dataset, info.train_split,
-                        limit=config.train_limit or None, **kwargs)
-  test = datasets.load(config.dataset, info.test_split,
-                       limit=config.test_limit or None, **kwargs)
-  val = None
-  if config.holdout:
-    if config.holdout >= len(train[0]):
-      raise ValueError(
-          f'config.holdout={config.holdout} is invalid: it must be smaller '
-          f'than the {len(train[0])} training examples.')
-    train, val = datasets.split_holdout(*train, config.holdout, config.seed)
-  return train, val, test
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -121,19 +104,15 @@ def _train_and_evaluate(config, workdir):
 
   # --- Input ---
   info = datasets.DATASETS[config.dataset]
-  (train_x, train_y), val, (test_x, test_y) = _load_data(config, info)
-  for what, split in (('train', (train_x, train_y)), ('val', val),
-                      ('test', (test_x, test_y))):
-    if split is not None:
-      preflight.check_arrays(*split, what=f'{config.dataset} {what}',
-                             num_classes=info.num_classes,
-                             image_shape=info.image_shape)
-  image_shape = train_x.shape[1:]
-  if config.batch_size > len(train_x):
+  data = train_data.open_data(config, jax.process_index(),
+                              jax.process_count())
+  image_shape = data.image_shape
+  has_val = 'val' in data.eval_splits()
+  if config.batch_size > data.num_train:
     raise ValueError(
         f'config.batch_size={config.batch_size} is larger than the '
-        f'{len(train_x)} training examples; lower it.')
-  steps_per_epoch = input_pipeline.steps_per_epoch(len(train_x),
+        f'{data.num_train} training examples; lower it.')
+  steps_per_epoch = input_pipeline.steps_per_epoch(data.num_train,
                                                    config.batch_size)
   total_steps = (config.num_train_steps if config.num_train_steps > 0 else
                  int(round(config.num_epochs * steps_per_epoch)))
@@ -157,7 +136,8 @@ def _train_and_evaluate(config, workdir):
   # --- Optimiser, workdir and sharded init (shapes first) ---
   tx, schedule = steps.create_optimizer(config, steps_per_epoch, total_steps)
   init = functools.partial(steps.init_state, distiller, tx, image_shape,
-                           train_labels=train_y)
+                           num_train=data.num_train,
+                           train_labels=data.train_labels)
   init_key = jax.random.key(config.seed)
   abstract_state = jax.eval_shape(init, init_key)
   state_bytes = sum(x.size * x.dtype.itemsize
@@ -189,12 +169,9 @@ def _train_and_evaluate(config, workdir):
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
-  def evaluate(images, labels):
+  def evaluate(batches):
     sums = None
-    for batch in input_pipeline.eval_batches(
-        images, labels, global_batch_size=config.eval_batch_size,
-        process_index=jax.process_index(),
-        process_count=jax.process_count()):
+    for batch in batches:
       out = p_eval_step(state, to_global(batch))
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     sums = jax.device_get(sums)
@@ -203,30 +180,25 @@ def _train_and_evaluate(config, workdir):
             'count': int(sums['count'])}
 
   def run_evals():
-    results = {'test': evaluate(test_x, test_y)}
-    if val is not None:
-      results['val'] = evaluate(*val)
-    return results
+    return {name: evaluate(batches())
+            for name, batches in data.eval_splits().items()}
 
   # --- Input: indices on the host; images from the host or the devices ---
   device_data = None
   if config.device_data:
     # Every device holds the training set (CIFAR-100 is 150 MB as uint8);
     # each step then gathers its batch on the device, no host transfer.
-    device_data = to_global({'image': train_x,
-                             'label': train_y.astype(np.int32)}, replicated)
-  indices = input_pipeline.train_indices(
-      len(train_x), global_batch_size=config.batch_size, seed=config.seed,
-      start_step=start_step, process_index=jax.process_index(),
-      process_count=jax.process_count())
+    device_data = to_global({'image': data.train_images,
+                             'label': data.train_labels.astype(np.int32)},
+                            replicated)
+  host_batches = data.train_batches(start_step,
+                                    indices_only=device_data is not None)
 
   def next_batches(k):
     """The next k steps' host batches, stacked and made global."""
-    idx = np.stack([next(indices) for _ in range(k)])
-    batch = {'index': idx}
-    if device_data is None:
-      batch.update(image=train_x[idx], label=train_y[idx].astype(np.int32))
-    return to_global(batch, stacked_sharding)
+    chunk = [next(host_batches) for _ in range(k)]
+    return to_global(jax.tree.map(lambda *x: np.stack(x), *chunk),
+                     stacked_sharding)
 
   boundaries = (config.log_every_steps, config.checkpoint_every_steps,
                 eval_every)
@@ -313,7 +285,7 @@ def _train_and_evaluate(config, workdir):
           for split, result in last_eval.items():
             writer.write(dict(step=step, split=split,
                               epoch=step / steps_per_epoch, **result))
-          acc = last_eval['val' if val is not None else 'test']['accuracy']
+          acc = last_eval['val' if has_val else 'test']['accuracy']
           if acc > meta['best_accuracy']:
             meta = dict(meta, best_accuracy=acc, best_step=step)
           progress.set_postfix(
@@ -325,6 +297,7 @@ def _train_and_evaluate(config, workdir):
   finally:
     progress.close()
     watcher.close()
+    data.close()  # Stops input worker processes, if any.
     ckpt.wait()  # In-flight saves complete even when the run fails.
     ckpt.close()
 
@@ -344,13 +317,13 @@ def _train_and_evaluate(config, workdir):
       'epochs': total_steps / steps_per_epoch,
       'test_accuracy': last_eval['test']['accuracy'],
       'best_accuracy': meta['best_accuracy'], 'best_step': meta['best_step'],
-      'best_on': 'val' if val is not None else 'test',
+      'best_on': 'val' if has_val else 'test',
       'teacher_test_accuracy': teacher_meta.get('test_accuracy'),
       'skipped_steps': int(state.skipped),
       'images_per_sec': throughput(),
       'wall_seconds': wall,
   }
-  if val is not None:
+  if has_val:
     summary['val_accuracy'] = last_eval['val']['accuracy']
 
   if config.export:

@@ -76,3 +76,16 @@ def test_other_configs_validate():
     config_checks.check(config)
   assert cifar100_teacher.get_config('model=resnet110').model == 'resnet110'
   assert np.isclose(default.get_config().loss.adain, 0.1)
+
+
+def test_imagenet_config_is_the_published_recipe():
+  """ResNet-34 -> ResNet-18, 100 epochs, lr 0.1 per 256, decay 30/60/90."""
+  from configs import imagenet_distill  # pylint: disable=g-import-not-at-top
+  config = imagenet_distill.get_config('method=dkd')
+  config_checks.check(config)
+  assert (config.teacher, config.model, config.dataset) == (
+      'resnet34', 'resnet18', 'imagenet2012')
+  assert (config.num_epochs, config.learning_rate, config.weight_decay,
+          tuple(config.decay_epochs), config.batch_size) == (
+              100.0, 0.1, 1e-4, (30, 60, 90), 256)
+  distill.create(config, 1000, (224, 224, 3))

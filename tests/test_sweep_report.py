@@ -273,7 +273,7 @@ def test_insertion_point_stats(tmp_path, teacher_export):
   distiller = distill.create(config, 10, (28, 28, 1))
   tx, _ = steps.create_optimizer(config, 1, 1)
   state = steps.init_state(distiller, tx, (28, 28, 1),
-                               jax.random.key(config.seed))
+                           jax.random.key(config.seed))
   params = jax.tree.map(lambda x: x, state.params)
   bn = params['connector']['stage2']['bn']
   bn['bias'] = bn['bias'] + 1.0

@@ -1,0 +1,67 @@
+r"""ImageNet distillation: ResNet-34 -> ResNet-18 (METHOD.md section 5).
+
+  python train.py --config=configs/imagenet_distill.py:method=kd \
+    --workdir=runs/imagenet/kd/seed0 --config.data_dir=/data/tfds
+
+Recipe: 100 epochs, SGD momentum 0.9, weight decay 1e-4, lr 0.1 per 256
+images (batch 256 here), x0.1 at epochs 30, 60 and 90; random-resized crop
+224 and horizontal flip, done on the host by worker processes
+(adain_kd_jax/imagenet_input.py; the devices only normalise); evaluation on
+the 50,000 validation images (resize 256, center crop 224).
+
+Data: tfds `imagenet2012`, prepared once from the manually downloaded tars
+(`pip install -r requirements-prepare.txt`, then `tfds build imagenet2012
+--file_format=array_record`); training reads the array_record files without
+TensorFlow. Teacher: torchvision's ResNet-34 imported with
+`python -m adain_kd_jax.import_torch --arch resnet34 --checkpoint
+resnet34.pth --out teachers/imagenet/resnet34 --dataset imagenet2012
+--test_accuracy 0.7331`.
+
+Published top-1 (%): teacher ResNet-34 73.31, student ResNet-18 69.76; KD
+71.03 to 71.37, CRD 71.17, DKD 71.70.
+"""
+
+from configs import cifar100_distill
+from configs import default
+
+
+def get_config(arg=None):
+  """`arg`: 'teacher=resnet34,student=resnet18,method=adain' (any subset)."""
+  values = cifar100_distill.parse_arg(arg)
+  if not arg or 'teacher=' not in arg:
+    values['teacher'] = 'resnet34'
+  if not arg or 'student=' not in arg:
+    values['student'] = 'resnet18'
+  config = default.get_config()
+  config.dataset = 'imagenet2012'
+  config.data_source = 'tfds'
+  config.image_size = 224
+  config.num_workers = 0  # Decoding processes (0: one per core).
+  # Decode JPEGs in the workers (tfds returns the encoded bytes). False makes
+  # tfds decode on reading (needed under tfds.testing.mock_data).
+  config.decode_in_workers = True
+  config.crop_padding = 0  # Cropping and flipping happen on the host.
+  config.flip = False
+  config.model = values['student']
+  config.teacher = values['teacher']
+  config.method = values['method']
+  config.teacher_checkpoint = f'teachers/imagenet/{values["teacher"]}'
+  config.points = (3,)  # S-1 of the 4-stage ImageNet ResNets.
+  config.point_weights = (1.0,)
+  config.batch_size = 256
+  config.eval_batch_size = 500
+  config.num_epochs = 100.0
+  config.learning_rate = 0.1 * config.batch_size / 256
+  config.momentum = 0.9
+  config.weight_decay = 1e-4
+  config.schedule = 'piecewise'
+  config.decay_epochs = (30, 60, 90)
+  config.decay_factor = 0.1
+  config.eval_every_epochs = 1.0
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 2000
+  config.compare_to = ''
+  config.crd.class_aware = False  # Labels are not read ahead when streaming.
+  if values['method'] == 'kd':
+    config.loss.ce, config.loss.kd = 0.1, 0.9
+  return config
