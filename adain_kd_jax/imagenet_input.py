@@ -483,20 +483,15 @@ class BatchIterator:
     self.close()
 
 
-def _train_plan(n, global_batch_size, seed, start_step, spe, begin, local):
-  """(indices, augmentation keys) of this host's slice, step after step."""
-  epoch, perm = None, None
-  step = start_step
-  while True:
-    if step // spe != epoch:
-      epoch = step // spe
-      # The rule of input_pipeline.train_batches.
-      perm = np.random.default_rng([seed, epoch]).permutation(n)
+def _train_plan(indices, seed, start_step, spe, global_batch_size, begin):
+  """(indices, augmentation keys) of this host's slice, step after step.
+
+  `indices` is `input_pipeline.train_indices(...)`; an example's key is
+  (seed, epoch, its position in the epoch), the same on every host count.
+  """
+  for step, idx in enumerate(indices, start_step):
     start = (step % spe) * global_batch_size + begin
-    indices = perm[start:start + local]
-    keys = [(seed, epoch, start + j) for j in range(local)]
-    yield indices, keys
-    step += 1
+    yield idx, [(seed, step // spe, start + j) for j in range(len(idx))]
 
 
 def _eval_plan(n, global_batch_size, begin, local):
@@ -549,8 +544,12 @@ def train_batches(source, *, global_batch_size: int, seed: int,
     raise ValueError(f'start_step must be >= 0, got {start_step}.')
   if seed < 0:
     raise ValueError(f'seed must be >= 0, got {seed}.')
-  plan = _train_plan(n, global_batch_size, seed, start_step, spe,
-                     local * process_index, local)
+  indices = input_pipeline.train_indices(
+      n, global_batch_size=global_batch_size, seed=seed,
+      start_step=start_step, process_index=process_index,
+      process_count=process_count)
+  plan = _train_plan(indices, seed, start_step, spe, global_batch_size,
+                     local * process_index)
   return BatchIterator(source, plan, kind='train', local=local, size=size,
                        resize=size, num_workers=num_workers,
                        prefetch=prefetch, start_method=start_method,
