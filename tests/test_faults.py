@@ -121,3 +121,28 @@ def test_truncated_newest_checkpoint_falls_back(tmp_path):
   _, meta = ckpt.restore(jax.eval_shape(_state))
   ckpt.close()
   assert meta == {'step': 1}
+
+
+def test_no_recompilation_after_the_first_step(tmp_path, idx_data_dir,
+                                               teacher_export, monkeypatch):
+  """12 steps, 2 evaluations, checkpoints: each step function traced once."""
+  from adain_kd_jax import steps  # pylint: disable=g-import-not-at-top
+  traces = {'train': 0, 'eval': 0}
+  train_step, eval_step = steps.train_step, steps.eval_step
+
+  def counted_train(*args, **kwargs):
+    traces['train'] += 1
+    return train_step(*args, **kwargs)
+
+  def counted_eval(*args, **kwargs):
+    traces['eval'] += 1
+    return eval_step(*args, **kwargs)
+
+  monkeypatch.setattr(steps, 'train_step', counted_train)
+  monkeypatch.setattr(steps, 'eval_step', counted_eval)
+  summary = train_lib.train_and_evaluate(
+      _config(idx_data_dir, teacher_export, num_train_steps=12,
+              eval_every_epochs=0.5, log_every_steps=3,
+              checkpoint_every_steps=4), str(tmp_path / 'run'))
+  assert summary['steps'] == 12
+  assert traces == {'train': 1, 'eval': 1}
