@@ -30,10 +30,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-# normal(0, sqrt(2 / (k * k * out_channels))), as in the PyTorch zoo.
-_conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-# The zoo's classifier init: normal(0, 0.01), zero bias.
-_dense_init = nn.initializers.normal(0.01)
+from adain_kd_jax.models import layers
 
 # (expansion, channels, blocks, stride) of the inverted residual groups, with
 # the expansion None for the model's `expand_ratio`.
@@ -50,25 +47,6 @@ _GROUPS = (
 _STAGE_GROUPS = ((0, 1), (2,), (3, 4), (5, 6))
 
 
-def _batch_norm(dtype: Any, **kwargs) -> nn.BatchNorm:
-  # PyTorch defaults: its momentum 0.1 is Flax's 0.9. `use_running_average` is
-  # given at call time.
-  return nn.BatchNorm(
-      momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
-      **kwargs)
-
-
-def _conv(features: int, kernel: int, stride: int, dtype: Any,
-          groups: int = 1, **kwargs) -> nn.Conv:
-  # Explicit symmetric padding matches PyTorch's padding=k//2 also for stride 2
-  # (Flax's 'SAME' would pad only after).
-  pad = kernel // 2
-  return nn.Conv(
-      features, (kernel, kernel), strides=stride, padding=((pad, pad),) * 2,
-      feature_group_count=groups, use_bias=False, kernel_init=_conv_init,
-      dtype=dtype, param_dtype=jnp.float32, **kwargs)
-
-
 class InvertedResidual(nn.Module):
   """conv1x1-BN-ReLU, depthwise conv3x3(stride)-BN-ReLU, conv1x1-BN (+ x)."""
   features: int
@@ -79,21 +57,21 @@ class InvertedResidual(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     norm = functools.partial(
-        _batch_norm, self.dtype, use_running_average=not train)
+        layers.batch_norm, self.dtype, use_running_average=not train)
     hidden = x.shape[-1] * self.expand_ratio
-    y = _conv(hidden, 1, 1, self.dtype, name='conv1')(x)
+    y = layers.conv(hidden, 1, 1, self.dtype, name='conv1')(x)
     y = nn.relu(norm(name='bn1')(y))
-    y = _conv(hidden, 3, self.stride, self.dtype, groups=hidden,
-              name='conv2')(y)
+    y = layers.conv(hidden, 3, self.stride, self.dtype, groups=hidden,
+                    name='conv2')(y)
     y = nn.relu(norm(name='bn2')(y))
-    y = _conv(self.features, 1, 1, self.dtype, name='conv3')(y)
+    y = layers.conv(self.features, 1, 1, self.dtype, name='conv3')(y)
     y = norm(name='bn3')(y)
     if self.stride == 1 and x.shape[-1] == self.features:
       return x + y
     return y
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(layers.StagedNetwork):
   """MobileNetV2 with the benchmark's four feature stages.
 
   Attributes:
@@ -120,51 +98,27 @@ class MobileNetV2(nn.Module):
     return specs
 
   def setup(self):
-    self.stem_conv = _conv(int(32 * self.width_mult), 3, 2, self.dtype)
-    self.stem_bn = _batch_norm(self.dtype)
+    self.stem_conv = layers.conv(int(32 * self.width_mult), 3, 2, self.dtype)
+    self.stem_bn = layers.batch_norm(self.dtype)
     for s in range(1, self.num_stages + 1):
       for b, (features, stride, t) in enumerate(self._block_specs(s)):
         # Systematic names (stage1_block0, ...) for checkpoint import.
         setattr(self, f'stage{s}_block{b}',
                 InvertedResidual(features, stride, t, self.dtype))
     last = int(1280 * self.width_mult) if self.width_mult > 1 else 1280
-    self.head_conv = _conv(last, 1, 1, self.dtype)
-    self.head_bn = _batch_norm(self.dtype)
-    self.fc = nn.Dense(
-        self.num_classes, kernel_init=_dense_init,
-        bias_init=nn.initializers.zeros, dtype=self.dtype,
-        param_dtype=jnp.float32)
+    self.head_conv = layers.conv(last, 1, 1, self.dtype)
+    self.head_bn = layers.batch_norm(self.dtype)
+    # The zoo's classifier init: normal(0, 0.01), zero bias.
+    self.fc = layers.dense(self.num_classes, self.dtype,
+                           kernel_init=layers.classifier_normal_init)
 
-  def _stage(self, s: int, h, train: bool):
-    for b in range(len(self._block_specs(s))):
-      h = getattr(self, f'stage{s}_block{b}')(h, train=train)
-    return h
+  def _blocks_in_stage(self, s: int) -> int:
+    return len(self._block_specs(s))
 
   def _head(self, h, train: bool):
+    # The 1x1 head conv-BN-ReLU to 1280 channels comes before the pooling.
     h = nn.relu(self.head_bn(self.head_conv(h), use_running_average=not train))
-    pre_logits = jnp.mean(h, axis=(1, 2))
-    return self.fc(pre_logits).astype(jnp.float32), pre_logits
-
-  def __call__(self, x, *, train: bool):
-    """Returns (logits, features) for an NHWC batch."""
-    h = self.stem_conv(x)
-    h = nn.relu(self.stem_bn(h, use_running_average=not train))
-    features = {'stem': h}
-    for s in range(1, self.num_stages + 1):
-      h = self._stage(s, h, train)
-      features[f'stage{s}'] = h
-    logits, features['pre_logits'] = self._head(h, train)
-    return logits, features
-
-  def tail(self, h, *, start: int, train: bool):
-    """Runs stages start+1..S, the 1x1 head conv, pooling and the classifier
-    on map `h`."""
-    if not 0 <= start <= self.num_stages:
-      raise ValueError(
-          f'start must be in 0..{self.num_stages}, got {start}.')
-    for s in range(start + 1, self.num_stages + 1):
-      h = self._stage(s, h, train)
-    return self._head(h, train)[0]
+    return self._classify(h)
 
 
 mobile_half = functools.partial(MobileNetV2, expand_ratio=6, width_mult=0.5)

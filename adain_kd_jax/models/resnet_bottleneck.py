@@ -25,29 +25,7 @@ from typing import Any, ClassVar, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-# Kaiming normal, fan_out, as in the PyTorch zoo and torchvision.
-_conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-# PyTorch's default nn.Linear weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-_dense_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
-
-
-def _batch_norm(dtype: Any, **kwargs) -> nn.BatchNorm:
-  # PyTorch defaults: its momentum 0.1 is Flax's 0.9. `use_running_average` is
-  # given at call time.
-  return nn.BatchNorm(
-      momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
-      **kwargs)
-
-
-def _conv(features: int, kernel: int, stride: int, dtype: Any,
-          **kwargs) -> nn.Conv:
-  # Explicit symmetric padding matches PyTorch's padding=k//2 also for stride 2
-  # (Flax's 'SAME' would pad only after).
-  pad = kernel // 2
-  return nn.Conv(
-      features, (kernel, kernel), strides=stride, padding=((pad, pad),) * 2,
-      use_bias=False, kernel_init=_conv_init, dtype=dtype,
-      param_dtype=jnp.float32, **kwargs)
+from adain_kd_jax.models import layers
 
 
 class Bottleneck(nn.Module):
@@ -67,23 +45,23 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     norm = functools.partial(
-        _batch_norm, self.dtype, use_running_average=not train)
+        layers.batch_norm, self.dtype, use_running_average=not train)
     out_features = self.expansion * self.features
-    y = _conv(self.features, 1, 1, self.dtype, name='conv1')(x)
+    y = layers.conv(self.features, 1, 1, self.dtype, name='conv1')(x)
     y = nn.relu(norm(name='bn1')(y))
-    y = _conv(self.features, 3, self.stride, self.dtype, name='conv2')(y)
+    y = layers.conv(self.features, 3, self.stride, self.dtype, name='conv2')(y)
     y = nn.relu(norm(name='bn2')(y))
-    y = _conv(out_features, 1, 1, self.dtype, name='conv3')(y)
+    y = layers.conv(out_features, 1, 1, self.dtype, name='conv3')(y)
     y = norm(name='bn3')(y)
     if self.stride != 1 or x.shape[-1] != out_features:
       # Projection shortcut: 1x1 conv + BN.
-      x = _conv(out_features, 1, self.stride, self.dtype,
-                name='shortcut_conv')(x)
+      x = layers.conv(out_features, 1, self.stride, self.dtype,
+                      name='shortcut_conv')(x)
       x = norm(name='shortcut_bn')(x)
     return nn.relu(y + x)
 
 
-class ResNet(nn.Module):
+class ResNet(layers.StagedNetwork):
   """ResNet with stages of 64, 128, 256 and 512 planes.
 
   Attributes:
@@ -109,51 +87,26 @@ class ResNet(nn.Module):
       raise ValueError(f'stage_sizes needs {self.num_stages} entries, got '
                        f'{self.stage_sizes}.')
     if self.imagenet_stem:
-      self.stem_conv = _conv(64, 7, 2, self.dtype)
+      self.stem_conv = layers.conv(64, 7, 2, self.dtype)
     else:
-      self.stem_conv = _conv(64, 3, 1, self.dtype)
-    self.stem_bn = _batch_norm(self.dtype)
+      self.stem_conv = layers.conv(64, 3, 1, self.dtype)
+    self.stem_bn = layers.batch_norm(self.dtype)
     for s in range(1, self.num_stages + 1):
       for b in range(self.stage_sizes[s - 1]):
         stride = 2 if s > 1 and b == 0 else 1
         # Systematic names (stage1_block0, ...) for checkpoint import.
         setattr(self, f'stage{s}_block{b}',
                 self.block(64 * 2**(s - 1), stride, self.dtype))
-    self.fc = nn.Dense(
-        self.num_classes, kernel_init=_dense_init,
-        bias_init=nn.initializers.zeros, dtype=self.dtype,
-        param_dtype=jnp.float32)
+    self.fc = layers.dense(self.num_classes, self.dtype)
 
-  def _stage(self, s: int, h, train: bool):
-    for b in range(self.stage_sizes[s - 1]):
-      h = getattr(self, f'stage{s}_block{b}')(h, train=train)
-    return h
-
-  def _head(self, h):
-    pre_logits = jnp.mean(h, axis=(1, 2))
-    return self.fc(pre_logits).astype(jnp.float32), pre_logits
-
-  def __call__(self, x, *, train: bool):
-    """Returns (logits, features) for an NHWC batch."""
-    h = self.stem_conv(x)
-    h = nn.relu(self.stem_bn(h, use_running_average=not train))
+  def _stem(self, x, train: bool):
+    h = super()._stem(x, train)
     if self.imagenet_stem:
       h = nn.max_pool(h, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    features = {'stem': h}
-    for s in range(1, self.num_stages + 1):
-      h = self._stage(s, h, train)
-      features[f'stage{s}'] = h
-    logits, features['pre_logits'] = self._head(h)
-    return logits, features
+    return h
 
-  def tail(self, h, *, start: int, train: bool):
-    """Runs stages start+1..S, pooling and the classifier on map `h`."""
-    if not 0 <= start <= self.num_stages:
-      raise ValueError(
-          f'start must be in 0..{self.num_stages}, got {start}.')
-    for s in range(start + 1, self.num_stages + 1):
-      h = self._stage(s, h, train)
-    return self._head(h)[0]
+  def _blocks_in_stage(self, s: int) -> int:
+    return self.stage_sizes[s - 1]
 
 
 resnet50 = functools.partial(ResNet, block=Bottleneck, stage_sizes=(3, 4, 6, 3))

@@ -28,29 +28,10 @@ from typing import Any, ClassVar, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-# The zoo keeps PyTorch's default inits: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
-# conv and linear weights (fan_in of one group for grouped convs).
-_conv_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
-_dense_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
+from adain_kd_jax.models import layers
 
-
-def _batch_norm(dtype: Any, **kwargs) -> nn.BatchNorm:
-  # PyTorch defaults: its momentum 0.1 is Flax's 0.9. `use_running_average` is
-  # given at call time.
-  return nn.BatchNorm(
-      momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
-      **kwargs)
-
-
-def _conv(features: int, kernel: int, stride: int, dtype: Any,
-          groups: int = 1, **kwargs) -> nn.Conv:
-  # Explicit symmetric padding matches PyTorch's padding=k//2 also for stride 2
-  # (Flax's 'SAME' would pad only after).
-  pad = kernel // 2
-  return nn.Conv(
-      features, (kernel, kernel), strides=stride, padding=((pad, pad),) * 2,
-      feature_group_count=groups, use_bias=False, kernel_init=_conv_init,
-      dtype=dtype, param_dtype=jnp.float32, **kwargs)
+# The zoo keeps PyTorch's default inits for conv (and linear) weights.
+_conv = functools.partial(layers.conv, kernel_init=layers.torch_default_init)
 
 
 def channel_shuffle(x, groups: int):
@@ -88,7 +69,7 @@ class ShuffleV1Block(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     norm = functools.partial(
-        _batch_norm, self.dtype, use_running_average=not train)
+        layers.batch_norm, self.dtype, use_running_average=not train)
     g = self.groups if self.conv1_groups is None else self.conv1_groups
     mid = self.features // 4
     y = _conv(mid, 1, 1, self.dtype, groups=g, name='conv1')(x)
@@ -120,7 +101,7 @@ class ShuffleV2DownBlock(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     norm = functools.partial(
-        _batch_norm, self.dtype, use_running_average=not train)
+        layers.batch_norm, self.dtype, use_running_average=not train)
     c_in = x.shape[-1]
     mid = self.features // 2
     left = _conv(c_in, 3, 2, self.dtype, groups=c_in, name='conv1')(x)
@@ -145,7 +126,7 @@ class ShuffleV2Block(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     norm = functools.partial(
-        _batch_norm, self.dtype, use_running_average=not train)
+        layers.batch_norm, self.dtype, use_running_average=not train)
     c = int(x.shape[-1] * self.split_ratio)
     x1, x2 = x[..., :c], x[..., c:]
     y = _conv(c, 1, 1, self.dtype, name='conv1')(x2)
@@ -157,7 +138,7 @@ class ShuffleV2Block(nn.Module):
     return channel_shuffle(jnp.concatenate([x1, y], axis=-1), 2)
 
 
-class ShuffleNetV1(nn.Module):
+class ShuffleNetV1(layers.StagedNetwork):
   """ShuffleNet V1 with 3 stages.
 
   Attributes:
@@ -182,7 +163,7 @@ class ShuffleNetV1(nn.Module):
           f'out_planes and num_blocks need {self.num_stages} entries, got '
           f'{self.out_planes} and {self.num_blocks}.')
     self.stem_conv = _conv(24, 1, 1, self.dtype)
-    self.stem_bn = _batch_norm(self.dtype)
+    self.stem_bn = layers.batch_norm(self.dtype)
     in_planes = 24
     for s in range(1, self.num_stages + 1):
       out_planes = self.out_planes[s - 1]
@@ -194,42 +175,13 @@ class ShuffleNetV1(nn.Module):
             stride=2 if b == 0 else 1, groups=self.groups,
             conv1_groups=1 if s == 1 and b == 0 else None, dtype=self.dtype))
         in_planes = out_planes
-    self.fc = nn.Dense(
-        self.num_classes, kernel_init=_dense_init,
-        bias_init=nn.initializers.zeros, dtype=self.dtype,
-        param_dtype=jnp.float32)
+    self.fc = layers.dense(self.num_classes, self.dtype)
 
-  def _stage(self, s: int, h, train: bool):
-    for b in range(self.num_blocks[s - 1]):
-      h = getattr(self, f'stage{s}_block{b}')(h, train=train)
-    return h
-
-  def _head(self, h):
-    pre_logits = jnp.mean(h, axis=(1, 2))
-    return self.fc(pre_logits).astype(jnp.float32), pre_logits
-
-  def __call__(self, x, *, train: bool):
-    """Returns (logits, features) for an NHWC batch."""
-    h = self.stem_conv(x)
-    h = nn.relu(self.stem_bn(h, use_running_average=not train))
-    features = {'stem': h}
-    for s in range(1, self.num_stages + 1):
-      h = self._stage(s, h, train)
-      features[f'stage{s}'] = h
-    logits, features['pre_logits'] = self._head(h)
-    return logits, features
-
-  def tail(self, h, *, start: int, train: bool):
-    """Runs stages start+1..S, pooling and the classifier on map `h`."""
-    if not 0 <= start <= self.num_stages:
-      raise ValueError(
-          f'start must be in 0..{self.num_stages}, got {start}.')
-    for s in range(start + 1, self.num_stages + 1):
-      h = self._stage(s, h, train)
-    return self._head(h)[0]
+  def _blocks_in_stage(self, s: int) -> int:
+    return self.num_blocks[s - 1]
 
 
-class ShuffleNetV2(nn.Module):
+class ShuffleNetV2(layers.StagedNetwork):
   """ShuffleNet V2 with 3 stages and a 1x1 head conv.
 
   Attributes:
@@ -252,7 +204,7 @@ class ShuffleNetV2(nn.Module):
           f'out_channels needs {self.num_stages + 1} entries and num_blocks '
           f'{self.num_stages}, got {self.out_channels} and {self.num_blocks}.')
     self.stem_conv = _conv(24, 1, 1, self.dtype)
-    self.stem_bn = _batch_norm(self.dtype)
+    self.stem_bn = layers.batch_norm(self.dtype)
     for s in range(1, self.num_stages + 1):
       # Systematic names (stage1_block0, ...) for checkpoint import.
       setattr(self, f'stage{s}_block0',
@@ -260,42 +212,16 @@ class ShuffleNetV2(nn.Module):
       for b in range(1, self.num_blocks[s - 1] + 1):
         setattr(self, f'stage{s}_block{b}', ShuffleV2Block(dtype=self.dtype))
     self.head_conv = _conv(self.out_channels[-1], 1, 1, self.dtype)
-    self.head_bn = _batch_norm(self.dtype)
-    self.fc = nn.Dense(
-        self.num_classes, kernel_init=_dense_init,
-        bias_init=nn.initializers.zeros, dtype=self.dtype,
-        param_dtype=jnp.float32)
+    self.head_bn = layers.batch_norm(self.dtype)
+    self.fc = layers.dense(self.num_classes, self.dtype)
 
-  def _stage(self, s: int, h, train: bool):
-    for b in range(self.num_blocks[s - 1] + 1):
-      h = getattr(self, f'stage{s}_block{b}')(h, train=train)
-    return h
+  def _blocks_in_stage(self, s: int) -> int:
+    return self.num_blocks[s - 1] + 1  # With the down-sampling block.
 
   def _head(self, h, train: bool):
+    # The 1x1 head conv-BN-ReLU comes before the pooling.
     h = nn.relu(self.head_bn(self.head_conv(h), use_running_average=not train))
-    pre_logits = jnp.mean(h, axis=(1, 2))
-    return self.fc(pre_logits).astype(jnp.float32), pre_logits
-
-  def __call__(self, x, *, train: bool):
-    """Returns (logits, features) for an NHWC batch."""
-    h = self.stem_conv(x)
-    h = nn.relu(self.stem_bn(h, use_running_average=not train))
-    features = {'stem': h}
-    for s in range(1, self.num_stages + 1):
-      h = self._stage(s, h, train)
-      features[f'stage{s}'] = h
-    logits, features['pre_logits'] = self._head(h, train)
-    return logits, features
-
-  def tail(self, h, *, start: int, train: bool):
-    """Runs stages start+1..S, the 1x1 head conv, pooling and the classifier
-    on map `h`."""
-    if not 0 <= start <= self.num_stages:
-      raise ValueError(
-          f'start must be in 0..{self.num_stages}, got {start}.')
-    for s in range(start + 1, self.num_stages + 1):
-      h = self._stage(s, h, train)
-    return self._head(h, train)[0]
+    return self._classify(h)
 
 
 shuffle_v1 = functools.partial(ShuffleNetV1, out_planes=(240, 480, 960),

@@ -22,33 +22,14 @@ from typing import Any, ClassVar, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-# normal(0, sqrt(2 / (k * k * out_channels))), zero bias, as in the PyTorch zoo.
-_conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-# The zoo's classifier init: normal(0, 0.01), zero bias.
-_dense_init = nn.initializers.normal(0.01)
-
-
-def _batch_norm(dtype: Any, **kwargs) -> nn.BatchNorm:
-  # PyTorch defaults: its momentum 0.1 is Flax's 0.9. `use_running_average` is
-  # given at call time.
-  return nn.BatchNorm(
-      momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
-      **kwargs)
-
-
-def _conv3x3(features: int, dtype: Any) -> nn.Conv:
-  # VGG's convolutions keep their bias although a BN follows.
-  return nn.Conv(
-      features, (3, 3), padding=((1, 1), (1, 1)), use_bias=True,
-      kernel_init=_conv_init, bias_init=nn.initializers.zeros, dtype=dtype,
-      param_dtype=jnp.float32)
+from adain_kd_jax.models import layers
 
 
 def _max_pool(h):
   return nn.max_pool(h, (2, 2), strides=(2, 2))
 
 
-class VGG(nn.Module):
+class VGG(layers.StagedNetwork):
   """VGG-BN of five conv blocks.
 
   Attributes:
@@ -75,12 +56,13 @@ class VGG(nn.Module):
       prefix = 'stem' if s == 0 else f'stage{s}'
       for j, width in enumerate(widths):
         # Systematic names (stem_conv0, stage1_bn0, ...) for checkpoint import.
-        setattr(self, f'{prefix}_conv{j}', _conv3x3(width, self.dtype))
-        setattr(self, f'{prefix}_bn{j}', _batch_norm(self.dtype))
-    self.fc = nn.Dense(
-        self.num_classes, kernel_init=_dense_init,
-        bias_init=nn.initializers.zeros, dtype=self.dtype,
-        param_dtype=jnp.float32)
+        # VGG's convolutions keep their bias although a BN follows.
+        setattr(self, f'{prefix}_conv{j}',
+                layers.conv(width, 3, 1, self.dtype, use_bias=True))
+        setattr(self, f'{prefix}_bn{j}', layers.batch_norm(self.dtype))
+    # The zoo's classifier init: normal(0, 0.01), zero bias.
+    self.fc = layers.dense(self.num_classes, self.dtype,
+                           kernel_init=layers.classifier_normal_init)
 
   def _block(self, s: int, h, train: bool):
     prefix = 'stem' if s == 0 else f'stage{s}'
@@ -90,33 +72,13 @@ class VGG(nn.Module):
       h = nn.relu(h)
     return h
 
+  def _stem(self, x, train: bool):
+    return self._block(0, x, train)
+
   def _stage(self, s: int, h, train: bool):
     if s < self.num_stages or self.pool_before_stage4:
       h = _max_pool(h)
     return self._block(s, h, train)
-
-  def _head(self, h):
-    pre_logits = jnp.mean(h, axis=(1, 2))
-    return self.fc(pre_logits).astype(jnp.float32), pre_logits
-
-  def __call__(self, x, *, train: bool):
-    """Returns (logits, features) for an NHWC batch."""
-    h = self._block(0, x, train)
-    features = {'stem': h}
-    for s in range(1, self.num_stages + 1):
-      h = self._stage(s, h, train)
-      features[f'stage{s}'] = h
-    logits, features['pre_logits'] = self._head(h)
-    return logits, features
-
-  def tail(self, h, *, start: int, train: bool):
-    """Runs stages start+1..S, pooling and the classifier on map `h`."""
-    if not 0 <= start <= self.num_stages:
-      raise ValueError(
-          f'start must be in 0..{self.num_stages}, got {start}.')
-    for s in range(start + 1, self.num_stages + 1):
-      h = self._stage(s, h, train)
-    return self._head(h)[0]
 
 
 _CFGS = {

@@ -12,29 +12,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-# normal(0, sqrt(2 / (k * k * out_channels))) in the PyTorch zoo.
-_conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-# PyTorch's default nn.Linear weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-_dense_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
-
-
-def _batch_norm(dtype: Any, **kwargs) -> nn.BatchNorm:
-  # PyTorch defaults: its momentum 0.1 is Flax's 0.9. `use_running_average` is
-  # given at call time.
-  return nn.BatchNorm(
-      momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
-      **kwargs)
-
-
-def _conv(features: int, kernel: int, stride: int, dtype: Any,
-          **kwargs) -> nn.Conv:
-  # Explicit symmetric padding matches PyTorch's padding=k//2 also for stride 2
-  # (Flax's 'SAME' would pad only after).
-  pad = kernel // 2
-  return nn.Conv(
-      features, (kernel, kernel), strides=stride, padding=((pad, pad),) * 2,
-      use_bias=False, kernel_init=_conv_init, dtype=dtype,
-      param_dtype=jnp.float32, **kwargs)
+from adain_kd_jax.models import layers
 
 
 class PreActBlock(nn.Module):
@@ -46,23 +24,26 @@ class PreActBlock(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     norm = functools.partial(
-        _batch_norm, self.dtype, use_running_average=not train)
+        layers.batch_norm, self.dtype, use_running_average=not train)
     y = nn.relu(norm(name='bn1')(x))
     if x.shape[-1] == self.features:
       shortcut = x
     else:
       # Channels change: the shortcut also sees the pre-activated input, as a
       # strided 1x1 conv without BN (PyTorch's `convShortcut`).
-      shortcut = _conv(self.features, 1, self.stride, self.dtype,
-                       name='shortcut_conv')(y)
-    y = _conv(self.features, 3, self.stride, self.dtype, name='conv1')(y)
+      shortcut = layers.conv(self.features, 1, self.stride, self.dtype,
+                             name='shortcut_conv')(y)
+    y = layers.conv(self.features, 3, self.stride, self.dtype, name='conv1')(y)
     y = nn.relu(norm(name='bn2')(y))
-    y = _conv(self.features, 3, 1, self.dtype, name='conv2')(y)
+    y = layers.conv(self.features, 3, 1, self.dtype, name='conv2')(y)
     return y + shortcut
 
 
-class WideResNet(nn.Module):
+class WideResNet(layers.StagedNetwork):
   """WRN-depth-widen_factor with (depth-4)/6 blocks in each of 3 stages.
+
+  The stem is a bare conv; the head is the final BN + ReLU (the blocks are
+  pre-activation), pooling and the classifier.
 
   Attributes:
     depth: total depth, 6n+4.
@@ -80,52 +61,30 @@ class WideResNet(nn.Module):
   def setup(self):
     if self.depth < 10 or (self.depth - 4) % 6:
       raise ValueError(f'depth must be 6n+4 with n >= 1, got {self.depth}.')
-    blocks_per_stage = (self.depth - 4) // 6
-    self.stem_conv = _conv(16, 3, 1, self.dtype)
+    self.stem_conv = layers.conv(16, 3, 1, self.dtype)
     for s in range(1, self.num_stages + 1):
-      for b in range(blocks_per_stage):
+      for b in range(self._blocks_in_stage(s)):
         stride = 2 if s > 1 and b == 0 else 1
         # Systematic names (stage1_block0, ...) for checkpoint import.
         setattr(self, f'stage{s}_block{b}',
                 PreActBlock(16 * 2**(s - 1) * self.widen_factor, stride,
                             self.dtype))
-    self.head_bn = _batch_norm(self.dtype)
-    self.fc = nn.Dense(
-        self.num_classes, kernel_init=_dense_init,
-        bias_init=nn.initializers.zeros, dtype=self.dtype,
-        param_dtype=jnp.float32)
+    self.head_bn = layers.batch_norm(self.dtype)
+    self.fc = layers.dense(self.num_classes, self.dtype)
 
-  def _stage(self, s: int, h, train: bool):
-    for b in range((self.depth - 4) // 6):
-      h = getattr(self, f'stage{s}_block{b}')(h, train=train)
-    return h
+  def _stem(self, x, train: bool):
+    del train  # No BN in the stem.
+    return self.stem_conv(x)
+
+  def _blocks_in_stage(self, s: int) -> int:
+    del s  # Every stage has the same number of blocks.
+    return (self.depth - 4) // 6
 
   def _head(self, h, train: bool):
     # Blocks are pre-activation, so the last stage's output still needs the
     # final BN + ReLU.
     h = nn.relu(self.head_bn(h, use_running_average=not train))
-    pre_logits = jnp.mean(h, axis=(1, 2))
-    return self.fc(pre_logits).astype(jnp.float32), pre_logits
-
-  def __call__(self, x, *, train: bool):
-    """Returns (logits, features) for an NHWC batch."""
-    h = self.stem_conv(x)
-    features = {'stem': h}
-    for s in range(1, self.num_stages + 1):
-      h = self._stage(s, h, train)
-      features[f'stage{s}'] = h
-    logits, features['pre_logits'] = self._head(h, train)
-    return logits, features
-
-  def tail(self, h, *, start: int, train: bool):
-    """Runs stages start+1..S, the final BN + ReLU, pooling and the classifier
-    on map `h`."""
-    if not 0 <= start <= self.num_stages:
-      raise ValueError(
-          f'start must be in 0..{self.num_stages}, got {start}.')
-    for s in range(start + 1, self.num_stages + 1):
-      h = self._stage(s, h, train)
-    return self._head(h, train)[0]
+    return self._classify(h)
 
 
 wrn_16_1 = functools.partial(WideResNet, depth=16, widen_factor=1)
