@@ -5,7 +5,7 @@
 # 1. Tunes AdaIN's loss weight and insertion point on a validation split of
 #    5,000 examples held out of the training set (seed 0, 1 epoch).
 # 2. Runs none, kd, stat_l2, adain, adain_kd with the chosen values, 3 seeds,
-#    2 epochs, the same held-out split (so "best" is chosen on val, not test).
+#    1 epoch, the same held-out split (so "best" is chosen on val, not test).
 # 3. Writes the report and plots. Finished runs are skipped when re-run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,7 +31,7 @@ PY
 echo "Chosen on val: loss.adain=$weight, points=($point,)"
 python -m adain_kd_jax.sweep "${common[@]}" \
   --methods=none,kd,stat_l2,adain,adain_kd --seeds=0,1,2 \
-  --config.num_epochs=2 --config.loss.adain=$weight \
+  --config.num_epochs=1 --config.loss.adain=$weight \
   "--config.points=($point,)" --workdir="$w/grid"
 python -m adain_kd_jax.report "$w/grid"
 for d in "$w"/tune/*/; do python -m adain_kd_jax.report --nostats --notensorboard "$d"; done
