@@ -370,6 +370,8 @@ MODELS = {
     'resnet8x4': lambda k: CifarResNet(8, (32, 64, 128, 256), k),
     'wrn_16_1': lambda k: WideResNet(16, 1, k),
     'wrn_16_2': lambda k: WideResNet(16, 2, k),
+    'wrn_40_1': lambda k: WideResNet(40, 1, k),
+    'wrn_40_2': lambda k: WideResNet(40, 2, k),
     'vgg8': lambda k: VGG(_VGG8, k),
     'MobileNetV2': MobileNetV2,
     'ShuffleV1': ShuffleNetV1,
