@@ -53,19 +53,22 @@ def get_config():
   # (see distill.py).
   config.method = 'adain'
   # Feature points (stage numbers, 1..S) for adain, stat_l2 and fitnet, each
-  # with its own connector and weight. Our default: S-1 = 2 for the 3-stage
-  # zoo models, so that the teacher tail (stage 3 + pool + fc) can judge the
-  # variance; at S the tail only sees the mean (METHOD.md section 3). Not yet
-  # tuned on a validation split.
-  config.points = (2,)
+  # with its own connector and weight. Tuned on a validation split (5,000
+  # training images held out, resnet20 -> resnet8, seed 0, 1 epoch; see
+  # results/fashion_mnist/README.md): stage 3 = S with loss.adain 0.3 reached
+  # 82.32% val top-1, the other five of {0.03, 0.1, 0.3} x {2, 3} 79.96 to
+  # 80.64. At S a ResNet tail is pooling + classifier, so the teacher judges
+  # only the mean (METHOD.md section 3); S-1 = 2 lets it judge the variance.
+  config.points = (3,)
   config.point_weights = (1.0,)
   config.loss = ml_collections.ConfigDict()
   config.loss.ce = 1.0
   config.loss.kd = 1.0  # gamma: Hinton KD, tau^2 KL.
   config.loss.temperature = 4.0
   # beta: L_adain is a squared error on logits (about 10 at the start, where
-  # CE is about 2.3); weights near 1 slowed learning in a trial.
-  config.loss.adain = 0.1
+  # CE is about 2.3); weights near 1 slowed learning in a trial. 0.3 was
+  # chosen on the validation split (see config.points).
+  config.loss.adain = 0.3
   config.loss.adain_kind = 'mse'  # 'mse' on logits or 'kl' (temperature).
   config.loss.fm = 0.0  # alpha: FitNet term added to adain / adain_kd.
   config.loss.fitnet = 100.0  # FitNet method weight (as in the CRD benchmark).

@@ -99,7 +99,7 @@ CASES = [
     ('point_zero', {'points': (0,)}, ValueError,
      r'config.points has stage 0, outside 1..3'),
     ('point_weights_length', {'point_weights': (1.0, 0.5)}, ValueError,
-     r'config.points=\(2,\) and config.point_weights=\(1.0, 0.5\) must be '
+     r'config.points=\(3,\) and config.point_weights=\(1.0, 0.5\) must be '
      r'non-empty and of the same length'),
     ('teacher_of_another_arch', {'teacher': 'resnet20'}, ValueError,
      r"is a 'resnet8' but config.teacher is 'resnet20': set "

@@ -75,7 +75,7 @@ def test_other_configs_validate():
                  cifar100_teacher.get_config('model=resnet110')):
     config_checks.check(config)
   assert cifar100_teacher.get_config('model=resnet110').model == 'resnet110'
-  assert np.isclose(default.get_config().loss.adain, 0.1)
+  assert np.isclose(default.get_config().loss.adain, 0.3)
 
 
 def test_imagenet_config_is_the_published_recipe():

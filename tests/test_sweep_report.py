@@ -267,6 +267,7 @@ def test_insertion_point_stats(tmp_path, teacher_export):
   config.teacher = 'resnet8'
   config.teacher_checkpoint = teacher_export
   config.method = 'adain'
+  config.points = (2,)
   config.seed = 3
   images = np.random.default_rng(0).integers(
       0, 256, (8, 28, 28, 1)).astype(np.uint8)
