@@ -81,3 +81,16 @@ def run_train_py(workdir, *flags_, timeout=300, wait=True):
                             stderr=subprocess.PIPE, text=True)
   return subprocess.run(cmd, cwd=root, env=env, capture_output=True,
                         text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+  """Makes any network connection fail at once instead of retrying."""
+  import socket  # pylint: disable=g-import-not-at-top
+
+  def refuse(*args, **kwargs):
+    del args, kwargs
+    raise OSError('network disabled in this test')
+
+  monkeypatch.setattr(socket, 'create_connection', refuse)
+  monkeypatch.setattr(socket.socket, 'connect', refuse)

@@ -2,7 +2,6 @@
 
 import functools
 import os
-import socket
 
 import jax
 import jax.numpy as jnp
@@ -132,18 +131,6 @@ def test_load_tfds_mock(name):
   assert images.dtype == np.uint8 and labels.dtype == np.int32
   assert labels.min() >= 0 and labels.max() < info.num_classes
   assert limited.shape == (3,) + info.image_shape
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-  """Makes any network connection fail at once instead of retrying."""
-
-  def refuse(*args, **kwargs):
-    del args, kwargs
-    raise OSError('network disabled in this test')
-
-  monkeypatch.setattr(socket, 'create_connection', refuse)
-  monkeypatch.setattr(socket.socket, 'connect', refuse)
 
 
 def test_load_tfds_not_prepared(tmp_path, no_network):

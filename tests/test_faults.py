@@ -80,15 +80,20 @@ def _state():
           'step': np.int32(0)}
 
 
-def test_corrupted_newest_checkpoint_falls_back(tmp_path, capsys):
-  """Garbage in the newest step's files: reported, deleted, previous used."""
-  directory = str(tmp_path / 'ckpt')
+def _two_checkpoints(directory):
+  """Steps 1 and 2 of a small state, saved and committed."""
   ckpt = checkpoints.RunCheckpointer(directory, keep=3)
   for step in (1, 2):
     ckpt.save(step, jax.tree.map(lambda x, s=step: x * s, _state()),
               {'step': step})
   ckpt.wait()
   ckpt.close()
+
+
+def test_corrupted_newest_checkpoint_falls_back(tmp_path, capsys):
+  """Garbage in the newest step's files: reported, deleted, previous used."""
+  directory = str(tmp_path / 'ckpt')
+  _two_checkpoints(directory)
   data_files = [p for p in glob.glob(os.path.join(directory, '2', 'state',
                                                   '**', '*'), recursive=True)
                 if os.path.isfile(p) and os.sep + 'd' + os.sep in p]
@@ -108,12 +113,7 @@ def test_corrupted_newest_checkpoint_falls_back(tmp_path, capsys):
 def test_truncated_newest_checkpoint_falls_back(tmp_path):
   """A step whose data files were cut short is skipped too."""
   directory = str(tmp_path / 'ckpt')
-  ckpt = checkpoints.RunCheckpointer(directory, keep=3)
-  for step in (1, 2):
-    ckpt.save(step, jax.tree.map(lambda x, s=step: x * s, _state()),
-              {'step': step})
-  ckpt.wait()
-  ckpt.close()
+  _two_checkpoints(directory)
   for path in glob.glob(os.path.join(directory, '2', 'state', '**', 'd', '*'),
                         recursive=True):
     os.truncate(path, os.path.getsize(path) // 2)

@@ -4,7 +4,6 @@ import gc
 import io
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -388,18 +387,6 @@ def test_open_source_prepared(prepared_data_dir):
     evals = list(it)
   labels = np.concatenate([e['label'][e['mask'] == 1] for e in evals])
   np.testing.assert_array_equal(labels, [0, 10, 20, 30, 40])
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-  """Makes any network connection fail at once instead of retrying."""
-
-  def refuse(*args, **kwargs):
-    del args, kwargs
-    raise OSError('network disabled in this test')
-
-  monkeypatch.setattr(socket, 'create_connection', refuse)
-  monkeypatch.setattr(socket.socket, 'connect', refuse)
 
 
 def test_open_source_not_prepared(tmp_path, no_network):
