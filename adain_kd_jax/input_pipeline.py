@@ -157,7 +157,7 @@ def eval_batches(images: np.ndarray, labels: np.ndarray, *,
     global_batch_size // process_count examples;
     `num_eval_batches(N, global_batch_size)` of them on every host.
   """
-  n = _check_lengths(images, labels)
+  _check_lengths(images, labels)
   local = _local_size(global_batch_size, process_index, process_count)
   return _eval_batches(images, labels, global_batch_size,
                        local * process_index, local)
