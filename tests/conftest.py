@@ -94,3 +94,19 @@ def no_network(monkeypatch):
 
   monkeypatch.setattr(socket, 'create_connection', refuse)
   monkeypatch.setattr(socket.socket, 'connect', refuse)
+
+
+def idx_smoke_config(idx_data_dir, teacher, **overrides):
+  """configs/smoke.py on the `idx_data_dir` files with a resnet8 teacher."""
+  from configs import smoke  # pylint: disable=g-import-not-at-top
+  config = smoke.get_config()
+  config.data_source = 'idx'
+  config.data_dir = idx_data_dir
+  config.train_limit = config.test_limit = 0
+  config.teacher = 'resnet8'
+  config.teacher_checkpoint = teacher
+  config.batch_size = 16
+  config.eval_batch_size = 32
+  config.compare_to = ''
+  config.update(overrides)
+  return config

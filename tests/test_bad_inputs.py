@@ -12,6 +12,7 @@ from adain_kd_jax import idx
 from adain_kd_jax import preflight
 from adain_kd_jax import train_lib
 from configs import smoke
+from tests.conftest import idx_smoke_config
 from tests.conftest import make_teacher_variables
 
 
@@ -59,16 +60,7 @@ def train_only_dir(tmp_path_factory, idx_data_dir):
 
 
 def _config(idx_data_dir, teacher_export):
-  config = smoke.get_config()
-  config.data_source = 'idx'
-  config.data_dir = idx_data_dir
-  config.train_limit = config.test_limit = 0
-  config.teacher = 'resnet8'
-  config.teacher_checkpoint = teacher_export
-  config.batch_size = 16
-  config.eval_batch_size = 32
-  config.compare_to = ''
-  return config
+  return idx_smoke_config(idx_data_dir, teacher_export)
 
 
 # (id, overrides, exception, regex). Values starting with '@' name a fixture.

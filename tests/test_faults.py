@@ -10,25 +10,14 @@ import pytest
 
 from adain_kd_jax import checkpoints
 from adain_kd_jax import train_lib
-from configs import smoke
+from tests.conftest import idx_smoke_config
 from tests.conftest import make_teacher_variables
 
 
 def _config(idx_data_dir, teacher, **overrides):
-  config = smoke.get_config()
-  config.data_source = 'idx'
-  config.data_dir = idx_data_dir
-  config.train_limit = config.test_limit = 0
-  config.teacher = 'resnet8'
-  config.teacher_checkpoint = teacher
-  config.method = 'adain_kd'
-  config.batch_size = 16
-  config.eval_batch_size = 32
-  config.compare_to = ''
-  config.log_every_steps = 2
-  config.checkpoint_every_steps = 2
-  config.update(overrides)
-  return config
+  defaults = {'method': 'adain_kd', 'log_every_steps': 2,
+              'checkpoint_every_steps': 2}
+  return idx_smoke_config(idx_data_dir, teacher, **{**defaults, **overrides})
 
 
 @pytest.fixture(scope='module')
