@@ -13,7 +13,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from adain_kd_jax import host_setup  # --cpu_devices, --compilation_cache
+from adain_kd_jax import host_setup  # --cpu_devices, --cpu_ynnpack, ...
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A configs/*.py file; override fields with --config.x=y.',
@@ -36,6 +36,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
   host_setup.set_cpu_devices(config)  # Before JAX is imported.
+  host_setup.set_xla_cpu_flags()
   # orbax logs every checkpoint write at INFO; -v 0 (or --verbosity=0) shows it.
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)

@@ -39,7 +39,7 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
-from adain_kd_jax import host_setup  # --cpu_devices, --compilation_cache
+from adain_kd_jax import host_setup  # --cpu_devices, --cpu_ynnpack, ...
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A configs/*.py file; override fields with --config.x=y '
@@ -184,6 +184,7 @@ def main(argv):
   if not methods or not seeds:
     raise app.UsageError('--methods and --seeds must not be empty.')
   host_setup.set_cpu_devices(config)  # Before JAX is imported.
+  host_setup.set_xla_cpu_flags()
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   host_setup.enable_compilation_cache()

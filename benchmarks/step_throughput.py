@@ -52,6 +52,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from adain_kd_jax import host_setup  # --cpu_devices, --cpu_ynnpack
 from configs import default
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -88,10 +89,6 @@ _STEPS_PER_CALL = flags.DEFINE_integer(
     'call (lax.scan) on a training set kept on the devices (config.'
     'device_data + config.steps_per_call), reported as "<entry>xK".')
 _OUT = flags.DEFINE_string('out', '', 'Also write the JSON here.')
-_CPU_DEVICES = flags.DEFINE_integer(
-    'cpu_devices', 1,
-    'XLA host-platform (CPU) devices, set through XLA_FLAGS before JAX is '
-    'imported (ignored if XLA_FLAGS already sets it). No effect on GPU/TPU.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random data and init.')
 
 _ADAIN_METHODS = ('adain', 'adain_kd')
@@ -102,10 +99,12 @@ _POINT_METHODS = ('adain', 'adain_kd', 'fitnet', 'stat_l2')
 _UNUSED_TRAIN_LIB_IMPORTS = ('orbax.checkpoint', 'tqdm')
 
 
-def _set_cpu_devices(n: int) -> None:
+def _set_cpu_devices(value: str) -> None:
   """Must run before JAX is imported: XLA reads its flags once."""
+  n = int(value) if value.isdigit() else 0
   if n < 1:
-    raise app.UsageError(f'--cpu_devices must be >= 1, got {n}.')
+    raise app.UsageError(f'--cpu_devices must be a number >= 1 here, got '
+                         f'{value!r}.')
   xla_flags = os.environ.get('XLA_FLAGS', '')
   if 'xla_force_host_platform_device_count' in xla_flags:
     print(f'XLA_FLAGS already sets the CPU device count ({xla_flags!r}); '
@@ -227,7 +226,8 @@ def _ratios(result, methods, points):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  _set_cpu_devices(_CPU_DEVICES.value)
+  _set_cpu_devices(host_setup.CPU_DEVICES.value)
+  host_setup.set_xla_cpu_flags()  # --cpu_ynnpack
   stubbed = _stub_unused_imports()
   # pylint: disable=g-import-not-at-top
   import jax

@@ -1,5 +1,9 @@
 """Test set-up: eight simulated CPU devices, float32, a compilation cache.
 
+The tests run with the XLA:CPU flags train.py sets by default (YNNPACK
+fusions, `host_setup.set_xla_cpu_flags`), so they check the code path that
+trains; XLA_FLAGS with its own `xla_cpu_experimental_ynn_fusion_type` wins.
+
 Must run before JAX is imported anywhere, so it sets the flags at import time.
 """
 import os
@@ -9,6 +13,10 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
   os.environ["XLA_FLAGS"] = (
       _flags + " --xla_force_host_platform_device_count=8").strip()
+
+from adain_kd_jax import host_setup  # pylint: disable=g-import-not-at-top
+
+host_setup.set_xla_cpu_flags(ynnpack=True)
 
 import jax  # pylint: disable=g-import-not-at-top
 
