@@ -1,0 +1,42 @@
+"""benchmarks/step_throughput.py end to end on a tiny pair (its JSON keys)."""
+
+import json
+import os
+import subprocess
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_step_throughput_prints_every_entry_and_the_ratios(tmp_path):
+  out = tmp_path / 'bench.json'
+  env = dict(os.environ, PYTHONPATH=_ROOT)
+  env.pop('XLA_FLAGS', None)  # The script sets the device count itself.
+  proc = subprocess.run(
+      [sys.executable, os.path.join(_ROOT, 'benchmarks', 'step_throughput.py'),
+       '--teacher=resnet14', '--student=resnet8', '--batch_sizes=8',
+       '--methods=none,kd,adain', '--points=2,3', '--steps=1',
+       '--image_shape=8,8,3', '--num_classes=5', '--input_examples=64',
+       f'--out={out}'],
+      env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  printed = json.loads(proc.stdout)
+  assert printed == json.loads(out.read_text())
+  assert printed['device']['count'] == 1
+  assert '--xla_force_host_platform_device_count=1' in printed['xla_flags']
+  result = printed['results']['8']
+  for name in ('teacher_forward', 'student_step', 'kd', 'adain@2', 'adain@3',
+               'input_pipeline', 'tail@2', 'tail@3'):
+    assert result[name]['ms_per_step'] > 0, name
+    assert result[name]['images_per_s'] > 0, name
+  assert result['none']['same_as'] == 'student_step'
+  for name in ('adain@2', 'adain@3'):
+    ratios = result['ratios'][name]
+    parts = (result['teacher_forward']['ms_per_step']
+             + result['student_step']['ms_per_step']
+             + result[f'tail@{name[-1]}']['ms_per_step'])
+    assert abs(ratios['adain_over_parts']
+               - result[name]['ms_per_step'] / parts) < 1e-9
+    assert abs(ratios['adain_over_kd'] - result[name]['ms_per_step']
+               / result['kd']['ms_per_step']) < 1e-9
+  assert not printed.get('errors')
