@@ -21,10 +21,10 @@ _YNN_JAXLIB_VERSIONS = ('0.10.', '0.11.')
 
 CPU_DEVICES = flags.DEFINE_string(
     'cpu_devices', '1', "XLA CPU devices: a number, or 'auto' = one per core "
-    '(the largest count <= cores that divides the batch sizes). One device '
-    'already uses every core for each operation; several gained at most '
-    '1.3x here and, on an oversubscribed machine, their all-reduce can time '
-    'out (XLA aborts after 40 s). No effect on GPU/TPU runs.')
+    '(the largest count <= cores that divides the batch sizes). With '
+    '--cpu_ynnpack one device uses every core; two were within 8% of one on '
+    'a 2-core CPU and, on an oversubscribed machine, their all-reduce can '
+    'time out (XLA aborts after 40 s). No effect on GPU/TPU runs.')
 CPU_YNNPACK = flags.DEFINE_bool(
     'cpu_ynnpack', True, "Run XLA:CPU's convolutions, dots and reductions "
     f'through YNNPACK ({YNN_FLAG}): the distillation step was 1.35x faster '

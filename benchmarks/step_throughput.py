@@ -350,9 +350,10 @@ def main(argv):
   train_entries += _entry_names(methods, points)
   steppers = {}
 
-  # Compiled state initialisers by the state's shapes: the methods without
-  # parameters of their own (none, kd, adain, stat_l2, ...) share one; their
-  # states then hold the same values, which speed does not depend on.
+  # Compiled state initialisers by the state's shapes: methods whose states
+  # have the same shapes (e.g. none and kd, which add no parameters) share
+  # one, and their states then hold the same values, which speed does not
+  # depend on.
   initialisers = {}
 
   def stepper(name, method, method_points):
