@@ -40,3 +40,26 @@ def test_step_throughput_prints_every_entry_and_the_ratios(tmp_path):
     assert abs(ratios['adain_over_kd'] - result[name]['ms_per_step']
                / result['kd']['ms_per_step']) < 1e-9
   assert not printed.get('errors')
+
+
+def test_conv_parts_times_three_parts_per_shape(tmp_path):
+  out = tmp_path / 'conv.json'
+  env = dict(os.environ, PYTHONPATH=_ROOT)
+  env.pop('XLA_FLAGS', None)
+  proc = subprocess.run(
+      [sys.executable, os.path.join(_ROOT, 'benchmarks', 'conv_parts.py'),
+       '--batch=2', '--shapes=4x8,2x16', '--steps=2', f'--out={out}'],
+      env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  printed = json.loads(proc.stdout)
+  assert printed == json.loads(out.read_text())
+  assert set(printed['results']) == {'4x8', '2x16'}
+  for shape, (size, channels) in (('4x8', (4, 8)), ('2x16', (2, 16))):
+    entry = printed['results'][shape]
+    assert entry['gflop_per_part'] == 2 * 2 * size * size * 9 * channels**2 / 1e9
+    assert 'torch' not in entry
+    for part in ('fwd', 'dx', 'dw'):
+      timing = entry['jax'][part]
+      assert 0 < timing['ms_min'] <= timing['ms']
+      assert abs(timing['gflop_per_s']
+                 - entry['gflop_per_part'] / timing['ms'] * 1000) < 1e-6
