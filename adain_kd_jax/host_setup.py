@@ -14,10 +14,11 @@ from absl import flags
 
 # XLA:CPU flag: hand dots (convolutions included) and reductions to YNNPACK,
 # which runs them on every core; XLA's own convolution thunk kept one core
-# busy most of the time on the 2-core CPU. Only set for jaxlib versions known
-# to have the flag: XLA aborts on an unknown flag.
+# busy most of the time on the 2-core CPU. Only set for the jaxlib versions
+# it was tested with: XLA aborts on a flag or a fusion type it does not know,
+# and the flag is experimental.
 YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type=dot,reduce'
-_YNN_JAXLIB_VERSIONS = ('0.10.', '0.11.')
+_YNN_JAXLIB_VERSIONS = ('0.10.',)
 
 CPU_DEVICES = flags.DEFINE_string(
     'cpu_devices', '1', "XLA CPU devices: a number, or 'auto' = one per core "

@@ -55,7 +55,7 @@ def test_users_own_ynn_setting_wins(monkeypatch, jaxlib_version, own):
   assert os.environ['XLA_FLAGS'] == own
 
 
-@pytest.mark.parametrize('version', ['0.9.0', '0.12.1', None])
+@pytest.mark.parametrize('version', ['0.9.0', '0.11.2', '0.12.1', None])
 def test_unknown_jaxlib_gets_no_flag(monkeypatch, jaxlib_version, version):
   # XLA aborts on a flag it does not know, so only versions known to have it.
   jaxlib_version(version)
