@@ -75,20 +75,35 @@ def idx_data_dir(tmp_path_factory):
   return str(directory)
 
 
-def run_train_py(workdir, *flags_, timeout=300, wait=True):
-  """Starts train.py in a subprocess (CPU device count chosen by train.py)."""
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _subprocess_env():
+  """The test environment for a child Python, which sets its own XLA_FLAGS."""
+  env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED='1')
+  env.pop('XLA_FLAGS', None)
+  return env
+
+
+def run_python(*args, timeout=300):
+  """Runs `python *args` in the repository root; returns the finished process."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, PYTHONPATH=root, PYTHONUNBUFFERED='1')
-  env.pop('XLA_FLAGS', None)
-  cmd = [sys.executable, os.path.join(root, 'train.py'),
-         f'--workdir={workdir}', *flags_]
+  return subprocess.run([sys.executable, *args], cwd=ROOT, env=_subprocess_env(),
+                        capture_output=True, text=True, timeout=timeout,
+                        check=False)
+
+
+def run_train_py(workdir, *flags_, timeout=300, wait=True):
+  """Starts train.py in a subprocess (CPU device count chosen by train.py)."""
+  args = [os.path.join(ROOT, 'train.py'), f'--workdir={workdir}', *flags_]
   if not wait:
-    return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE,
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT,
+                            env=_subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-  return subprocess.run(cmd, cwd=root, env=env, capture_output=True,
-                        text=True, timeout=timeout, check=False)
+  return run_python(*args, timeout=timeout)
 
 
 @pytest.fixture
@@ -104,17 +119,24 @@ def no_network(monkeypatch):
   monkeypatch.setattr(socket.socket, 'connect', refuse)
 
 
+def _idx_smoke_settings(idx_data_dir, teacher, overrides):
+  """What configs/smoke.py changes for the `idx_data_dir` files."""
+  return {'data_source': 'idx', 'data_dir': idx_data_dir, 'train_limit': 0,
+          'test_limit': 0, 'teacher': 'resnet8',
+          'teacher_checkpoint': teacher, 'batch_size': 16,
+          'eval_batch_size': 32, 'compare_to': '', **overrides}
+
+
 def idx_smoke_config(idx_data_dir, teacher, **overrides):
   """configs/smoke.py on the `idx_data_dir` files with a resnet8 teacher."""
   from configs import smoke  # pylint: disable=g-import-not-at-top
   config = smoke.get_config()
-  config.data_source = 'idx'
-  config.data_dir = idx_data_dir
-  config.train_limit = config.test_limit = 0
-  config.teacher = 'resnet8'
-  config.teacher_checkpoint = teacher
-  config.batch_size = 16
-  config.eval_batch_size = 32
-  config.compare_to = ''
-  config.update(overrides)
+  config.update(_idx_smoke_settings(idx_data_dir, teacher, overrides))
   return config
+
+
+def idx_smoke_flags(idx_data_dir, teacher, **overrides):
+  """`idx_smoke_config` as train.py flags."""
+  return ['--config=configs/smoke.py'] + [
+      f'--config.{k}={v}'
+      for k, v in _idx_smoke_settings(idx_data_dir, teacher, overrides).items()]

@@ -1,27 +1,29 @@
-"""benchmarks/step_throughput.py end to end on a tiny pair (its JSON keys)."""
+"""The benchmark scripts end to end on tiny inputs (their JSON keys)."""
 
 import json
 import os
-import subprocess
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.conftest import ROOT
+from tests.conftest import run_python
 
 
-def test_step_throughput_prints_every_entry_and_the_ratios(tmp_path):
-  out = tmp_path / 'bench.json'
-  env = dict(os.environ, PYTHONPATH=_ROOT)
-  env.pop('XLA_FLAGS', None)  # The script sets the device count itself.
-  proc = subprocess.run(
-      [sys.executable, os.path.join(_ROOT, 'benchmarks', 'step_throughput.py'),
-       '--teacher=resnet14', '--student=resnet8', '--batch_sizes=8',
-       '--methods=none,kd,adain', '--points=2,3', '--steps=1',
-       '--image_shape=8,8,3', '--num_classes=5', '--input_examples=64',
-       f'--out={out}'],
-      env=env, capture_output=True, text=True, timeout=300, check=False)
+def _run_benchmark(script, tmp_path, *args):
+  """Runs benchmarks/`script` with --out; checks stdout and the file agree."""
+  out = tmp_path / 'out.json'
+  proc = run_python(os.path.join(ROOT, 'benchmarks', script), *args,
+                    f'--out={out}')
   assert proc.returncode == 0, proc.stderr[-3000:]
   printed = json.loads(proc.stdout)
   assert printed == json.loads(out.read_text())
+  return printed
+
+
+def test_step_throughput_prints_every_entry_and_the_ratios(tmp_path):
+  printed = _run_benchmark(
+      'step_throughput.py', tmp_path, '--teacher=resnet14',
+      '--student=resnet8', '--batch_sizes=8', '--methods=none,kd,adain',
+      '--points=2,3', '--steps=1', '--image_shape=8,8,3', '--num_classes=5',
+      '--input_examples=64')
   assert printed['device']['count'] == 1
   assert '--xla_force_host_platform_device_count=1' in printed['xla_flags']
   result = printed['results']['8']
@@ -43,16 +45,8 @@ def test_step_throughput_prints_every_entry_and_the_ratios(tmp_path):
 
 
 def test_conv_parts_times_three_parts_per_shape(tmp_path):
-  out = tmp_path / 'conv.json'
-  env = dict(os.environ, PYTHONPATH=_ROOT)
-  env.pop('XLA_FLAGS', None)
-  proc = subprocess.run(
-      [sys.executable, os.path.join(_ROOT, 'benchmarks', 'conv_parts.py'),
-       '--batch=2', '--shapes=4x8,2x16', '--steps=2', f'--out={out}'],
-      env=env, capture_output=True, text=True, timeout=300, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  printed = json.loads(proc.stdout)
-  assert printed == json.loads(out.read_text())
+  printed = _run_benchmark('conv_parts.py', tmp_path, '--batch=2',
+                           '--shapes=4x8,2x16', '--steps=2')
   assert set(printed['results']) == {'4x8', '2x16'}
   for shape, (size, channels) in (('4x8', (4, 8)), ('2x16', (2, 16))):
     entry = printed['results'][shape]

@@ -4,8 +4,6 @@ import gc
 import io
 import multiprocessing
 import os
-import subprocess
-import sys
 import textwrap
 
 import jax.numpy as jnp
@@ -17,6 +15,7 @@ import tensorflow_datasets as tfds
 from adain_kd_jax import datasets
 from adain_kd_jax import imagenet_input as ii
 from adain_kd_jax import input_pipeline as ip
+from tests.conftest import run_python
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -293,10 +292,7 @@ def test_no_main_guard_and_exit_without_close(tmp_path):
                             num_workers=2, size=8)
       print(next(it)['image'].shape, flush=True)
   '''))
-  env = dict(os.environ, PYTHONPATH=_ROOT)
-  result = subprocess.run([sys.executable, str(script)], env=env,
-                          capture_output=True, text=True, timeout=60,
-                          check=False)
+  result = run_python(str(script), timeout=60)
   assert result.returncode == 0, result.stderr
   assert '(4, 8, 8, 3)' in result.stdout
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from adain_kd_jax import checkpoints
+from tests.conftest import idx_smoke_flags
 from tests.conftest import run_train_py
 
 
@@ -17,14 +18,9 @@ def _free_port():
 
 
 def _flags(idx_data_dir, teacher_export):
-  return ['--config=configs/smoke.py', '--config.data_source=idx',
-          f'--config.data_dir={idx_data_dir}', '--config.train_limit=0',
-          '--config.test_limit=0', '--config.teacher=resnet8',
-          f'--config.teacher_checkpoint={teacher_export}',
-          '--config.method=adain_kd', '--config.batch_size=16',
-          '--config.eval_batch_size=32', '--config.num_train_steps=6',
-          '--config.log_every_steps=2', '--config.compare_to=',
-          '--config.export=True', '--cpu_devices=1']
+  return idx_smoke_flags(
+      idx_data_dir, teacher_export, method='adain_kd', num_train_steps=6,
+      log_every_steps=2, export=True) + ['--cpu_devices=1']
 
 
 def _load(workdir):

@@ -10,21 +10,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from tests.conftest import idx_smoke_flags
 from tests.conftest import run_train_py
 
 _STEPS = 24
 
 
 def _flags(idx_data_dir, teacher_export):
-  return ['--config=configs/smoke.py', '--config.data_source=idx',
-          f'--config.data_dir={idx_data_dir}', '--config.train_limit=0',
-          '--config.test_limit=0', '--config.teacher=resnet8',
-          f'--config.teacher_checkpoint={teacher_export}',
-          '--config.method=adain_kd', '--config.batch_size=16',
-          '--config.eval_batch_size=32', f'--config.num_train_steps={_STEPS}',
-          '--config.eval_every_epochs=0.5', '--config.log_every_steps=1',
-          '--config.checkpoint_every_steps=3', '--config.compare_to=',
-          '--cpu_devices=2']
+  return idx_smoke_flags(
+      idx_data_dir, teacher_export, method='adain_kd',
+      num_train_steps=_STEPS, eval_every_epochs=0.5, log_every_steps=1,
+      checkpoint_every_steps=3) + ['--cpu_devices=2']
 
 
 def _records(workdir):

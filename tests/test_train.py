@@ -4,10 +4,9 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
+from tests.conftest import run_python
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,12 +33,8 @@ def _run(workdir, teacher, *overrides):
           'import train\n'
           'with tfds.testing.mock_data(num_examples=100):\n'
           '  app.run(train.main, argv=sys.argv)')
-  env = dict(os.environ, PYTHONPATH=_ROOT)
-  env.pop('XLA_FLAGS', None)  # train.py picks the CPU device count itself.
-  proc = subprocess.run([sys.executable, '-c', code, *argv[1:]], cwd=_ROOT,
-                        env=env, capture_output=True, text=True, timeout=300,
-                        check=False)
-  return proc
+  # train.py picks the CPU device count itself.
+  return run_python('-c', code, *argv[1:])
 
 
 def _records(workdir):
