@@ -35,7 +35,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
-  host_setup.set_cpu_devices(config)  # Before JAX is imported.
+  # Before JAX is imported.
+  host_setup.set_cpu_devices((config.batch_size, config.eval_batch_size))
   host_setup.set_xla_cpu_flags()
   # orbax logs every checkpoint write at INFO; -v 0 (or --verbosity=0) shows it.
   if not flags.FLAGS['verbosity'].present:

@@ -9,6 +9,8 @@ flags once.
 import importlib.metadata
 import math
 import os
+import sys
+from typing import Sequence
 
 from absl import flags
 
@@ -26,6 +28,15 @@ CPU_DEVICES = flags.DEFINE_string(
     '--cpu_ynnpack one device uses every core; two were within 8% of one on '
     'a 2-core CPU and, on an oversubscribed machine, their all-reduce can '
     'time out (XLA aborts after 40 s). No effect on GPU/TPU runs.')
+
+
+def _valid_cpu_devices(value: str) -> bool:
+  return value == 'auto' or (value.isdigit() and int(value) >= 1)
+
+
+flags.register_validator(
+    'cpu_devices', _valid_cpu_devices,
+    message="--cpu_devices must be a number >= 1 or 'auto'.")
 CPU_YNNPACK = flags.DEFINE_bool(
     'cpu_ynnpack', True, "Run XLA:CPU's convolutions, dots and reductions "
     f'through YNNPACK ({YNN_FLAG}): the distillation step was 1.35x faster '
@@ -37,22 +48,38 @@ COMPILATION_CACHE = flags.DEFINE_string(
     "JAX's persistent compilation cache ('' = off).")
 
 
-def set_cpu_devices(config, cpu_devices: str | None = None) -> None:
-  """Sets XLA's CPU device count (`--cpu_devices` unless given) for `config`.
+def set_cpu_devices(batch_sizes: Sequence[int],
+                    cpu_devices: str | None = None) -> None:
+  """Sets XLA's CPU device count (`--cpu_devices` unless given).
 
   Must run before JAX is imported. Leaves an XLA_FLAGS that already sets the
-  count alone.
+  count alone (and says so on stderr if `--cpu_devices` was given).
+
+  Args:
+    batch_sizes: the batch sizes the devices must divide ('auto' picks the
+      largest count <= cores that divides them all).
+    cpu_devices: a number or 'auto'; None: `--cpu_devices`.
+
+  Raises:
+    ValueError: for a value that is neither 'auto' nor a number >= 1.
   """
-  if 'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', ''):
-    return
   value = CPU_DEVICES.value if cpu_devices is None else cpu_devices
+  if not _valid_cpu_devices(value):
+    raise ValueError(f"--cpu_devices must be a number >= 1 or 'auto', got "
+                     f'{value!r}.')
+  xla_flags = os.environ.get('XLA_FLAGS', '')
+  if 'xla_force_host_platform_device_count' in xla_flags:
+    if cpu_devices is None and flags.FLAGS['cpu_devices'].present:
+      print(f'XLA_FLAGS already sets the CPU device count ({xla_flags!r}); '
+            '--cpu_devices is ignored.', file=sys.stderr)
+    return
   if value == 'auto':
-    batch = math.gcd(config.batch_size, config.eval_batch_size)
+    batch = math.gcd(*batch_sizes)
     n = max(d for d in range(1, (os.cpu_count() or 1) + 1) if batch % d == 0)
   else:
     n = int(value)
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                             f' --xla_force_host_platform_device_count={n}')
+  os.environ['XLA_FLAGS'] = (
+      f'{xla_flags} --xla_force_host_platform_device_count={n}').strip()
 
 
 def set_xla_cpu_flags(ynnpack: bool | None = None) -> bool:

@@ -183,7 +183,8 @@ def main(argv):
   seeds = _parse_seeds(_SEEDS.value)
   if not methods or not seeds:
     raise app.UsageError('--methods and --seeds must not be empty.')
-  host_setup.set_cpu_devices(config)  # Before JAX is imported.
+  # Before JAX is imported.
+  host_setup.set_cpu_devices((config.batch_size, config.eval_batch_size))
   host_setup.set_xla_cpu_flags()
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)

@@ -102,21 +102,6 @@ _POINT_METHODS = ('adain', 'adain_kd', 'fitnet', 'stat_l2')
 _UNUSED_TRAIN_LIB_IMPORTS = ('orbax.checkpoint', 'tqdm')
 
 
-def _set_cpu_devices(value: str) -> None:
-  """Must run before JAX is imported: XLA reads its flags once."""
-  n = int(value) if value.isdigit() else 0
-  if n < 1:
-    raise app.UsageError(f'--cpu_devices must be a number >= 1 here, got '
-                         f'{value!r}.')
-  xla_flags = os.environ.get('XLA_FLAGS', '')
-  if 'xla_force_host_platform_device_count' in xla_flags:
-    print(f'XLA_FLAGS already sets the CPU device count ({xla_flags!r}); '
-          '--cpu_devices is ignored.', file=sys.stderr)
-    return
-  os.environ['XLA_FLAGS'] = (
-      f'{xla_flags} --xla_force_host_platform_device_count={n}').strip()
-
-
 def _stub_unused_imports() -> list[str]:
   """Placeholder modules for `_UNUSED_TRAIN_LIB_IMPORTS` that fail to import.
 
@@ -229,8 +214,10 @@ def _ratios(result, methods, points):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  _set_cpu_devices(host_setup.CPU_DEVICES.value)
-  host_setup.set_xla_cpu_flags()  # --cpu_ynnpack
+  batch_sizes = [int(b) for b in _BATCH_SIZES.value]
+  # Before JAX is imported: --cpu_devices, --cpu_ynnpack.
+  host_setup.set_cpu_devices(batch_sizes)
+  host_setup.set_xla_cpu_flags()
   stubbed = _stub_unused_imports()
   # pylint: disable=g-import-not-at-top
   import jax
@@ -251,7 +238,6 @@ def main(argv):
     _log(f'WARNING: could not turn off the compilation cache: {e}')
 
   wall_start = time.perf_counter()
-  batch_sizes = [int(b) for b in _BATCH_SIZES.value]
   points = [int(k) for k in _POINTS.value]
   methods = list(dict.fromkeys(_METHODS.value))  # Dedup, keep order.
   for method in methods:

@@ -3,12 +3,11 @@
 import importlib.metadata
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from adain_kd_jax import host_setup
+from tests.conftest import run_python
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,6 +63,32 @@ def test_unknown_jaxlib_gets_no_flag(monkeypatch, jaxlib_version, version):
   assert os.environ['XLA_FLAGS'] == ''
 
 
+@pytest.mark.parametrize('value', ['0', '-1', 'two', ''])
+def test_bad_cpu_devices_value_is_named(monkeypatch, value):
+  monkeypatch.setenv('XLA_FLAGS', '')
+  with pytest.raises(ValueError, match="--cpu_devices must be a number >= 1 "
+                     "or 'auto'"):
+    host_setup.set_cpu_devices((16, 32), value)
+  assert os.environ['XLA_FLAGS'] == ''
+
+
+def test_cpu_devices_number_auto_and_an_existing_count(monkeypatch):
+  monkeypatch.setenv('XLA_FLAGS', '--xla_foo=1')
+  host_setup.set_cpu_devices((16, 32), '3')
+  assert os.environ['XLA_FLAGS'] == (
+      '--xla_foo=1 --xla_force_host_platform_device_count=3')
+  # An XLA_FLAGS that already sets the count wins.
+  host_setup.set_cpu_devices((16, 32), '2')
+  assert os.environ['XLA_FLAGS'].count('device_count') == 1
+  # 'auto': the most devices <= cores that divide every batch size.
+  monkeypatch.setattr(os, 'cpu_count', lambda: 8)
+  for batch_sizes, expected in (((16, 32), 8), ((12, 18), 6), ((7,), 7)):
+    monkeypatch.setenv('XLA_FLAGS', '')
+    host_setup.set_cpu_devices(batch_sizes, 'auto')
+    assert os.environ['XLA_FLAGS'] == (
+        f'--xla_force_host_platform_device_count={expected}')
+
+
 _STEP_SCRIPT = r'''
 import json, re, sys
 from adain_kd_jax import host_setup
@@ -98,11 +123,7 @@ print(json.dumps({
 
 
 def _train_step(ynnpack: bool) -> dict:
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=_REPO)
-  env.pop('XLA_FLAGS', None)
-  proc = subprocess.run(
-      [sys.executable, '-c', _STEP_SCRIPT, '1' if ynnpack else '0'],
-      env=env, capture_output=True, text=True, timeout=300, check=False)
+  proc = run_python('-c', _STEP_SCRIPT, '1' if ynnpack else '0')
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
