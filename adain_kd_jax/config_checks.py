@@ -3,6 +3,7 @@ data is read or anything is compiled."""
 
 from adain_kd_jax import datasets
 from adain_kd_jax import distill
+from adain_kd_jax import losses
 from adain_kd_jax import models
 
 
@@ -43,8 +44,12 @@ def check(config) -> None:
     _fail('crop_padding', config.crop_padding, 'it must be >= 0.')
   if config.holdout < 0:
     _fail('holdout', config.holdout, 'it must be >= 0 (0 = no validation).')
-  if config.loss.adain_kind not in ('mse', 'kl'):
-    _fail('loss.adain_kind', config.loss.adain_kind, "use 'mse' or 'kl'.")
+  if config.loss.adain_kind not in losses.ADAIN_LOSS_KINDS:
+    _fail('loss.adain_kind', config.loss.adain_kind,
+          f'use one of {", ".join(map(repr, losses.ADAIN_LOSS_KINDS))}.')
+  if config.loss.adain_stats not in losses.ADAIN_STATS:
+    _fail('loss.adain_stats', config.loss.adain_stats,
+          f'use one of {", ".join(map(repr, losses.ADAIN_STATS))}.')
   if config.loss.temperature <= 0:
     _fail('loss.temperature', config.loss.temperature, 'it must be > 0.')
   if config.method != 'none' and not config.teacher_checkpoint:

@@ -1,14 +1,20 @@
-"""Student -> teacher channel adapters (the connector `r` of METHOD.md).
+"""Student -> teacher adapters, trained with the student, dropped at deployment.
 
-A connector is a 1x1 convolution to the teacher's channel count followed by
-BatchNorm. It is trained with the student and dropped at deployment. Spatial
-sizes are left alone: AdaIN moves only statistics, and FitNet resizes in the
-loss.
+- `Connector` (the connector `r` of METHOD.md): a 1x1 convolution to the
+  teacher's channel count followed by BatchNorm, for adain, adain_kd's `fm`
+  term and stat_l2. Spatial sizes are left alone: AdaIN moves only
+  statistics.
+- `HintRegressor`: FitNet's hint regressor as in the CRD benchmark
+  (RepDistiller `models/util.py` `ConvReg`, also mdistiller's), which maps
+  the student's map onto the teacher's channels *and* spatial size, for the
+  `fitnet` method.
 """
 
+import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -40,3 +46,118 @@ class Connectors(nn.Module):
   def __call__(self, features: dict[str, Any], *, train: bool):
     return {name: Connector(c, dtype=self.dtype, name=name)(
         features[name], train=train) for name, c in self.channels}
+
+
+def hint_layout(stage: str, s_hw: tuple[int, int],
+                t_hw: tuple[int, int]) -> tuple[str, tuple[int, int],
+                                                 tuple[int, int], int]:
+  """The convolution `ConvReg` (RepDistiller) picks for these map sizes.
+
+  Decided on the heights, in ConvReg's order:
+    - s_H == 2 t_H: 3x3 conv, stride 2, padding 1 (halves the map);
+    - 2 s_H == t_H: 4x4 transposed conv, stride 2, padding 1 (doubles it);
+    - s_H >= t_H: conv with kernel (1 + s_H - t_H, 1 + s_W - t_W), no
+      padding (1x1 when the sizes are equal).
+
+  Args:
+    stage: the feature point's name, for the error message.
+    s_hw: the student map's (H, W).
+    t_hw: the teacher map's (H, W).
+
+  Returns:
+    (kind, kernel_size, strides, padding): kind 'conv' or 'transpose';
+    padding as in PyTorch (pixels on each side of the input).
+
+  Raises:
+    ValueError: for a student map smaller than the teacher's but not half of
+      it (ConvReg has no regressor for that).
+  """
+  (s_h, s_w), (t_h, t_w) = s_hw, t_hw
+  if s_h == 2 * t_h:
+    return 'conv', (3, 3), (2, 2), 1
+  if s_h * 2 == t_h:
+    return 'transpose', (4, 4), (2, 2), 1
+  if s_h >= t_h:
+    return 'conv', (1 + s_h - t_h, 1 + s_w - t_w), (1, 1), 0
+  raise ValueError(
+      f'FitNet hint at {stage}: the student map is {s_h}x{s_w}, the '
+      f'teacher map {t_h}x{t_w}; the hint regressor (RepDistiller ConvReg) '
+      'maps a student map of twice, half or at least the teacher\'s height '
+      'only. Use another stage in config.points.')
+
+
+def _torch_default_init(fan_in: int):
+  """PyTorch's default conv weight and bias init: U(+-1 / sqrt(fan_in)).
+
+  (`kaiming_uniform_(a=sqrt(5))` for the weight, the same bound for the
+  bias.) ConvReg leaves its convolution at this default.
+  """
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+class HintRegressor(nn.Module):
+  """FitNet's hint regressor: RepDistiller's `ConvReg`, NHWC.
+
+  A convolution chosen by `hint_layout` (with bias, as ConvReg's
+  `nn.Conv2d` / `nn.ConvTranspose2d`, PyTorch's default initialisation), then
+  BatchNorm and ReLU, from the student's map to the teacher's channels and
+  spatial size.
+
+  Attributes:
+    features: the teacher's channel count.
+    teacher_hw: the teacher map's (H, W).
+    dtype: computation dtype.
+  """
+  features: int
+  teacher_hw: tuple[int, int]
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_NHWC, *, train: bool):
+    kind, kernel, strides, pad = hint_layout(
+        self.name or 'the hint point', tuple(x_NHWC.shape[1:3]),
+        tuple(self.teacher_hw))
+    if kind == 'conv':
+      fan_in = x_NHWC.shape[-1] * kernel[0] * kernel[1]
+      init = _torch_default_init(fan_in)
+      x = nn.Conv(self.features, kernel, strides=strides,
+                  padding=((pad, pad), (pad, pad)), use_bias=True,
+                  dtype=self.dtype, kernel_init=init, bias_init=init,
+                  name='conv')(x_NHWC)
+    else:
+      # PyTorch's padding p of a transposed conv is lax.conv_transpose's
+      # k - 1 - p on the (dilated) input: output (H - 1) * 2 - 2 + 4 = 2 H.
+      # transpose_kernel=True: the gradient of a conv, as PyTorch's. Its
+      # default init takes fan_in from the weight's dim 1 (the output
+      # channels here).
+      init = _torch_default_init(self.features * kernel[0] * kernel[1])
+      lax_pad = tuple((k - 1 - pad, k - 1 - pad) for k in kernel)
+      x = nn.ConvTranspose(self.features, kernel, strides=strides,
+                           padding=lax_pad, use_bias=True,
+                           transpose_kernel=True, dtype=self.dtype,
+                           kernel_init=init, bias_init=init,
+                           name='conv')(x_NHWC)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                     epsilon=1e-5, dtype=self.dtype, name='bn')(x)
+    return nn.relu(x)
+
+
+class HintRegressors(nn.Module):
+  """One hint regressor per named feature point (the `fitnet` method).
+
+  Attributes:
+    shapes: ((feature_name, teacher_channels, teacher_H, teacher_W), ...),
+      e.g. (('stage2', 64, 16, 16),).
+  """
+  shapes: tuple[tuple[str, int, int, int], ...]
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: dict[str, Any], *, train: bool):
+    return {name: HintRegressor(c, (h, w), dtype=self.dtype, name=name)(
+        features[name], train=train) for name, c, h, w in self.shapes}

@@ -2,11 +2,12 @@
 
 `Distiller.loss_fn(params, batch_stats, teacher_vars, batch, ...)` returns
 `(loss, (metrics, new_batch_stats, new_aux))`. It differentiates the
-student's variables only (and what is trained with it: connectors, CRD's
-embedding heads): the teacher's variables are an argument wrapped in
-`stop_gradient`, its BatchNorm runs on running statistics (`train=False`) and
-nothing of it is ever returned for update. Gradients of the AdaIN loss still
-flow *through* the frozen teacher tail into the student's statistics.
+student's variables only (and what is trained with it: connectors, FitNet's
+hint regressors, CRD's embedding heads): the teacher's variables are an
+argument wrapped in `stop_gradient`, its BatchNorm runs on running statistics
+(`train=False`) and nothing of it is ever returned for update. Gradients of
+the AdaIN loss still flow *through* the frozen teacher tail into the student's
+statistics.
 `aux` is method state that is not optimised (CRD's memory bank).
 
 Objective (METHOD.md section 4):
@@ -39,8 +40,11 @@ METHODS = {
     'dkd': ('ce', 'dkd'),
 }
 TERMS = ('ce', 'kd', 'fitnet', 'at', 'stat_l2', 'adain', 'fm', 'crd', 'dkd')
-# Terms computed on feature points, through connectors.
-_CONNECTOR_TERMS = ('fitnet', 'stat_l2', 'adain', 'fm')
+# Terms computed on feature points, through connectors (1x1 conv + BN).
+_CONNECTOR_TERMS = ('stat_l2', 'adain', 'fm')
+# Terms computed on feature points, through FitNet's hint regressors
+# (RepDistiller ConvReg; params['hint']).
+_HINT_TERMS = ('fitnet',)
 
 
 def check_method(method: str) -> None:
@@ -85,11 +89,14 @@ class Distiller:
   fm_point: int  # FitNet-style term of adain methods: the last stage.
   temperature: float
   adain_kind: str
+  adain_stats: str = 'both'
   dkd_alpha: float = 1.0
   dkd_beta: float = 8.0
   dkd_warmup_epochs: float = 20.0
   crd_heads: CRDHeads | None = None
   crd: CRDSettings | None = None
+  # FitNet's hint regressors (the `fitnet` method; params['hint']).
+  hints: connectors_lib.HintRegressors | None = None
 
   def init(self, rng, images_NHWC):
     """Returns {'params': {'student', ...}, 'batch_stats': ...}."""
@@ -97,12 +104,18 @@ class Distiller:
     s_vars = self.student.init(s_rng, images_NHWC, train=False)
     params = {'student': s_vars['params']}
     batch_stats = {'student': s_vars['batch_stats']}
-    if self.connectors is not None or self.crd_heads is not None:
+    if (self.connectors is not None or self.crd_heads is not None
+        or self.hints is not None):
       _, s_feats = self.student.apply(s_vars, images_NHWC, train=False)
     if self.connectors is not None:
       c_vars = self.connectors.init(c_rng, s_feats, train=False)
       params['connector'] = c_vars['params']
       batch_stats['connector'] = c_vars['batch_stats']
+    if self.hints is not None:
+      # c_rng: a method has connectors or hint regressors, never both.
+      r_vars = self.hints.init(c_rng, s_feats, train=False)
+      params['hint'] = r_vars['params']
+      batch_stats['hint'] = r_vars['batch_stats']
     if self.crd_heads is not None:
       t_dim = self._teacher_features(images_NHWC.shape[1:])['pre_logits']
       params['crd'] = self.crd_heads.init(
@@ -192,6 +205,16 @@ class Distiller:
           e_s, e_t, index_N, contrast, memory,
           temperature=self.crd.temperature, momentum=self.crd.momentum)
       new_aux = dict(aux, **new_memory)
+    if self.hints is not None:
+      # FitNet as the CRD benchmark: ConvReg to the teacher's shape, then a
+      # plain MSE (HintLoss).
+      h_out, h_updates = self.hints.apply(
+          {'params': params['hint'], 'batch_stats': batch_stats['hint']},
+          f_s, train=True, mutable=['batch_stats'])
+      new_batch_stats['hint'] = h_updates['batch_stats']
+      values['fitnet'] = sum(
+          w * losses.hint_mse(f_t[f'stage{k}'], h_out[f'stage{k}'])
+          for k, w in zip(self.points, self.point_weights))
 
     if self.connectors is not None:
       c_out, c_updates = self.connectors.apply(
@@ -199,10 +222,11 @@ class Distiller:
            'batch_stats': batch_stats['connector']},
           f_s, train=True, mutable=['batch_stats'])
       new_batch_stats['connector'] = c_updates['batch_stats']
-      for term in ('fitnet', 'stat_l2', 'adain'):
+      for term in ('stat_l2', 'adain'):
         if term in self.terms:
           values[term] = sum(
-              w * self._point_loss(term, k, f_t, c_out, z_t, t_vars)
+              w * self._point_loss(term, k, f_t, c_out, z_t, t_vars,
+                                   labels_N)
               for k, w in zip(self.points, self.point_weights))
       if 'fm' in self.terms:
         name = f'stage{self.fm_point}'
@@ -213,10 +237,8 @@ class Distiller:
                    accuracy=jnp.mean(jnp.argmax(z_s, -1) == labels_N))
     return loss, (metrics, new_batch_stats, new_aux)
 
-  def _point_loss(self, term, k, f_t, c_out, z_t, t_vars):
+  def _point_loss(self, term, k, f_t, c_out, z_t, t_vars, labels_N):
     name = f'stage{k}'
-    if term == 'fitnet':
-      return losses.fitnet(f_t[name], c_out[name])
     if term == 'stat_l2':
       return losses.stat_l2(f_t[name], c_out[name])
 
@@ -225,7 +247,8 @@ class Distiller:
 
     return losses.adain_loss(f_t[name], c_out[name], z_t, tail_fn,
                              kind=self.adain_kind,
-                             temperature=self.temperature)
+                             temperature=self.temperature,
+                             stats=self.adain_stats, labels_N=labels_N)
 
 
 def create(config, num_classes: int, image_shape) -> Distiller:
@@ -246,15 +269,16 @@ def create(config, num_classes: int, image_shape) -> Distiller:
   points = tuple(int(k) for k in config.points)
   point_weights = tuple(float(w) for w in config.point_weights)
   num_stages = student.num_stages
-  if (('at' in terms or any(t in _CONNECTOR_TERMS for t in terms))
+  feature_terms = _CONNECTOR_TERMS + _HINT_TERMS
+  if (('at' in terms or any(t in feature_terms for t in terms))
       and teacher.num_stages != num_stages):
     raise ValueError(
         f'config.model={config.model!r} has {num_stages} stages but '
         f'config.teacher={config.teacher!r} has {teacher.num_stages}; '
         'feature methods pair stage k with stage k.')
   fm_point = num_stages
-  connectors = None
-  if any(t in _CONNECTOR_TERMS for t in terms):
+  connectors = hints = None
+  if any(t in feature_terms for t in terms):
     if not points or len(points) != len(point_weights):
       raise ValueError(
           f'config.points={points} and config.point_weights={point_weights} '
@@ -268,9 +292,12 @@ def create(config, num_classes: int, image_shape) -> Distiller:
     distiller = Distiller(student, teacher, None, terms, weights, points,
                           point_weights, fm_point, 4.0, 'mse')
     t_feats = distiller._teacher_features(image_shape)  # pylint: disable=protected-access
-    connectors = connectors_lib.Connectors(
-        channels=tuple((f'stage{k}', t_feats[f'stage{k}'].shape[-1])
-                       for k in needed), dtype=dtype)
+    if any(t in _CONNECTOR_TERMS for t in terms):
+      connectors = connectors_lib.Connectors(
+          channels=tuple((f'stage{k}', t_feats[f'stage{k}'].shape[-1])
+                         for k in needed), dtype=dtype)
+    if any(t in _HINT_TERMS for t in terms):
+      hints = _hint_regressors(student, t_feats, points, image_shape, dtype)
   crd_heads = crd = None
   if 'crd' in terms:
     crd_heads = CRDHeads(dim=int(config.crd.dim))
@@ -283,10 +310,54 @@ def create(config, num_classes: int, image_shape) -> Distiller:
                    point_weights=point_weights, fm_point=fm_point,
                    temperature=float(config.loss.temperature),
                    adain_kind=config.loss.adain_kind,
+                   adain_stats=config.loss.adain_stats,
                    dkd_alpha=float(config.dkd.alpha),
                    dkd_beta=float(config.dkd.beta),
                    dkd_warmup_epochs=float(config.dkd.warmup_epochs),
-                   crd_heads=crd_heads, crd=crd)
+                   crd_heads=crd_heads, crd=crd, hints=hints)
+
+
+def _hint_regressors(student, t_feats, points, image_shape, dtype):
+  """FitNet's hint regressors at `points`, checked against the teacher.
+
+  Args:
+    student: the student module.
+    t_feats: the teacher's feature shapes (`Distiller._teacher_features`).
+    points: the stage numbers.
+    image_shape: (H, W, C) of an input image.
+    dtype: computation dtype.
+
+  Returns:
+    The `connectors.HintRegressors` for `points`.
+
+  Raises:
+    ValueError: naming the stage, where no regressor maps the student's map
+      to the teacher's shape.
+  """
+  s_feats = jax.eval_shape(
+      lambda x: student.init_with_output(
+          jax.random.key(0), x, train=False)[0][1],
+      jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
+  names = [f'stage{k}' for k in sorted(set(points))]
+  shapes = []
+  for name in names:  # ConvReg's cases, or an error naming the stage.
+    connectors_lib.hint_layout(name, s_feats[name].shape[1:3],
+                               t_feats[name].shape[1:3])
+    _, t_h, t_w, t_c = t_feats[name].shape
+    shapes.append((name, int(t_c), int(t_h), int(t_w)))
+  hints = connectors_lib.HintRegressors(shapes=tuple(shapes), dtype=dtype)
+  out = jax.eval_shape(
+      lambda f: hints.init_with_output(jax.random.key(0), f,
+                                       train=False)[0],
+      {name: s_feats[name] for name in names})
+  for name in names:
+    if out[name].shape[1:] != t_feats[name].shape[1:]:
+      raise ValueError(
+          f'FitNet hint at {name}: the regressor maps the student map '
+          f'{s_feats[name].shape[1:]} to {out[name].shape[1:]}, not to the '
+          f'teacher map {t_feats[name].shape[1:]} (H, W, C); use another '
+          'stage in config.points.')
+  return hints
 
 
 def teacher_variables_struct(distiller: Distiller, image_shape) -> Any:

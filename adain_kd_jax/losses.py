@@ -16,7 +16,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-ADAIN_LOSS_KINDS = ('mse', 'kl')
+# How the tail's output on the AdaIN map is judged (adain_loss `kind`).
+ADAIN_LOSS_KINDS = ('mse', 'kl', 'ce')
+# Which student statistics AdaIN puts into the teacher's map (`stats`); the
+# others stay the teacher's own.
+ADAIN_STATS = ('both', 'mean', 'std')
 
 
 def _compute_dtype(dtype) -> jnp.dtype:
@@ -194,14 +198,22 @@ def adain_loss(f_t_NHWC: jax.Array,
                *,
                kind: str = 'mse',
                temperature: float = 4.0,
+               stats: str = 'both',
+               labels_N: jax.Array | None = None,
                eps: float = 1e-5) -> jax.Array:
-  """AdaIN distillation loss (METHOD.md section 3).
+  """AdaIN distillation loss (docs/method.md).
 
   `mu_s, sigma_s = channel_stats(f_s)`, `h = adain(stop_gradient(f_t), mu_s,
   sigma_s)`, `z = tail_fn(h)`, then
     - kind 'mse': `mean_{n,j} (z - stop_gradient(z_t))^2`;
     - kind 'kl': `tau^2 * KL(softmax(z_t / tau) || softmax(z / tau))`,
-      batch mean (see `kd`).
+      batch mean (see `kd`);
+    - kind 'ce': cross-entropy of `z` against the labels (the teacher judges
+      the statistics by how well its tail still classifies, not by how far
+      it moves from its own output).
+  `stats` picks what is transferred: 'both' (mu_s and sigma_s), 'mean' (mu_s
+  with the teacher's own sigma_t) or 'std' (sigma_s with the teacher's own
+  mu_t); the ablation of whether the variance matters.
   Gradients flow through `tail_fn` into mu_s and sigma_s, hence into f_s;
   f_t and z_t get none. Freezing the tail's own parameters (and running its
   BatchNorm in inference mode) is the caller's business.
@@ -212,24 +224,40 @@ def adain_loss(f_t_NHWC: jax.Array,
       spatial size may differ from the teacher's (only statistics move).
     z_t_NK: teacher logits `tail_fn(f_t)`, shape (N, K).
     tail_fn: the frozen teacher tail, (N, Ht, Wt, C) -> (N, K) logits.
-    kind: 'mse' (default) or 'kl'.
+    kind: 'mse' (default), 'kl' or 'ce'.
     temperature: tau for kind 'kl'.
+    stats: 'both' (default), 'mean' or 'std'.
+    labels_N: integer labels, shape (N,); needed by kind 'ce' only.
     eps: as in `channel_stats`.
 
   Returns:
     Scalar float32 loss.
 
   Raises:
-    ValueError: for an unknown kind, mismatched channels or batch sizes,
-      H*W < 2 on either side, or tail logits whose shape differs from z_t's.
+    ValueError: for an unknown kind or stats, kind 'ce' without labels,
+      mismatched channels or batch sizes, H*W < 2 on either side, or tail
+      logits whose shape differs from z_t's.
   """
   if kind not in ADAIN_LOSS_KINDS:
     raise ValueError(
         f'Unknown adain_loss kind {kind!r}; valid kinds are '
         f'{", ".join(repr(k) for k in ADAIN_LOSS_KINDS)}.')
+  if stats not in ADAIN_STATS:
+    raise ValueError(
+        f'Unknown adain_loss stats {stats!r}; valid values are '
+        f'{", ".join(repr(k) for k in ADAIN_STATS)}.')
+  if kind == 'ce' and labels_N is None:
+    raise ValueError("adain_loss kind 'ce' needs labels_N.")
   _check_same_channels_and_batch(f_t_NHWC, f_s_NHWC)
+  f_t_NHWC = jax.lax.stop_gradient(f_t_NHWC)
   mu_s_NC, sigma_s_NC = channel_stats(f_s_NHWC, eps)
-  h_NHWC = adain(jax.lax.stop_gradient(f_t_NHWC), mu_s_NC, sigma_s_NC, eps)
+  if stats != 'both':
+    mu_t_NC, sigma_t_NC = channel_stats(f_t_NHWC, eps)
+    if stats == 'mean':
+      sigma_s_NC = sigma_t_NC
+    else:
+      mu_s_NC = mu_t_NC
+  h_NHWC = adain(f_t_NHWC, mu_s_NC, sigma_s_NC, eps)
   z_NK = tail_fn(h_NHWC)
   if jnp.shape(z_NK) != jnp.shape(z_t_NK):
     raise ValueError(
@@ -237,6 +265,8 @@ def adain_loss(f_t_NHWC: jax.Array,
         f'shape {jnp.shape(z_t_NK)}.')
   if kind == 'kl':
     return kd(z_NK, z_t_NK, temperature)
+  if kind == 'ce':
+    return cross_entropy(z_NK, labels_N)
   z_t_NK = jax.lax.stop_gradient(_as_float(z_t_NK))
   return jnp.mean(jnp.square(_as_float(z_NK) - z_t_NK))
 
@@ -271,6 +301,8 @@ def stat_l2(f_t_NHWC: jax.Array,
 def fitnet(f_t_NHWC: jax.Array, f_s_NHWC: jax.Array) -> jax.Array:
   """FitNet-style hint loss: mean squared error between f_s and f_t.
 
+  The `fm` term of the adain methods (after their 1x1 connector); the
+  `fitnet` method itself uses `hint_mse` after its hint regressor.
   When the spatial sizes differ, f_s is first resized to the teacher's (Ht,
   Wt) with `jax.image.resize(..., method='bilinear')` (half-pixel centres,
   jax's default antialiasing when downsampling). No gradient into f_t.
@@ -292,6 +324,35 @@ def fitnet(f_t_NHWC: jax.Array, f_s_NHWC: jax.Array) -> jax.Array:
     f_s_NHWC = jax.image.resize(
         f_s_NHWC, jnp.shape(f_t_NHWC), method='bilinear')
   return jnp.mean(jnp.square(f_s_NHWC - f_t_NHWC))
+
+
+def hint_mse(f_t_NHWC: jax.Array, f_s_NHWC: jax.Array) -> jax.Array:
+  """The FitNet method's hint loss: plain mean squared error, no resizing.
+
+  As the CRD benchmark's `HintLoss` (`nn.MSELoss()` between the hint
+  regressor's output and the teacher feature, RepDistiller
+  `distiller_zoo/FitNet.py`). The regressor (`connectors.HintRegressor`)
+  already matches the teacher's channels and spatial size. No gradient into
+  f_t.
+
+  Args:
+    f_t_NHWC: teacher feature, shape (N, H, W, C).
+    f_s_NHWC: hint regressor output, the same shape.
+
+  Returns:
+    Scalar float32 loss, the mean over (N, H, W, C).
+
+  Raises:
+    ValueError: unless the two shapes are equal.
+  """
+  if jnp.shape(f_t_NHWC) != jnp.shape(f_s_NHWC):
+    raise ValueError(
+        f'FitNet hint: the regressor output has shape {jnp.shape(f_s_NHWC)}, '
+        f'the teacher feature {jnp.shape(f_t_NHWC)}; they must be equal '
+        '(the hint regressor maps the student feature to the teacher\'s '
+        'shape).')
+  f_t_NHWC = jax.lax.stop_gradient(_as_float(f_t_NHWC))
+  return jnp.mean(jnp.square(_as_float(f_s_NHWC) - f_t_NHWC))
 
 
 # ------------------------------------------------------------------------

@@ -15,11 +15,28 @@ configs/cifar100_teacher.py, or import the benchmark's PyTorch weights with
 --out teachers/cifar100/<teacher>`.
 
 Loss weights of the baselines are those of their published commands (CRD's
-RepDistiller README; DKD's mdistiller): kd CE 0.1 + KD 0.9 (tau 4); fitnet
-100 at stage 2; at 1000; crd 0.8; dkd alpha 1, beta 8, warm-up 20 epochs.
+RepDistiller `scripts/run_cifar_distill.sh`; DKD's mdistiller
+`configs/cifar100/dkd/*.yaml`): kd CE 0.1 + KD 0.9 (tau 4); fitnet 100 at
+stage 2, through RepDistiller's hint regressor `ConvReg`
+(`connectors.HintRegressor`) and a plain MSE; at 1000; crd 0.8; dkd CE 1,
+alpha 1, beta per pair (`DKD_BETA`: 2 for resnet56 -> resnet20 and
+resnet110 -> resnet32, 6 for wrn_40_2 -> wrn_16_2, wrn_40_2 -> wrn_40_1,
+vgg13 -> vgg8 and vgg13 -> MobileNetV2, 8 for every other pair), T 4,
+warm-up 20 epochs. adain_kd weights CE and KD exactly as kd (0.1 and 0.9,
+tau 4), so that its gap to kd is the AdaIN term alone.
 
 Published top-1 (%) to set results against (teacher / student alone; KD,
-FitNet, AT, CRD, DKD), from METHOD.md:
+FitNet, AT, CRD, DKD), from METHOD.md. Two papers, two conventions:
+  - teacher, student, KD, FitNet, AT and CRD: the CRD table (Tian et al.,
+    ICLR 2020; RepDistiller README), top-1 at the LAST epoch
+    (RepDistiller issue #16: "based on the last epoch"; its
+    train_student.py prints the best, which is higher). The DKD paper
+    repeats these KD numbers.
+  - DKD: the DKD table (Zhao et al., CVPR 2022; mdistiller README), top-1
+    at the BEST test epoch (mdistiller issue #30: "the best accuracies among
+    epochs").
+                            [CRD table, last epoch           ] [DKD, best]
+                            teacher / student; KD FitNet AT CRD  DKD
   wrn_40_2 -> wrn_16_2      75.61 / 73.26; 74.92 73.58 74.08 75.48 76.23
   wrn_40_2 -> wrn_40_1      75.61 / 71.98; 73.54 72.24 72.77 74.14 74.81
   resnet56 -> resnet20      72.34 / 69.06; 70.66 69.21 70.55 71.16 71.97
@@ -31,7 +48,8 @@ FitNet, AT, CRD, DKD), from METHOD.md:
   resnet32x4 -> ShuffleV1   79.42 / 70.50; 74.07 73.59 71.73 75.11 76.45
   resnet32x4 -> ShuffleV2   79.42 / 71.82; 74.45 73.54 72.73 75.65 77.07
   wrn_40_2 -> ShuffleV1     75.61 / 70.50; 74.83 73.73 73.32 76.05 76.70
-Report top-1 at the last and at the best epoch over 3 or more seeds.
+Report top-1 at the last and at the best epoch over 3 or more seeds, and
+compare the last with the CRD-table columns, the best with the DKD column.
 """
 
 from configs import default
@@ -46,11 +64,37 @@ TABLE = (
 )
 # Students trained with lr 0.01 in the benchmark.
 LOW_LR_STUDENTS = ('MobileNetV2', 'ShuffleV1', 'ShuffleV2')
+# DKD's NCKD weight beta per (teacher, student), as mdistiller's
+# configs/cifar100/dkd/*.yaml set it (DKD.BETA); DKD_BETA_DEFAULT, mdistiller's
+# default, for every other pair.
+DKD_BETA = {
+    ('resnet56', 'resnet20'): 2.0,
+    ('resnet110', 'resnet32'): 2.0,
+    ('wrn_40_2', 'wrn_16_2'): 6.0,
+    ('wrn_40_2', 'wrn_40_1'): 6.0,
+    ('vgg13', 'vgg8'): 6.0,
+    ('vgg13', 'MobileNetV2'): 6.0,
+}
+DKD_BETA_DEFAULT = 8.0
+# The kd baseline's loss weights (RepDistiller: -r 0.1 -a 0.9), also
+# adain_kd's CE and KD weights.
+KD_WEIGHTS = {'ce': 0.1, 'kd': 0.9}
 
 
-def parse_arg(arg: str | None) -> dict[str, str]:
-  """'teacher=a,student=b,method=c' -> dict; unknown keys are an error."""
-  values = {'teacher': 'wrn_40_2', 'student': 'wrn_16_2', 'method': 'adain'}
+def dkd_beta(teacher: str, student: str) -> float:
+  """DKD's beta for a (teacher, student) pair, as mdistiller sets it."""
+  return DKD_BETA.get((teacher, student), DKD_BETA_DEFAULT)
+
+
+def parse_arg(arg: str | None,
+              defaults: dict[str, str] | None = None) -> dict[str, str]:
+  """'teacher=a,student=b,method=c' -> dict; unknown keys are an error.
+
+  Shared by the parameterised configs; `defaults` gives the values of keys
+  the argument leaves out (this table's first row and adain by default).
+  """
+  values = dict(defaults or {'teacher': 'wrn_40_2', 'student': 'wrn_16_2',
+                             'method': 'adain'})
   for item in filter(None, (arg or '').split(',')):
     key, sep, value = item.partition('=')
     if not sep or key not in values:
@@ -97,6 +141,8 @@ def get_config(arg=None):
   num_stages = models.create_model(values['student'], 100).num_stages
   config.points = (2,) if values['method'] == 'fitnet' else (num_stages - 1,)
   config.point_weights = (1.0,)
-  if values['method'] == 'kd':
-    config.loss.ce, config.loss.kd = 0.1, 0.9
+  config.dkd.beta = dkd_beta(values['teacher'], values['student'])
+  if values['method'] in ('kd', 'adain_kd'):
+    # The same CE and KD for both: their gap is the AdaIN term alone.
+    config.loss.ce, config.loss.kd = KD_WEIGHTS['ce'], KD_WEIGHTS['kd']
   return config

@@ -69,7 +69,12 @@ def get_config():
   # CE is about 2.3); weights near 1 slowed learning in a trial. 0.3 was
   # chosen on the validation split (see config.points).
   config.loss.adain = 0.3
-  config.loss.adain_kind = 'mse'  # 'mse' on logits or 'kl' (temperature).
+  # How the tail's output on the AdaIN map is judged: 'mse' on logits, 'kl'
+  # (temperature KL to the teacher's output) or 'ce' (against the labels).
+  config.loss.adain_kind = 'mse'
+  # Student statistics put into the teacher's map: 'both', 'mean' (with the
+  # teacher's own std) or 'std' (with the teacher's own mean).
+  config.loss.adain_stats = 'both'
   config.loss.fm = 0.0  # alpha: FitNet term added to adain / adain_kd.
   config.loss.fitnet = 100.0  # FitNet method weight (as in the CRD benchmark).
   config.loss.stat_l2 = 1.0  # Statistics-L2 ablation weight.

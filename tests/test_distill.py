@@ -68,8 +68,11 @@ def test_one_step_updates_student_only(method):
   moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), params_before,
                        jax.device_get(new_state.params))
   assert all(jax.tree.leaves(moved))
-  has_connector = method in ('fitnet', 'stat_l2', 'adain', 'adain_kd')
+  has_connector = method in ('stat_l2', 'adain', 'adain_kd')
   assert ('connector' in new_state.params) == has_connector
+  # FitNet's hint regressor (ConvReg) has its own key, never 'connector'.
+  assert ('hint' in new_state.params) == (method == 'fitnet')
+  assert ('hint' in new_state.batch_stats) == (method == 'fitnet')
   assert ('crd' in new_state.params) == (method == 'crd')
   if method == 'crd':  # The memory bank moved at the batch's rows only.
     rows = np.asarray(jax.device_get(new_state.aux['memory_s']))
@@ -189,6 +192,70 @@ def test_dkd_warm_up_and_at_sum_are_wired_as_published():
       expected = sum(losses.at(f_t[f'stage{k}'], f_s[f'stage{k}'])
                      for k in (1, 2, 3))
     np.testing.assert_allclose(metrics[method], expected, rtol=1e-5)
+
+
+def test_fitnet_is_the_hint_regressor_then_a_plain_mse():
+  """L_fitnet = sum_k w_k mean((ConvReg_k(f_s) - f_t)^2), params['hint']."""
+  from adain_kd_jax import losses  # pylint: disable=g-import-not-at-top
+  config = _config('fitnet')
+  config.points, config.point_weights = (1, 2), (1.0, 0.5)
+  distiller = distill.create(config, 10, IMAGE_SHAPE)
+  assert distiller.connectors is None
+  variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
+  assert set(variables['params']) == {'student', 'hint'}
+  assert set(variables['params']['hint']) == {'stage1', 'stage2'}
+  teacher_vars = make_teacher_variables()
+  batch = _batch()
+  images = batch['image'].astype(np.float32) / 255.0
+  _, (metrics, new_stats, _) = distiller.loss_fn(
+      variables['params'], variables['batch_stats'], teacher_vars, images,
+      batch['label'])
+  assert set(new_stats) == {'student', 'hint'}
+  (_, f_s), _ = distiller.student.apply(
+      {'params': variables['params']['student'],
+       'batch_stats': variables['batch_stats']['student']},
+      images, train=True, mutable=['batch_stats'])
+  h_out, _ = distiller.hints.apply(
+      {'params': variables['params']['hint'],
+       'batch_stats': variables['batch_stats']['hint']},
+      f_s, train=True, mutable=['batch_stats'])
+  _, f_t = distiller.teacher.apply(teacher_vars, images, train=False)
+  expected = sum(
+      w * np.mean(np.square(np.asarray(h_out[n]) - np.asarray(f_t[n])))
+      for n, w in (('stage1', 1.0), ('stage2', 0.5)))
+  np.testing.assert_allclose(metrics['fitnet'], expected, rtol=1e-5)
+  assert float(losses.hint_mse(f_t['stage2'], f_t['stage2'])) == 0.0
+
+
+@pytest.mark.parametrize('student,teacher,point,kernel', [
+    ('resnet8', 'resnet8', 2, (1, 1, 32, 32)),  # equal sizes: 1x1 conv
+    ('vgg8', 'resnet18', 1, (3, 3, 128, 64)),  # student twice: 3x3 stride 2
+    ('MobileNetV2', 'ResNet50', 2, (4, 4, 512, 16)),  # half: 4x4 transposed
+], ids=['equal', 'student_twice', 'student_half'])
+def test_fitnet_regressor_maps_to_the_teacher_shape(student, teacher, point,
+                                                    kernel):
+  """The three ConvReg cases between zoo models; the loss traces."""
+  shape = (28, 28, 1) if student == 'resnet8' else (32, 32, 3)
+  config = _config('fitnet')
+  config.update(model=student, teacher=teacher, points=(point,))
+  d = distill.create(config, 10, shape)
+  x = jax.ShapeDtypeStruct((2, *shape), jnp.float32)
+  variables = jax.eval_shape(d.init, jax.random.key(0), x)
+  name = f'stage{point}'
+  assert variables['params']['hint'][name]['conv']['kernel'].shape == kernel
+  t_vars = distill.teacher_variables_struct(d, shape)
+  loss, _ = jax.eval_shape(d.loss_fn, variables['params'],
+                           variables['batch_stats'], t_vars, x,
+                           jax.ShapeDtypeStruct((2,), jnp.int32))
+  assert loss.shape == ()
+
+
+def test_fitnet_without_a_regressor_names_the_stage():
+  """resnet18 (1x1 at stage 4) under vgg8 (4x4): no ConvReg case."""
+  config = _config('fitnet')
+  config.update(model='resnet18', teacher='vgg8', points=(4,))
+  with pytest.raises(ValueError, match='FitNet hint at stage4'):
+    distill.create(config, 10, (32, 32, 3))
 
 
 def test_multi_step_on_device_data_equals_single_steps():

@@ -432,6 +432,59 @@ def test_adain_loss_kl_kind(jit):
       mse, np.mean((np.asarray(z) - np.asarray(z_t))**2), rtol=1e-5)
 
 
+@JIT
+def test_adain_loss_ce_kind(jit):
+  """kind='ce' is the cross-entropy of the tail's AdaIN logits vs labels."""
+  tail = _nonlinear_tail()
+  f_t = _rand((2, 4, 4, 3), seed=23)
+  z_t = tail(f_t)
+  f_s = _rand((2, 3, 5, 3), seed=24, scale=2., offset=1.)
+  labels = np.array([1, 0])
+  mu_s, sigma_s = _np_stats(f_s)
+  z = np.asarray(tail(losses.adain(f_t, mu_s, sigma_s)), np.float64)
+  log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  expected = -np.mean(log_p[np.arange(2), labels])
+  fn = _maybe_jit(lambda a, b, c, y: losses.adain_loss(
+      a, b, c, tail, kind='ce', labels_N=y), jit)
+  got = fn(f_t, f_s, z_t, labels)
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  with pytest.raises(ValueError, match="'ce' needs labels_N"):
+    losses.adain_loss(f_t, f_s, z_t, tail, kind='ce')
+
+
+@pytest.mark.parametrize('stats', ['mean', 'std'])
+def test_adain_loss_stats_keep_the_teachers_other_statistic(stats):
+  """stats='mean' uses (mu_s, sigma_t); 'std' uses (mu_t, sigma_s)."""
+  tail = _nonlinear_tail()
+  f_t = _rand((2, 4, 4, 3), seed=41, scale=1.5, offset=0.5)
+  z_t = tail(f_t) + 0.2
+  f_s = _rand((2, 3, 5, 3), seed=42, scale=2., offset=1.)
+  mu_t, sigma_t = _np_stats(f_t)
+  mu_s, sigma_s = _np_stats(f_s)
+  mu, sigma = (mu_s, sigma_t) if stats == 'mean' else (mu_t, sigma_s)
+  z = np.asarray(tail(losses.adain(f_t, mu, sigma)), np.float64)
+  expected = np.mean((z - np.asarray(z_t, np.float64))**2)
+  got = jax.jit(lambda a, b, c: losses.adain_loss(
+      a, b, c, tail, stats=stats))(f_t, f_s, z_t)
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  # The other statistic of the student does not matter: rescaling the
+  # student's spatial deviations moves only sigma_s; shifting it only mu_s.
+  f_s_mu = np.asarray(mu_s)[:, None, None, :]
+  other = (f_s_mu + 3. * (f_s - f_s_mu) if stats == 'mean' else f_s + 2.)
+  np.testing.assert_allclose(
+      losses.adain_loss(f_t, other, z_t, tail, stats=stats), got, rtol=1e-5)
+  moved = (f_s + 2. if stats == 'mean' else f_s_mu + 3. * (f_s - f_s_mu))
+  assert abs(float(losses.adain_loss(f_t, moved, z_t, tail, stats=stats))
+             - float(got)) > 1e-3
+
+
+def test_adain_loss_unknown_stats_raises():
+  f = _rand((2, 3, 3, 4), seed=25)
+  with pytest.raises(ValueError, match=r"'var'.*'both'.*'mean'.*'std'"):
+    losses.adain_loss(f, f, np.zeros((2, 4)), lambda h: h.mean((1, 2)),
+                      stats='var')
+
+
 def test_adain_loss_unknown_kind_raises():
   """An unknown kind raises a ValueError that lists the valid kinds."""
   f = _rand((2, 3, 3, 4), seed=25)

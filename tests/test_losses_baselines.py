@@ -1,4 +1,5 @@
-"""Tests for the AT, DKD and CRD baseline losses in adain_kd_jax.losses."""
+"""Tests for the AT, FitNet hint, DKD and CRD baseline losses in
+adain_kd_jax.losses."""
 
 import jax
 import jax.numpy as jnp
@@ -136,6 +137,41 @@ def test_at_gradient_student_only():
   g_t, g_s = jax.jit(jax.grad(losses.at, argnums=(0, 1)))(f_t, f_s)
   np.testing.assert_array_equal(g_t, np.zeros_like(f_t))
   assert np.all(np.isfinite(g_s)) and np.abs(g_s).max() > 1e-6
+
+
+# ----------------------------------------------------------- FitNet hint
+
+
+@JIT
+def test_hint_mse_zero_when_equal_and_hand_value(jit):
+  """0 for the teacher feature itself; mean over (N, H, W, C) otherwise."""
+  fn = _maybe_jit(losses.hint_mse, jit)
+  f_t = _rand((2, 4, 4, 3), seed=50)
+  assert float(fn(f_t, f_t)) == 0.0
+  # One element of 24 off by 2: 4 / 24.
+  f_s = np.zeros((1, 2, 4, 3), np.float32)
+  f_s[0, 1, 2, 0] = 2.0
+  np.testing.assert_allclose(fn(np.zeros_like(f_s), f_s), 4.0 / 24, rtol=1e-6)
+  np.testing.assert_allclose(fn(f_t, f_t + 0.5), 0.25, rtol=1e-5)
+
+
+def test_hint_mse_gradient_student_only_and_float32():
+  """d/d f_s = 2 (f_s - f_t) / size; no gradient into the teacher feature."""
+  f_t, f_s = _rand((2, 3, 3, 2), seed=51), _rand((2, 3, 3, 2), seed=52)
+  g_t, g_s = jax.jit(jax.grad(losses.hint_mse, argnums=(0, 1)))(f_t, f_s)
+  assert float(jnp.abs(g_t).max()) == 0.0
+  np.testing.assert_allclose(g_s, 2 * (f_s - f_t) / f_s.size, rtol=1e-5)
+  out = losses.hint_mse(f_t.astype(jnp.bfloat16), f_s.astype(jnp.bfloat16))
+  assert out.dtype == jnp.float32
+
+
+@pytest.mark.parametrize('s_shape', [(2, 4, 4, 3), (2, 3, 3, 4),
+                                     (1, 3, 3, 3)])
+def test_hint_mse_rejects_other_shapes(s_shape):
+  """No resizing: the regressor must give exactly the teacher's shape."""
+  with pytest.raises(ValueError, match='FitNet hint.*must be equal'):
+    losses.hint_mse(np.zeros((2, 3, 3, 3), np.float32),
+                    np.zeros(s_shape, np.float32))
 
 
 # --------------------------------------------------------------------- DKD
