@@ -1,9 +1,14 @@
-r"""Runs a grid of methods x seeds, one after the other, in one process.
+r"""Runs a grid of methods x seeds: one after the other in one process, or
+N at once on one accelerator (`--parallel=N`, one process each).
 
   python -m adain_kd_jax.sweep --config=configs/default.py \
       --methods=none,kd,stat_l2,adain,adain_kd --seeds=0,1,2 \
       --workdir=runs/sweep [--config.num_epochs=2 ...]
   python -m adain_kd_jax.report runs/sweep
+
+Small models leave an accelerator mostly idle: `--parallel=10` trains ten
+cells at once, each in its own `train.py` process with a tenth of the device
+memory (see parallel.py); each one resumable as below.
 
 Every run gets a copy of the config (the `--config.x=y` overrides apply to all
 of them) with `method` and `seed` set and `compare_to=''`, and trains in
@@ -49,6 +54,10 @@ _METHODS = flags.DEFINE_list(
     'Comma-separated methods (config.method values, see distill.METHODS).')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'],
                            'Comma-separated integer seeds.')
+_PARALLEL = flags.DEFINE_integer(
+    'parallel', 1, 'Runs at once, each in its own train.py process with a '
+    'share of the accelerator memory (XLA_PYTHON_CLIENT_MEM_FRACTION = '
+    '0.9 / N unless set). 1: one after the other in this process.')
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'The sweep directory: runs go to WORKDIR/<method>/'
     'seed<k>/, the grid to WORKDIR/sweep.json.')
@@ -168,6 +177,33 @@ def run_grid(config: ml_collections.ConfigDict, methods: Sequence[str],
   return results
 
 
+def run_grid_parallel(config: ml_collections.ConfigDict,
+                      methods: Sequence[str], seeds: Sequence[int],
+                      workdir: str, num_parallel: int) -> dict[str, str]:
+  """run_grid with `num_parallel` train.py processes at once.
+
+  Each cell's config goes to its `config.json`, which its process trains
+  (configs/from_json.py); finished cells are skipped and stopped ones
+  resume, as in run_grid. Returns {run_dir: status} (parallel.run_jobs).
+  """
+  from adain_kd_jax import config_checks  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import parallel  # pylint: disable=g-import-not-at-top
+  jobs = []
+  for method in methods:
+    for seed in seeds:
+      cell_config = run_config(config, method, seed)
+      config_checks.check(cell_config)
+      jobs.append(parallel.Job(run_dir(workdir, method, seed), cell_config))
+  write_sweep_json(workdir, config, methods, seeds)
+  status = parallel.run_jobs(jobs, num_parallel,
+                             log=lambda line: print(line, flush=True))
+  failed = {d: s for d, s in status.items() if s.startswith('failed')}
+  for directory, value in failed.items():
+    print(f'{directory}: {value}; its output is in {directory}/log.txt.',
+          flush=True)
+  return status
+
+
 def _parse_seeds(values: Sequence[str]) -> list[int]:
   try:
     return _unique(int(v) for v in values)
@@ -183,6 +219,14 @@ def main(argv):
   seeds = _parse_seeds(_SEEDS.value)
   if not methods or not seeds:
     raise app.UsageError('--methods and --seeds must not be empty.')
+  if _PARALLEL.value < 1:
+    raise app.UsageError(f'--parallel={_PARALLEL.value} must be >= 1.')
+  if _PARALLEL.value > 1:
+    status = run_grid_parallel(config, methods, seeds, _WORKDIR.value,
+                               _PARALLEL.value)
+    if any(s.startswith('failed') for s in status.values()):
+      raise SystemExit(1)
+    return
   # Before JAX is imported.
   host_setup.set_cpu_devices((config.batch_size, config.eval_batch_size))
   host_setup.set_xla_cpu_flags()

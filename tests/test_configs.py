@@ -89,3 +89,124 @@ def test_imagenet_config_is_the_published_recipe():
           tuple(config.decay_epochs), config.batch_size) == (
               100.0, 0.1, 1e-4, (30, 60, 90), 256)
   distill.create(config, 1000, (224, 224, 3))
+
+
+# DKD's beta per pair of the table, as mdistiller's configs/cifar100/dkd/*.yaml
+# set it (written out here, independently of the config's own table).
+PUBLISHED_DKD_BETA = {
+    ('wrn_40_2', 'wrn_16_2'): 6.0, ('wrn_40_2', 'wrn_40_1'): 6.0,
+    ('resnet56', 'resnet20'): 2.0, ('resnet110', 'resnet32'): 2.0,
+    ('resnet32x4', 'resnet8x4'): 8.0, ('vgg13', 'vgg8'): 6.0,
+    ('vgg13', 'MobileNetV2'): 6.0, ('ResNet50', 'MobileNetV2'): 8.0,
+    ('resnet32x4', 'ShuffleV1'): 8.0, ('resnet32x4', 'ShuffleV2'): 8.0,
+    ('wrn_40_2', 'ShuffleV1'): 8.0,
+}
+
+
+@pytest.mark.parametrize('row', ROWS, ids=['-'.join(r) for r in ROWS])
+def test_dkd_beta_is_mdistillers_for_every_row(row):
+  """beta 2 / 6 / 8 per pair, alpha 1, T 4, warm-up 20; wired into DKD."""
+  assert set(PUBLISHED_DKD_BETA) == set(ROWS)
+  config = cifar100_distill.get_config(_arg(*row, 'dkd'))
+  config_checks.check(config)
+  assert config.dkd.beta == PUBLISHED_DKD_BETA[row]
+  assert (config.dkd.alpha, config.dkd.warmup_epochs, config.loss.temperature,
+          config.loss.ce, config.loss.dkd) == (1.0, 20.0, 4.0, 1.0, 1.0)
+  d = distill.create(config, 100, (32, 32, 3))
+  assert (d.dkd_beta, d.dkd_alpha, d.dkd_warmup_epochs, d.temperature) == (
+      PUBLISHED_DKD_BETA[row], 1.0, 20.0, 4.0)
+
+
+def test_dkd_beta_is_8_off_the_table():
+  """A pair mdistiller has no config for gets its default beta, 8."""
+  config = cifar100_distill.get_config(_arg('resnet110', 'resnet20', 'dkd'))
+  assert config.dkd.beta == 8.0
+
+
+@pytest.mark.parametrize('row', ROWS, ids=['-'.join(r) for r in ROWS])
+def test_adain_kd_weights_ce_and_kd_as_kd(row):
+  """CIFAR-100: CE 0.1 + KD 0.9 (tau 4) for both kd and adain_kd."""
+  kd = cifar100_distill.get_config(_arg(*row, 'kd'))
+  adain_kd = cifar100_distill.get_config(_arg(*row, 'adain_kd'))
+  for config in (kd, adain_kd):
+    assert (config.loss.ce, config.loss.kd, config.loss.temperature) == (
+        0.1, 0.9, 4.0)
+  d_kd = distill.create(kd, 100, (32, 32, 3))
+  d_adain_kd = distill.create(adain_kd, 100, (32, 32, 3))
+  for term in ('ce', 'kd'):
+    assert d_kd.weights[term] == d_adain_kd.weights[term]
+  assert d_kd.temperature == d_adain_kd.temperature
+  # The only extra term of adain_kd is AdaIN's (fm is off).
+  assert set(d_adain_kd.terms) - set(d_kd.terms) == {'adain'}
+
+
+def test_imagenet_kd_dkd_and_adain_kd_are_mdistillers():
+  """KD: T 1, CE 0.5 + KD 0.5 (also adain_kd); DKD: beta 0.5, T 1, warm-up 1."""
+  from configs import imagenet_distill  # pylint: disable=g-import-not-at-top
+  kd = imagenet_distill.get_config('method=kd')
+  adain_kd = imagenet_distill.get_config('method=adain_kd')
+  dkd = imagenet_distill.get_config('method=dkd')
+  for config in (kd, adain_kd, dkd):
+    config_checks.check(config)
+  for config in (kd, adain_kd):
+    assert (config.loss.ce, config.loss.kd, config.loss.temperature) == (
+        0.5, 0.5, 1.0)
+  assert (dkd.dkd.beta, dkd.dkd.alpha, dkd.dkd.warmup_epochs,
+          dkd.loss.temperature, dkd.loss.ce, dkd.loss.dkd) == (
+              0.5, 1.0, 1.0, 1.0, 1.0, 1.0)
+  d = distill.create(dkd, 1000, (224, 224, 3))
+  assert (d.dkd_beta, d.dkd_alpha, d.dkd_warmup_epochs, d.temperature) == (
+      0.5, 1.0, 1.0, 1.0)
+  assert distill.create(kd, 1000, (224, 224, 3)).temperature == 1.0
+  assert '70.66' in imagenet_distill.__doc__
+
+
+def test_published_tables_say_their_convention():
+  """CRD table: last epoch; DKD's: best test epoch, next to each table."""
+  from configs import imagenet_distill  # pylint: disable=g-import-not-at-top
+
+  def says(doc, source, convention):
+    doc = ' '.join(doc.split())  # Line breaks as spaces.
+    start = doc.index(source)
+    return convention in doc[start:start + 300]
+
+  doc = cifar100_distill.__doc__
+  assert says(doc, 'the CRD table', 'LAST epoch')
+  assert says(doc, 'the DKD table', 'BEST test epoch')
+  doc = imagenet_distill.__doc__
+  assert says(doc, "the CRD paper's ImageNet table", 'LAST epoch')
+  assert says(doc, "the DKD paper's ImageNet table", 'BEST test epoch')
+
+
+def test_fashion_mnist_benchmark_recipe():
+  """The Fashion-MNIST benchmark cell: validation split, 30 epochs, the
+  published method weights, DKD's warm-up scaled to the schedule."""
+  from configs import fashion_mnist_distill  # pylint: disable=g-import-not-at-top
+  kd = fashion_mnist_distill.get_config('method=kd')
+  adain_kd = fashion_mnist_distill.get_config('method=adain_kd')
+  assert (kd.holdout, kd.num_epochs, kd.batch_size) == (5000, 30.0, 128)
+  assert (kd.model, kd.teacher) == ('resnet8', 'wrn_40_2')
+  assert kd.teacher_checkpoint == 'teachers/fashion_mnist_wrn_40_2'
+  for key in ('ce', 'kd', 'temperature'):
+    assert adain_kd.loss[key] == kd.loss[key]
+  assert (kd.loss.ce, kd.loss.kd, kd.loss.temperature) == (0.1, 0.9, 4.0)
+  dkd = fashion_mnist_distill.get_config(
+      'teacher=resnet56,student=resnet20,method=dkd')
+  assert dkd.dkd.beta == 2.0
+  assert dkd.dkd.warmup_epochs == 20.0 * 30.0 / 240.0
+  fitnet = fashion_mnist_distill.get_config('method=fitnet')
+  assert (fitnet.points, fitnet.loss.fitnet) == ((2,), 100.0)
+  assert fashion_mnist_distill.get_config(
+      'student=ShuffleV1').learning_rate == 0.01
+  assert kd.learning_rate == 0.05
+  with pytest.raises(ValueError, match="Bad config argument 'pair=x'"):
+    fashion_mnist_distill.get_config('pair=x')
+
+
+def test_fashion_mnist_teacher_recipe():
+  from configs import fashion_mnist_teacher  # pylint: disable=g-import-not-at-top
+  config = fashion_mnist_teacher.get_config('resnet56')
+  assert (config.model, config.method, config.export) == (
+      'resnet56', 'none', True)
+  assert (config.num_epochs, config.batch_size, config.holdout) == (
+      40.0, 256, 0)

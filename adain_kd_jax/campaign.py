@@ -1,0 +1,211 @@
+r"""A campaign: many runs, spread over short accelerator slots, that add up.
+
+  python -m adain_kd_jax.campaign --plan=results/fashion_mnist_benchmark/plan.py \
+      --workdir=results/fashion_mnist_benchmark/runs --parallel=12 \
+      --minutes=9 --archive=/tmp/chunk.tar.gz \
+      [--only=tune/] [--set=device_data=True,steps_per_call=16] [--toy]
+
+A plan file's `get_plan()` returns `Run`s in priority order: each names a
+config file (with its argument), field overrides, the paths it needs (a
+teacher) and, for a teacher, where its export goes. Every invocation trains
+what is unfinished (in `--workdir/<name>`, N processes at once on one
+accelerator, see parallel.py) until its time is up: no run starts in the
+last `--tail_minutes` minutes, and at `--minutes` the running ones save a
+checkpoint and stop. The next invocation skips finished runs (their
+`summary.json` exists) and resumes stopped ones; with the finished runs
+committed, chunks on different machines add up.
+
+`--archive` packs every run's summary.json, metrics.jsonl, config.json and
+log.txt, and the exported teachers, into one tar.gz (what comes back from a
+leased machine). `--toy` shrinks every run to a few steps on a few hundred
+examples: a dry run of the whole plan on a CPU.
+"""
+
+import importlib.util
+import os
+import sys
+import tarfile
+import time
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+import ml_collections
+
+from adain_kd_jax import parallel
+
+FLAGS = flags.FLAGS
+
+# Files of a run that are results (checkpoints are not).
+RESULT_FILES = ('summary.json', 'metrics.jsonl', 'config.json', 'log.txt')
+TOY = {'num_train_steps': 6, 'train_limit': 768, 'test_limit': 500,
+       'eval_every_epochs': 1.0, 'eval_batch_size': 250, 'batch_size': 64,
+       'log_every_steps': 3, 'checkpoint_every_steps': 3,
+       'crd.num_negatives': 64}
+
+
+Run = parallel.Run  # A plan lists these.
+
+
+def _load_module(path: str):
+  path = path if os.path.isabs(path) else os.path.join(parallel.REPO_ROOT,
+                                                       path)
+  if parallel.REPO_ROOT not in sys.path:
+    sys.path.insert(0, parallel.REPO_ROOT)
+  name = 'adain_kd_plan_' + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """'configs/x.py[:arg]' -> its get_config([arg])."""
+  path, sep, arg = spec.partition(':')
+  module = _load_module(path)
+  return module.get_config(arg) if sep else module.get_config()
+
+
+def set_field(config: ml_collections.ConfigDict, field: str, value) -> None:
+  """config.a.b = value for field 'a.b'; an unknown field is an error."""
+  *parents, leaf = field.split('.')
+  node = config
+  for part in parents:
+    node = node[part]
+  if leaf not in node:
+    raise KeyError(f'No config field {field!r}.')
+  node[leaf] = value
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+  """['a=1', 'b.c=True'] -> {'a': 1, 'b.c': True} (Python literals)."""
+  import ast  # pylint: disable=g-import-not-at-top
+  out = {}
+  for item in items:
+    field, sep, value = item.partition('=')
+    if not sep:
+      raise app.UsageError(f'--set item {item!r} is not field=value.')
+    try:
+      out[field] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[field] = value
+  return out
+
+
+def build_jobs(runs: Sequence[Run], workdir: str, sets: dict[str, Any],
+               toy: bool = False) -> list[parallel.Job]:
+  """The parallel.Jobs of a plan (configs built and checked here)."""
+  from adain_kd_jax import config_checks  # pylint: disable=g-import-not-at-top
+  # A toy run's teachers go to the workdir, never to the repository's.
+  moved = (lambda p: os.path.join(workdir, 'toy', p)) if toy else (
+      lambda p: p)
+  jobs = []
+  for run in runs:
+    config = load_config(run.config)
+    for field, value in {**run.overrides, **(TOY if toy else {}),
+                         **sets}.items():
+      set_field(config, field, value)
+    if toy:
+      config.holdout = 128 if config.holdout else 0
+      if config.teacher_checkpoint:
+        config.teacher_checkpoint = os.path.abspath(
+            moved(config.teacher_checkpoint))
+    config.compare_to = ''
+    config_checks.check(config)
+    jobs.append(parallel.Job(
+        os.path.join(workdir, run.name), config,
+        needs=tuple(moved(p) for p in run.needs),
+        export_to=run.export_to and moved(run.export_to)))
+  return jobs
+
+
+def _arcname(path: str) -> str:
+  """Repository-relative where possible, so that the archive unpacks in it."""
+  path = os.path.abspath(path)
+  if path.startswith(parallel.REPO_ROOT + os.sep):
+    return os.path.relpath(path, parallel.REPO_ROOT)
+  return os.path.relpath(path)
+
+
+def write_archive(path: str, jobs: Sequence[parallel.Job]) -> int:
+  """Packs the runs' result files and the teachers; returns the file count."""
+  count = 0
+  tmp = f'{path}.tmp{os.getpid()}'
+  with tarfile.open(tmp, 'w:gz') as tar:
+    for job in jobs:
+      for name in RESULT_FILES:
+        file = os.path.join(job.run_dir, name)
+        if os.path.exists(file):
+          tar.add(file, arcname=_arcname(file))
+          count += 1
+      teacher = job.export_to and parallel.resolve(job.export_to)
+      if teacher and os.path.isdir(teacher):
+        tar.add(teacher, arcname=_arcname(teacher))
+        count += 1
+  os.replace(tmp, path)
+  return count
+
+
+def _define_flags():
+  """The command's flags; here, not at import (sweep shares some names)."""
+  flags.DEFINE_string('plan', None, 'A plan file (get_plan() -> Runs).')
+  flags.DEFINE_string('workdir', None, 'Runs go to WORKDIR/<name>.')
+  flags.DEFINE_integer('parallel', 1, 'Runs at once.')
+  flags.DEFINE_float(
+      'minutes', 0.0, 'Running runs save and stop after this many minutes '
+      '(0 = no limit).')
+  flags.DEFINE_float(
+      'tail_minutes', 2.0, 'No run starts in the last this many minutes of '
+      '--minutes.')
+  flags.DEFINE_list('only', [], 'Only runs whose name starts with one of '
+                    'these prefixes.')
+  flags.DEFINE_list(
+      'set', [], 'field=value overrides for every run (e.g. device_data=True,'
+      'steps_per_call=16 on an accelerator); values are Python literals.')
+  flags.DEFINE_bool('toy', False, 'A few steps per run on a few hundred '
+                    'examples: a dry run of the plan.')
+  flags.DEFINE_string('archive', '', 'Write a tar.gz of the results here.')
+  flags.DEFINE_bool('list', False, 'List the runs and their state; train '
+                    'nothing.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.parallel < 1:
+    raise app.UsageError(f'--parallel={FLAGS.parallel} must be >= 1.')
+  runs = _load_module(FLAGS.plan).get_plan()
+  if FLAGS.only:
+    runs = [r for r in runs if r.name.startswith(tuple(FLAGS.only))]
+  jobs = build_jobs(runs, FLAGS.workdir, parse_sets(FLAGS.set), FLAGS.toy)
+  if FLAGS.list:
+    for job in jobs:
+      state = ('finished' if job.finished else
+               'ready' if job.ready() else 'waiting')
+      print(f'{state:>8}  {job.run_dir}')
+    return
+  minutes = FLAGS.minutes or float('inf')
+  start = time.time()
+  status = parallel.run_jobs(
+      jobs, FLAGS.parallel, start_before_s=60 * (minutes - FLAGS.tail_minutes),
+      stop_at_s=60 * minutes,
+      log=lambda line: print(line, flush=True))
+  counts = {}
+  for value in status.values():
+    key = value.split(' (')[0].split(' for ')[0]
+    counts[key] = counts.get(key, 0) + 1
+  print(f'Campaign: {len(jobs)} runs in {time.time() - start:.0f} s: '
+        + ', '.join(f'{n} {k}' for k, n in sorted(counts.items())),
+        flush=True)
+  for run_dir, value in status.items():
+    if value.startswith('failed'):
+      print(f'  {run_dir}: {value}; see {run_dir}/log.txt', flush=True)
+  if FLAGS.archive:
+    n = write_archive(FLAGS.archive, jobs)
+    print(f'Archive {FLAGS.archive}: {n} entries.', flush=True)
+
+
+if __name__ == '__main__':
+  _define_flags()
+  flags.mark_flags_as_required(['plan', 'workdir'])
+  app.run(main)

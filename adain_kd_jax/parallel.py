@@ -1,0 +1,192 @@
+"""Several training runs at once on one machine, each in its own process.
+
+Small models leave most of an accelerator idle; N `train.py` processes side by
+side, each allowed a fraction of the device memory
+(`XLA_PYTHON_CLIENT_MEM_FRACTION`), keep it busy. Used by `sweep --parallel`
+and by `campaign`.
+
+A job is a run directory that holds the run's `config.json`; its process is
+`train.py --config=configs/from_json.py:<dir>/config.json --workdir=<dir>`,
+so it trains exactly that config and, when the directory has checkpoints,
+resumes. A run is finished when its `summary.json` exists. A job may wait for
+paths that another job makes (a teacher export): it starts once they exist.
+
+Budgets: no job starts after `start_before_s`; at `stop_at_s` the running
+jobs get SIGTERM, save a checkpoint at their next step and exit, so the next
+invocation resumes them.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import ml_collections
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MEM_FRACTION_ENV = 'XLA_PYTHON_CLIENT_MEM_FRACTION'
+# Left to XLA's own use and to other processes when N runs share a device.
+_MEMORY_IN_USE = 0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One run of a plan."""
+  name: str  # Its directory under the workdir, e.g. 'tune/kd/t4/seed100'.
+  config: str  # 'configs/x.py' or 'configs/x.py:arg'.
+  overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+  needs: tuple[str, ...] = ()  # E.g. the teacher's directory.
+  export_to: str = ''  # A teacher run: copy WORKDIR/<name>/export here.
+
+
+@dataclasses.dataclass
+class Job:
+  """One run: its directory, its config and what it waits for."""
+  run_dir: str
+  config: ml_collections.ConfigDict
+  needs: tuple[str, ...] = ()  # Paths that must exist before it starts.
+  # After success, copy run_dir/export here (a teacher for later jobs).
+  export_to: str = ''
+
+  @property
+  def finished(self) -> bool:
+    return os.path.exists(os.path.join(self.run_dir, 'summary.json'))
+
+  def ready(self) -> bool:
+    return all(os.path.exists(resolve(p)) for p in self.needs)
+
+
+def resolve(path: str) -> str:
+  """Relative paths are relative to the repository (as config paths are)."""
+  return path if os.path.isabs(path) else os.path.join(REPO_ROOT, path)
+
+
+def write_config(run_dir: str, config: ml_collections.ConfigDict) -> str:
+  """Writes run_dir/config.json (atomically); returns its path."""
+  os.makedirs(run_dir, exist_ok=True)
+  path = os.path.join(run_dir, 'config.json')
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(config.to_json_best_effort(indent=2) + '\n')
+  os.replace(tmp, path)
+  return path
+
+
+def train_command(run_dir: str) -> list[str]:
+  """The train.py command line that trains run_dir/config.json."""
+  return [sys.executable, os.path.join(REPO_ROOT, 'train.py'),
+          '--config=' + os.path.join(REPO_ROOT, 'configs', 'from_json.py')
+          + ':' + os.path.abspath(os.path.join(run_dir, 'config.json')),
+          '--workdir=' + os.path.abspath(run_dir)]
+
+
+def child_env(parallel: int) -> dict[str, str]:
+  """The environment of a child: a share of the device memory each."""
+  env = dict(os.environ)
+  env.setdefault(MEM_FRACTION_ENV, f'{_MEMORY_IN_USE / max(parallel, 1):.3f}')
+  env['PYTHONPATH'] = os.pathsep.join(
+      p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
+  return env
+
+
+def _publish(export_dir: str, dest: str) -> None:
+  """Copies a finished run's export to dest (atomically: copy, rename)."""
+  dest = resolve(dest)
+  if os.path.exists(dest):
+    return
+  tmp = f'{dest}.tmp{os.getpid()}'
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(export_dir, tmp)
+  os.replace(tmp, dest)
+
+
+def run_jobs(jobs: Sequence[Job], parallel: int, *,
+             start_before_s: float = float('inf'),
+             stop_at_s: float = float('inf'),
+             poll_s: float = 1.0,
+             log: Callable[[str], None] = print) -> dict[str, str]:
+  """Runs the unfinished jobs, at most `parallel` at a time, in order.
+
+  Args:
+    jobs: in priority order; finished ones are skipped.
+    parallel: processes at once (>= 1).
+    start_before_s: no job starts later than this many seconds from now.
+    stop_at_s: running jobs get SIGTERM this many seconds from now (they
+      checkpoint and exit; the next call resumes them).
+    poll_s: how often to look at the children.
+    log: one line per event.
+
+  Returns:
+    {run_dir: 'finished' | 'skipped' | 'failed (exit N)' | 'stopped' |
+     'not started' | 'waiting for <path>'} for every job.
+  """
+  if parallel < 1:
+    raise ValueError(f'parallel={parallel} is invalid: it must be >= 1.')
+  start = time.time()
+  status = {}
+  pending = []
+  for job in jobs:
+    if job.finished:
+      status[job.run_dir] = 'skipped'
+      if job.export_to:
+        _publish(os.path.join(job.run_dir, 'export'), job.export_to)
+    else:
+      pending.append(job)
+  running = {}  # run_dir -> (job, Popen, log file)
+  stopping = False
+  env = child_env(parallel)
+  while pending or running:
+    elapsed = time.time() - start
+    if not stopping and elapsed >= stop_at_s and running:
+      stopping = True
+      for _, proc, _ in running.values():
+        proc.send_signal(signal.SIGTERM)
+      log(f'{elapsed:.0f} s: stop time; {len(running)} run(s) told to save '
+          'and stop.')
+    for run_dir, (job, proc, log_file) in list(running.items()):
+      code = proc.poll()
+      if code is None:
+        continue
+      log_file.close()
+      del running[run_dir]
+      if code == 0 and job.finished:
+        status[run_dir] = 'finished'
+        if job.export_to:
+          _publish(os.path.join(run_dir, 'export'), job.export_to)
+      elif code == 0:
+        status[run_dir] = 'stopped'
+      else:
+        status[run_dir] = f'failed (exit {code})'
+      log(f'{time.time() - start:.0f} s: {run_dir}: {status[run_dir]}.')
+    can_start = not stopping and time.time() - start < start_before_s
+    while can_start and pending and len(running) < parallel:
+      job = next((j for j in pending if j.ready()), None)
+      if job is None:
+        break
+      pending.remove(job)
+      write_config(job.run_dir, job.config)
+      log_file = open(os.path.join(job.run_dir, 'log.txt'), 'a')
+      proc = subprocess.Popen(train_command(job.run_dir), env=env,
+                              stdout=log_file, stderr=subprocess.STDOUT,
+                              cwd=REPO_ROOT)
+      running[job.run_dir] = (job, proc, log_file)
+      log(f'{time.time() - start:.0f} s: started {job.run_dir}.')
+    if not running and (not can_start or not any(
+        j.ready() for j in pending)):
+      break
+    time.sleep(poll_s)
+  for job in pending:
+    missing = [p for p in job.needs if not os.path.exists(resolve(p))]
+    status[job.run_dir] = (f'waiting for {missing[0]}' if missing
+                           else 'not started')
+  return status
+
+
+def read_summary(run_dir: str) -> dict:
+  with open(os.path.join(run_dir, 'summary.json')) as f:
+    return json.load(f)
