@@ -1,0 +1,49 @@
+"""Paired differences with Student-t confidence intervals, by hand."""
+
+import math
+
+import pytest
+
+from adain_kd_jax import paired
+
+
+def test_t_quantiles_known_values():
+  assert paired.t975(1) == 12.7062
+  assert paired.t975(4) == 2.7764
+  assert paired.t975(30) == 2.0423
+  # Exact t_{0.975, df}: 2.0395 (31), 2.0211 (40), 1.9799 (120).
+  for df, exact in ((31, 2.0395), (40, 2.0211), (120, 1.9799)):
+    assert abs(paired.t975(df) - exact) < 2e-4
+  with pytest.raises(ValueError, match='df=0'):
+    paired.t975(0)
+
+
+def test_paired_difference_by_hand():
+  a = {0: 93.0, 1: 92.5, 2: 93.4, 3: 92.9, 4: 93.2, 7: 99.0}
+  b = {0: 92.0, 1: 92.0, 2: 92.4, 3: 92.4, 4: 92.7, 8: 10.0}
+  d = paired.paired_difference(a, b)
+  assert d['seeds'] == [0, 1, 2, 3, 4]
+  assert d['diffs'] == pytest.approx([1.0, 0.5, 1.0, 0.5, 0.5])
+  assert d['mean'] == pytest.approx(0.7)
+  # Sample std of (1, .5, 1, .5, .5): sqrt(0.3 / 4).
+  assert d['std'] == pytest.approx(math.sqrt(0.075))
+  half = 2.7764 * math.sqrt(0.075) / math.sqrt(5)
+  assert d['ci_low'] == pytest.approx(0.7 - half)
+  assert d['ci_high'] == pytest.approx(0.7 + half)
+  assert d['excludes_zero'] is True
+  assert paired.verdict('adain', 'kd', d).startswith('adain beats kd: +0.70')
+
+
+def test_paired_difference_not_distinguishable_and_below():
+  a = {0: 1.0, 1: 2.0, 2: 3.0}
+  b = {0: 2.0, 1: 1.0, 2: 3.0}
+  d = paired.paired_difference(a, b)
+  assert d['mean'] == pytest.approx(0.0)
+  assert d['excludes_zero'] is False
+  assert 'not distinguishable' in paired.verdict('x', 'y', d)
+  below = paired.paired_difference({0: 1.0, 1: 1.1}, {0: 2.0, 1: 2.0})
+  assert paired.verdict('x', 'y', below).startswith('x is below y')
+  one = paired.paired_difference({0: 1.0}, {0: 0.5})
+  assert one['ci_low'] is None and 'one seed' in paired.verdict('x', 'y', one)
+  with pytest.raises(ValueError, match='No common seeds'):
+    paired.paired_difference({0: 1.0}, {1: 1.0})
