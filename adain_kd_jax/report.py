@@ -41,6 +41,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from adain_kd_jax import paired
 from adain_kd_jax import plots
 
 _STATS = flags.DEFINE_bool(
@@ -48,6 +49,9 @@ _STATS = flags.DEFINE_bool(
     'checkpoints, the teacher and the test set).')
 _STATS_EXAMPLES = flags.DEFINE_integer(
     'stats_examples', 500, 'Test images the statistics are averaged over.')
+_PAIRED_WITH = flags.DEFINE_string(
+    'paired_with', 'adain', 'report.md compares this method with every other '
+    'one, paired by seed, with 95% confidence intervals (\'\' = off).')
 _TENSORBOARD = flags.DEFINE_bool(
     'tensorboard', True, 'Write DIR/<method>/seed<k>/tb/ event files.')
 
@@ -82,8 +86,9 @@ def collect(directory: str) -> list[dict[str, Any]]:
                                      'summary.json')):
     run_dir = os.path.dirname(path)
     summary = _read_json(path)
-    method = summary.get('method') or os.path.basename(os.path.dirname(
-        run_dir))
+    # The directory names the row: the method in a sweep, a variant or a
+    # setting in a tuning directory (whose runs share a method).
+    method = os.path.basename(os.path.dirname(run_dir))
     seed = summary.get('seed')
     if seed is None:
       seed = int(os.path.basename(run_dir)[len('seed'):])
@@ -196,6 +201,65 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
   return out.getvalue()
 
 
+def paired_rows(runs: Sequence[dict[str, Any]], reference: str
+                ) -> list[dict[str, Any]]:
+  """`reference` minus each other method, paired by seed (paired.py).
+
+  Returns:
+    One row per other method that shares seeds with `reference`: 'method',
+    'last' and 'best' (paired_difference dicts of test top-1 in points, at
+    the last and at the best epoch), in the order of `runs`. [] when
+    `reference` has no run.
+  """
+  def by_seed(method, best):
+    values = {}
+    for r in runs:
+      if r['method'] == method:
+        acc = (best_test_accuracy(r) if best
+               else r['summary'].get('test_accuracy'))
+        if acc is not None:
+          values[r['seed']] = 100 * acc
+    return values
+
+  ref_last, ref_best = by_seed(reference, False), by_seed(reference, True)
+  rows = []
+  for method in dict.fromkeys(r['method'] for r in runs):
+    if method == reference or not ref_last:
+      continue
+    last = by_seed(method, False)
+    if not set(last) & set(ref_last):
+      continue
+    best = by_seed(method, True)
+    rows.append({
+        'method': method,
+        'last': paired.paired_difference(ref_last, last),
+        'best': (paired.paired_difference(ref_best, best)
+                 if set(best) & set(ref_best) else None)})
+  return rows
+
+
+def paired_markdown(reference: str, rows: Sequence[dict[str, Any]]) -> str:
+  """The paired differences as a markdown table, then one verdict a row."""
+  def cell(d):
+    if d is None:
+      return '-'
+    if d['ci_low'] is None:
+      return f'{d["mean"]:+.2f}'
+    return f'{d["mean"]:+.2f} [{d["ci_low"]:+.2f}, {d["ci_high"]:+.2f}]'
+
+  lines = [f'| {reference} minus | n | last epoch, mean [95% CI] | best '
+           'epoch, mean [95% CI] | per-seed differences (last) |',
+           '|---|---:|---:|---:|---|']
+  for r in rows:
+    lines.append(f'| {r["method"]} | {r["last"]["n"]} | {cell(r["last"])} | '
+                 f'{cell(r["best"])} | '
+                 + ' '.join(f'{d:+.2f}' for d in r['last']['diffs']) + ' |')
+  lines.append('')
+  lines += ['- ' + paired.verdict(reference, r['method'], r['last'])
+            + ' (last epoch)' for r in rows]
+  return '\n'.join(lines) + '\n'
+
+
 def _setting(runs):
   """One line on what was trained, from the summaries."""
   def values(key):
@@ -212,7 +276,8 @@ def _setting(runs):
   return '; '.join(parts) + '.'
 
 
-def write_report(directory: str, runs, rows, figures=()) -> None:
+def write_report(directory: str, runs, rows, figures=(),
+                 paired_with: str = 'adain') -> None:
   """Writes DIR/report.md and DIR/report.csv."""
   text = [f'# Sweep report: {os.path.abspath(directory)}', '',
           _setting(runs), '', to_markdown(rows),
@@ -221,6 +286,13 @@ def write_report(directory: str, runs, rows, figures=()) -> None:
           'the highest accuracy on the split it was chosen on; the table '
           'gives the test accuracy there. images/s: training throughput '
           '(compilation and evaluation excluded); wall: whole run.', '']
+  pairs = paired_rows(runs, paired_with) if paired_with else []
+  if pairs:
+    text += [f'## {paired_with} against each method, paired by seed', '',
+             paired_markdown(paired_with, pairs),
+             'Differences of test top-1 in points, per seed (same seed = '
+             'same initialisation, validation split and batch order); 95% '
+             'confidence interval of the mean difference from Student t.', '']
   if figures:
     text += ['Figures: ' + ', '.join(f'`{f}`' for f in figures) + '.', '']
   text += [f'TensorBoard: `tensorboard --logdir {directory}`.', '']
@@ -305,7 +377,8 @@ def stats_figures(directory: str, runs, num_examples: int) -> list[str]:
 
 
 def make_report(directory: str, *, stats: bool = True,
-                stats_examples: int = 500, tensorboard: bool = True) -> str:
+                stats_examples: int = 500, tensorboard: bool = True,
+                paired_with: str = 'adain') -> str:
   """Writes the tables, figures and event files of DIR; returns the table."""
   runs = collect(directory)
   if not runs:
@@ -319,7 +392,7 @@ def make_report(directory: str, *, stats: bool = True,
   if tensorboard:
     for run in runs:
       plots.write_tensorboard(run['dir'])
-  write_report(directory, runs, rows, figures)
+  write_report(directory, runs, rows, figures, paired_with=paired_with)
   print(f'Wrote {directory}/report.md, report.csv and '
         f'{", ".join(figures)}.', flush=True)
   return to_markdown(rows)
@@ -333,7 +406,8 @@ def main(argv):
   try:
     table = make_report(argv[1], stats=_STATS.value,
                         stats_examples=_STATS_EXAMPLES.value,
-                        tensorboard=_TENSORBOARD.value)
+                        tensorboard=_TENSORBOARD.value,
+                        paired_with=_PAIRED_WITH.value)
   except FileNotFoundError as e:
     raise app.UsageError(str(e)) from None
   print(table)

@@ -126,6 +126,37 @@ def test_aggregate_by_hand(sweep_dir):
   assert table[2]['seeds'] == '0 1 2'
 
 
+def test_paired_rows_by_hand(sweep_dir):
+  """adain minus none per seed: last (7, 7, 1), best (7, 4, 6) points."""
+  runs = report.collect(sweep_dir)
+  rows = {r['method']: r for r in report.paired_rows(runs, 'adain')}
+  assert list(rows) == ['none', 'kd']
+  last, best = rows['none']['last'], rows['none']['best']
+  assert last['seeds'] == [0, 1, 2]
+  assert last['diffs'] == pytest.approx([7.0, 7.0, 1.0])
+  assert last['mean'] == pytest.approx(5.0)
+  half = 4.3027 * np.sqrt(12.0) / np.sqrt(3.0)  # std of (7, 7, 1) = sqrt 12
+  assert (last['ci_low'], last['ci_high']) == pytest.approx(
+      (5.0 - half, 5.0 + half))
+  assert best['diffs'] == pytest.approx([7.0, 4.0, 6.0])
+  # kd has one seed (0): one difference, no interval.
+  assert rows['kd']['last']['diffs'] == pytest.approx([87.0 - 85.5])
+  assert rows['kd']['last']['ci_low'] is None
+  md = report.paired_markdown('adain', list(rows.values()))
+  assert '| none | 3 | +5.00 [' in md and '+7.00 +7.00 +1.00 |' in md
+  assert 'adain and none are not distinguishable' in md
+  assert report.paired_rows(runs, 'crd') == []
+
+
+def test_report_rows_are_directories(tmp_path):
+  """A tuning directory: rows are its settings, all of one method."""
+  directory = str(tmp_path)
+  _write_run(directory, 'w0.1', 0, [0.8, 0.85])
+  _write_run(directory, 'w0.3', 0, [0.8, 0.87])
+  rows = report.aggregate(report.collect(directory))
+  assert [r['method'] for r in rows] == ['w0.1', 'w0.3']
+
+
 def test_best_chosen_on_val_reports_test_accuracy_there(tmp_path):
   directory = str(tmp_path)
   _write_run(directory, 'adain', 0, [0.80, 0.85, 0.83], best_on='val',
@@ -143,6 +174,8 @@ def test_make_report_writes_everything(sweep_dir):
     md = f.read()
   assert '| adain | 3 | 87.00 ± 2.00 |' in md
   assert 'accuracy_curves.png' in md
+  assert '## adain against each method, paired by seed' in md
+  assert '| none | 3 | +5.00 [' in md
   with open(os.path.join(sweep_dir, 'report.csv')) as f:
     assert len(list(csv.DictReader(f))) == 3
   with open(os.path.join(sweep_dir, 'accuracy_curves.png'), 'rb') as f:
