@@ -1,9 +1,9 @@
 """Student -> teacher adapters, trained with the student, dropped at deployment.
 
-- `Connector` (the connector `r` of METHOD.md): a 1x1 convolution to the
-  teacher's channel count followed by BatchNorm, for adain, adain_kd's `fm`
-  term and stat_l2. Spatial sizes are left alone: AdaIN moves only
-  statistics.
+- `Connector` (the connector `r` of docs/method.md, section "The
+  connector"): a 1x1 convolution to the teacher's channel count followed by
+  BatchNorm, for adain, adain_kd's `fm` term and stat_l2. Spatial sizes are
+  left alone: AdaIN moves only statistics.
 - `HintRegressor`: FitNet's hint regressor as in the CRD benchmark
   (RepDistiller `models/util.py` `ConvReg`, also mdistiller's), which maps
   the student's map onto the teacher's channels *and* spatial size, for the

@@ -10,7 +10,7 @@ the AdaIN loss still flow *through* the frozen teacher tail into the student's
 statistics.
 `aux` is method state that is not optimised (CRD's memory bank).
 
-Objective (METHOD.md section 4):
+Objective (docs/method.md, section "The objective"):
   L = ce * CE + fm * L_fm + adain * L_adain + kd * L_kd  (+ the baselines)
 with each method switching on its terms (METHODS below), weighted by
 `config.loss.<term>`.
@@ -24,7 +24,9 @@ import jax
 import jax.numpy as jnp
 
 from adain_kd_jax import connectors as connectors_lib
+from adain_kd_jax import crd as crd_lib
 from adain_kd_jax import losses
+from adain_kd_jax import losses_baselines
 from adain_kd_jax import models
 
 # The loss terms each method adds up (weights from config.loss).
@@ -53,29 +55,6 @@ def check_method(method: str) -> None:
                      f'methods: {", ".join(METHODS)}.')
 
 
-class CRDHeads(nn.Module):
-  """CRD's linear embeddings of student and teacher features, L2-normalised.
-
-  Both heads are trained with the student (the teacher's backbone is not).
-  """
-  dim: int = 128
-
-  @nn.compact
-  def __call__(self, f_s_NC, f_t_NC):
-    e_s = nn.Dense(self.dim, name='embed_s')(f_s_NC.astype(jnp.float32))
-    e_t = nn.Dense(self.dim, name='embed_t')(f_t_NC.astype(jnp.float32))
-    return losses.crd_embed_normalize(e_s), losses.crd_embed_normalize(e_t)
-
-
-@dataclasses.dataclass(frozen=True)
-class CRDSettings:
-  """Published defaults (Tian et al.): T 0.07, 16384 negatives, 128-d."""
-  temperature: float
-  num_negatives: int
-  momentum: float
-  class_aware: bool  # RepDistiller's 'exact' sampling of other-class items.
-
-
 @dataclasses.dataclass(frozen=True)
 class Distiller:
   """A student, an optional frozen teacher, trained extras and loss weights."""
@@ -93,8 +72,8 @@ class Distiller:
   dkd_alpha: float = 1.0
   dkd_beta: float = 8.0
   dkd_warmup_epochs: float = 20.0
-  crd_heads: CRDHeads | None = None
-  crd: CRDSettings | None = None
+  crd_heads: crd_lib.CRDHeads | None = None
+  crd: crd_lib.CRDSettings | None = None
   # FitNet's hint regressors (the `fitnet` method; params['hint']).
   hints: connectors_lib.HintRegressors | None = None
 
@@ -131,7 +110,7 @@ class Distiller:
       raise ValueError(
           f'config.crd.num_negatives={self.crd.num_negatives} needs more '
           f'training examples than the {num_data} here; lower it.')
-    aux = losses.crd_memory_init(rng, num_data, self.crd_heads.dim)
+    aux = crd_lib.crd_memory_init(rng, num_data, self.crd_heads.dim)
     if self.crd.class_aware:
       if train_labels_M is None:
         raise ValueError(
@@ -185,23 +164,23 @@ class Distiller:
     if 'kd' in self.terms:
       values['kd'] = losses.kd(z_s, z_t, self.temperature)
     if 'dkd' in self.terms:
-      values['dkd'] = losses.dkd_warmup_factor(
-          epoch, self.dkd_warmup_epochs) * losses.dkd(
+      values['dkd'] = losses_baselines.dkd_warmup_factor(
+          epoch, self.dkd_warmup_epochs) * losses_baselines.dkd(
               z_s, z_t, labels_N, alpha=self.dkd_alpha, beta=self.dkd_beta,
               temperature=self.temperature)
     if 'at' in self.terms:
       # As the CRD benchmark: every stage output, summed.
       values['at'] = sum(
-          losses.at(f_t[f'stage{k}'], f_s[f'stage{k}'])
+          losses_baselines.at(f_t[f'stage{k}'], f_s[f'stage{k}'])
           for k in range(1, self.student.num_stages + 1))
     if 'crd' in self.terms:
       e_s, e_t = self.crd_heads.apply({'params': params['crd']},
                                       f_s['pre_logits'], f_t['pre_logits'])
-      contrast = losses.crd_sample_contrast(
+      contrast = crd_lib.crd_sample_contrast(
           rng, index_N, labels_N, len(aux['memory_s']),
           self.crd.num_negatives, data_labels_M=aux.get('labels'))
       memory = {k: v for k, v in aux.items() if k != 'labels'}
-      values['crd'], new_memory = losses.crd_loss(
+      values['crd'], new_memory = crd_lib.crd_loss(
           e_s, e_t, index_N, contrast, memory,
           temperature=self.crd.temperature, momentum=self.crd.momentum)
       new_aux = dict(aux, **new_memory)
@@ -213,7 +192,8 @@ class Distiller:
           f_s, train=True, mutable=['batch_stats'])
       new_batch_stats['hint'] = h_updates['batch_stats']
       values['fitnet'] = sum(
-          w * losses.hint_mse(f_t[f'stage{k}'], h_out[f'stage{k}'])
+          w * losses_baselines.hint_mse(f_t[f'stage{k}'],
+                                        h_out[f'stage{k}'])
           for k, w in zip(self.points, self.point_weights))
 
     if self.connectors is not None:
@@ -230,7 +210,7 @@ class Distiller:
               for k, w in zip(self.points, self.point_weights))
       if 'fm' in self.terms:
         name = f'stage{self.fm_point}'
-        values['fm'] = losses.fitnet(f_t[name], c_out[name])
+        values['fm'] = losses_baselines.fitnet(f_t[name], c_out[name])
 
     loss = sum(self.weights[t] * values[t] for t in self.terms)
     metrics = dict(values, loss=loss,
@@ -300,11 +280,12 @@ def create(config, num_classes: int, image_shape) -> Distiller:
       hints = _hint_regressors(student, t_feats, points, image_shape, dtype)
   crd_heads = crd = None
   if 'crd' in terms:
-    crd_heads = CRDHeads(dim=int(config.crd.dim))
-    crd = CRDSettings(temperature=float(config.crd.temperature),
-                      num_negatives=int(config.crd.num_negatives),
-                      momentum=float(config.crd.momentum),
-                      class_aware=bool(config.crd.class_aware))
+    crd_heads = crd_lib.CRDHeads(dim=int(config.crd.dim))
+    crd = crd_lib.CRDSettings(
+        temperature=float(config.crd.temperature),
+        num_negatives=int(config.crd.num_negatives),
+        momentum=float(config.crd.momentum),
+        class_aware=bool(config.crd.class_aware))
   return Distiller(student=student, teacher=teacher, connectors=connectors,
                    terms=terms, weights=weights, points=points,
                    point_weights=point_weights, fm_point=fm_point,

@@ -1,16 +1,17 @@
-r"""CIFAR-100 distillation with the CRD benchmark recipe (METHOD.md section 5).
+r"""CIFAR-100 distillation with the CRD benchmark recipe.
 
   python train.py --workdir=runs/c100/wrn_40_2-wrn_16_2/adain/seed0 \
     --config=configs/cifar100_distill.py:teacher=wrn_40_2,student=wrn_16_2,method=adain \
     --config.seed=0
 
-Recipe: SGD momentum 0.9, batch 64, lr 0.05 (0.01 for MobileNetV2 and
-ShuffleNet students), weight decay 5e-4, 240 epochs, lr x0.1 at epochs 150,
-180 and 210; random crop 32 with 4-pixel padding and horizontal flip;
-per-channel normalisation. CIFAR-100 comes from tfds (prepared array_record
-files; `--config.download=True` once, with network). The teacher is an
-exported checkpoint in `teachers/cifar100/<teacher>`: train one with
-configs/cifar100_teacher.py, or import the benchmark's PyTorch weights with
+Recipe (docs/method.md, "The benchmark protocol"): SGD momentum 0.9, batch
+64, lr 0.05 (0.01 for MobileNetV2 and ShuffleNet students), weight decay
+5e-4, 240 epochs, lr x0.1 at epochs 150, 180 and 210; random crop 32 with
+4-pixel padding and horizontal flip; per-channel normalisation. CIFAR-100
+comes from tfds (prepared array_record files; `--config.download=True`
+once, with network). The teacher is an exported checkpoint in
+`teachers/cifar100/<teacher>`: train one with configs/cifar100_teacher.py,
+or import the benchmark's PyTorch weights with
 `python -m adain_kd_jax.import_torch --arch <teacher> --checkpoint FILE.pth
 --out teachers/cifar100/<teacher>`.
 
@@ -26,7 +27,8 @@ warm-up 20 epochs. adain_kd weights CE and KD exactly as kd (0.1 and 0.9,
 tau 4), so that its gap to kd is the AdaIN term alone.
 
 Published top-1 (%) to set results against (teacher / student alone; KD,
-FitNet, AT, CRD, DKD), from METHOD.md. Two papers, two conventions:
+FitNet, AT, CRD, DKD), as their authors report them. Two papers, two
+conventions:
   - teacher, student, KD, FitNet, AT and CRD: the CRD table (Tian et al.,
     ICLR 2020; RepDistiller README), top-1 at the LAST epoch
     (RepDistiller issue #16: "based on the last epoch"; its
@@ -135,8 +137,9 @@ def get_config(arg=None):
   config.teacher = values['teacher']
   config.method = values['method']
   config.teacher_checkpoint = f'teachers/cifar100/{values["teacher"]}'
-  # Feature points: S-1 for AdaIN (our default, METHOD.md section 3); FitNet
-  # uses the benchmark's hint layer 2.
+  # Feature points: S-1 for AdaIN, where the teacher's tail also judges the
+  # variance (docs/method.md, "Our choices"); FitNet uses the benchmark's
+  # hint layer 2.
   from adain_kd_jax import models  # pylint: disable=g-import-not-at-top
   num_stages = models.create_model(values['student'], 100).num_stages
   config.points = (2,) if values['method'] == 'fitnet' else (num_stages - 1,)

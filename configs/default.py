@@ -24,6 +24,10 @@ def get_config():
   config.data_source = 'idx'  # 'idx' (IDX files) or 'tfds' (tfds.data_source).
   config.data_dir = ''  # '' searches the usual places (see datasets.py).
   config.download = False  # tfds only: without network a download hangs.
+  # tfds only: N random examples per split from tfds.testing.mock_data
+  # instead of the real data, and a random teacher when teacher_checkpoint
+  # does not exist (a dry run of a config; see configs/mock.py). 0 = off.
+  config.mock_data = 0
   config.train_limit = 0  # Use only the first N training examples (0 = all).
   config.test_limit = 0  # Evaluate on the first N test examples (0 = all).
   # Examples held out of the training set for tuning (0 = none). When set,
@@ -58,7 +62,8 @@ def get_config():
   # results/fashion_mnist/README.md): stage 3 = S with loss.adain 0.3 reached
   # 82.32% val top-1, the other five of {0.03, 0.1, 0.3} x {2, 3} 79.96 to
   # 80.64. At S a ResNet tail is pooling + classifier, so the teacher judges
-  # only the mean (METHOD.md section 3); S-1 = 2 lets it judge the variance.
+  # only the mean (docs/method.md, "The AdaIN loss"); S-1 = 2 lets it judge
+  # the variance.
   config.points = (3,)
   config.point_weights = (1.0,)
   config.loss = ml_collections.ConfigDict()

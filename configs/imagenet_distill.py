@@ -1,13 +1,14 @@
-r"""ImageNet distillation: ResNet-34 -> ResNet-18 (METHOD.md section 5).
+r"""ImageNet distillation: ResNet-34 -> ResNet-18, the benchmark recipe.
 
   python train.py --config=configs/imagenet_distill.py:method=kd \
     --workdir=runs/imagenet/kd/seed0 --config.data_dir=/data/tfds
 
-Recipe: 100 epochs, SGD momentum 0.9, weight decay 1e-4, lr 0.1 per 256
-images (batch 256 here), x0.1 at epochs 30, 60 and 90; random-resized crop
-224 and horizontal flip, done on the host by worker processes
-(adain_kd_jax/imagenet_input.py; the devices only normalise); evaluation on
-the 50,000 validation images (resize 256, center crop 224).
+Recipe (docs/method.md, "The benchmark protocol"): 100 epochs, SGD momentum
+0.9, weight decay 1e-4, lr 0.1 per 256 images (batch 256 here), x0.1 at
+epochs 30, 60 and 90; random-resized crop 224 and horizontal flip, done on
+the host by worker processes (adain_kd_jax/imagenet_input.py; the devices
+only normalise); evaluation on the 50,000 validation images (resize 256,
+center crop 224).
 
 Data: tfds `imagenet2012`, prepared once from the manually downloaded tars
 (`pip install -r requirements-prepare.txt`, then `tfds build imagenet2012

@@ -168,7 +168,7 @@ def test_bad_method_config(field, value, message):
 
 def test_dkd_warm_up_and_at_sum_are_wired_as_published():
   """DKD is scaled by min(epoch / 20, 1); AT sums every stage pair."""
-  from adain_kd_jax import losses  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import losses_baselines  # pylint: disable=g-import-not-at-top
   teacher_vars = make_teacher_variables()
   batch = _batch()
   images = batch['image'].astype(np.float32) / 255.0
@@ -186,17 +186,17 @@ def test_dkd_warm_up_and_at_sum_are_wired_as_published():
         images, train=True, mutable=['batch_stats'])
     z_t, f_t = distiller.teacher.apply(teacher_vars, images, train=False)
     if method == 'dkd':
-      expected = factor * losses.dkd(z_s, z_t, batch['label'], alpha=1.0,
-                                     beta=8.0, temperature=4.0)
+      expected = factor * losses_baselines.dkd(
+          z_s, z_t, batch['label'], alpha=1.0, beta=8.0, temperature=4.0)
     else:
-      expected = sum(losses.at(f_t[f'stage{k}'], f_s[f'stage{k}'])
+      expected = sum(losses_baselines.at(f_t[f'stage{k}'], f_s[f'stage{k}'])
                      for k in (1, 2, 3))
     np.testing.assert_allclose(metrics[method], expected, rtol=1e-5)
 
 
 def test_fitnet_is_the_hint_regressor_then_a_plain_mse():
   """L_fitnet = sum_k w_k mean((ConvReg_k(f_s) - f_t)^2), params['hint']."""
-  from adain_kd_jax import losses  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import losses_baselines  # pylint: disable=g-import-not-at-top
   config = _config('fitnet')
   config.points, config.point_weights = (1, 2), (1.0, 0.5)
   distiller = distill.create(config, 10, IMAGE_SHAPE)
@@ -224,7 +224,8 @@ def test_fitnet_is_the_hint_regressor_then_a_plain_mse():
       w * np.mean(np.square(np.asarray(h_out[n]) - np.asarray(f_t[n])))
       for n, w in (('stage1', 1.0), ('stage2', 0.5)))
   np.testing.assert_allclose(metrics['fitnet'], expected, rtol=1e-5)
-  assert float(losses.hint_mse(f_t['stage2'], f_t['stage2'])) == 0.0
+  assert float(
+      losses_baselines.hint_mse(f_t['stage2'], f_t['stage2'])) == 0.0
 
 
 @pytest.mark.parametrize('student,teacher,point,kernel', [

@@ -1,4 +1,6 @@
-"""Tests for adain_kd_jax.losses (METHOD.md sections 2-4)."""
+"""Tests for adain_kd_jax.losses: channel statistics, AdaIN, the AdaIN loss,
+stat_l2, cross-entropy and KD (docs/method.md, sections "Channel statistics"
+to "The objective")."""
 
 import jax
 from jax import test_util as jtu
@@ -560,44 +562,3 @@ def test_stat_l2_gradient_reaches_student_only():
   assert np.abs(g_s).max() > 1e-4
   np.testing.assert_allclose(losses.stat_l2(f_t, f_t[:, ::-1]), 0.,
                              atol=1e-10)
-
-
-# ------------------------------------------------------------- fitnet
-
-
-@JIT
-def test_fitnet_same_size_hand_value(jit):
-  """Same sizes: plain MSE, [[1,2],[3,4]] vs zeros is (1+4+9+16)/4."""
-  got = _maybe_jit(losses.fitnet, jit)(np.zeros((1, 2, 2, 1), np.float32),
-                                       _map_1221())
-  np.testing.assert_allclose(got, 7.5, rtol=1e-6)
-
-
-@JIT
-def test_fitnet_resizes_student(jit):
-  """Spatial mismatch: the student is bilinearly resized to the teacher."""
-  fn = _maybe_jit(losses.fitnet, jit)
-  # Width 2 -> 4, half-pixel centres at x = -0.25, 0.25, 0.75, 1.25 in the
-  # input (edges clamped): [1, 2] becomes [1, 1.25, 1.75, 2].
-  f_s = np.array([1., 2.], np.float32).reshape(1, 1, 2, 1)
-  f_t = np.zeros((1, 1, 4, 1), np.float32)
-  np.testing.assert_allclose(fn(f_t, f_s),
-                             (1. + 1.25**2 + 1.75**2 + 4.) / 4., rtol=1e-6)
-  # A constant 1x1 student upsampled to 3x3 stays constant.
-  f_s = np.full((2, 1, 1, 2), 3., np.float32)
-  f_t = _rand((2, 3, 3, 2), seed=37)
-  np.testing.assert_allclose(fn(f_t, f_s), np.mean((3. - f_t)**2), rtol=1e-5)
-  # 2x2 down to 1x1: the centre sample is the mean of the four pixels.
-  np.testing.assert_allclose(fn(np.zeros((1, 1, 1, 1), np.float32),
-                                _map_1221()), 2.5**2, rtol=1e-6)
-
-
-def test_fitnet_gradient_and_channel_check():
-  """FitNet gives f_t no gradient and rejects mismatched channels."""
-  f_t = _rand((2, 4, 4, 3), seed=38)
-  f_s = _rand((2, 2, 2, 3), seed=39)
-  g_t, g_s = jax.jit(jax.grad(losses.fitnet, argnums=(0, 1)))(f_t, f_s)
-  np.testing.assert_array_equal(g_t, np.zeros_like(f_t))
-  assert np.abs(g_s).max() > 1e-4
-  with pytest.raises(ValueError, match='Channel mismatch'):
-    losses.fitnet(f_t, _rand((2, 4, 4, 2), seed=40))

@@ -1,5 +1,5 @@
-"""Tests for the AT, FitNet hint, DKD and CRD baseline losses in
-adain_kd_jax.losses."""
+"""Tests for adain_kd_jax.losses_baselines: FitNet (the `fm` term and the hint
+loss), attention transfer and decoupled KD."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from adain_kd_jax import losses
+from adain_kd_jax import losses_baselines
 
 JIT = pytest.mark.parametrize('jit', [False, True], ids=['eager', 'jit'])
 
@@ -21,6 +22,10 @@ def _rand(shape, seed, scale=1.0, offset=0.0):
   """Deterministic float32 normal(offset, scale) array."""
   return (offset + scale * np.random.default_rng(seed).normal(size=shape)
           ).astype(np.float32)
+
+
+# The 1x2x2x1 map [[1, 2], [3, 4]].
+_MAP_1221 = np.array([[1., 2.], [3., 4.]], np.float32).reshape(1, 2, 2, 1)
 
 
 def _np_softmax(z):
@@ -61,7 +66,7 @@ def test_attention_map_hand_values(jit):
   """[[1, 2], [3, 4]] (plus a zero channel) gives [1, 4, 9, 16]/sqrt(354)."""
   f = np.zeros((1, 2, 2, 2), np.float32)
   f[0, :, :, 0] = [[1., 2.], [3., -4.]]  # |f|^2: the sign is irrelevant.
-  a = _maybe_jit(losses.attention_map, jit)(f)
+  a = _maybe_jit(losses_baselines.attention_map, jit)(f)
   assert a.shape == (1, 4) and a.dtype == jnp.float32
   np.testing.assert_allclose(a, [[1., 4., 9., 16.]] / np.sqrt(354.),
                              rtol=1e-6)
@@ -70,8 +75,9 @@ def test_attention_map_hand_values(jit):
 def test_attention_map_zero_map_is_zero_with_finite_grad():
   """An all-zero map gives a zero attention map (eps clamp), no NaN grad."""
   f = np.zeros((2, 2, 3, 4), np.float32)
-  np.testing.assert_array_equal(losses.attention_map(f), np.zeros((2, 6)))
-  g = jax.grad(lambda x: jnp.sum(losses.attention_map(x)))(f)
+  np.testing.assert_array_equal(losses_baselines.attention_map(f),
+                                np.zeros((2, 6)))
+  g = jax.grad(lambda x: jnp.sum(losses_baselines.attention_map(x)))(f)
   assert np.all(np.isfinite(g))
 
 
@@ -81,7 +87,7 @@ def test_at_hand_value(jit):
   f_t = np.zeros((1, 2, 2, 3), np.float32)
   f_t[0, 0, 0, :] = 2.
   f_s = np.ones((1, 2, 2, 5), np.float32)  # Channel counts may differ.
-  got = _maybe_jit(losses.at, jit)(f_t, f_s)
+  got = _maybe_jit(losses_baselines.at, jit)(f_t, f_s)
   np.testing.assert_allclose(got, 0.25, rtol=1e-6)
 
 
@@ -89,7 +95,7 @@ def test_at_zero_when_equal_and_matches_numpy():
   """AT is 0 for equal maps and matches a numpy reference otherwise."""
   f_t = _rand((3, 4, 4, 6), seed=0)
   f_s = _rand((3, 4, 4, 2), seed=1, scale=2.)
-  fn = jax.jit(losses.at)
+  fn = jax.jit(losses_baselines.at)
   np.testing.assert_allclose(fn(f_t, f_t), 0., atol=1e-9)
   expected = np.mean((_np_attention(f_s) - _np_attention(f_t))**2)
   np.testing.assert_allclose(fn(f_t, f_s), expected, rtol=1e-5)
@@ -108,8 +114,8 @@ def test_at_pools_the_larger_map(student_larger):
     f_t, f_s = big, small
     expected = np.mean(
         (_np_attention(small) - _np_attention(_np_pool(big, 4, 2)))**2)
-  np.testing.assert_allclose(jax.jit(losses.at)(f_t, f_s), expected,
-                             rtol=1e-5)
+  np.testing.assert_allclose(jax.jit(losses_baselines.at)(f_t, f_s),
+                             expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize('hw_s, hw_t', [((3, 3), (2, 2)), ((4, 2), (2, 4)),
@@ -119,22 +125,22 @@ def test_at_rejects_inexact_resize(hw_s, hw_t):
   f_s = np.ones((1, *hw_s, 2), np.float32)
   f_t = np.ones((1, *hw_t, 2), np.float32)
   with pytest.raises(ValueError, match='adaptive-average-pooling'):
-    losses.at(f_t, f_s)
+    losses_baselines.at(f_t, f_s)
 
 
 def test_at_rejects_batch_mismatch_and_non_4d():
   """Different batch sizes or non-4-D maps raise ValueErrors."""
   with pytest.raises(ValueError, match='Batch mismatch'):
-    losses.at(np.ones((2, 2, 2, 1)), np.ones((3, 2, 2, 1)))
+    losses_baselines.at(np.ones((2, 2, 2, 1)), np.ones((3, 2, 2, 1)))
   with pytest.raises(ValueError, match='4-D'):
-    losses.at(np.ones((2, 2, 2)), np.ones((2, 2, 2, 1)))
+    losses_baselines.at(np.ones((2, 2, 2)), np.ones((2, 2, 2, 1)))
 
 
 def test_at_gradient_student_only():
   """The student map gets a gradient, the teacher map none."""
   f_t = _rand((2, 4, 4, 3), seed=4)
   f_s = _rand((2, 8, 8, 2), seed=5)
-  g_t, g_s = jax.jit(jax.grad(losses.at, argnums=(0, 1)))(f_t, f_s)
+  g_t, g_s = jax.jit(jax.grad(losses_baselines.at, argnums=(0, 1)))(f_t, f_s)
   np.testing.assert_array_equal(g_t, np.zeros_like(f_t))
   assert np.all(np.isfinite(g_s)) and np.abs(g_s).max() > 1e-6
 
@@ -145,7 +151,7 @@ def test_at_gradient_student_only():
 @JIT
 def test_hint_mse_zero_when_equal_and_hand_value(jit):
   """0 for the teacher feature itself; mean over (N, H, W, C) otherwise."""
-  fn = _maybe_jit(losses.hint_mse, jit)
+  fn = _maybe_jit(losses_baselines.hint_mse, jit)
   f_t = _rand((2, 4, 4, 3), seed=50)
   assert float(fn(f_t, f_t)) == 0.0
   # One element of 24 off by 2: 4 / 24.
@@ -158,10 +164,12 @@ def test_hint_mse_zero_when_equal_and_hand_value(jit):
 def test_hint_mse_gradient_student_only_and_float32():
   """d/d f_s = 2 (f_s - f_t) / size; no gradient into the teacher feature."""
   f_t, f_s = _rand((2, 3, 3, 2), seed=51), _rand((2, 3, 3, 2), seed=52)
-  g_t, g_s = jax.jit(jax.grad(losses.hint_mse, argnums=(0, 1)))(f_t, f_s)
+  g_t, g_s = jax.jit(jax.grad(losses_baselines.hint_mse, argnums=(0, 1)))(
+      f_t, f_s)
   assert float(jnp.abs(g_t).max()) == 0.0
   np.testing.assert_allclose(g_s, 2 * (f_s - f_t) / f_s.size, rtol=1e-5)
-  out = losses.hint_mse(f_t.astype(jnp.bfloat16), f_s.astype(jnp.bfloat16))
+  out = losses_baselines.hint_mse(f_t.astype(jnp.bfloat16),
+                                  f_s.astype(jnp.bfloat16))
   assert out.dtype == jnp.float32
 
 
@@ -170,8 +178,50 @@ def test_hint_mse_gradient_student_only_and_float32():
 def test_hint_mse_rejects_other_shapes(s_shape):
   """No resizing: the regressor must give exactly the teacher's shape."""
   with pytest.raises(ValueError, match='FitNet hint.*must be equal'):
-    losses.hint_mse(np.zeros((2, 3, 3, 3), np.float32),
-                    np.zeros(s_shape, np.float32))
+    losses_baselines.hint_mse(np.zeros((2, 3, 3, 3), np.float32),
+                              np.zeros(s_shape, np.float32))
+
+
+# ------------------------------------------------- FitNet-style fm term
+
+
+@JIT
+def test_fitnet_same_size_hand_value(jit):
+  """Same sizes: plain MSE, [[1,2],[3,4]] vs zeros is (1+4+9+16)/4."""
+  got = _maybe_jit(losses_baselines.fitnet, jit)(
+      np.zeros((1, 2, 2, 1), np.float32), _MAP_1221)
+  np.testing.assert_allclose(got, 7.5, rtol=1e-6)
+
+
+@JIT
+def test_fitnet_resizes_student(jit):
+  """Spatial mismatch: the student is bilinearly resized to the teacher."""
+  fn = _maybe_jit(losses_baselines.fitnet, jit)
+  # Width 2 -> 4, half-pixel centres at x = -0.25, 0.25, 0.75, 1.25 in the
+  # input (edges clamped): [1, 2] becomes [1, 1.25, 1.75, 2].
+  f_s = np.array([1., 2.], np.float32).reshape(1, 1, 2, 1)
+  f_t = np.zeros((1, 1, 4, 1), np.float32)
+  np.testing.assert_allclose(fn(f_t, f_s),
+                             (1. + 1.25**2 + 1.75**2 + 4.) / 4., rtol=1e-6)
+  # A constant 1x1 student upsampled to 3x3 stays constant.
+  f_s = np.full((2, 1, 1, 2), 3., np.float32)
+  f_t = _rand((2, 3, 3, 2), seed=37)
+  np.testing.assert_allclose(fn(f_t, f_s), np.mean((3. - f_t)**2), rtol=1e-5)
+  # 2x2 down to 1x1: the centre sample is the mean of the four pixels.
+  np.testing.assert_allclose(fn(np.zeros((1, 1, 1, 1), np.float32),
+                                _MAP_1221), 2.5**2, rtol=1e-6)
+
+
+def test_fitnet_gradient_and_channel_check():
+  """FitNet gives f_t no gradient and rejects mismatched channels."""
+  f_t = _rand((2, 4, 4, 3), seed=38)
+  f_s = _rand((2, 2, 2, 3), seed=39)
+  g_t, g_s = jax.jit(jax.grad(losses_baselines.fitnet, argnums=(0, 1)))(
+      f_t, f_s)
+  np.testing.assert_array_equal(g_t, np.zeros_like(f_t))
+  assert np.abs(g_s).max() > 1e-4
+  with pytest.raises(ValueError, match='Channel mismatch'):
+    losses_baselines.fitnet(f_t, _rand((2, 4, 4, 2), seed=40))
 
 
 # --------------------------------------------------------------------- DKD
@@ -226,16 +276,16 @@ def test_dkd_hand_fixture(jit):
   """TCKD, NCKD and alpha TCKD + beta NCKD match the hand computation."""
   z_s, z_t, labels, tau = _dkd_fixture()
   tckd, nckd = _hand_dkd_terms()
-  got_t, got_n = _maybe_jit(losses.dkd_terms, jit, temperature=tau)(
-      z_s, z_t, labels)
+  got_t, got_n = _maybe_jit(losses_baselines.dkd_terms, jit,
+                            temperature=tau)(z_s, z_t, labels)
   np.testing.assert_allclose(got_t, tckd, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(got_n, nckd, rtol=1e-5)
   # The numpy re-implementation of mdistiller agrees with the hand values.
   ref_t, ref_n = _np_dkd_terms(z_s, z_t, labels, tau)
   np.testing.assert_allclose(ref_t, tckd, atol=1e-6)
   np.testing.assert_allclose(ref_n, nckd, rtol=1e-6)
-  got = _maybe_jit(losses.dkd, jit, alpha=1.5, beta=8., temperature=tau)(
-      z_s, z_t, labels)
+  got = _maybe_jit(losses_baselines.dkd, jit, alpha=1.5, beta=8.,
+                   temperature=tau)(z_s, z_t, labels)
   np.testing.assert_allclose(got, 1.5 * tckd.mean() + 8. * nckd.mean(),
                              rtol=1e-5)
 
@@ -246,7 +296,7 @@ def test_dkd_matches_numpy_reference():
   labels = np.array([0, 3, 9, 3, 5, 1])
   ref_t, ref_n = _np_dkd_terms(z_s, z_t, labels, 4.)
   np.testing.assert_allclose(
-      jax.jit(losses.dkd)(z_s, z_t, labels),
+      jax.jit(losses_baselines.dkd)(z_s, z_t, labels),
       1. * ref_t.mean() + 8. * ref_n.mean(), rtol=1e-5)
 
 
@@ -254,12 +304,12 @@ def test_dkd_zero_when_logits_equal():
   """(a) student == teacher gives TCKD = NCKD = dkd = 0."""
   z = _rand((4, 7), 8, 3.)
   labels = np.array([0, 6, 2, 2])
-  tckd, nckd = jax.jit(losses.dkd_terms)(z, z, labels)
+  tckd, nckd = jax.jit(losses_baselines.dkd_terms)(z, z, labels)
   # float32 round-off, amplified by T^2 = 16.
   np.testing.assert_allclose(tckd, 0., atol=1e-5)
   np.testing.assert_allclose(nckd, 0., atol=1e-5)
-  np.testing.assert_allclose(jax.jit(losses.dkd)(z, z, labels), 0.,
-                             atol=1e-5)
+  np.testing.assert_allclose(jax.jit(losses_baselines.dkd)(z, z, labels),
+                             0., atol=1e-5)
 
 
 def test_dkd_same_target_prob_gives_zero_tckd():
@@ -268,7 +318,7 @@ def test_dkd_same_target_prob_gives_zero_tckd():
   labels = np.array([0, 2])
   # Permuting the non-target logits keeps the target probability.
   z_s = np.array([[3., 2., 0., 1.], [1., 0.5, 4., -1.]], np.float32)
-  tckd, nckd = jax.jit(losses.dkd_terms)(z_s, z_t, labels)
+  tckd, nckd = jax.jit(losses_baselines.dkd_terms)(z_s, z_t, labels)
   np.testing.assert_allclose(tckd, 0., atol=1e-6)
   assert np.all(nckd > 1e-3)
 
@@ -279,14 +329,14 @@ def test_dkd_same_non_target_distribution_gives_zero_nckd():
   labels = np.array([1, 4, 0])
   z_s = z_t.copy()
   z_s[np.arange(3), labels] += np.array([2., -3., 1.5], np.float32)
-  tckd, nckd = jax.jit(losses.dkd_terms)(z_s, z_t, labels)
+  tckd, nckd = jax.jit(losses_baselines.dkd_terms)(z_s, z_t, labels)
   np.testing.assert_allclose(nckd, 0., atol=1e-6)
   assert np.all(tckd > 1e-3)
 
 
 def _kd_from_dkd_terms(z_s, z_t, labels, tau):
   """TCKD + (1 - p_t[label]) NCKD per example (the paper's decomposition)."""
-  tckd, nckd = jax.jit(losses.dkd_terms)(z_s, z_t, labels, tau)
+  tckd, nckd = jax.jit(losses_baselines.dkd_terms)(z_s, z_t, labels, tau)
   p_target = _np_softmax(np.asarray(z_t) / tau)[np.arange(len(labels)),
                                                  labels]
   return np.asarray(tckd) + (1. - p_target) * np.asarray(nckd)
@@ -309,7 +359,8 @@ def test_dkd_gradient_student_only():
   """Student logits get a finite gradient, teacher logits none."""
   z_s, z_t = _rand((4, 5), 12, 3.), _rand((4, 5), 13, 3.)
   labels = np.array([0, 1, 2, 3])
-  g_s, g_t = jax.jit(jax.grad(losses.dkd, argnums=(0, 1)))(z_s, z_t, labels)
+  g_s, g_t = jax.jit(jax.grad(losses_baselines.dkd, argnums=(0, 1)))(
+      z_s, z_t, labels)
   np.testing.assert_array_equal(g_t, np.zeros_like(z_t))
   assert np.all(np.isfinite(g_s)) and np.abs(g_s).max() > 1e-4
 
@@ -317,267 +368,20 @@ def test_dkd_gradient_student_only():
 def test_dkd_rejects_bad_shapes():
   """Mismatched logits or labels raise ValueErrors."""
   with pytest.raises(ValueError, match='same shape'):
-    losses.dkd(np.zeros((2, 3)), np.zeros((2, 4)), np.zeros(2, int))
+    losses_baselines.dkd(np.zeros((2, 3)), np.zeros((2, 4)),
+                         np.zeros(2, int))
   with pytest.raises(ValueError, match='labels'):
-    losses.dkd(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros(3, int))
+    losses_baselines.dkd(np.zeros((2, 3)), np.zeros((2, 3)),
+                         np.zeros(3, int))
 
 
 def test_dkd_warmup_factor():
   """min(epoch / 20, 1): 1/20 at mdistiller's first epoch, 1 from 20 on."""
   for epoch, expected in ((0, 0.), (1, 0.05), (10, 0.5), (20, 1.), (240, 1.)):
-    np.testing.assert_allclose(losses.dkd_warmup_factor(epoch), expected,
-                               rtol=1e-6)
+    np.testing.assert_allclose(losses_baselines.dkd_warmup_factor(epoch),
+                               expected, rtol=1e-6)
   np.testing.assert_allclose(
-      jax.jit(losses.dkd_warmup_factor)(jnp.array(5)), 0.25, rtol=1e-6)
-  np.testing.assert_allclose(losses.dkd_warmup_factor(3, 4), 0.75,
-                             rtol=1e-6)
-
-
-# --------------------------------------------------------------------- CRD
-
-
-def _np_contrast_loss(x, num_data, eps=1e-7):
-  """Reference RepDistiller ContrastLoss, float64 numpy."""
-  x = np.asarray(x, np.float64)
-  m = x.shape[1] - 1
-  pn = 1. / num_data
-  log_d1 = np.log(x[:, 0] / (x[:, 0] + m * pn + eps))
-  log_d0 = np.log(m * pn / (x[:, 1:] + m * pn + eps))
-  return -(log_d1.sum() + log_d0.sum()) / x.shape[0]
-
-
-def _np_crd(emb_s, emb_t, idx, cidx, mem, tau=0.07, momentum=0.5):
-  """Reference ContrastMemory.forward + CRDLoss in float64 numpy."""
-  mem_s = np.asarray(mem['memory_s'], np.float64)
-  mem_t = np.asarray(mem['memory_t'], np.float64)
-  num_data = mem_s.shape[0]
-  emb_s = np.asarray(emb_s, np.float64)
-  emb_t = np.asarray(emb_t, np.float64)
-  out_s = np.exp(np.einsum('nkd,nd->nk', mem_t[cidx], emb_s) / tau)
-  out_t = np.exp(np.einsum('nkd,nd->nk', mem_s[cidx], emb_t) / tau)
-  z_s, z_t = float(mem['z_s']), float(mem['z_t'])
-  if z_s <= 0:
-    z_s = out_s.mean() * num_data
-  if z_t <= 0:
-    z_t = out_t.mean() * num_data
-  loss = (_np_contrast_loss(out_s / z_s, num_data)
-          + _np_contrast_loss(out_t / z_t, num_data))
-  new = {'z_s': z_s, 'z_t': z_t}
-  for key, m, e in (('memory_s', mem_s, emb_s), ('memory_t', mem_t, emb_t)):
-    m = m.copy()
-    pos = m[idx] * momentum + e * (1 - momentum)
-    m[idx] = pos / np.linalg.norm(pos, axis=1, keepdims=True)
-    new[key] = m
-  return loss, new
-
-
-def _unit_rows(x):
-  """Rows of x scaled to unit L2 norm (float32)."""
-  x = np.asarray(x, np.float64)
-  return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def _tiny_crd_case(seed=0, num_data=6, dim=3, n=2, k=3):
-  """Random unit embeddings, memory from crd_memory_init, contrast indices."""
-  emb_s = _unit_rows(_rand((n, dim), seed))
-  emb_t = _unit_rows(_rand((n, dim), seed + 1))
-  idx = np.array([4, 1][:n])
-  memory = losses.crd_memory_init(jax.random.key(seed), num_data, dim)
-  cidx = np.asarray(losses.crd_sample_contrast(
-      jax.random.key(seed + 2), idx, None, num_data, k))
-  return emb_s, emb_t, idx, cidx, memory
-
-
-def test_crd_embed_normalize():
-  """Rows are divided by their L2 norm: [3, 4] -> [0.6, 0.8]."""
-  x = np.array([[3., 4.], [0., -2.]], np.float32)
-  np.testing.assert_allclose(jax.jit(losses.crd_embed_normalize)(x),
-                             [[0.6, 0.8], [0., -1.]], rtol=1e-6)
-
-
-def test_crd_memory_init():
-  """Banks of shape (num_data, dim), uniform in [-stdv, stdv], Z unset."""
-  mem = losses.crd_memory_init(jax.random.key(0), 500, 12)
-  stdv = 1. / np.sqrt(12 / 3)
-  for key in ('memory_s', 'memory_t'):
-    assert mem[key].shape == (500, 12) and mem[key].dtype == jnp.float32
-    assert np.all(np.abs(mem[key]) <= stdv)
-    assert np.abs(mem[key]).max() > 0.9 * stdv  # Really spans the range.
-    np.testing.assert_allclose(np.mean(mem[key]), 0., atol=0.02)
-  assert not np.allclose(mem['memory_s'], mem['memory_t'])
-  assert float(mem['z_s']) <= 0 and float(mem['z_t']) <= 0
-
-
-def test_crd_memory_update_by_hand():
-  """num_data=4, dim=2, momentum 0.5: rows idx = normalize(m/2 + v/2)."""
-  mem = {
-      'memory_s': np.array([[1., 0.], [0., 1.], [.6, .8], [-1., 0.]],
-                           np.float32),
-      'memory_t': np.array([[0., 1.], [1., 0.], [0., -1.], [.8, .6]],
-                           np.float32),
-      'z_s': np.float32(-1.), 'z_t': np.float32(-1.),
-  }
-  idx = np.array([1, 3])
-  emb_s = np.array([[1., 0.], [0., 1.]], np.float32)
-  emb_t = np.array([[0., 1.], [.8, .6]], np.float32)
-  cidx = np.array([[1, 0], [3, 2]])
-  _, new = jax.jit(losses.crd_loss)(emb_s, emb_t, idx, cidx, mem)
-  new = jax.tree_util.tree_map(np.asarray, new)
-  r = 1. / np.sqrt(2.)
-  # memory_s row 1: [0, 1]/2 + [1, 0]/2 = [.5, .5] -> [r, r];
-  # row 3: [-1, 0]/2 + [0, 1]/2 = [-.5, .5] -> [-r, r].
-  np.testing.assert_allclose(
-      new['memory_s'], [[1., 0.], [r, r], [.6, .8], [-r, r]], rtol=1e-6)
-  # memory_t row 1: [1, 0]/2 + [0, 1]/2 -> [r, r]; row 3: [.8, .6] stays.
-  np.testing.assert_allclose(
-      new['memory_t'], [[0., 1.], [r, r], [0., -1.], [.8, .6]], rtol=1e-6)
-  assert new['memory_s'].dtype == jnp.float32
-
-
-def test_crd_memory_update_teacher_bank_by_hand():
-  """The teacher bank is updated with the teacher embeddings."""
-  mem = {
-      'memory_s': np.zeros((4, 2), np.float32) + .5,
-      'memory_t': np.array([[0., 1.], [1., 0.], [0., -1.], [.6, .8]],
-                           np.float32),
-      'z_s': np.float32(-1.), 'z_t': np.float32(-1.),
-  }
-  idx = np.array([2, 0])
-  emb_t = np.array([[1., 0.], [1., 0.]], np.float32)
-  emb_s = np.array([[0., 1.], [1., 0.]], np.float32)
-  _, new = jax.jit(losses.crd_loss, static_argnames='momentum')(
-      emb_s, emb_t, idx, np.array([[2, 1], [0, 3]]), mem, momentum=0.75)
-  new = jax.tree_util.tree_map(np.asarray, new)
-  # Row 2: .75 [0, -1] + .25 [1, 0] = [.25, -.75] -> /sqrt(.625).
-  # Row 0: .75 [0, 1] + .25 [1, 0] = [.25, .75] -> /sqrt(.625).
-  s = np.sqrt(.625)
-  np.testing.assert_allclose(
-      new['memory_t'],
-      [[.25 / s, .75 / s], [1., 0.], [.25 / s, -.75 / s], [.6, .8]],
+      jax.jit(losses_baselines.dkd_warmup_factor)(jnp.array(5)), 0.25,
       rtol=1e-6)
-  # Student bank rows 2, 0: .75 [.5, .5] + .25 emb_s -> normalised.
-  row2 = np.array([.375, .625]) / np.linalg.norm([.375, .625])
-  row0 = np.array([.625, .375]) / np.linalg.norm([.625, .375])
-  np.testing.assert_allclose(new['memory_s'][[2, 0]], [row2, row0],
-                             rtol=1e-6)
-  np.testing.assert_allclose(new['memory_s'][[1, 3]], .5)
-
-
-@JIT
-def test_crd_loss_matches_numpy(jit):
-  """Loss, Z and memory of one call match the numpy re-implementation."""
-  emb_s, emb_t, idx, cidx, mem = _tiny_crd_case()
-  fn = _maybe_jit(losses.crd_loss, jit, temperature=0.07, momentum=0.5)
-  loss, new = fn(emb_s, emb_t, idx, cidx, mem)
-  ref_loss, ref_new = _np_crd(emb_s, emb_t, idx, cidx, mem)
-  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
-  for key in ('z_s', 'z_t'):
-    np.testing.assert_allclose(new[key], ref_new[key], rtol=1e-5)
-  for key in ('memory_s', 'memory_t'):
-    np.testing.assert_allclose(new[key], ref_new[key], rtol=1e-5,
-                               atol=1e-6)
-
-
-def test_crd_z_fixed_after_first_call():
-  """Z is estimated on the first batch, then kept and reused."""
-  emb_s, emb_t, idx, cidx, mem = _tiny_crd_case(seed=3)
-  step = jax.jit(losses.crd_loss)
-  _, mem1 = step(emb_s, emb_t, idx, cidx, mem)
-  num_data = mem['memory_s'].shape[0]
-  out_s = np.exp(np.einsum('nkd,nd->nk',
-                           np.asarray(mem['memory_t'], np.float64)[cidx],
-                           emb_s) / 0.07)
-  np.testing.assert_allclose(mem1['z_s'], out_s.mean() * num_data,
-                             rtol=1e-5)
-  assert float(mem1['z_s']) > 0 and float(mem1['z_t']) > 0
-  # A second, different batch: Z stays, and the loss uses the stored Z.
-  emb_s2 = _unit_rows(_rand(emb_s.shape, 10))
-  emb_t2 = _unit_rows(_rand(emb_t.shape, 11))
-  loss2, mem2 = step(emb_s2, emb_t2, idx, cidx, mem1)
-  np.testing.assert_array_equal(mem2['z_s'], mem1['z_s'])
-  np.testing.assert_array_equal(mem2['z_t'], mem1['z_t'])
-  ref_loss2, _ = _np_crd(emb_s2, emb_t2, idx, cidx, mem1)
-  np.testing.assert_allclose(loss2, ref_loss2, rtol=1e-5)
-  # Re-estimating Z on the second batch would give a different loss.
-  unset = dict(mem1, z_s=np.float32(-1.), z_t=np.float32(-1.))
-  loss2_reset, _ = step(emb_s2, emb_t2, idx, cidx, unset)
-  assert abs(float(loss2_reset) - float(loss2)) > 1e-4
-
-
-def test_crd_gradients_reach_embeddings_not_memory():
-  """emb_s and emb_t get gradients; the memory (and Z) none."""
-  emb_s, emb_t, idx, cidx, mem = _tiny_crd_case(seed=5)
-
-  def loss_fn(e_s, e_t, memory):
-    return losses.crd_loss(e_s, e_t, idx, cidx, memory)[0]
-
-  mem = jax.tree_util.tree_map(jnp.asarray, mem)
-  g_s, g_t, g_mem = jax.jit(jax.grad(loss_fn, argnums=(0, 1, 2)))(
-      emb_s, emb_t, mem)
-  for g in (g_s, g_t):
-    assert np.all(np.isfinite(g)) and np.abs(g).max() > 1e-4
-  for key, g in g_mem.items():
-    np.testing.assert_array_equal(g, np.zeros_like(g), err_msg=key)
-  # Z set from this batch is a constant (`.item()` in the original): the
-  # gradient is that of the loss with the same Z passed in as fixed.
-  _, mem1 = jax.jit(losses.crd_loss)(emb_s, emb_t, idx, cidx, mem)
-  fixed = dict(mem, z_s=mem1['z_s'], z_t=mem1['z_t'])
-  g_s_fixed, g_t_fixed = jax.jit(jax.grad(loss_fn, argnums=(0, 1)))(
-      emb_s, emb_t, fixed)
-  np.testing.assert_allclose(g_s, g_s_fixed, rtol=1e-5, atol=1e-7)
-  np.testing.assert_allclose(g_t, g_t_fixed, rtol=1e-5, atol=1e-7)
-
-
-def test_crd_rejects_bad_shapes():
-  """Embedding dims, batch sizes and contrast shapes are checked."""
-  emb_s, emb_t, idx, cidx, mem = _tiny_crd_case()
-  with pytest.raises(ValueError, match='emb_s'):
-    losses.crd_loss(emb_s[:, :2], emb_t, idx, cidx, mem)
-  with pytest.raises(ValueError, match='Batch mismatch'):
-    losses.crd_loss(emb_s, emb_t[:1], idx, cidx, mem)
-  with pytest.raises(ValueError, match='contrast_idx'):
-    losses.crd_loss(emb_s, emb_t, idx, cidx[:, :1], mem)
-  with pytest.raises(ValueError, match='missing keys'):
-    losses.crd_loss(emb_s, emb_t, idx, cidx,
-                    {'memory_s': mem['memory_s']})
-
-
-@JIT
-def test_crd_sample_contrast_uniform(jit):
-  """(N, K+1) int32 indices in range, column 0 = idx."""
-  idx = np.array([7, 0, 99, 42])
-  fn = _maybe_jit(losses.crd_sample_contrast, jit, labels_N=None,
-                  num_data=100, num_negatives=64)
-  out = np.asarray(fn(jax.random.key(0), idx))
-  assert out.shape == (4, 65) and out.dtype == np.int32
-  np.testing.assert_array_equal(out[:, 0], idx)
-  assert out.min() >= 0 and out.max() < 100
-  assert len(np.unique(out[:, 1:])) > 30  # Not a constant draw.
-
-
-@JIT
-def test_crd_sample_contrast_class_aware(jit):
-  """With dataset labels: negatives from other classes, no repeats."""
-  data_labels = np.arange(30) % 3
-  idx = np.array([0, 4, 29])
-  labels = data_labels[idx]
-
-  def sample(rng, i, l, d):
-    return losses.crd_sample_contrast(rng, i, l, 30, 20, data_labels_M=d)
-
-  fn = jax.jit(sample) if jit else sample
-  out = np.asarray(fn(jax.random.key(1), idx, labels, data_labels))
-  assert out.shape == (3, 21)
-  np.testing.assert_array_equal(out[:, 0], idx)
-  for row, label in zip(out, labels):
-    assert np.all(data_labels[row[1:]] != label)
-    assert len(np.unique(row[1:])) == 20  # All 20 other-class examples.
-
-
-def test_crd_sample_contrast_rejects_too_many_negatives():
-  """More negatives than other-class examples raises (eagerly)."""
-  data_labels = np.arange(30) % 3
-  with pytest.raises(ValueError, match='other-class'):
-    losses.crd_sample_contrast(jax.random.key(0), np.array([0]),
-                               np.array([0]), 30, 21,
-                               data_labels_M=data_labels)
+  np.testing.assert_allclose(losses_baselines.dkd_warmup_factor(3, 4),
+                             0.75, rtol=1e-6)
