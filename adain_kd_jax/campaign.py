@@ -5,13 +5,15 @@ r"""A campaign: many runs, spread over short accelerator slots, that add up.
       --minutes=9 --archive=/tmp/chunk.tar.gz \
       [--only=tune/] [--set=device_data=True,steps_per_call=16] [--toy]
 
-A plan file's `get_plan()` returns `Run`s in priority order: each names a
-config file (with its argument), field overrides, the paths it needs (a
-teacher) and, for a teacher, where its export goes. Every invocation trains
+A plan file's `get_plan(workdir)` returns `Run`s in priority order: each
+names a config file (with its argument), field overrides, the paths it needs
+(a teacher) and, for a teacher, where its export goes. Every invocation trains
 what is unfinished (in `--workdir/<name>`, N processes at once on one
 accelerator, see parallel.py) until its time is up: no run starts in the
 last `--tail_minutes` minutes, and at `--minutes` the running ones save a
-checkpoint and stop. The next invocation skips finished runs (their
+checkpoint and stop. A plan may add runs once earlier ones have finished
+(e.g. the final grid once tuning has chosen, `best_on_val`). The next
+invocation skips finished runs (their
 `summary.json` exists) and resumes stopped ones; with the finished runs
 committed, chunks on different machines add up.
 
@@ -45,6 +47,34 @@ TOY = {'num_train_steps': 6, 'train_limit': 768, 'test_limit': 500,
 
 
 Run = parallel.Run  # A plan lists these.
+
+
+def best_on_val(settings: dict[str, Sequence[str]]) -> str | None:
+  """The setting whose runs have the highest mean validation top-1.
+
+  Tuning chooses on the validation split only (the last epoch's
+  `val_accuracy` in each run's summary.json), never on test.
+
+  Args:
+    settings: {setting name: its run directories}.
+
+  Returns:
+    The best setting's name (the first one on a tie), or None while any run
+    has not finished: a plan adds the runs that depend on a choice only once
+    it can be made.
+  """
+  best, best_val = None, None
+  for name, run_dirs in settings.items():
+    values = []
+    for run_dir in run_dirs:
+      path = os.path.join(run_dir, 'summary.json')
+      if not os.path.exists(path):
+        return None
+      values.append(parallel.read_summary(run_dir)['val_accuracy'])
+    mean = sum(values) / len(values)
+    if best_val is None or mean > best_val:
+      best, best_val = name, mean
+  return best
 
 
 def _load_module(path: str):
@@ -174,7 +204,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if FLAGS.parallel < 1:
     raise app.UsageError(f'--parallel={FLAGS.parallel} must be >= 1.')
-  runs = _load_module(FLAGS.plan).get_plan()
+  runs = _load_module(FLAGS.plan).get_plan(FLAGS.workdir)
   if FLAGS.only:
     runs = [r for r in runs if r.name.startswith(tuple(FLAGS.only))]
   jobs = build_jobs(runs, FLAGS.workdir, parse_sets(FLAGS.set), FLAGS.toy)

@@ -30,6 +30,8 @@ import ml_collections
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEM_FRACTION_ENV = 'XLA_PYTHON_CLIENT_MEM_FRACTION'
+# train.py's exit status after Ctrl-C (it saved a checkpoint first).
+INTERRUPTED_EXIT = 130
 # Left to XLA's own use and to other processes when N runs share a device.
 _MEMORY_IN_USE = 0.9
 
@@ -158,7 +160,7 @@ def run_jobs(jobs: Sequence[Job], parallel: int, *,
         status[run_dir] = 'finished'
         if job.export_to:
           _publish(os.path.join(run_dir, 'export'), job.export_to)
-      elif code == 0:
+      elif code in (0, INTERRUPTED_EXIT):  # Saved and stopped (SIGTERM/INT).
         status[run_dir] = 'stopped'
       else:
         status[run_dir] = f'failed (exit {code})'
@@ -179,7 +181,13 @@ def run_jobs(jobs: Sequence[Job], parallel: int, *,
     if not running and (not can_start or not any(
         j.ready() for j in pending)):
       break
-    time.sleep(poll_s)
+    try:
+      time.sleep(poll_s)
+    except KeyboardInterrupt:
+      # Ctrl-C reached the children too (same process group): each saves a
+      # checkpoint and exits; wait for them and start nothing more.
+      stopping = True
+      log('Interrupted: waiting for the running runs to save and stop.')
   for job in pending:
     missing = [p for p in job.needs if not os.path.exists(resolve(p))]
     status[job.run_dir] = (f'waiting for {missing[0]}' if missing

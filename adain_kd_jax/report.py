@@ -122,7 +122,9 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   """One row per method (in the order of `runs`).
 
   Row fields: method, n, seeds, last_mean, last_std, best_mean, best_std
-  (test accuracies as fractions; std None for one seed), best_on ('test',
+  (test accuracies as fractions; std None for one seed), val_mean, val_std
+  (validation accuracy at the last epoch, what tuning chooses on; None
+  without a validation split), best_on ('test',
   'val' or 'test/val'), teacher_accuracy, images_per_sec, wall_minutes
   (means; None when no run has the value).
   """
@@ -133,6 +135,7 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     last_mean, last_std = _mean_std([s.get('test_accuracy')
                                      for s in summaries])
     best_mean, best_std = _mean_std([best_test_accuracy(r) for r in group])
+    val_mean, val_std = _mean_std([s.get('val_accuracy') for s in summaries])
     walls = [s['wall_seconds'] / 60 for s in summaries
              if s.get('wall_seconds') is not None]
     rows.append({
@@ -140,6 +143,7 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         'seeds': [r['seed'] for r in group],
         'last_mean': last_mean, 'last_std': last_std,
         'best_mean': best_mean, 'best_std': best_std,
+        'val_mean': val_mean, 'val_std': val_std,
         'best_on': '/'.join(sorted({s.get('best_on', 'test')
                                     for s in summaries}, reverse=True)),
         'teacher_accuracy': _mean_std(
@@ -167,23 +171,29 @@ def _best_header(rows):
 
 def to_markdown(rows: Sequence[dict[str, Any]]) -> str:
   """A markdown table of `aggregate`'s rows."""
-  header = ['method', 'n', 'top-1 @ last epoch (%)', _best_header(rows),
-            'teacher top-1 (%)', 'images/s', 'wall (min)']
+  has_val = any(r.get('val_mean') is not None for r in rows)
+  header = (['method', 'n']
+            + (['val top-1 @ last epoch (%)'] if has_val else [])
+            + ['top-1 @ last epoch (%)', _best_header(rows),
+               'teacher top-1 (%)', 'images/s', 'wall (min)'])
   lines = ['| ' + ' | '.join(header) + ' |',
            '|' + '|'.join(['---'] + ['---:'] * (len(header) - 1)) + '|']
   for r in rows:
-    cells = [r['method'], str(r['n']),
-             f'{_pct(r["last_mean"])} ± {_pct(r["last_std"])}',
-             f'{_pct(r["best_mean"])} ± {_pct(r["best_std"])}',
-             _pct(r['teacher_accuracy']), _num(r['images_per_sec']),
-             _num(r['wall_minutes'])]
+    cells = ([r['method'], str(r['n'])]
+             + ([f'{_pct(r["val_mean"])} ± {_pct(r["val_std"])}']
+                if has_val else [])
+             + [f'{_pct(r["last_mean"])} ± {_pct(r["last_std"])}',
+                f'{_pct(r["best_mean"])} ± {_pct(r["best_std"])}',
+                _pct(r['teacher_accuracy']), _num(r['images_per_sec']),
+                _num(r['wall_minutes'])])
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 
 
 CSV_FIELDS = ('method', 'n', 'seeds', 'last_top1_mean', 'last_top1_std',
               'best_top1_mean', 'best_top1_std', 'best_chosen_on',
-              'teacher_top1', 'images_per_sec', 'wall_minutes')
+              'val_top1_mean', 'val_top1_std', 'teacher_top1',
+              'images_per_sec', 'wall_minutes')
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -196,6 +206,7 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
         r['method'], r['n'], ' '.join(str(s) for s in r['seeds']),
         _pct(r['last_mean'], ''), _pct(r['last_std'], ''),
         _pct(r['best_mean'], ''), _pct(r['best_std'], ''), r['best_on'],
+        _pct(r['val_mean'], ''), _pct(r['val_std'], ''),
         _pct(r['teacher_accuracy'], ''), _num(r['images_per_sec'], ''),
         _num(r['wall_minutes'], '')])
   return out.getvalue()
@@ -409,7 +420,9 @@ def main(argv):
                         tensorboard=_TENSORBOARD.value,
                         paired_with=_PAIRED_WITH.value)
   except FileNotFoundError as e:
-    raise app.UsageError(str(e)) from None
+    # One line on stderr, exit status 2: the directory is wrong, not the usage.
+    from adain_kd_jax import cli  # pylint: disable=g-import-not-at-top
+    cli.fail(e, argv)
   print(table)
 
 

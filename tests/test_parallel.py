@@ -16,8 +16,9 @@ from tests.conftest import idx_smoke_flags
 from tests.conftest import run_python
 
 # A stand-in for train.py: sleeps, then writes summary.json (and an export
-# for a teacher); 'fail' in the directory name exits 3; SIGTERM exits 0
-# without a summary, as a preempted run does.
+# for a teacher); 'fail' in the directory's name exits 3, 'ctrl_c' exits 130
+# (train.py after Ctrl-C); SIGTERM exits 0 without a summary, as a preempted
+# run does.
 _FAKE_TRAIN = textwrap.dedent('''
     import json, os, signal, sys, time
     run_dir = sys.argv[1]
@@ -25,8 +26,11 @@ _FAKE_TRAIN = textwrap.dedent('''
     with open(os.path.join(run_dir, 'config.json')) as f:
       config = json.load(f)
     time.sleep(config.get('sleep', 0.2))
-    if 'fail' in run_dir:
+    name = os.path.basename(run_dir)
+    if 'fail' in name:
       sys.exit(3)
+    if 'ctrl_c' in name:
+      sys.exit(130)  # As train.py after Ctrl-C: saved, no summary.
     os.makedirs(os.path.join(run_dir, 'export'), exist_ok=True)
     with open(os.path.join(run_dir, 'export', 'teacher.json'), 'w') as f:
       f.write('{}')
@@ -83,6 +87,26 @@ def test_run_jobs_budgets(tmp_path, fake_train):
     parallel.run_jobs(jobs, 0)
 
 
+def test_run_jobs_ctrl_c(tmp_path, fake_train, monkeypatch):
+  """Ctrl-C: running jobs save and stop (exit 130), nothing more starts."""
+  jobs = [_job(tmp_path, 'ctrl_c'), _job(tmp_path, 'runs_on'),
+          _job(tmp_path, 'later')]
+  real_sleep = parallel.time.sleep
+  calls = []
+
+  def sleep(seconds):
+    calls.append(seconds)
+    if len(calls) == 1:
+      raise KeyboardInterrupt
+    real_sleep(seconds)
+
+  monkeypatch.setattr(parallel.time, 'sleep', sleep)
+  status = parallel.run_jobs(jobs, 2, poll_s=0.05, log=lambda _: None)
+  assert status == {jobs[0].run_dir: 'stopped',
+                    jobs[1].run_dir: 'finished',
+                    jobs[2].run_dir: 'not started'}
+
+
 def test_child_env_shares_memory_unless_set(monkeypatch):
   monkeypatch.delenv(parallel.MEM_FRACTION_ENV, raising=False)
   assert parallel.child_env(10)[parallel.MEM_FRACTION_ENV] == '0.090'
@@ -105,7 +129,7 @@ def _plan(tmp_path, teacher_dir):
   plan = tmp_path / 'plan.py'
   plan.write_text(textwrap.dedent(f'''
       from adain_kd_jax.parallel import Run
-      def get_plan():
+      def get_plan(workdir=None):
         return [
             Run('teacher/resnet8', 'configs/teacher.py',
                 {{'model': 'resnet8'}}, export_to={teacher_dir!r}),
@@ -119,7 +143,8 @@ def _plan(tmp_path, teacher_dir):
 
 
 def test_campaign_builds_jobs_with_overrides_sets_and_toy(tmp_path):
-  runs = campaign._load_module(_plan(tmp_path, 'teachers/x')).get_plan()  # pylint: disable=protected-access
+  runs = campaign._load_module(_plan(tmp_path, 'teachers/x')).get_plan(
+      str(tmp_path))  # pylint: disable=protected-access
   workdir = str(tmp_path / 'runs')
   jobs = campaign.build_jobs(runs, workdir, {'steps_per_call': 4})
   kd = jobs[1].config
@@ -144,7 +169,8 @@ def test_campaign_builds_jobs_with_overrides_sets_and_toy(tmp_path):
 
 def test_campaign_runs_the_plan_and_archives_results(tmp_path, fake_train):
   teacher_dir = str(tmp_path / 'teachers' / 'resnet8')
-  runs = campaign._load_module(_plan(tmp_path, teacher_dir)).get_plan()  # pylint: disable=protected-access
+  runs = campaign._load_module(_plan(tmp_path, teacher_dir)).get_plan(
+      str(tmp_path))  # pylint: disable=protected-access
   jobs = campaign.build_jobs(runs, str(tmp_path / 'runs'), {})
   status = parallel.run_jobs(jobs, 2, poll_s=0.05, log=lambda _: None)
   assert set(status.values()) == {'finished'}
@@ -172,7 +198,7 @@ def test_sweep_parallel_matches_sequential(tmp_path, idx_data_dir,
     for method in ('none', 'kd'):
       with open(os.path.join(workdir, method, 'seed0', 'summary.json')) as f:
         summary = json.load(f)
-      for key in ('wall_seconds', 'images_per_sec'):
+      for key in ('wall_seconds', 'wall_seconds_total', 'images_per_sec'):
         summary.pop(key)
       results[n][method] = summary
       with open(os.path.join(workdir, method, 'seed0', 'metrics.jsonl')) as f:
@@ -181,3 +207,20 @@ def test_sweep_parallel_matches_sequential(tmp_path, idx_data_dir,
             for l in f]
   assert results[1] == results[2]
   assert results[1]['kd']['metrics'][-1]['step'] == 4
+
+
+def test_best_on_val_chooses_on_validation_only(tmp_path):
+  def run(name, val, test):
+    d = tmp_path / name
+    d.mkdir(parents=True)
+    (d / 'summary.json').write_text(json.dumps(
+        {'val_accuracy': val, 'test_accuracy': test}))
+    return str(d)
+
+  settings = {'a': [run('a0', 0.90, 0.99), run('a1', 0.92, 0.99)],
+              'b': [run('b0', 0.93, 0.10), run('b1', 0.91, 0.10)],
+              'c': [run('c0', 0.80, 1.00)]}
+  # Means on val: a 0.91, b 0.92, c 0.80; test plays no part.
+  assert campaign.best_on_val(settings) == 'b'
+  settings['d'] = [str(tmp_path / 'unfinished')]
+  assert campaign.best_on_val(settings) is None

@@ -161,10 +161,21 @@ def test_best_chosen_on_val_reports_test_accuracy_there(tmp_path):
   directory = str(tmp_path)
   _write_run(directory, 'adain', 0, [0.80, 0.85, 0.83], best_on='val',
              val=[0.7, 0.75, 0.9])  # Best on val: epoch 3, test 0.83.
+  with open(os.path.join(directory, 'adain', 'seed0', 'summary.json')) as f:
+    summary = json.load(f)
+  summary['val_accuracy'] = 0.9
+  with open(os.path.join(directory, 'adain', 'seed0', 'summary.json'),
+            'w') as f:
+    json.dump(summary, f)
   rows = report.aggregate(report.collect(directory))
   assert rows[0]['best_mean'] == pytest.approx(0.83)
   assert rows[0]['best_on'] == 'val'
-  assert 'chosen on val' in report.to_markdown(rows)
+  assert rows[0]['val_mean'] == pytest.approx(0.9)
+  md = report.to_markdown(rows)
+  assert 'chosen on val' in md
+  assert '| adain | 1 | 90.00 ± - | 83.00 ± - |' in md
+  assert list(csv.DictReader(io.StringIO(report.to_csv(rows))))[0][
+      'val_top1_mean'] == '90.00'
 
 
 def test_make_report_writes_everything(sweep_dir):

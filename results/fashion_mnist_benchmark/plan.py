@@ -21,6 +21,9 @@ that is ready, in this order. Tuning seeds (100+) are never used in the final
 grid.
 """
 
+import os
+
+from adain_kd_jax.campaign import best_on_val
 from adain_kd_jax.parallel import Run
 
 DISTILL = 'configs/fashion_mnist_distill.py'
@@ -81,20 +84,48 @@ def _curve(student, epochs, seed):
              {'model': student, 'num_epochs': float(epochs), 'seed': seed})
 
 
-def _design(seed):
-  runs = []
+def design_variants():
+  """{variant name: overrides} of the AdaIN design space."""
+  variants = {}
   for pname, (points, point_weights) in ADAIN_POINTS.items():
     for kind, weight in ADAIN_KINDS.items():
-      runs.append(Run(
-          f'design/{pname}_{kind}/seed{seed}', _cell(P1, 'adain'),
-          {'points': points, 'point_weights': point_weights,
-           'loss.adain_kind': kind, 'loss.adain': weight, 'seed': seed},
-          needs=_needs(P1)))
+      variants[f'{pname}_{kind}'] = {
+          'points': points, 'point_weights': point_weights,
+          'loss.adain_kind': kind, 'loss.adain': weight}
   for name, overrides in ADAIN_ABLATIONS.items():
-    runs.append(Run(f'design/{name}/seed{seed}', _cell(P1, 'adain'),
-                    {**ADAIN_BASE, **overrides, 'seed': seed},
-                    needs=_needs(P1)))
-  return runs
+    variants[name] = {**ADAIN_BASE, **overrides}
+  return variants
+
+
+def _design(seed):
+  return [Run(f'design/{name}/seed{seed}', _cell(P1, 'adain'),
+              dict(overrides, seed=seed), needs=_needs(P1))
+          for name, overrides in design_variants().items()]
+
+
+def chosen(workdir):
+  """{method: overrides} for each method whose tuning has finished.
+
+  Chosen on the validation split alone (campaign.best_on_val): a baseline's
+  setting on tuning seed 100, AdaIN's variant on the mean of seeds 100 and
+  101. adain_kd takes AdaIN's variant and KD's temperature and weights, so
+  that it differs from kd by the AdaIN term alone.
+  """
+  out = {}
+  for method, settings in TUNE.items():
+    name = best_on_val({n: [os.path.join(workdir, f'tune/{method}/{n}/'
+                                         f'seed{TUNING_SEEDS[0]}')]
+                        for n in settings})
+    if name:
+      out[method] = settings[name]
+  variants = design_variants()
+  name = best_on_val({n: [os.path.join(workdir, f'design/{n}/seed{seed}')
+                          for seed in TUNING_SEEDS] for n in variants})
+  if name:
+    out['adain'] = variants[name]
+    if 'kd' in out:
+      out['adain_kd'] = {**variants[name], **out['kd']}
+  return out
 
 
 def _tune(method):
@@ -104,8 +135,9 @@ def _tune(method):
           for name, overrides in TUNE[method].items()]
 
 
-def get_plan():
-  """The runs, in priority order."""
+def get_plan(workdir):
+  """The runs, in priority order; the final grid of a method once its
+  tuning has finished in `workdir`."""
   runs = [Run(f'teacher/{m}', f'configs/fashion_mnist_teacher.py:{m}',
               export_to=f'teachers/fashion_mnist_{m}') for m in TEACHERS]
   # Finished in the first chunk (15-epoch schedule, 20-epoch teachers).
@@ -125,4 +157,8 @@ def get_plan():
   for method in TUNE:
     if method != 'kd':
       runs += _tune(method)
+  for method, overrides in chosen(workdir).items():
+    runs += [Run(f'final/{t}-{s}/{method}/seed{seed}', _cell((t, s), method),
+                 dict(overrides, seed=seed), needs=_needs((t, s)))
+             for t, s in PAIRS for seed in FINAL_SEEDS]
   return runs
