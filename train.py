@@ -4,6 +4,9 @@ r"""Trains a teacher or distils a student. Thin entry point: flags -> library.
       [--config.method=kd --config.seed=1 ...]
 
 Re-running the same command resumes from the newest checkpoint in --workdir.
+SIGTERM or Ctrl-C saves a checkpoint at the next step and stops (exit status
+0, or 130 after Ctrl-C); a second Ctrl-C aborts at once. A usage or config
+error prints one line and exits with status 2 (--traceback: the traceback).
 """
 
 import os
@@ -13,6 +16,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from adain_kd_jax import cli  # --traceback
 from adain_kd_jax import host_setup  # --cpu_devices, --cpu_ynnpack, ...
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -33,8 +37,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = _CONFIG.value
+    raise app.UsageError(f'Unexpected arguments {argv[1:]}: every argument is '
+                         'a --flag (python train.py --helpshort).')
+  config = cli.config_value(_CONFIG)
   # Before JAX is imported.
   host_setup.set_cpu_devices((config.batch_size, config.eval_batch_size))
   host_setup.set_xla_cpu_flags()
@@ -53,8 +58,11 @@ def main(argv):
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
-  train_lib.train_and_evaluate(config, _WORKDIR.value)
+  summary = train_lib.train_and_evaluate(config, _WORKDIR.value)
+  if summary.get('interrupted'):
+    return cli.EXIT_INTERRUPTED
+  return 0
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

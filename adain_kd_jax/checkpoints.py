@@ -21,6 +21,7 @@ import os
 from typing import Any
 
 from absl import logging
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
@@ -28,16 +29,14 @@ TEACHER_JSON = 'teacher.json'
 _VARIABLES = 'variables'
 
 
-def _manager(directory, *, keep=None, read_only=False, create=True):
+def _manager(directory, *, keep=None):
+  """A CheckpointManager; its items' handlers follow from the `ocp.args`."""
   return ocp.CheckpointManager(
       os.path.abspath(directory),
       options=ocp.CheckpointManagerOptions(
-          max_to_keep=keep, create=create and not read_only,
-          read_only=read_only,
+          preservation_policy=ocp.checkpoint_managers.LatestN(n=keep),
           # Leftovers of a save that a killed run did not finish.
-          cleanup_tmp_directories=not read_only),
-      item_handlers={'state': ocp.StandardCheckpointHandler(),
-                     'meta': ocp.JsonCheckpointHandler()})
+          cleanup_tmp_directories=True))
 
 
 class RunCheckpointer:
@@ -62,9 +61,20 @@ class RunCheckpointer:
     """Restores the newest readable step onto `abstract_state`.
 
     A step that fails to restore (truncated or corrupted files) is reported,
-    deleted, and the step before it is tried.
+    deleted, and the step before it is tried. A step whose recorded arrays
+    are not those of `abstract_state` (written with another model or
+    method) is an error that leaves every checkpoint in place.
     """
+    expected = _shapes(jax.tree.leaves(abstract_state))
     for step in sorted(self._mngr.all_steps(), reverse=True):
+      saved = self._saved_shapes(step)
+      if saved is not None and saved != expected:
+        raise ValueError(
+            f'The checkpoints in {self.directory} were written by another '
+            f'configuration (step {step} holds {len(saved)} arrays of other '
+            f'shapes than the {len(expected)} this config trains); nothing '
+            'was changed. Use another --workdir, or run the config that '
+            'wrote them.')
       try:
         out = self._mngr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
@@ -82,11 +92,24 @@ class RunCheckpointer:
         f'No readable checkpoint in {self.directory}; move it away to start '
         'the run afresh.')
 
+  def _saved_shapes(self, step: int) -> list[tuple[int, ...]] | None:
+    """The shapes of the arrays recorded at `step` (None if unreadable)."""
+    try:
+      tree = self._mngr.item_metadata(step)['state'].tree
+    except Exception:  # pylint: disable=broad-except
+      return None  # Unreadable metadata: a corrupted step, handled below.
+    return _shapes(jax.tree.leaves(
+        tree, is_leaf=lambda x: hasattr(x, 'shape')))
+
   def wait(self) -> None:
     self._mngr.wait_until_finished()
 
   def close(self) -> None:
     self._mngr.close()
+
+
+def _shapes(leaves) -> list[tuple[int, ...]]:
+  return sorted(tuple(int(d) for d in x.shape) for x in leaves)
 
 
 def _file_hashes(directory: str) -> dict[str, str]:
@@ -104,10 +127,7 @@ def save_teacher(directory: str, variables: Any, meta: dict[str, Any],
                  step: int) -> None:
   """Exports `{'params', 'batch_stats'}` and `teacher.json` to `directory`."""
   var_dir = os.path.join(directory, _VARIABLES)
-  mngr = ocp.CheckpointManager(
-      os.path.abspath(var_dir),
-      options=ocp.CheckpointManagerOptions(max_to_keep=1),
-      item_handlers={'variables': ocp.StandardCheckpointHandler()})
+  mngr = _manager(var_dir, keep=1)
   mngr.save(step, args=ocp.args.Composite(
       variables=ocp.args.StandardSave(variables)), force=True)
   mngr.wait_until_finished()
@@ -172,20 +192,36 @@ def load_teacher(directory: str, *, model: str, num_classes: int,
         f'The {where} is corrupted: {len(bad)} file(s) differ from the '
         f'checksums in {TEACHER_JSON} (e.g. {bad[0]}). Re-export or re-fetch '
         'the teacher.')
-  mngr = ocp.CheckpointManager(
-      os.path.abspath(var_dir),
-      options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-      item_handlers={'variables': ocp.StandardCheckpointHandler()})
-  step = mngr.latest_step()
-  if step is None:
+  # Read with a plain checkpointer: a CheckpointManager would want to write
+  # (or warn that it may not) in a directory that is only read here.
+  path = _latest_item(var_dir, 'variables')
+  if path is None:
     raise FileNotFoundError(f'The {where} has no saved variables in '
                             f'{var_dir!r}; re-export the teacher.')
-  stored = mngr.item_metadata(step)['variables'].tree
-  _check_shapes(stored, abstract_variables, where, model)
-  variables = mngr.restore(step, args=ocp.args.Composite(
-      variables=ocp.args.StandardRestore(abstract_variables))).variables
-  mngr.close()
+  handler = ocp.StandardCheckpointHandler()
+  _check_shapes(handler.metadata(epath.Path(path)), abstract_variables, where,
+                model)
+  checkpointer = ocp.Checkpointer(handler)
+  try:
+    variables = checkpointer.restore(
+        path, args=ocp.args.StandardRestore(abstract_variables))
+  finally:
+    checkpointer.close()
   return variables, meta
+
+
+def _latest_item(directory: str, item: str) -> str | None:
+  """DIR/<newest step>/<item> of a CheckpointManager directory, if any.
+
+  Only committed steps count: orbax writes a step under a temporary name and
+  renames it to the bare number when it is complete.
+  """
+  steps = [int(name) for name in os.listdir(directory) if name.isdigit()
+           and os.path.isdir(os.path.join(directory, name, item))
+           ] if os.path.isdir(directory) else []
+  if not steps:
+    return None
+  return os.path.abspath(os.path.join(directory, str(max(steps)), item))
 
 
 def _check_shapes(stored, expected, where, model):

@@ -1,6 +1,7 @@
 """Config validation: clear errors, naming the field and the fix, before any
 data is read or anything is compiled."""
 
+from adain_kd_jax import cli
 from adain_kd_jax import datasets
 from adain_kd_jax import distill
 from adain_kd_jax import losses
@@ -12,12 +13,43 @@ def _fail(field, value, fix):
 
 
 def check(config) -> None:
-  """Raises ValueError for the first invalid field of `config`."""
+  """Raises ValueError for the first invalid field of `config`.
+
+  The error is marked as the user's (`cli.user_errors`): train.py and the
+  sweep print it as one line.
+  """
+  with cli.user_errors():
+    _check(config)
+
+
+def _check(config) -> None:
   if config.dataset not in datasets.DATASETS:
     _fail('dataset', config.dataset,
           f'use one of {", ".join(sorted(datasets.DATASETS))}.')
   if config.data_source not in ('idx', 'tfds'):
     _fail('data_source', config.data_source, "use 'idx' or 'tfds'.")
+  if (config.data_source == 'idx'
+      and datasets.DATASETS[config.dataset].idx_subdir is None):
+    idx_sets = sorted(n for n, i in datasets.DATASETS.items() if i.idx_subdir)
+    _fail('data_source', config.data_source,
+          f'config.dataset={config.dataset!r} has no IDX files (only '
+          f'{", ".join(idx_sets)} do); use --config.data_source=tfds.')
+  mock = config.get('mock_data', 0)
+  if isinstance(mock, bool) or not isinstance(mock, int) or mock < 0:
+    _fail('mock_data', mock, 'use a number of examples (0 = real data).')
+  if mock and config.data_source != 'tfds':
+    _fail('data_source', config.data_source,
+          'config.mock_data replaces tfds data; use --config.data_source=tfds.')
+  if mock and config.get('decode_in_workers', False):
+    _fail('decode_in_workers', True, 'tfds mock data cannot serve encoded '
+          'images; use --config.decode_in_workers=False with mock_data.')
+  for field in ('points', 'point_weights'):
+    value = config.get(field, ())
+    if (not isinstance(value, (tuple, list))
+        or not all(isinstance(v, (int, float)) for v in value)):
+      example = '(2,)' if field == 'points' else '(1.0,)'
+      _fail(field, value,
+            f'use a tuple of numbers, e.g. --config.{field}="{example}".')
   distill.check_method(config.method)
   for field in ('model',) + (('teacher',) if config.method != 'none' else ()):
     if getattr(config, field) not in models.MODEL_NAMES:

@@ -25,7 +25,7 @@ from adain_kd_jax import idx
 _FETCH_HINT = (
     'To get Fashion-MNIST: run `python -m adain_kd_jax.fetch_data` (no root '
     'needed), or `apt-get install dataset-fashion-mnist` on Debian/Ubuntu, '
-    "or use source='tfds'.")
+    "or use tfds: --config.data_source=tfds.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,8 +151,8 @@ def _idx_subdir(name: str) -> str:
   if info.idx_subdir is None:
     idx_names = sorted(n for n, i in DATASETS.items() if i.idx_subdir)
     raise ValueError(
-        f"source='idx' supports only {idx_names}, not {name!r}; use "
-        "source='tfds' for it.")
+        f"config.data_source='idx' supports only {idx_names}, not "
+        f'{name!r}; use --config.data_source=tfds for it.')
   return info.idx_subdir
 
 
@@ -174,11 +174,13 @@ def _load_idx(name: str, split: str, data_dir: Optional[str],
       break
   else:
     hint = _FETCH_HINT if name == 'fashion_mnist' else (
-        f'Put the {name} IDX files there, or use source=\'tfds\'.')
+        f'Put the {name} IDX files there, or use '
+        '--config.data_source=tfds.')
     raise FileNotFoundError(
         f'{name} IDX files {[s + "[.gz]" for s in stems]} not found; looked '
-        f'in: {candidates}. Pass data_dir (config data.data_dir), or set '
-        f'${DATA_DIR_ENV} to a folder holding {sub}/. {hint}')
+        f'in: {candidates}. Set config.data_dir (--config.data_dir=DIR) to '
+        f'their folder, or ${DATA_DIR_ENV} to a folder holding {sub}/. '
+        f'{hint}')
   images, labels = (idx.read_idx(p) for p in paths)
   if images.ndim == 3:  # IDX stores (N, H, W); we use NHWC everywhere.
     images = images[..., None]
@@ -238,15 +240,15 @@ def open_tfds_source(name: str, split: str, *, data_dir: Optional[str] = None,
       raise
     if how_to_prepare is None:
       how_to_prepare = (
-          'Pass download=True (config --config.download=True) to let tfds '
-          'download and prepare it (needs network access, and TensorFlow to '
-          'prepare), or prepare it elsewhere with `tfds build '
-          f'{name} --file_format=array_record` and point data_dir at that '
-          'folder.')
+          'Set --config.download=True to let tfds download and prepare it '
+          '(needs network access, and TensorFlow to prepare), or prepare it '
+          f'elsewhere with `tfds build {name} --file_format=array_record` '
+          'and point config.data_dir at that folder; --config.mock_data=256 '
+          'tries the config on random data.')
     raise DatasetNotPreparedError(
         f'tfds data set {name!r} is not prepared in {where} (data_dir='
         f'{data_dir!r}), and download=False. {how_to_prepare} '
-        "(tfds' own error is chained above.)") from e
+        "(--traceback shows tfds' own error.)") from e
 
 
 def _load_tfds(name: str, split: str, data_dir: Optional[str],

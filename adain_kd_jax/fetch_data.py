@@ -53,8 +53,9 @@ def fetch(dest: str) -> str:
         f'{" and ".join(missing)} not found: this fetcher needs a Debian or '
         f'Ubuntu system. Alternatives: download the four Fashion-MNIST IDX '
         'files (train/t10k-images-idx3/labels-idx1-ubyte.gz) yourself and '
-        "pass their folder as data_dir, or use source='tfds' with "
-        'download=True (needs network access and TensorFlow to prepare).')
+        'set --config.data_dir to their folder, or use '
+        '--config.data_source=tfds --config.download=True (needs network '
+        'access and TensorFlow to prepare).')
 
   with tempfile.TemporaryDirectory() as tmp:
     _run(['apt-get', 'download', PACKAGE], cwd=tmp,
@@ -103,7 +104,7 @@ def main(argv: Optional[list[str]] = None) -> int:
   if (os.path.abspath(target) not in
       map(os.path.abspath, datasets.default_idx_dirs('fashion_mnist'))):
     # A custom --dest is not on the default search path.
-    print(f"Pass data_dir='{target}' (config data.data_dir) to use it.")
+    print(f'Train with --config.data_dir={target} to use it.')
   return 0
 
 

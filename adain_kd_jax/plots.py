@@ -8,7 +8,9 @@
     teacher's, at the AdaIN insertion point, before and after distillation.
   * `write_tensorboard(workdir)`: WORKDIR/metrics.jsonl as TensorBoard event
     files in WORKDIR/tb/ (tensorboardX, no TensorFlow), so that
-    `tensorboard --logdir SWEEP_DIR` shows every run of a sweep.
+    `tensorboard --logdir SWEEP_DIR` shows every run of a sweep. Runs write
+    the same events live (metric_writer.py); this rewrites them from
+    metrics.jsonl, e.g. for runs of an older version.
 
 JAX is imported only by `insertion_point_stats`.
 """
@@ -16,19 +18,17 @@ JAX is imported only by `insertion_point_stats`.
 import functools
 import glob
 import json
-import math
 import os
 from typing import Any, Sequence
 
 import matplotlib
 import numpy as np
 
+from adain_kd_jax import metric_writer
+
 matplotlib.use('Agg')
 # pylint: disable-next=g-import-not-at-top,wrong-import-position
 import matplotlib.pyplot as plt
-
-# metrics.jsonl fields that are not scalars to plot.
-_NOT_SCALARS = ('step', 'split', 'epoch', 'count')
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
@@ -221,8 +221,9 @@ def write_tensorboard(workdir: str) -> str | None:
   """Converts WORKDIR/metrics.jsonl to TensorBoard event files in WORKDIR/tb.
 
   Every numeric field of a record becomes the scalar `<split>/<field>` at its
-  step (e.g. `test/accuracy`, `train/kd`). Event files written before are
-  replaced, so running it again does not duplicate the curves.
+  step (e.g. `test/accuracy`, `train/kd`; `metric_writer.scalars`). Event
+  files written before (by this or live by the run) are replaced, so running
+  it again does not duplicate the curves.
 
   Returns:
     The tb directory, or None when there is no metrics.jsonl.
@@ -231,18 +232,15 @@ def write_tensorboard(workdir: str) -> str | None:
   records = read_metrics(workdir)
   if not records:
     return None
-  logdir = os.path.join(workdir, 'tb')
+  logdir = os.path.join(workdir, metric_writer.TB_DIR)
   os.makedirs(logdir, exist_ok=True)
-  for old in glob.glob(os.path.join(logdir, 'events.out.tfevents.*')):
+  for old in glob.glob(os.path.join(logdir, metric_writer.EVENT_GLOB)):
     os.remove(old)
   writer = SummaryWriter(logdir=logdir)
   try:
     for r in records:
-      for key, value in r.items():
-        if (key in _NOT_SCALARS or isinstance(value, bool)
-            or not isinstance(value, (int, float)) or not math.isfinite(value)):
-          continue
-        writer.add_scalar(f'{r["split"]}/{key}', value, global_step=r['step'])
+      for tag, value in metric_writer.scalars(r).items():
+        writer.add_scalar(tag, value, global_step=r['step'])
   finally:
     writer.close()
   return logdir

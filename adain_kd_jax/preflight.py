@@ -47,9 +47,13 @@ def prepare_workdir(workdir: str, needed_bytes: int) -> None:
     needed_bytes: an estimate of what the run will write (checkpoints).
 
   Raises:
-    OSError: unwritable, or not enough free space; a directory created here
-      is removed again.
+    OSError: a file, unwritable, or not enough free space; a directory
+      created here is removed again.
   """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise FileExistsError(
+        f'--workdir={workdir!r} is an existing file, not a directory; choose '
+        'a directory (it is created if missing).')
   existed = os.path.isdir(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)

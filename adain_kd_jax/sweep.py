@@ -16,7 +16,9 @@ of them) with `method` and `seed` set and `compare_to=''`, and trains in
 whose `summary.json` exists is finished and skipped; any other run is started
 or, when it has checkpoints, resumed. So re-running the same command after a
 crash or a preemption continues where the grid stopped. A preempted run
-(SIGTERM) stops the sweep, which exits with status 0: run it again to resume.
+(SIGTERM, or Ctrl-C) stops the sweep, which exits with status 0 (130 after
+Ctrl-C): run it again to resume. A usage or config error prints one line and
+exits with status 2.
 `WORKDIR/sweep.json` records the grid and the config, and each run's
 `config.json` its own config (report.py reads them).
 
@@ -44,6 +46,7 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
+from adain_kd_jax import cli  # --traceback
 from adain_kd_jax import host_setup  # --cpu_devices, --cpu_ynnpack, ...
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -214,7 +217,7 @@ def _parse_seeds(values: Sequence[str]) -> list[int]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = _CONFIG.value
+  config = cli.config_value(_CONFIG)
   methods = _unique(_METHODS.value)
   seeds = _parse_seeds(_SEEDS.value)
   if not methods or not seeds:
@@ -233,10 +236,14 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   host_setup.enable_compilation_cache()
-  run_grid(config, methods, seeds, _WORKDIR.value)
+  results = run_grid(config, methods, seeds, _WORKDIR.value)
+  if any(isinstance(r, dict) and r.get('interrupted')
+         for r in results.values()):
+    return cli.EXIT_INTERRUPTED
+  return 0
 
 
 if __name__ == '__main__':
   # Here, not at import: tests import this module without its flags.
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  cli.run(main)

@@ -8,6 +8,7 @@ devices, the batch sharded over the 'data' axis, everything else replicated.
 BatchNorm statistics are therefore over the global batch.
 """
 
+import contextlib
 import functools
 import json
 import os
@@ -24,38 +25,24 @@ import numpy as np
 import tqdm
 
 from adain_kd_jax import checkpoints
+from adain_kd_jax import cli
 from adain_kd_jax import config_checks
 from adain_kd_jax import datasets
 from adain_kd_jax import distill
 from adain_kd_jax import input_pipeline
+from adain_kd_jax import metric_writer
 from adain_kd_jax import preemption
 from adain_kd_jax import preflight
 from adain_kd_jax import steps
 from adain_kd_jax import train_data
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class _MetricWriter:
-  """JSON lines in WORKDIR/metrics.jsonl, written by process 0 only."""
-
-  def __init__(self, workdir: str, resume_step: int):
-    self.path = os.path.join(workdir, 'metrics.jsonl')
-    self.enabled = jax.process_index() == 0
-    if self.enabled and resume_step and os.path.exists(self.path):
-      # A killed run may have logged past its last checkpoint: drop those
-      # lines, they are logged again (identically) after the resume.
-      with open(self.path) as f:
-        kept = [l for l in f if json.loads(l)['step'] <= resume_step]
-      with open(self.path, 'w') as f:
-        f.writelines(kept)
-    elif self.enabled and not resume_step and os.path.exists(self.path):
-      os.remove(self.path)
-
-  def write(self, record: dict[str, Any]) -> None:
-    if self.enabled:
-      with open(self.path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
+# Kept in the checkpoints' meta, so that a resumed run adds up all its
+# segments: wall time, training time (compilation and evaluation excluded)
+# and the images trained on in that time.
+_TOTALS = ('wall_seconds_total', 'train_seconds_total', 'train_images_total')
+# The progress bar until the first call has run (compiling): no ETA yet.
+_COMPILING_BAR = '{l_bar}{bar}| {n_fmt}/{total_fmt} [compiling...]'
 
 
 def _resolve(path: str) -> str:
@@ -65,99 +52,151 @@ def _resolve(path: str) -> str:
   return os.path.join(_REPO_ROOT, path)
 
 
+def _mock_data(config: ml_collections.ConfigDict):
+  """tfds.testing.mock_data with config.mock_data examples (0: no mock)."""
+  if not config.get('mock_data', 0):
+    return contextlib.nullcontext()
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds.testing.mock_data(num_examples=config.mock_data)
+
+
+def _mock_teacher(config: ml_collections.ConfigDict, directory: str) -> bool:
+  """Whether a mock-data run gets a random teacher (none exported there)."""
+  return bool(config.get('mock_data', 0)) and not os.path.isfile(
+      os.path.join(directory, checkpoints.TEACHER_JSON))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Trains and evaluates; returns the run summary (also WORKDIR/summary.json).
 
   When `config.compare_to` names a method, the same network is then trained
   with that method in WORKDIR/compare_<method> and both results are printed.
+
+  summary.json holds: model, method, teacher, dataset, seed, steps, epochs;
+  test_accuracy (after the last step; val_accuracy too with a holdout),
+  best_accuracy and best_step (chosen on best_on: 'val' or 'test'),
+  teacher_test_accuracy, skipped_steps; and, over a run that was stopped and
+  resumed (each start of the command is a segment):
+    images_per_sec: training images per second over all segments (each
+      segment's first call, which compiles, and evaluations left out).
+    wall_seconds: this segment's wall time, from its start to the summary.
+    wall_seconds_total: every segment's wall time: the earlier ones up to
+      the checkpoint the next one resumed from (work a killed run did after
+      its last checkpoint is not counted), plus wall_seconds.
+    resumes: how many times the run was resumed (0: ran in one go).
+  A run stopped by SIGTERM or Ctrl-C returns {'model', 'method',
+  'preempted_at': step, 'interrupted': whether it was Ctrl-C} instead.
   """
-  summary = _train_and_evaluate(config, workdir)
-  if config.compare_to and 'preempted_at' not in summary:
-    other = ml_collections.ConfigDict(config.to_dict())
-    other.method = config.compare_to
-    other.compare_to = ''
-    other.export = False
-    other_summary = _train_and_evaluate(
-        other, os.path.join(workdir, f'compare_{config.compare_to}'))
-    _print_comparison([summary, other_summary])
+  with _mock_data(config):
+    summary = _train_and_evaluate(config, workdir)
+    if config.compare_to and 'preempted_at' not in summary:
+      other = ml_collections.ConfigDict(config.to_dict())
+      other.method = config.compare_to
+      other.compare_to = ''
+      other.export = False
+      other_summary = _train_and_evaluate(
+          other, os.path.join(workdir, f'compare_{config.compare_to}'))
+      if 'preempted_at' in other_summary:
+        return other_summary
+      _print_comparison([summary, other_summary])
   return summary
 
 
 def _train_and_evaluate(config, workdir):
-  # Every check that can fail runs before the workdir is touched and before
-  # anything is compiled: config, devices, data, teacher, disk.
-  config_checks.check(config)
   start_time = time.time()
   is_main = jax.process_index() == 0
+  # Every check that can fail runs before the workdir is touched and before
+  # anything is compiled: config, devices, data, teacher, disk. Their errors
+  # are the user's (cli.user_errors): train.py prints them as one line.
+  with cli.user_errors():
+    config_checks.check(config)
 
-  # --- Mesh: all devices, batch on 'data' ---
-  num_devices = jax.device_count()
-  for field in ('batch_size', 'eval_batch_size'):
-    if config[field] % num_devices:
+    # --- Mesh: all devices, batch on 'data' ---
+    num_devices = jax.device_count()
+    for field in ('batch_size', 'eval_batch_size'):
+      if config[field] % num_devices:
+        raise ValueError(
+            f'config.{field}={config[field]} is not divisible by the '
+            f'{num_devices} devices; use a multiple of {num_devices}.')
+    mesh = steps.create_mesh()
+    replicated = NamedSharding(mesh, P())
+    data_sharding = NamedSharding(mesh, P('data'))
+
+    # --- Input ---
+    info = datasets.DATASETS[config.dataset]
+    data = train_data.open_data(config, jax.process_index(),
+                                jax.process_count())
+    image_shape = data.image_shape
+    has_val = 'val' in data.eval_splits()
+    if config.batch_size > data.num_train:
       raise ValueError(
-          f'config.{field}={config[field]} is not divisible by the '
-          f'{num_devices} devices; use a multiple of {num_devices}.')
-  mesh = steps.create_mesh()
-  replicated = NamedSharding(mesh, P())
-  data_sharding = NamedSharding(mesh, P('data'))
+          f'config.batch_size={config.batch_size} is larger than the '
+          f'{data.num_train} training examples; lower it.')
+    steps_per_epoch = input_pipeline.steps_per_epoch(data.num_train,
+                                                     config.batch_size)
+    total_steps = (config.num_train_steps if config.num_train_steps > 0 else
+                   int(round(config.num_epochs * steps_per_epoch)))
+    eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
+    prep = steps.Prep(key=jax.random.key(config.seed + 1),
+                mean=tuple(info.mean), std=tuple(info.std),
+                crop_padding=config.crop_padding, flip=config.flip,
+                steps_per_epoch=steps_per_epoch)
 
-  # --- Input ---
-  info = datasets.DATASETS[config.dataset]
-  data = train_data.open_data(config, jax.process_index(),
-                              jax.process_count())
-  image_shape = data.image_shape
-  has_val = 'val' in data.eval_splits()
-  if config.batch_size > data.num_train:
-    raise ValueError(
-        f'config.batch_size={config.batch_size} is larger than the '
-        f'{data.num_train} training examples; lower it.')
-  steps_per_epoch = input_pipeline.steps_per_epoch(data.num_train,
-                                                   config.batch_size)
-  total_steps = (config.num_train_steps if config.num_train_steps > 0 else
-                 int(round(config.num_epochs * steps_per_epoch)))
-  eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
-  prep = steps.Prep(key=jax.random.key(config.seed + 1),
-              mean=tuple(info.mean), std=tuple(info.std),
-              crop_padding=config.crop_padding, flip=config.flip,
-              steps_per_epoch=steps_per_epoch)
+    # --- Model, loss and frozen teacher ---
+    distiller = distill.create(config, info.num_classes, image_shape)
+    teacher_vars, teacher_meta, random_teacher = None, {}, False
+    if distiller.teacher is not None:
+      abstract_t = jax.tree.map(
+          lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+          distill.teacher_variables_struct(distiller, image_shape))
+      teacher_dir = _resolve(config.teacher_checkpoint)
+      random_teacher = _mock_teacher(config, teacher_dir)
+      if random_teacher:
+        teacher_vars = jax.jit(
+            lambda: distiller.teacher.init(
+                jax.random.key(config.seed + 2),
+                jnp.zeros((1, *image_shape), jnp.float32), train=False),
+            out_shardings=replicated)()
+      else:
+        teacher_vars, teacher_meta = checkpoints.load_teacher(
+            teacher_dir, model=config.teacher, num_classes=info.num_classes,
+            abstract_variables=abstract_t)
+    if config.get('mock_data', 0) and is_main:
+      print(f'Mock data: {config.mock_data} random examples per split '
+            '(tfds.testing.mock_data)'
+            + (f', a random {config.teacher} teacher' if random_teacher
+               else '') + '; the accuracies mean nothing.', flush=True)
 
-  # --- Model, loss and frozen teacher ---
-  distiller = distill.create(config, info.num_classes, image_shape)
-  teacher_vars, teacher_meta = None, {}
-  if distiller.teacher is not None:
-    abstract_t = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-        distill.teacher_variables_struct(distiller, image_shape))
-    teacher_vars, teacher_meta = checkpoints.load_teacher(
-        _resolve(config.teacher_checkpoint), model=config.teacher,
-        num_classes=info.num_classes, abstract_variables=abstract_t)
-
-  # --- Optimiser, workdir and sharded init (shapes first) ---
-  tx, schedule = steps.create_optimizer(config, steps_per_epoch, total_steps)
-  init = functools.partial(steps.init_state, distiller, tx, image_shape,
-                           num_train=data.num_train,
-                           train_labels=data.train_labels)
-  init_key = jax.random.key(config.seed)
-  abstract_state = jax.eval_shape(init, init_key)
-  state_bytes = sum(x.size * x.dtype.itemsize
-                    for x in jax.tree.leaves(abstract_state))
-  preflight.prepare_workdir(
-      workdir, state_bytes * (config.keep_checkpoints + 2) + 2**20)
-  state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
-  ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'),
-                                     keep=config.keep_checkpoints)
-  meta = {'best_accuracy': -1.0, 'best_step': 0}
-  if ckpt.latest_step() is not None:
-    abstract = jax.tree.map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-        abstract_state, state_sharding)
-    state, meta = ckpt.restore(abstract)
+    # --- Optimiser, workdir and sharded init (shapes first) ---
+    tx, schedule = steps.create_optimizer(config, steps_per_epoch, total_steps)
+    init = functools.partial(steps.init_state, distiller, tx, image_shape,
+                             num_train=data.num_train,
+                             train_labels=data.train_labels)
+    init_key = jax.random.key(config.seed)
+    abstract_state = jax.eval_shape(init, init_key)
+    state_bytes = sum(x.size * x.dtype.itemsize
+                      for x in jax.tree.leaves(abstract_state))
+    preflight.prepare_workdir(
+        workdir, state_bytes * (config.keep_checkpoints + 2) + 2**20)
+    state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+    ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'),
+                                       keep=config.keep_checkpoints)
+    state, meta = None, {'best_accuracy': -1.0, 'best_step': 0}
+    if ckpt.latest_step() is not None:
+      abstract = jax.tree.map(
+          lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+          abstract_state, state_sharding)
+      state, meta = ckpt.restore(abstract)
+  if state is None:
+    state = jax.jit(init, out_shardings=state_sharding)(init_key)
+  else:
+    meta = dict(meta, resumes=meta.get('resumes', 0) + 1)
     if is_main:
       print(f'Resuming {workdir} at step {int(state.step)}.', flush=True)
-  else:
-    state = jax.jit(init, out_shardings=state_sharding)(init_key)
   start_step = int(state.step)
+  # What the earlier segments of this run (before resumes) took.
+  earlier = {k: meta.get(k, 0) for k in _TOTALS}
 
   # --- Update and evaluation steps ---
   p_multi_step = steps.jit_multi_step(mesh, distiller, tx, schedule, prep,
@@ -209,7 +248,7 @@ def _train_and_evaluate(config, workdir):
     return min(config.steps_per_call, to_next, total_steps - step)
 
   # --- Loop ---
-  writer = _MetricWriter(workdir, start_step)
+  writer = metric_writer.MetricWriter(workdir, start_step, enabled=is_main)
   logging.info('Training %s with %s for %d steps (%d per epoch) on %d '
                'device(s), from step %d.', config.model, config.method,
                total_steps, steps_per_epoch, num_devices, start_step)
@@ -217,11 +256,24 @@ def _train_and_evaluate(config, workdir):
   # and leaves evaluation time out.
   timer = {'images': 0, 'start': None, 'eval': 0.0}
 
+  def train_seconds():
+    if timer['start'] is None:
+      return 0.0
+    return time.time() - timer['start'] - timer['eval']
+
   def throughput():
-    if timer['start'] is None or not timer['images']:
+    if not timer['images']:
       return None
-    return timer['images'] / max(
-        time.time() - timer['start'] - timer['eval'], 1e-9)
+    return timer['images'] / max(train_seconds(), 1e-9)
+
+  def totals():
+    """`_TOTALS` over this run's segments so far (see summary.json)."""
+    return {'wall_seconds_total':
+                earlier['wall_seconds_total'] + time.time() - start_time,
+            'train_seconds_total':
+                earlier['train_seconds_total'] + train_seconds(),
+            'train_images_total':
+                earlier['train_images_total'] + timer['images']}
 
   def settle(done):
     """Checks a dispatched call's metrics once it is done; logs the last.
@@ -251,9 +303,15 @@ def _train_and_evaluate(config, workdir):
                         epoch=step / steps_per_epoch,
                         images_per_sec=throughput(), **values))
 
-  progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
-                       disable=not is_main, mininterval=2.0,
-                       desc=f'{config.method}:{config.model}')
+  def progress_bar(initial, compiling=False):
+    # Until the first call has run, its time is compilation: no ETA.
+    return tqdm.tqdm(total=total_steps, initial=initial, unit='step',
+                     disable=not is_main, mininterval=2.0,
+                     desc=f'{config.method}:{config.model}',
+                     bar_format=_COMPILING_BAR if compiling else None,
+                     leave=not compiling)
+
+  progress = progress_bar(start_step, compiling=True)
   watcher = preemption.PreemptionWatcher(sync_every=config.log_every_steps)
   last_eval, pending, preempted_at = None, None, None
   step = start_step
@@ -266,13 +324,15 @@ def _train_and_evaluate(config, workdir):
       if timer['start'] is None:
         jax.block_until_ready(metrics)
         timer['start'] = time.time()
+        progress.close()
+        progress = progress_bar(step)
       else:
         timer['images'] += k * config.batch_size
+        progress.update(k)
       if pending is not None:
         settle(pending)
       pending = (first, metrics,
                  step % config.log_every_steps == 0 or step == total_steps)
-      progress.update(k)
       stop = watcher.should_stop(step)
       is_eval = step % eval_every == 0 or step == total_steps
       if is_eval or stop or step % config.checkpoint_every_steps == 0:
@@ -290,26 +350,31 @@ def _train_and_evaluate(config, workdir):
             meta = dict(meta, best_accuracy=acc, best_step=step)
           progress.set_postfix(
               test_acc=f'{last_eval["test"]["accuracy"]:.4f}')
-        ckpt.save(step, state, meta)
+        ckpt.save(step, state, dict(meta, **totals()))
+        writer.flush()
       if stop and step < total_steps:
         preempted_at = step
         break
   finally:
     progress.close()
     watcher.close()
+    writer.close()
     data.close()  # Stops input worker processes, if any.
     ckpt.wait()  # In-flight saves complete even when the run fails.
     ckpt.close()
 
   if preempted_at is not None:
     if is_main:
-      print(f'Preempted: saved step {preempted_at} in {workdir}; run the '
+      why = 'Interrupted (Ctrl-C)' if watcher.interrupted else 'Preempted'
+      print(f'{why}: saved step {preempted_at} in {workdir}; run the '
             'same command again to resume.', flush=True)
     return {'model': config.model, 'method': config.method,
-            'preempted_at': preempted_at}
+            'preempted_at': preempted_at,
+            'interrupted': watcher.interrupted}
   if last_eval is None:  # Resumed an already finished run.
     last_eval = run_evals()
   wall = time.time() - start_time
+  total = totals()
   summary = {
       'model': config.model, 'method': config.method,
       'teacher': config.teacher if distiller.teacher is not None else '',
@@ -320,8 +385,12 @@ def _train_and_evaluate(config, workdir):
       'best_on': 'val' if has_val else 'test',
       'teacher_test_accuracy': teacher_meta.get('test_accuracy'),
       'skipped_steps': int(state.skipped),
-      'images_per_sec': throughput(),
+      'images_per_sec': (
+          total['train_images_total'] / total['train_seconds_total']
+          if total['train_images_total'] else None),
       'wall_seconds': wall,
+      'wall_seconds_total': total['wall_seconds_total'],
+      'resumes': meta.get('resumes', 0),
   }
   if has_val:
     summary['val_accuracy'] = last_eval['val']['accuracy']
@@ -360,5 +429,6 @@ def _print_comparison(summaries):
   for s in summaries:
     lines.append(f'  {s["method"]:>9}: test accuracy {s["test_accuracy"]:.4f}'
                  f' (best {s["best_accuracy"]:.4f}, {s["steps"]} steps, '
-                 f'{s["wall_seconds"]:.0f} s)')
+                 f'{s["wall_seconds_total"]:.0f} s)')
   print('\n'.join(lines), flush=True)
+

@@ -106,6 +106,26 @@ def run_train_py(workdir, *flags_, timeout=300, wait=True):
   return run_python(*args, timeout=timeout)
 
 
+def read_events(path):
+  """Scalars of one TFRecord event file: {tag: [(step, value)]}."""
+  # pylint: disable=g-import-not-at-top
+  import struct
+  from tensorboardX.proto import event_pb2
+  # pylint: enable=g-import-not-at-top
+  scalars = {}
+  with open(path, 'rb') as f:
+    data = f.read()
+  pos = 0
+  while pos < len(data):
+    (length,) = struct.unpack('<Q', data[pos:pos + 8])
+    event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+    pos += 12 + length + 4
+    for value in event.summary.value:
+      scalars.setdefault(value.tag, []).append((event.step,
+                                                value.simple_value))
+  return scalars
+
+
 @pytest.fixture
 def no_network(monkeypatch):
   """Makes any network connection fail at once instead of retrying."""

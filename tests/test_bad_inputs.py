@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from adain_kd_jax import checkpoints
+from adain_kd_jax import cli
 from adain_kd_jax import idx
 from adain_kd_jax import preflight
 from adain_kd_jax import train_lib
@@ -135,6 +136,18 @@ CASES = [
      r'config.dataset right'),
     ('data_dir_without_test_split', {'data_dir': '@train_only_dir'},
      FileNotFoundError, r't10k-images-idx3-ubyte'),
+    ('missing_data_dir', {'data_dir': '/nonexistent/data'}, FileNotFoundError,
+     r"looked in: \['/nonexistent/data'.*Set config.data_dir "
+     r'\(--config.data_dir=DIR\)'),
+    ('idx_source_for_cifar', {'dataset': 'cifar100'}, ValueError,
+     r"config.data_source='idx' is invalid: config.dataset='cifar100' has "
+     r'no IDX files .*use --config.data_source=tfds'),
+    ('points_not_numbers', {'points': ('(3,x)',)}, ValueError,
+     r"config.points=\('\(3,x\)',\) is invalid: use a tuple of numbers"),
+    ('mock_data_needs_tfds', {'mock_data': 16}, ValueError,
+     r"config.data_source='idx' is invalid: config.mock_data replaces tfds"),
+    ('negative_mock_data', {'mock_data': -1}, ValueError,
+     r'config.mock_data=-1 is invalid: use a number of examples'),
 ]
 
 
@@ -156,6 +169,7 @@ def test_bad_config(name, overrides, error, pattern, request, tmp_path,
   with pytest.raises(error, match=pattern) as info:
     train_lib.train_and_evaluate(config, workdir)
   assert '\n' not in str(info.value)
+  assert cli.is_user_error(info.value)  # train.py: one line, exit status 2.
   assert not os.path.exists(workdir)
 
 
@@ -169,6 +183,19 @@ def test_unwritable_workdir(tmp_path, idx_data_dir, teacher_export,
                      r"run'.*choose a directory you can write to"):
     train_lib.train_and_evaluate(_config(idx_data_dir, teacher_export),
                                  str(blocker / 'run'))
+
+
+def test_workdir_is_a_file(tmp_path, idx_data_dir, teacher_export,
+                           no_compile):
+  """A workdir that is an existing file says so."""
+  del no_compile
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('x')
+  with pytest.raises(OSError, match=r"--workdir='.*a_file' is an existing "
+                     r'file, not a directory; choose a directory'):
+    train_lib.train_and_evaluate(_config(idx_data_dir, teacher_export),
+                                 str(blocker))
+  assert blocker.read_text() == 'x'
 
 
 def test_full_disk(tmp_path, idx_data_dir, teacher_export, no_compile,

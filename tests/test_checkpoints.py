@@ -1,10 +1,13 @@
 """Run checkpoints and exported teachers: round trips and the mismatch errors."""
 
 import json
+import logging
 import os
 import shutil
+import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -38,6 +41,26 @@ def test_run_checkpoint_round_trip(tmp_path):
                restored, state)
 
 
+def test_checkpoints_of_another_config_are_an_error_and_kept(tmp_path):
+  """Restoring onto other shapes names the problem and deletes nothing."""
+  directory = str(tmp_path / 'ckpt')
+  ckpt = checkpoints.RunCheckpointer(directory, keep=2)
+  state = {'w': jnp.ones((3, 4)), 'b': jnp.zeros((4,))}
+  ckpt.save(1, state, {'best_accuracy': 0.5})
+  ckpt.save(2, state, {'best_accuracy': 0.6})
+  ckpt.wait()
+  other = {'w': jax.ShapeDtypeStruct((5, 4), jnp.float32),
+           'b': jax.ShapeDtypeStruct((4,), jnp.float32)}
+  with pytest.raises(ValueError, match='written by another configuration'):
+    ckpt.restore(other)
+  assert sorted(int(s) for s in os.listdir(directory) if s.isdigit()) == [1, 2]
+  same = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+  restored, meta = ckpt.restore(same)
+  assert meta['best_accuracy'] == 0.6
+  np.testing.assert_array_equal(restored['w'], np.ones((3, 4)))
+  ckpt.close()
+
+
 def test_teacher_export_round_trip(teacher_export):
   """load_teacher returns exactly what save_teacher wrote, and its meta."""
   variables, meta = checkpoints.load_teacher(
@@ -47,6 +70,16 @@ def test_teacher_export_round_trip(teacher_export):
                make_teacher_variables())
   assert meta['model'] == 'resnet8' and meta['test_accuracy'] == 0.5
   assert meta['sha256'] and all(len(h) == 64 for h in meta['sha256'].values())
+
+
+def test_teacher_load_is_quiet(teacher_export, caplog):
+  """Loading a teacher logs no orbax warning and raises no Python warning."""
+  with caplog.at_level(logging.WARNING), warnings.catch_warnings():
+    warnings.simplefilter('error')
+    checkpoints.load_teacher(teacher_export, model='resnet8', num_classes=10,
+                             abstract_variables=_abstract('resnet8'))
+  assert not [r.getMessage() for r in caplog.records
+              if r.levelno >= logging.WARNING]
 
 
 def test_wrong_architecture_names_both(teacher_export):

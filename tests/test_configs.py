@@ -10,6 +10,8 @@ from adain_kd_jax import distill
 from configs import cifar100_distill
 from configs import cifar100_teacher
 from configs import default
+from configs import imagenet_distill
+from configs import mock
 from configs import smoke
 from configs import teacher
 
@@ -210,3 +212,27 @@ def test_fashion_mnist_teacher_recipe():
       'resnet56', 'none', True)
   assert (config.num_epochs, config.batch_size, config.holdout) == (
       40.0, 256, 0)
+
+
+@pytest.mark.parametrize('arg,base', [
+    ('cifar100_distill,teacher=wrn_40_2,student=wrn_16_2,method=adain',
+     cifar100_distill.get_config(_arg('wrn_40_2', 'wrn_16_2', 'adain'))),
+    ('imagenet_distill,method=kd', imagenet_distill.get_config('method=kd')),
+])
+def test_mock_config_keeps_the_recipe_on_mock_data(arg, base):
+  """configs/mock.py: the named config's model and loss, on mock data."""
+  config = mock.get_config(arg)
+  config_checks.check(config)
+  for field in ('model', 'teacher', 'method', 'points', 'learning_rate',
+                'schedule', 'teacher_checkpoint'):
+    assert config[field] == base[field], field
+  assert config.loss.to_dict() == base.loss.to_dict()
+  assert config.mock_data == 64 and config.data_source == 'tfds'
+  assert config.num_train_steps == 4 and config.batch_size == 16
+  if 'image_size' in base:
+    assert config.image_size == 64 and not config.decode_in_workers
+
+
+def test_mock_config_names_an_unknown_base():
+  with pytest.raises(ValueError, match='there is no configs/cifar1000.py'):
+    mock.get_config('cifar1000')

@@ -90,7 +90,8 @@ def test_load_idx_missing_files_message(tmp_path):
   assert str(tmp_path) in message
   assert 'python -m adain_kd_jax.fetch_data' in message
   assert 'apt-get install dataset-fashion-mnist' in message
-  assert "source='tfds'" in message
+  assert '--config.data_source=tfds' in message
+  assert 'config.data_dir' in message
 
 
 def test_load_rejects_bad_arguments():
@@ -101,7 +102,7 @@ def test_load_rejects_bad_arguments():
     datasets.load('fashion_mnist', 'validation', source='idx')
   with pytest.raises(ValueError, match="'idx', 'tfds'"):
     datasets.load('fashion_mnist', 'train', source='hdf5')
-  with pytest.raises(ValueError, match="use source='tfds'"):
+  with pytest.raises(ValueError, match='use --config.data_source=tfds'):
     datasets.load('cifar100', 'train', source='idx')
   with pytest.raises(ValueError, match='limit'):
     datasets.load('fashion_mnist', 'train', source='idx', limit=0)
@@ -141,7 +142,7 @@ def test_load_tfds_not_prepared(tmp_path, no_network):
                   download=False)
   message = str(e.value)
   assert 'not prepared' in message and str(tmp_path) in message
-  assert 'download=True' in message
+  assert '--config.download=True' in message
 
 
 # ----------------------------------------------------------------------------
@@ -171,7 +172,8 @@ def test_fetch_data_without_apt(tmp_path, monkeypatch):
   """Without apt-get, fetch_data explains the alternatives."""
   monkeypatch.setattr(fetch_data, 'SYSTEM_DIR', str(tmp_path / 'none'))
   monkeypatch.setattr(fetch_data.shutil, 'which', lambda tool: None)
-  with pytest.raises(RuntimeError, match="apt-get.*source='tfds'"):
+  with pytest.raises(RuntimeError,
+                     match='apt-get.*--config.data_source=tfds'):
     fetch_data.fetch(str(tmp_path / 'dest'))
 
 

@@ -1,14 +1,16 @@
 """Faults: a non-finite loss stops the run (or is skipped); corrupted
-checkpoints fall back to the previous one."""
+checkpoints fall back to the previous one; SIGTERM and Ctrl-C ask to stop."""
 
 import glob
 import os
+import signal
 
 import jax
 import numpy as np
 import pytest
 
 from adain_kd_jax import checkpoints
+from adain_kd_jax import preemption
 from adain_kd_jax import train_lib
 from tests.conftest import idx_smoke_config
 from tests.conftest import make_teacher_variables
@@ -135,3 +137,30 @@ def test_no_recompilation_after_the_first_step(tmp_path, idx_data_dir,
               checkpoint_every_steps=4), str(tmp_path / 'run'))
   assert summary['steps'] == 12
   assert traces == {'train': 1, 'eval': 1}
+
+
+def test_first_ctrl_c_asks_to_stop_second_aborts():
+  """SIGINT once: stop at the next step; twice: KeyboardInterrupt at once."""
+  watcher = preemption.PreemptionWatcher(sync_every=1)
+  try:
+    assert not watcher.should_stop(1)
+    signal.raise_signal(signal.SIGINT)
+    assert watcher.should_stop(2) and watcher.interrupted
+    with pytest.raises(KeyboardInterrupt, match='second Ctrl-C, without '
+                       'saving.*run the same command to resume'):
+      signal.raise_signal(signal.SIGINT)
+  finally:
+    watcher.close()
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_sigterm_asks_to_stop_and_is_not_an_interrupt():
+  """SIGTERM: stop at the next step; the run is preempted, not interrupted."""
+  previous = signal.getsignal(signal.SIGTERM)
+  watcher = preemption.PreemptionWatcher(sync_every=1)
+  try:
+    signal.raise_signal(signal.SIGTERM)
+    assert watcher.should_stop(1) and not watcher.interrupted
+  finally:
+    watcher.close()
+  assert signal.getsignal(signal.SIGTERM) is previous

@@ -1,7 +1,7 @@
 """PyTorch checkpoint import: key mapping, strictness, numerical equality.
 
 The key-mapping tests need no torch (state dicts of numpy arrays with the
-zoo's shapes from `shared/torch_state_dicts.json`); the tests that read .pth
+zoo's shapes from `tests/data/torch_state_dicts.json`); the tests that read .pth
 files or compare logits with PyTorch skip without it
 (`pip install -r requirements-torch.txt`).
 """
@@ -23,10 +23,10 @@ from adain_kd_jax import checkpoints
 from adain_kd_jax import import_torch
 from adain_kd_jax import models
 
-_TORCH_STATE_DICTS = next(
-    (p for p in (pathlib.Path(__file__).resolve().parents[d] / 'shared' /
-                 'torch_state_dicts.json' for d in (1, 2)) if p.exists()),
-    None)
+# The parameter names and shapes of the benchmark's PyTorch state dicts
+# (tests/data/README.md).
+_TORCH_STATE_DICTS = (pathlib.Path(__file__).resolve().parent / 'data' /
+                      'torch_state_dicts.json')
 # Zoo models whose fake state dicts get random values (checked value by
 # value); the others are zeros (shapes only).
 _RANDOM_VALUES = ('resnet8', 'wrn_16_1', 'vgg8', 'MobileNetV2', 'ShuffleV1')
@@ -37,8 +37,6 @@ _TORCHVISION_PARAMS = {'resnet18': 11_689_512, 'resnet34': 21_797_672,
 
 @functools.cache
 def _zoo_shapes():
-  if _TORCH_STATE_DICTS is None:
-    pytest.skip('shared/torch_state_dicts.json not found')
   with open(_TORCH_STATE_DICTS) as f:
     return json.load(f)['models']
 

@@ -1,7 +1,7 @@
 """Tests for the VGG, MobileNetV2, ShuffleNet and bottleneck/ImageNet ResNets.
 
 Also checks every model of the PyTorch zoo's state dicts
-(`shared/torch_state_dicts.json`) tensor by tensor against our parameters, with
+(`tests/data/torch_state_dicts.json`) tensor by tensor against our parameters, with
 the PyTorch -> Flax names of the model docstrings (as `import_torch` maps
 them).
 """
@@ -47,10 +47,10 @@ _FAMILY_INPUTS = {
     'resnet18': (2, 64, 64, 3),
 }
 
-_TORCH_STATE_DICTS = next(
-    (p for p in (pathlib.Path(__file__).resolve().parents[d] / 'shared' /
-                 'torch_state_dicts.json' for d in (1, 2)) if p.exists()),
-    None)
+# The parameter names and shapes of the benchmark's PyTorch state dicts
+# (tests/data/README.md).
+_TORCH_STATE_DICTS = (pathlib.Path(__file__).resolve().parent / 'data' /
+                      'torch_state_dicts.json')
 
 
 def _num_classes(name):
@@ -269,8 +269,6 @@ def test_tail_start_out_of_range(name, start):
 
 
 def _torch_state_dicts():
-  if _TORCH_STATE_DICTS is None:
-    pytest.skip('shared/torch_state_dicts.json not found')
   with open(_TORCH_STATE_DICTS) as f:
     return json.load(f)['models']
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -96,3 +97,36 @@ def test_sigterm_saves_exits_cleanly_and_resumes(tmp_path, idx_data_dir,
   assert again.returncode == 0, again.stderr[-3000:]
   assert f'Resuming {workdir} at step {saved}.' in again.stdout
   _assert_same_run(workdir, reference)
+
+
+def test_ctrl_c_saves_exits_130_and_resumes(tmp_path, idx_data_dir,
+                                            teacher_export, reference):
+  """Ctrl-C: as SIGTERM, one line and exit 130; the summary adds up both."""
+  workdir = str(tmp_path / 'interrupted')
+  flags_ = _flags(idx_data_dir, teacher_export)
+  proc = run_train_py(workdir, *flags_, wait=False)
+  _wait_for_checkpoint(workdir, 6, proc)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err[-3000:]
+  assert 'Traceback' not in err
+  match = re.search(r'^Interrupted \(Ctrl-C\): saved step (\d+) in (.*); run '
+                    r'the same command again to resume\.$', out, re.M)
+  assert match and match.group(2) == workdir, out
+  saved = int(match.group(1))
+  assert 6 <= saved < _STEPS
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', str(saved)))
+  again = run_train_py(workdir, *flags_)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert f'Resuming {workdir} at step {saved}.' in again.stdout
+  _assert_same_run(workdir, reference)
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    summary = json.load(f)
+  with open(os.path.join(reference, 'summary.json')) as f:
+    uninterrupted = json.load(f)
+  assert summary['resumes'] == 1 and uninterrupted['resumes'] == 0
+  # The first segment's time is in the total, not in this segment's.
+  assert summary['wall_seconds_total'] > summary['wall_seconds'] + 1.0
+  assert uninterrupted['wall_seconds_total'] == pytest.approx(
+      uninterrupted['wall_seconds'], abs=0.5)
+  assert summary['images_per_sec'] > 0
