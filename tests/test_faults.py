@@ -101,6 +101,11 @@ def test_corrupted_newest_checkpoint_falls_back(tmp_path, capsys):
   assert not os.path.exists(os.path.join(directory, '2'))
 
 
+# Reading the truncated files fails inside orbax's asyncio code, which leaves
+# an event loop behind that Python reports as an unraisable exception when it
+# is collected; the failure itself is handled (the previous step is used).
+@pytest.mark.filterwarnings(
+    'ignore::pytest.PytestUnraisableExceptionWarning')
 def test_truncated_newest_checkpoint_falls_back(tmp_path):
   """A step whose data files were cut short is skipped too."""
   directory = str(tmp_path / 'ckpt')
