@@ -106,6 +106,21 @@ def run_train_py(workdir, *flags_, timeout=300, wait=True):
   return run_python(*args, timeout=timeout)
 
 
+JIT = pytest.mark.parametrize('jit', [False, True], ids=['eager', 'jit'])
+
+
+def maybe_jit(fn, jit, **kwargs):
+  """Returns `fn`, jitted when `jit` (kwargs are static, bound by closure)."""
+  bound = lambda *args: fn(*args, **kwargs)
+  return jax.jit(bound) if jit else bound
+
+
+def rand(shape, seed, scale=1.0, offset=0.0):
+  """Deterministic float32 normal(offset, scale) array."""
+  return (offset + scale * np.random.default_rng(seed).normal(size=shape)
+          ).astype(np.float32)
+
+
 def read_events(path):
   """Scalars of one TFRecord event file: {tag: [(step, value)]}."""
   # pylint: disable=g-import-not-at-top

@@ -7,21 +7,9 @@ import numpy as np
 import pytest
 
 from adain_kd_jax import crd
-
-JIT = pytest.mark.parametrize('jit', [False, True], ids=['eager', 'jit'])
-
-
-def _maybe_jit(fn, jit, **kwargs):
-  """Returns `fn`, jitted when `jit` (kwargs are static, bound by closure)."""
-  bound = lambda *args: fn(*args, **kwargs)
-  return jax.jit(bound) if jit else bound
-
-
-def _rand(shape, seed, scale=1.0, offset=0.0):
-  """Deterministic float32 normal(offset, scale) array."""
-  return (offset + scale * np.random.default_rng(seed).normal(size=shape)
-          ).astype(np.float32)
-
+from tests.conftest import JIT
+from tests.conftest import maybe_jit
+from tests.conftest import rand
 
 def _np_contrast_loss(x, num_data, eps=1e-7):
   """Reference RepDistiller ContrastLoss, float64 numpy."""
@@ -66,8 +54,8 @@ def _unit_rows(x):
 
 def _tiny_crd_case(seed=0, num_data=6, dim=3, n=2, k=3):
   """Random unit embeddings, memory from crd_memory_init, contrast indices."""
-  emb_s = _unit_rows(_rand((n, dim), seed))
-  emb_t = _unit_rows(_rand((n, dim), seed + 1))
+  emb_s = _unit_rows(rand((n, dim), seed))
+  emb_t = _unit_rows(rand((n, dim), seed + 1))
   idx = np.array([4, 1][:n])
   memory = crd.crd_memory_init(jax.random.key(seed), num_data, dim)
   cidx = np.asarray(crd.crd_sample_contrast(
@@ -154,7 +142,7 @@ def test_crd_memory_update_teacher_bank_by_hand():
 def test_crd_loss_matches_numpy(jit):
   """Loss, Z and memory of one call match the numpy re-implementation."""
   emb_s, emb_t, idx, cidx, mem = _tiny_crd_case()
-  fn = _maybe_jit(crd.crd_loss, jit, temperature=0.07, momentum=0.5)
+  fn = maybe_jit(crd.crd_loss, jit, temperature=0.07, momentum=0.5)
   loss, new = fn(emb_s, emb_t, idx, cidx, mem)
   ref_loss, ref_new = _np_crd(emb_s, emb_t, idx, cidx, mem)
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
@@ -178,8 +166,8 @@ def test_crd_z_fixed_after_first_call():
                              rtol=1e-5)
   assert float(mem1['z_s']) > 0 and float(mem1['z_t']) > 0
   # A second, different batch: Z stays, and the loss uses the stored Z.
-  emb_s2 = _unit_rows(_rand(emb_s.shape, 10))
-  emb_t2 = _unit_rows(_rand(emb_t.shape, 11))
+  emb_s2 = _unit_rows(rand(emb_s.shape, 10))
+  emb_t2 = _unit_rows(rand(emb_t.shape, 11))
   loss2, mem2 = step(emb_s2, emb_t2, idx, cidx, mem1)
   np.testing.assert_array_equal(mem2['z_s'], mem1['z_s'])
   np.testing.assert_array_equal(mem2['z_t'], mem1['z_t'])
@@ -233,7 +221,7 @@ def test_crd_rejects_bad_shapes():
 def test_crd_sample_contrast_uniform(jit):
   """(N, K+1) int32 indices in range, column 0 = idx."""
   idx = np.array([7, 0, 99, 42])
-  fn = _maybe_jit(crd.crd_sample_contrast, jit, labels_N=None,
+  fn = maybe_jit(crd.crd_sample_contrast, jit, labels_N=None,
                   num_data=100, num_negatives=64)
   out = np.asarray(fn(jax.random.key(0), idx))
   assert out.shape == (4, 65) and out.dtype == np.int32
@@ -273,7 +261,7 @@ def test_crd_sample_contrast_rejects_too_many_negatives():
 def test_crd_heads_embed_and_normalise():
   """Two linear heads (embed_s, embed_t) to `dim`, then unit-norm rows."""
   heads = crd.CRDHeads(dim=8)
-  f_s, f_t = _rand((3, 5), seed=20), _rand((3, 7), seed=21)
+  f_s, f_t = rand((3, 5), seed=20), rand((3, 7), seed=21)
   variables = heads.init(jax.random.key(0), f_s, f_t)
   assert set(variables['params']) == {'embed_s', 'embed_t'}
   assert variables['params']['embed_s']['kernel'].shape == (5, 8)

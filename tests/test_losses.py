@@ -9,17 +9,11 @@ import numpy as np
 import pytest
 
 from adain_kd_jax import losses
+from tests.conftest import JIT
+from tests.conftest import maybe_jit
+from tests.conftest import rand
 
 EPS = 1e-5
-JIT = pytest.mark.parametrize('jit', [False, True], ids=['eager', 'jit'])
-
-
-def _maybe_jit(fn, jit, **kwargs):
-  """Returns `fn`, jitted when `jit` (kwargs are static, bound by closure)."""
-  bound = lambda *args: fn(*args, **kwargs)
-  return jax.jit(bound) if jit else bound
-
-
 def _map_1221():
   """The 1x2x2x1 map [[1, 2], [3, 4]]: mean 2.5, unbiased variance 5/3."""
   return np.array([[1., 2.], [3., 4.]], np.float32).reshape(1, 2, 2, 1)
@@ -43,12 +37,6 @@ def _np_kd(z_s, z_t, tau):
   log_p_s = _np_log_softmax(np.asarray(z_s) / tau)
   log_p_t = _np_log_softmax(np.asarray(z_t) / tau)
   return tau**2 * np.mean(np.sum(np.exp(log_p_t) * (log_p_t - log_p_s), -1))
-
-
-def _rand(shape, seed, scale=1.0, offset=0.0):
-  """Deterministic float32 normal(offset, scale) array."""
-  return (offset + scale * np.random.default_rng(seed).normal(size=shape)
-          ).astype(np.float32)
 
 
 def _pool_linear_tail(c=3, k=5, seed=0):
@@ -87,7 +75,7 @@ def test_cross_entropy_hand_values(jit):
   """CE of [0, 0]->0 is ln 2 and of [ln 3, 0]->1 is ln 4; mean 1.5 ln 2."""
   logits = np.array([[0., 0.], [np.log(3.), 0.]], np.float32)
   labels = np.array([0, 1])
-  ce = _maybe_jit(losses.cross_entropy, jit)(logits, labels)
+  ce = maybe_jit(losses.cross_entropy, jit)(logits, labels)
   np.testing.assert_allclose(ce, 1.5 * np.log(2.), rtol=1e-6)
 
 
@@ -96,7 +84,7 @@ def test_cross_entropy_mask(jit):
   """A mask averages over the kept examples only: [1, 0] keeps ln 2."""
   logits = np.array([[0., 0.], [np.log(3.), 0.]], np.float32)
   labels = np.array([0, 1])
-  fn = _maybe_jit(losses.cross_entropy, jit)
+  fn = maybe_jit(losses.cross_entropy, jit)
   np.testing.assert_allclose(fn(logits, labels, np.array([1., 0.])),
                              np.log(2.), rtol=1e-6)
   np.testing.assert_allclose(fn(logits, labels, np.array([0., 1.])),
@@ -121,7 +109,7 @@ def test_cross_entropy_all_masked_is_zero_with_finite_grad():
 
 def test_kd_zero_when_logits_equal():
   """KD is 0 when student and teacher logits are equal (under jit)."""
-  z = _rand((4, 10), seed=0, scale=3.)
+  z = rand((4, 10), seed=0, scale=3.)
   np.testing.assert_allclose(jax.jit(losses.kd)(z, z), 0., atol=1e-6)
 
 
@@ -131,17 +119,17 @@ def test_kd_hand_value(jit):
   z_s = np.array([[0., 0.]], np.float32)
   z_t = np.array([[np.log(3.), 0.]], np.float32)
   expected = 0.75 * np.log(1.5) + 0.25 * np.log(0.5)
-  got = _maybe_jit(losses.kd, jit, temperature=1.0)(z_s, z_t)
+  got = maybe_jit(losses.kd, jit, temperature=1.0)(z_s, z_t)
   np.testing.assert_allclose(got, expected, rtol=1e-5)
   # tau = 2 scales the logits by 1/2 and the loss by 4.
   z_t2 = 2. * z_t
-  got2 = _maybe_jit(losses.kd, jit, temperature=2.0)(z_s, z_t2)
+  got2 = maybe_jit(losses.kd, jit, temperature=2.0)(z_s, z_t2)
   np.testing.assert_allclose(got2, 4. * expected, rtol=1e-5)
 
 
 def test_kd_matches_numpy_reference():
   """KD on random logits matches a float64 numpy reference (tau = 4)."""
-  z_s, z_t = _rand((6, 7), 1, 3.), _rand((6, 7), 2, 3.)
+  z_s, z_t = rand((6, 7), 1, 3.), rand((6, 7), 2, 3.)
   np.testing.assert_allclose(losses.kd(z_s, z_t), _np_kd(z_s, z_t, 4.),
                              rtol=1e-5)
 
@@ -149,7 +137,7 @@ def test_kd_matches_numpy_reference():
 def test_kd_gradient_closed_form():
   """dKD/dz_s = tau (softmax(z_s/tau) - softmax(z_t/tau)) / N; 0 for z_t."""
   tau, n = 4.0, 6
-  z_s, z_t = _rand((n, 7), 3, 3.), _rand((n, 7), 4, 3.)
+  z_s, z_t = rand((n, 7), 3, 3.), rand((n, 7), 4, 3.)
   grad_fn = jax.grad(lambda a, b: losses.kd(a, b, tau), argnums=(0, 1))
   g_s, g_t = jax.jit(grad_fn)(z_s, z_t)
   p_s = np.exp(_np_log_softmax(z_s / tau))
@@ -164,7 +152,7 @@ def test_kd_gradient_closed_form():
 @JIT
 def test_channel_stats_hand_values(jit):
   """[[1, 2], [3, 4]] has mean 2.5 and sigma sqrt(5/3 + eps)."""
-  mu, sigma = _maybe_jit(losses.channel_stats, jit)(_map_1221())
+  mu, sigma = maybe_jit(losses.channel_stats, jit)(_map_1221())
   assert mu.shape == sigma.shape == (1, 1)
   np.testing.assert_allclose(mu, [[2.5]], rtol=1e-6)
   np.testing.assert_allclose(sigma, [[np.sqrt(5. / 3. + EPS)]], rtol=1e-6)
@@ -172,7 +160,7 @@ def test_channel_stats_hand_values(jit):
 
 def test_channel_stats_matches_numpy():
   """Per-(n, c) stats of a random map match numpy (ddof=1, + eps)."""
-  f = _rand((2, 3, 4, 5), seed=5, scale=2., offset=1.)
+  f = rand((2, 3, 4, 5), seed=5, scale=2., offset=1.)
   mu, sigma = jax.jit(losses.channel_stats)(f)
   mu_ref, sigma_ref = _np_stats(f)
   assert mu.shape == sigma.shape == (2, 5)
@@ -182,7 +170,7 @@ def test_channel_stats_matches_numpy():
 
 def test_channel_stats_bfloat16_computes_in_float32():
   """A bfloat16 map gives float32 stats equal to those of its f32 values."""
-  f = jnp.asarray(_rand((2, 4, 4, 3), seed=6, offset=3.), jnp.bfloat16)
+  f = jnp.asarray(rand((2, 4, 4, 3), seed=6, offset=3.), jnp.bfloat16)
   mu, sigma = losses.channel_stats(f)
   assert mu.dtype == sigma.dtype == jnp.float32
   mu_ref, sigma_ref = _np_stats(np.asarray(f.astype(jnp.float32)))
@@ -202,7 +190,7 @@ def test_channel_stats_single_position_raises(hw):
 
 def test_single_position_raises_in_every_stats_loss():
   """adain, adain_loss and stat_l2 reject a 1x1 map on either side."""
-  ok = _rand((2, 3, 3, 4), seed=7)
+  ok = rand((2, 3, 3, 4), seed=7)
   bad = np.ones((2, 1, 1, 4), np.float32)
   tail = lambda f: jnp.mean(f, axis=(1, 2))
   z_t = np.zeros((2, 4), np.float32)
@@ -229,7 +217,7 @@ def test_channel_stats_rejects_non_4d():
 def test_adain_hand_values(jit):
   """AdaIN of [[1, 2], [3, 4]] to (mu=10, sigma=2) is 10 + 2 z-scores."""
   f = _map_1221()
-  out = _maybe_jit(losses.adain, jit)(
+  out = maybe_jit(losses.adain, jit)(
       f, np.array([[10.]], np.float32), np.array([[2.]], np.float32))
   expected = 10. + 2. * (f - 2.5) / np.sqrt(5. / 3. + EPS)
   np.testing.assert_allclose(out, expected, rtol=1e-6)
@@ -238,9 +226,9 @@ def test_adain_hand_values(jit):
 @JIT
 def test_adain_identity_when_stats_match(jit):
   """mu_s = mu_t and sigma_s = sigma_t make AdaIN return f_t."""
-  f_t = _rand((2, 4, 5, 3), seed=8, scale=2., offset=-1.)
+  f_t = rand((2, 4, 5, 3), seed=8, scale=2., offset=-1.)
   mu_t, sigma_t = losses.channel_stats(f_t)
-  out = _maybe_jit(losses.adain, jit)(f_t, mu_t, sigma_t)
+  out = maybe_jit(losses.adain, jit)(f_t, mu_t, sigma_t)
   np.testing.assert_allclose(out, f_t, rtol=1e-5, atol=1e-5)
 
 
@@ -254,10 +242,10 @@ def test_adain_output_statistics(jit):
   (plus float32 round-off, ~1e-6 relative) is what is asserted, besides the
   exact formula; with eps = 0 the std is exactly sigma_s.
   """
-  f_t = _rand((3, 4, 4, 2), seed=9, scale=0.5, offset=2.)
-  mu_s = _rand((3, 2), seed=10, scale=3.)
-  sigma_s = np.abs(_rand((3, 2), seed=11, scale=2.)) + 0.1
-  out = _maybe_jit(losses.adain, jit)(f_t, mu_s, sigma_s)
+  f_t = rand((3, 4, 4, 2), seed=9, scale=0.5, offset=2.)
+  mu_s = rand((3, 2), seed=10, scale=3.)
+  sigma_s = np.abs(rand((3, 2), seed=11, scale=2.)) + 0.1
+  out = maybe_jit(losses.adain, jit)(f_t, mu_s, sigma_s)
   mu_out, sigma_out = _np_stats(out)
   np.testing.assert_allclose(mu_out, mu_s, rtol=1e-5, atol=1e-5)
   _, sigma_t = _np_stats(f_t)
@@ -268,14 +256,14 @@ def test_adain_output_statistics(jit):
   roundoff = 1e-5 * sigma_s.astype(np.float64)**2
   assert np.all(np.abs(sigma_out**2 - sigma_s**2) <= bound + roundoff)
   # eps = 0 on both sides: the std is sigma_s to float32 precision.
-  out0 = _maybe_jit(losses.adain, jit, eps=0.)(f_t, mu_s, sigma_s)
+  out0 = maybe_jit(losses.adain, jit, eps=0.)(f_t, mu_s, sigma_s)
   _, sigma_out0 = _np_stats(out0, eps=0.)
   np.testing.assert_allclose(sigma_out0, sigma_s, rtol=1e-5)
 
 
 def test_adain_bfloat16_input_gives_float32():
   """A bfloat16 teacher map is renormalized in float32."""
-  f_t = jnp.asarray(_rand((1, 3, 3, 2), seed=12), jnp.bfloat16)
+  f_t = jnp.asarray(rand((1, 3, 3, 2), seed=12), jnp.bfloat16)
   out = losses.adain(f_t, jnp.zeros((1, 2)), jnp.ones((1, 2)))
   assert out.dtype == jnp.float32
 
@@ -294,7 +282,7 @@ def test_adain_rejects_bad_stat_shape():
 def _stats_matched_student(f_t, hw, seed):
   """A student map of spatial size hw with exactly f_t's (eps=0) stats."""
   mu_t, sigma_t = losses.channel_stats(f_t, eps=0.)
-  base = _rand((f_t.shape[0], *hw, f_t.shape[-1]), seed=seed)
+  base = rand((f_t.shape[0], *hw, f_t.shape[-1]), seed=seed)
   return np.asarray(losses.adain(base, mu_t, sigma_t, eps=0.))
 
 
@@ -303,22 +291,22 @@ def _stats_matched_student(f_t, hw, seed):
 def test_adain_loss_zero_when_stats_match(kind, jit):
   """Matching statistics give L_adain = 0, even with a nonlinear tail."""
   tail = _nonlinear_tail()
-  f_t = _rand((2, 4, 4, 3), seed=13, scale=1.5, offset=0.5)
+  f_t = rand((2, 4, 4, 3), seed=13, scale=1.5, offset=0.5)
   z_t = tail(f_t)
-  fn = _maybe_jit(losses.adain_loss, jit, tail_fn=tail, kind=kind)
+  fn = maybe_jit(losses.adain_loss, jit, tail_fn=tail, kind=kind)
   # Same map: the statistics match for any eps.
   np.testing.assert_allclose(fn(f_t, f_t, z_t), 0., atol=1e-6)
   # A spatially flipped map has the same statistics.
   np.testing.assert_allclose(fn(f_t, f_t[:, ::-1, ::-1], z_t), 0., atol=1e-6)
   # A student map of another spatial size with the same statistics (eps=0).
   f_s = _stats_matched_student(f_t, (6, 3), seed=14)
-  fn0 = _maybe_jit(losses.adain_loss, jit, tail_fn=tail, kind=kind, eps=0.)
+  fn0 = maybe_jit(losses.adain_loss, jit, tail_fn=tail, kind=kind, eps=0.)
   np.testing.assert_allclose(fn0(f_t, f_s, z_t), 0., atol=1e-6)
 
 
 def test_stats_matched_student_fixture():
   """The eps=0 stats-matched student of another size has f_t's stats."""
-  f_t = _rand((2, 4, 4, 3), seed=13, scale=1.5, offset=0.5)
+  f_t = rand((2, 4, 4, 3), seed=13, scale=1.5, offset=0.5)
   f_s = _stats_matched_student(f_t, (6, 3), seed=14)
   assert f_s.shape == (2, 6, 3, 3)
   mu_t, sigma_t = _np_stats(f_t, eps=0.)
@@ -331,10 +319,10 @@ def test_stats_matched_student_fixture():
 def test_adain_loss_pool_linear_tail_is_fc_of_mu_s(jit):
   """With a pool + linear tail (k = S), L_adain = mean (fc(mu_s) - z_t)^2."""
   tail, w, b = _pool_linear_tail()
-  f_t = _rand((2, 4, 4, 3), seed=15)
-  f_s = _rand((2, 3, 5, 3), seed=16, scale=2., offset=1.)
+  f_t = rand((2, 4, 4, 3), seed=15)
+  f_s = rand((2, 3, 5, 3), seed=16, scale=2., offset=1.)
   z_t = tail(f_t)
-  got = _maybe_jit(losses.adain_loss, jit, tail_fn=tail)(f_t, f_s, z_t)
+  got = maybe_jit(losses.adain_loss, jit, tail_fn=tail)(f_t, f_s, z_t)
   mu_s, _ = _np_stats(f_s)
   expected = np.mean((mu_s @ w + b - np.asarray(z_t, np.float64))**2)
   np.testing.assert_allclose(got, expected, rtol=1e-5)
@@ -344,9 +332,9 @@ def test_adain_loss_pool_linear_tail_is_fc_of_mu_s(jit):
 def test_pool_linear_tail_ignores_sigma_s(kind):
   """With pool + linear, sigma_s has zero gradient and changing it is moot."""
   tail, _, _ = _pool_linear_tail()
-  f_t = _rand((2, 4, 4, 3), seed=17)
+  f_t = rand((2, 4, 4, 3), seed=17)
   z_t = tail(f_t) + 0.5
-  f_s = _rand((2, 3, 5, 3), seed=18, scale=2., offset=1.)
+  f_s = rand((2, 3, 5, 3), seed=18, scale=2., offset=1.)
   mu_s, sigma_s = losses.channel_stats(f_s)
 
   def loss_of_stats(mu, sigma):
@@ -377,9 +365,9 @@ def test_pool_linear_tail_ignores_sigma_s(kind):
 def test_nonlinear_tail_depends_on_sigma_s(kind):
   """With relu before pooling, sigma_s changes the loss (non-zero grad)."""
   tail = _nonlinear_tail()
-  f_t = _rand((2, 4, 4, 3), seed=19)
+  f_t = rand((2, 4, 4, 3), seed=19)
   z_t = tail(f_t)
-  f_s = _rand((2, 3, 5, 3), seed=20, scale=2., offset=1.)
+  f_s = rand((2, 3, 5, 3), seed=20, scale=2., offset=1.)
   mu_s, sigma_s = losses.channel_stats(f_s)
   f_s_mu = np.asarray(mu_s)[:, None, None, :]
 
@@ -403,9 +391,9 @@ def test_nonlinear_tail_depends_on_sigma_s(kind):
 def test_adain_loss_gradients_reach_student_only(kind):
   """f_s gets a non-zero gradient; f_t and z_t get exactly zero (jit)."""
   tail = _nonlinear_tail()
-  f_t = _rand((2, 4, 4, 3), seed=21)
+  f_t = rand((2, 4, 4, 3), seed=21)
   z_t = tail(f_t)
-  f_s = _rand((2, 3, 5, 3), seed=22, scale=2., offset=1.)
+  f_s = rand((2, 3, 5, 3), seed=22, scale=2., offset=1.)
   grad_fn = jax.grad(
       lambda a, b, c: losses.adain_loss(a, b, c, tail, kind=kind),
       argnums=(0, 1, 2))
@@ -420,13 +408,13 @@ def test_adain_loss_gradients_reach_student_only(kind):
 def test_adain_loss_kl_kind(jit):
   """kind='kl' is tau^2 KL(softmax(z_t/tau) || softmax(z/tau)), batch mean."""
   tail = _nonlinear_tail()
-  f_t = _rand((2, 4, 4, 3), seed=23)
+  f_t = rand((2, 4, 4, 3), seed=23)
   z_t = tail(f_t)
-  f_s = _rand((2, 3, 5, 3), seed=24, scale=2., offset=1.)
+  f_s = rand((2, 3, 5, 3), seed=24, scale=2., offset=1.)
   mu_s, sigma_s = losses.channel_stats(f_s)
   z = tail(losses.adain(f_t, mu_s, sigma_s))
   for tau in (1.0, 4.0):
-    got = _maybe_jit(losses.adain_loss, jit, tail_fn=tail, kind='kl',
+    got = maybe_jit(losses.adain_loss, jit, tail_fn=tail, kind='kl',
                      temperature=tau)(f_t, f_s, z_t)
     np.testing.assert_allclose(got, _np_kd(z, z_t, tau), rtol=1e-4)
   mse = losses.adain_loss(f_t, f_s, z_t, tail)
@@ -438,15 +426,15 @@ def test_adain_loss_kl_kind(jit):
 def test_adain_loss_ce_kind(jit):
   """kind='ce' is the cross-entropy of the tail's AdaIN logits vs labels."""
   tail = _nonlinear_tail()
-  f_t = _rand((2, 4, 4, 3), seed=23)
+  f_t = rand((2, 4, 4, 3), seed=23)
   z_t = tail(f_t)
-  f_s = _rand((2, 3, 5, 3), seed=24, scale=2., offset=1.)
+  f_s = rand((2, 3, 5, 3), seed=24, scale=2., offset=1.)
   labels = np.array([1, 0])
   mu_s, sigma_s = _np_stats(f_s)
   z = np.asarray(tail(losses.adain(f_t, mu_s, sigma_s)), np.float64)
   log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
   expected = -np.mean(log_p[np.arange(2), labels])
-  fn = _maybe_jit(lambda a, b, c, y: losses.adain_loss(
+  fn = maybe_jit(lambda a, b, c, y: losses.adain_loss(
       a, b, c, tail, kind='ce', labels_N=y), jit)
   got = fn(f_t, f_s, z_t, labels)
   np.testing.assert_allclose(got, expected, rtol=1e-5)
@@ -458,9 +446,9 @@ def test_adain_loss_ce_kind(jit):
 def test_adain_loss_stats_keep_the_teachers_other_statistic(stats):
   """stats='mean' uses (mu_s, sigma_t); 'std' uses (mu_t, sigma_s)."""
   tail = _nonlinear_tail()
-  f_t = _rand((2, 4, 4, 3), seed=41, scale=1.5, offset=0.5)
+  f_t = rand((2, 4, 4, 3), seed=41, scale=1.5, offset=0.5)
   z_t = tail(f_t) + 0.2
-  f_s = _rand((2, 3, 5, 3), seed=42, scale=2., offset=1.)
+  f_s = rand((2, 3, 5, 3), seed=42, scale=2., offset=1.)
   mu_t, sigma_t = _np_stats(f_t)
   mu_s, sigma_s = _np_stats(f_s)
   mu, sigma = (mu_s, sigma_t) if stats == 'mean' else (mu_t, sigma_s)
@@ -481,7 +469,7 @@ def test_adain_loss_stats_keep_the_teachers_other_statistic(stats):
 
 
 def test_adain_loss_unknown_stats_raises():
-  f = _rand((2, 3, 3, 4), seed=25)
+  f = rand((2, 3, 3, 4), seed=25)
   with pytest.raises(ValueError, match=r"'var'.*'both'.*'mean'.*'std'"):
     losses.adain_loss(f, f, np.zeros((2, 4)), lambda h: h.mean((1, 2)),
                       stats='var')
@@ -489,7 +477,7 @@ def test_adain_loss_unknown_stats_raises():
 
 def test_adain_loss_unknown_kind_raises():
   """An unknown kind raises a ValueError that lists the valid kinds."""
-  f = _rand((2, 3, 3, 4), seed=25)
+  f = rand((2, 3, 3, 4), seed=25)
   with pytest.raises(ValueError, match=r"'l1'.*'mse'.*'kl'"):
     losses.adain_loss(f, f, np.zeros((2, 4)), lambda h: h.mean((1, 2)),
                       kind='l1')
@@ -498,11 +486,11 @@ def test_adain_loss_unknown_kind_raises():
 def test_adain_loss_shape_mismatch_raises():
   """Channel or batch mismatch between f_t and f_s raises a ValueError."""
   tail = lambda h: h.mean((1, 2))
-  f_t = _rand((2, 3, 3, 4), seed=26)
+  f_t = rand((2, 3, 3, 4), seed=26)
   with pytest.raises(ValueError, match='Channel mismatch.*4.*5'):
-    losses.adain_loss(f_t, _rand((2, 3, 3, 5), 27), np.zeros((2, 4)), tail)
+    losses.adain_loss(f_t, rand((2, 3, 3, 5), 27), np.zeros((2, 4)), tail)
   with pytest.raises(ValueError, match='Batch mismatch'):
-    losses.adain_loss(f_t, _rand((3, 3, 3, 4), 28), np.zeros((2, 4)), tail)
+    losses.adain_loss(f_t, rand((3, 3, 3, 4), 28), np.zeros((2, 4)), tail)
 
 
 # ------------------------------------------------------------- check_grads
@@ -511,7 +499,7 @@ def test_adain_loss_shape_mismatch_raises():
 def test_check_grads_channel_stats():
   """channel_stats has correct reverse-mode gradients (float64)."""
   with jax.enable_x64(True):
-    f = jnp.asarray(_rand((2, 3, 3, 2), seed=29), jnp.float64)
+    f = jnp.asarray(rand((2, 3, 3, 2), seed=29), jnp.float64)
     jtu.check_grads(jax.jit(losses.channel_stats), (f,), order=1,
                     modes=['rev'])
 
@@ -519,9 +507,9 @@ def test_check_grads_channel_stats():
 def test_check_grads_adain():
   """adain has correct reverse-mode gradients w.r.t. mu_s and sigma_s."""
   with jax.enable_x64(True):
-    f_t = jnp.asarray(_rand((2, 3, 3, 2), seed=30), jnp.float64)
-    mu_s = jnp.asarray(_rand((2, 2), seed=31), jnp.float64)
-    sigma_s = jnp.abs(jnp.asarray(_rand((2, 2), seed=32), jnp.float64)) + 0.5
+    f_t = jnp.asarray(rand((2, 3, 3, 2), seed=30), jnp.float64)
+    mu_s = jnp.asarray(rand((2, 2), seed=31), jnp.float64)
+    sigma_s = jnp.abs(jnp.asarray(rand((2, 2), seed=32), jnp.float64)) + 0.5
     jtu.check_grads(jax.jit(lambda m, s: losses.adain(f_t, m, s)),
                     (mu_s, sigma_s), order=1, modes=['rev'])
 
@@ -531,9 +519,9 @@ def test_check_grads_adain_loss(kind):
   """adain_loss has correct reverse-mode gradients w.r.t. f_s (float64)."""
   with jax.enable_x64(True):
     tail = _nonlinear_tail()
-    f_t = jnp.asarray(_rand((2, 4, 4, 3), seed=33), jnp.float64)
+    f_t = jnp.asarray(rand((2, 4, 4, 3), seed=33), jnp.float64)
     z_t = tail(f_t) + 0.3
-    f_s = jnp.asarray(_rand((2, 3, 5, 3), seed=34), jnp.float64)
+    f_s = jnp.asarray(rand((2, 3, 5, 3), seed=34), jnp.float64)
     assert f_s.dtype == jnp.float64
     jtu.check_grads(
         jax.jit(lambda x: losses.adain_loss(f_t, x, z_t, tail, kind=kind)),
@@ -549,14 +537,14 @@ def test_stat_l2_hand_value(jit):
   f_t = _map_1221()
   f_s = np.array([0., 1., 2.], np.float32).reshape(1, 1, 3, 1)
   expected = (1. - 2.5)**2 + (np.sqrt(1. + EPS) - np.sqrt(5. / 3. + EPS))**2
-  got = _maybe_jit(losses.stat_l2, jit)(f_t, f_s)
+  got = maybe_jit(losses.stat_l2, jit)(f_t, f_s)
   np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 def test_stat_l2_gradient_reaches_student_only():
   """stat_l2 gives f_s a gradient and f_t none; it is 0 for equal stats."""
-  f_t = _rand((2, 4, 4, 3), seed=35)
-  f_s = _rand((2, 3, 5, 3), seed=36, offset=1.)
+  f_t = rand((2, 4, 4, 3), seed=35)
+  f_s = rand((2, 3, 5, 3), seed=36, offset=1.)
   g_t, g_s = jax.jit(jax.grad(losses.stat_l2, argnums=(0, 1)))(f_t, f_s)
   np.testing.assert_array_equal(g_t, np.zeros_like(f_t))
   assert np.abs(g_s).max() > 1e-4

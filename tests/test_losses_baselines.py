@@ -8,21 +8,9 @@ import pytest
 
 from adain_kd_jax import losses
 from adain_kd_jax import losses_baselines
-
-JIT = pytest.mark.parametrize('jit', [False, True], ids=['eager', 'jit'])
-
-
-def _maybe_jit(fn, jit, **kwargs):
-  """Returns `fn`, jitted when `jit` (kwargs are static, bound by closure)."""
-  bound = lambda *args: fn(*args, **kwargs)
-  return jax.jit(bound) if jit else bound
-
-
-def _rand(shape, seed, scale=1.0, offset=0.0):
-  """Deterministic float32 normal(offset, scale) array."""
-  return (offset + scale * np.random.default_rng(seed).normal(size=shape)
-          ).astype(np.float32)
-
+from tests.conftest import JIT
+from tests.conftest import maybe_jit
+from tests.conftest import rand
 
 # The 1x2x2x1 map [[1, 2], [3, 4]].
 _MAP_1221 = np.array([[1., 2.], [3., 4.]], np.float32).reshape(1, 2, 2, 1)
@@ -66,7 +54,7 @@ def test_attention_map_hand_values(jit):
   """[[1, 2], [3, 4]] (plus a zero channel) gives [1, 4, 9, 16]/sqrt(354)."""
   f = np.zeros((1, 2, 2, 2), np.float32)
   f[0, :, :, 0] = [[1., 2.], [3., -4.]]  # |f|^2: the sign is irrelevant.
-  a = _maybe_jit(losses_baselines.attention_map, jit)(f)
+  a = maybe_jit(losses_baselines.attention_map, jit)(f)
   assert a.shape == (1, 4) and a.dtype == jnp.float32
   np.testing.assert_allclose(a, [[1., 4., 9., 16.]] / np.sqrt(354.),
                              rtol=1e-6)
@@ -87,14 +75,14 @@ def test_at_hand_value(jit):
   f_t = np.zeros((1, 2, 2, 3), np.float32)
   f_t[0, 0, 0, :] = 2.
   f_s = np.ones((1, 2, 2, 5), np.float32)  # Channel counts may differ.
-  got = _maybe_jit(losses_baselines.at, jit)(f_t, f_s)
+  got = maybe_jit(losses_baselines.at, jit)(f_t, f_s)
   np.testing.assert_allclose(got, 0.25, rtol=1e-6)
 
 
 def test_at_zero_when_equal_and_matches_numpy():
   """AT is 0 for equal maps and matches a numpy reference otherwise."""
-  f_t = _rand((3, 4, 4, 6), seed=0)
-  f_s = _rand((3, 4, 4, 2), seed=1, scale=2.)
+  f_t = rand((3, 4, 4, 6), seed=0)
+  f_s = rand((3, 4, 4, 2), seed=1, scale=2.)
   fn = jax.jit(losses_baselines.at)
   np.testing.assert_allclose(fn(f_t, f_t), 0., atol=1e-9)
   expected = np.mean((_np_attention(f_s) - _np_attention(f_t))**2)
@@ -104,8 +92,8 @@ def test_at_zero_when_equal_and_matches_numpy():
 @pytest.mark.parametrize('student_larger', [True, False])
 def test_at_pools_the_larger_map(student_larger):
   """The larger map is average-pooled (features, exactly) to the smaller."""
-  big = _rand((2, 8, 4, 3), seed=2)
-  small = _rand((2, 4, 2, 5), seed=3)
+  big = rand((2, 8, 4, 3), seed=2)
+  small = rand((2, 4, 2, 5), seed=3)
   if student_larger:
     f_t, f_s = small, big
     expected = np.mean(
@@ -138,8 +126,8 @@ def test_at_rejects_batch_mismatch_and_non_4d():
 
 def test_at_gradient_student_only():
   """The student map gets a gradient, the teacher map none."""
-  f_t = _rand((2, 4, 4, 3), seed=4)
-  f_s = _rand((2, 8, 8, 2), seed=5)
+  f_t = rand((2, 4, 4, 3), seed=4)
+  f_s = rand((2, 8, 8, 2), seed=5)
   g_t, g_s = jax.jit(jax.grad(losses_baselines.at, argnums=(0, 1)))(f_t, f_s)
   np.testing.assert_array_equal(g_t, np.zeros_like(f_t))
   assert np.all(np.isfinite(g_s)) and np.abs(g_s).max() > 1e-6
@@ -151,8 +139,8 @@ def test_at_gradient_student_only():
 @JIT
 def test_hint_mse_zero_when_equal_and_hand_value(jit):
   """0 for the teacher feature itself; mean over (N, H, W, C) otherwise."""
-  fn = _maybe_jit(losses_baselines.hint_mse, jit)
-  f_t = _rand((2, 4, 4, 3), seed=50)
+  fn = maybe_jit(losses_baselines.hint_mse, jit)
+  f_t = rand((2, 4, 4, 3), seed=50)
   assert float(fn(f_t, f_t)) == 0.0
   # One element of 24 off by 2: 4 / 24.
   f_s = np.zeros((1, 2, 4, 3), np.float32)
@@ -163,7 +151,7 @@ def test_hint_mse_zero_when_equal_and_hand_value(jit):
 
 def test_hint_mse_gradient_student_only_and_float32():
   """d/d f_s = 2 (f_s - f_t) / size; no gradient into the teacher feature."""
-  f_t, f_s = _rand((2, 3, 3, 2), seed=51), _rand((2, 3, 3, 2), seed=52)
+  f_t, f_s = rand((2, 3, 3, 2), seed=51), rand((2, 3, 3, 2), seed=52)
   g_t, g_s = jax.jit(jax.grad(losses_baselines.hint_mse, argnums=(0, 1)))(
       f_t, f_s)
   assert float(jnp.abs(g_t).max()) == 0.0
@@ -188,7 +176,7 @@ def test_hint_mse_rejects_other_shapes(s_shape):
 @JIT
 def test_fitnet_same_size_hand_value(jit):
   """Same sizes: plain MSE, [[1,2],[3,4]] vs zeros is (1+4+9+16)/4."""
-  got = _maybe_jit(losses_baselines.fitnet, jit)(
+  got = maybe_jit(losses_baselines.fitnet, jit)(
       np.zeros((1, 2, 2, 1), np.float32), _MAP_1221)
   np.testing.assert_allclose(got, 7.5, rtol=1e-6)
 
@@ -196,7 +184,7 @@ def test_fitnet_same_size_hand_value(jit):
 @JIT
 def test_fitnet_resizes_student(jit):
   """Spatial mismatch: the student is bilinearly resized to the teacher."""
-  fn = _maybe_jit(losses_baselines.fitnet, jit)
+  fn = maybe_jit(losses_baselines.fitnet, jit)
   # Width 2 -> 4, half-pixel centres at x = -0.25, 0.25, 0.75, 1.25 in the
   # input (edges clamped): [1, 2] becomes [1, 1.25, 1.75, 2].
   f_s = np.array([1., 2.], np.float32).reshape(1, 1, 2, 1)
@@ -205,7 +193,7 @@ def test_fitnet_resizes_student(jit):
                              (1. + 1.25**2 + 1.75**2 + 4.) / 4., rtol=1e-6)
   # A constant 1x1 student upsampled to 3x3 stays constant.
   f_s = np.full((2, 1, 1, 2), 3., np.float32)
-  f_t = _rand((2, 3, 3, 2), seed=37)
+  f_t = rand((2, 3, 3, 2), seed=37)
   np.testing.assert_allclose(fn(f_t, f_s), np.mean((3. - f_t)**2), rtol=1e-5)
   # 2x2 down to 1x1: the centre sample is the mean of the four pixels.
   np.testing.assert_allclose(fn(np.zeros((1, 1, 1, 1), np.float32),
@@ -214,14 +202,14 @@ def test_fitnet_resizes_student(jit):
 
 def test_fitnet_gradient_and_channel_check():
   """FitNet gives f_t no gradient and rejects mismatched channels."""
-  f_t = _rand((2, 4, 4, 3), seed=38)
-  f_s = _rand((2, 2, 2, 3), seed=39)
+  f_t = rand((2, 4, 4, 3), seed=38)
+  f_s = rand((2, 2, 2, 3), seed=39)
   g_t, g_s = jax.jit(jax.grad(losses_baselines.fitnet, argnums=(0, 1)))(
       f_t, f_s)
   np.testing.assert_array_equal(g_t, np.zeros_like(f_t))
   assert np.abs(g_s).max() > 1e-4
   with pytest.raises(ValueError, match='Channel mismatch'):
-    losses_baselines.fitnet(f_t, _rand((2, 4, 4, 2), seed=40))
+    losses_baselines.fitnet(f_t, rand((2, 4, 4, 2), seed=40))
 
 
 # --------------------------------------------------------------------- DKD
@@ -276,7 +264,7 @@ def test_dkd_hand_fixture(jit):
   """TCKD, NCKD and alpha TCKD + beta NCKD match the hand computation."""
   z_s, z_t, labels, tau = _dkd_fixture()
   tckd, nckd = _hand_dkd_terms()
-  got_t, got_n = _maybe_jit(losses_baselines.dkd_terms, jit,
+  got_t, got_n = maybe_jit(losses_baselines.dkd_terms, jit,
                             temperature=tau)(z_s, z_t, labels)
   np.testing.assert_allclose(got_t, tckd, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(got_n, nckd, rtol=1e-5)
@@ -284,7 +272,7 @@ def test_dkd_hand_fixture(jit):
   ref_t, ref_n = _np_dkd_terms(z_s, z_t, labels, tau)
   np.testing.assert_allclose(ref_t, tckd, atol=1e-6)
   np.testing.assert_allclose(ref_n, nckd, rtol=1e-6)
-  got = _maybe_jit(losses_baselines.dkd, jit, alpha=1.5, beta=8.,
+  got = maybe_jit(losses_baselines.dkd, jit, alpha=1.5, beta=8.,
                    temperature=tau)(z_s, z_t, labels)
   np.testing.assert_allclose(got, 1.5 * tckd.mean() + 8. * nckd.mean(),
                              rtol=1e-5)
@@ -292,7 +280,7 @@ def test_dkd_hand_fixture(jit):
 
 def test_dkd_matches_numpy_reference():
   """dkd on random logits (T = 4, defaults) matches the numpy reference."""
-  z_s, z_t = _rand((6, 10), 6, 3.), _rand((6, 10), 7, 3.)
+  z_s, z_t = rand((6, 10), 6, 3.), rand((6, 10), 7, 3.)
   labels = np.array([0, 3, 9, 3, 5, 1])
   ref_t, ref_n = _np_dkd_terms(z_s, z_t, labels, 4.)
   np.testing.assert_allclose(
@@ -302,7 +290,7 @@ def test_dkd_matches_numpy_reference():
 
 def test_dkd_zero_when_logits_equal():
   """(a) student == teacher gives TCKD = NCKD = dkd = 0."""
-  z = _rand((4, 7), 8, 3.)
+  z = rand((4, 7), 8, 3.)
   labels = np.array([0, 6, 2, 2])
   tckd, nckd = jax.jit(losses_baselines.dkd_terms)(z, z, labels)
   # float32 round-off, amplified by T^2 = 16.
@@ -325,7 +313,7 @@ def test_dkd_same_target_prob_gives_zero_tckd():
 
 def test_dkd_same_non_target_distribution_gives_zero_nckd():
   """(c) Shifted target logit only: NCKD 0, TCKD > 0."""
-  z_t = _rand((3, 5), 9, 2.)
+  z_t = rand((3, 5), 9, 2.)
   labels = np.array([1, 4, 0])
   z_s = z_t.copy()
   z_s[np.arange(3), labels] += np.array([2., -3., 1.5], np.float32)
@@ -345,7 +333,7 @@ def _kd_from_dkd_terms(z_s, z_t, labels, tau):
 @pytest.mark.parametrize('tau', [1., 4.])
 def test_dkd_decomposition_recovers_kd(tau):
   """(d) KD T^2 = TCKD + (1 - p_t) NCKD per example; batch mean = kd()."""
-  z_s, z_t = _rand((5, 6), 10, 3.), _rand((5, 6), 11, 3.)
+  z_s, z_t = rand((5, 6), 10, 3.), rand((5, 6), 11, 3.)
   labels = np.array([0, 5, 2, 2, 3])
   recon = _kd_from_dkd_terms(z_s, z_t, labels, tau)
   per_example_kd = tau**2 * _np_kl(_np_softmax(z_t / tau),
@@ -357,7 +345,7 @@ def test_dkd_decomposition_recovers_kd(tau):
 
 def test_dkd_gradient_student_only():
   """Student logits get a finite gradient, teacher logits none."""
-  z_s, z_t = _rand((4, 5), 12, 3.), _rand((4, 5), 13, 3.)
+  z_s, z_t = rand((4, 5), 12, 3.), rand((4, 5), 13, 3.)
   labels = np.array([0, 1, 2, 3])
   g_s, g_t = jax.jit(jax.grad(losses_baselines.dkd, argnums=(0, 1)))(
       z_s, z_t, labels)

@@ -79,40 +79,18 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, idx_data_dir,
   _assert_same_run(workdir, reference)
 
 
-def test_sigterm_saves_exits_cleanly_and_resumes(tmp_path, idx_data_dir,
-                                                 teacher_export, reference):
-  """SIGTERM: checkpoint at the next step, exit 0; the re-run completes."""
-  workdir = str(tmp_path / 'preempted')
-  flags_ = _flags(idx_data_dir, teacher_export)
+def _stop_and_resume(workdir, flags_, reference, sig, exit_code, message):
+  """Stops a run with `sig` after a checkpoint, checks its exit and one-line
+  message (group 1: the step saved), resumes it and compares with the
+  uninterrupted `reference`."""
   proc = run_train_py(workdir, *flags_, wait=False)
   _wait_for_checkpoint(workdir, 6, proc)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(sig)
   out, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, err[-3000:]
-  assert 'Preempted: saved step' in out
-  saved = int(out.split('Preempted: saved step ')[1].split()[0])
-  assert 6 <= saved < _STEPS
-  assert os.path.isdir(os.path.join(workdir, 'checkpoints', str(saved)))
-  again = run_train_py(workdir, *flags_)
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert f'Resuming {workdir} at step {saved}.' in again.stdout
-  _assert_same_run(workdir, reference)
-
-
-def test_ctrl_c_saves_exits_130_and_resumes(tmp_path, idx_data_dir,
-                                            teacher_export, reference):
-  """Ctrl-C: as SIGTERM, one line and exit 130; the summary adds up both."""
-  workdir = str(tmp_path / 'interrupted')
-  flags_ = _flags(idx_data_dir, teacher_export)
-  proc = run_train_py(workdir, *flags_, wait=False)
-  _wait_for_checkpoint(workdir, 6, proc)
-  proc.send_signal(signal.SIGINT)
-  out, err = proc.communicate(timeout=120)
-  assert proc.returncode == 130, err[-3000:]
+  assert proc.returncode == exit_code, err[-3000:]
   assert 'Traceback' not in err
-  match = re.search(r'^Interrupted \(Ctrl-C\): saved step (\d+) in (.*); run '
-                    r'the same command again to resume\.$', out, re.M)
-  assert match and match.group(2) == workdir, out
+  match = re.search(message, out, re.M)
+  assert match, out
   saved = int(match.group(1))
   assert 6 <= saved < _STEPS
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', str(saved)))
@@ -120,6 +98,25 @@ def test_ctrl_c_saves_exits_130_and_resumes(tmp_path, idx_data_dir,
   assert again.returncode == 0, again.stderr[-3000:]
   assert f'Resuming {workdir} at step {saved}.' in again.stdout
   _assert_same_run(workdir, reference)
+
+
+def test_sigterm_saves_exits_cleanly_and_resumes(tmp_path, idx_data_dir,
+                                                 teacher_export, reference):
+  """SIGTERM: checkpoint at the next step, exit 0; the re-run completes."""
+  workdir = str(tmp_path / 'preempted')
+  _stop_and_resume(workdir, _flags(idx_data_dir, teacher_export), reference,
+                   signal.SIGTERM, 0, r'Preempted: saved step (\d+)')
+
+
+def test_ctrl_c_saves_exits_130_and_resumes(tmp_path, idx_data_dir,
+                                            teacher_export, reference):
+  """Ctrl-C: as SIGTERM, one line and exit 130; the summary adds up both."""
+  workdir = str(tmp_path / 'interrupted')
+  _stop_and_resume(
+      workdir, _flags(idx_data_dir, teacher_export), reference,
+      signal.SIGINT, 130,
+      r'^Interrupted \(Ctrl-C\): saved step (\d+) in '
+      + re.escape(workdir) + r'; run the same command again to resume\.$')
   with open(os.path.join(workdir, 'summary.json')) as f:
     summary = json.load(f)
   with open(os.path.join(reference, 'summary.json')) as f:

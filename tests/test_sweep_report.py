@@ -5,12 +5,10 @@ import glob
 import io
 import json
 import os
-import struct
 
 import jax
 import numpy as np
 import pytest
-from tensorboardX.proto import event_pb2
 
 from adain_kd_jax import plots
 from adain_kd_jax import report
@@ -19,6 +17,7 @@ from adain_kd_jax import sweep
 from adain_kd_jax import train_lib
 from configs import default
 from tests.conftest import make_teacher_variables
+from tests.conftest import read_events
 
 _PNG = b'\x89PNG\r\n\x1a\n'
 
@@ -210,29 +209,13 @@ def test_plots_write_png(sweep_dir, tmp_path):
       assert f.read(8) == _PNG
 
 
-def _read_events(path):
-  """Scalars of a TFRecord event file: {tag: [(step, value)]}."""
-  scalars = {}
-  with open(path, 'rb') as f:
-    data = f.read()
-  pos = 0
-  while pos < len(data):
-    (length,) = struct.unpack('<Q', data[pos:pos + 8])
-    event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-    pos += 12 + length + 4
-    for value in event.summary.value:
-      scalars.setdefault(value.tag, []).append((event.step,
-                                                value.simple_value))
-  return scalars
-
-
 def test_tensorboard_event_files(sweep_dir):
   run = os.path.join(sweep_dir, 'none', 'seed1')
   for _ in range(2):  # Writing again replaces the old file.
     logdir = plots.write_tensorboard(run)
   files = glob.glob(os.path.join(logdir, 'events.out.tfevents.*'))
   assert len(files) == 1
-  scalars = _read_events(files[0])
+  scalars = read_events(files[0])
   assert [s for s, _ in scalars['test/accuracy']] == [10, 20, 30]
   np.testing.assert_allclose([v for _, v in scalars['test/accuracy']],
                              _CURVES['none'][1], rtol=1e-6)
