@@ -59,9 +59,39 @@ def main(argv):
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
   summary = train_lib.train_and_evaluate(config, _WORKDIR.value)
+  if config.compare_to and 'preempted_at' not in summary:
+    summary = _compare(config, summary)
   if summary.get('interrupted'):
     return cli.EXIT_INTERRUPTED
   return 0
+
+
+def _compare(config, summary):
+  """Trains the same network with config.compare_to; prints both results.
+
+  The other run lives in WORKDIR/compare_<method> (resumable like any run).
+  Returns its summary (a stopped one, if it was stopped).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import train_lib  # pylint: disable=g-import-not-at-top
+
+  other = ml_collections.ConfigDict(config.to_dict())
+  other.method, other.compare_to, other.export = config.compare_to, '', False
+  other_summary = train_lib.train_and_evaluate(
+      other, os.path.join(_WORKDIR.value, f'compare_{config.compare_to}'))
+  if 'preempted_at' in other_summary or jax.process_index() != 0:
+    return other_summary
+  teacher = summary.get('teacher_test_accuracy')
+  lines = [f'Student {summary["model"]} on {summary["dataset"]}'
+           + (f', teacher {summary["teacher"]} (test accuracy {teacher:.4f})'
+              if teacher is not None else '') + ':']
+  for s in (summary, other_summary):
+    lines.append(f'  {s["method"]:>9}: test accuracy {s["test_accuracy"]:.4f}'
+                 f' (best {s["best_accuracy"]:.4f}, {s["steps"]} steps, '
+                 f'{s["wall_seconds_total"]:.0f} s)')
+  print('\n'.join(lines), flush=True)
+  return other_summary
 
 
 if __name__ == '__main__':

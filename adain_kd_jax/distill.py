@@ -1,19 +1,21 @@
-"""Method name -> loss function: the one place where models and losses meet.
+"""The model set of a run and its training objective.
 
-`Distiller.loss_fn(params, batch_stats, teacher_vars, batch, ...)` returns
-`(loss, (metrics, new_batch_stats, new_aux))`. It differentiates the
-student's variables only (and what is trained with it: connectors, FitNet's
-hint regressors, CRD's embedding heads): the teacher's variables are an
-argument wrapped in `stop_gradient`, its BatchNorm runs on running statistics
-(`train=False`) and nothing of it is ever returned for update. Gradients of
-the AdaIN loss still flow *through* the frozen teacher tail into the student's
-statistics.
-`aux` is method state that is not optimised (CRD's memory bank).
+A `Distiller` holds the student, the frozen teacher (None for 'none'), the
+modules trained with the student that its terms need (connectors, FitNet's
+hint regressors, CRD's embedding heads) and the method's terms
+(`methods.METHODS`, each a pure function of the step's outputs, weighted by
+`config.loss.<term>`):
+  L = sum_t weight_t * term_t(outputs)
+e.g. adain: CE + alpha L_fm + beta L_adain (docs/method.md, "The
+objective").
 
-Objective (docs/method.md, section "The objective"):
-  L = ce * CE + fm * L_fm + adain * L_adain + kd * L_kd  (+ the baselines)
-with each method switching on its terms (METHODS below), weighted by
-`config.loss.<term>`.
+`loss_fn(params, frozen, batch, rng, step) -> (loss, (metrics, updates))`
+differentiates `params` only: the student and its trained modules. The
+teacher's variables (in `frozen`) are wrapped in `stop_gradient`, its
+BatchNorm runs on running statistics (`train=False`) and nothing of it is
+ever returned for update; gradients of the AdaIN loss still flow *through*
+the frozen teacher tail into the student's statistics. Terms with state of
+their own (CRD's memory bank) keep it in `frozen['aux'][term]`.
 """
 
 import dataclasses
@@ -25,57 +27,40 @@ import jax.numpy as jnp
 
 from adain_kd_jax import connectors as connectors_lib
 from adain_kd_jax import crd as crd_lib
-from adain_kd_jax import losses
-from adain_kd_jax import losses_baselines
+from adain_kd_jax import methods
 from adain_kd_jax import models
 
-# The loss terms each method adds up (weights from config.loss).
-METHODS = {
-    'none': ('ce',),
-    'kd': ('ce', 'kd'),
-    'fitnet': ('ce', 'fitnet'),
-    'at': ('ce', 'at'),
-    'stat_l2': ('ce', 'stat_l2'),
-    'adain': ('ce', 'adain', 'fm'),
-    'adain_kd': ('ce', 'adain', 'fm', 'kd'),
-    'crd': ('ce', 'crd'),
-    'dkd': ('ce', 'dkd'),
-}
-TERMS = ('ce', 'kd', 'fitnet', 'at', 'stat_l2', 'adain', 'fm', 'crd', 'dkd')
-# Terms computed on feature points, through connectors (1x1 conv + BN).
-_CONNECTOR_TERMS = ('stat_l2', 'adain', 'fm')
-# Terms computed on feature points, through FitNet's hint regressors
-# (RepDistiller ConvReg; params['hint']).
-_HINT_TERMS = ('fitnet',)
-
-
-def check_method(method: str) -> None:
-  if method not in METHODS:
-    raise ValueError(f'Unknown method {method!r} (config.method). Valid '
-                     f'methods: {", ".join(METHODS)}.')
+METHODS = methods.METHODS
+check_method = methods.check_method
 
 
 @dataclasses.dataclass(frozen=True)
 class Distiller:
-  """A student, an optional frozen teacher, trained extras and loss weights."""
+  """A student, an optional frozen teacher, trained modules and the terms.
+
+  Attributes:
+    student, teacher: the networks (teacher None for a method without one).
+    terms: ((name, term, weight), ...) in summation order.
+    connectors: connectors of the stages some term needs (params /
+      batch_stats['connector']), or None.
+    hints: FitNet's hint regressors (params / batch_stats['hint']), or None.
+    crd_heads: CRD's embedding heads (params['crd']), or None.
+  """
   student: nn.Module
   teacher: nn.Module | None
-  connectors: connectors_lib.Connectors | None
-  terms: tuple[str, ...]  # Terms with a non-zero weight.
-  weights: dict[str, float]
-  points: tuple[int, ...]
-  point_weights: tuple[float, ...]
-  fm_point: int  # FitNet-style term of adain methods: the last stage.
-  temperature: float
-  adain_kind: str
-  adain_stats: str = 'both'
-  dkd_alpha: float = 1.0
-  dkd_beta: float = 8.0
-  dkd_warmup_epochs: float = 20.0
-  crd_heads: crd_lib.CRDHeads | None = None
-  crd: crd_lib.CRDSettings | None = None
-  # FitNet's hint regressors (the `fitnet` method; params['hint']).
+  terms: tuple[tuple[str, methods.Term, float], ...]
+  connectors: connectors_lib.Connectors | None = None
   hints: connectors_lib.HintRegressors | None = None
+  crd_heads: crd_lib.CRDHeads | None = None
+
+  @property
+  def term(self) -> dict[str, methods.Term]:
+    """Each term by name (to read its settings)."""
+    return {name: t for name, t, _ in self.terms}
+
+  @property
+  def weights(self) -> dict[str, float]:
+    return {name: w for name, _, w in self.terms}
 
   def init(self, rng, images_NHWC):
     """Returns {'params': {'student', ...}, 'batch_stats': ...}."""
@@ -86,45 +71,25 @@ class Distiller:
     if (self.connectors is not None or self.crd_heads is not None
         or self.hints is not None):
       _, s_feats = self.student.apply(s_vars, images_NHWC, train=False)
-    if self.connectors is not None:
-      c_vars = self.connectors.init(c_rng, s_feats, train=False)
-      params['connector'] = c_vars['params']
-      batch_stats['connector'] = c_vars['batch_stats']
-    if self.hints is not None:
-      # c_rng: a method has connectors or hint regressors, never both.
-      r_vars = self.hints.init(c_rng, s_feats, train=False)
-      params['hint'] = r_vars['params']
-      batch_stats['hint'] = r_vars['batch_stats']
+    # c_rng for both: connectors and hint regressors; no method has both.
+    for key, module in (('connector', self.connectors),
+                        ('hint', self.hints)):
+      if module is not None:
+        variables = module.init(c_rng, s_feats, train=False)
+        params[key] = variables['params']
+        batch_stats[key] = variables['batch_stats']
     if self.crd_heads is not None:
-      t_dim = self._teacher_features(images_NHWC.shape[1:])['pre_logits']
+      t_dim = feature_shapes(self.teacher,
+                           images_NHWC.shape[1:])['pre_logits']
       params['crd'] = self.crd_heads.init(
           h_rng, s_feats['pre_logits'],
           jnp.zeros(t_dim.shape, jnp.float32))['params']
     return {'params': params, 'batch_stats': batch_stats}
 
-  def init_aux(self, rng, num_data: int, train_labels_M=None):
-    """Method state that is not optimised: CRD's memory bank, else {}."""
-    if self.crd is None:
-      return {}
-    if num_data <= self.crd.num_negatives:
-      raise ValueError(
-          f'config.crd.num_negatives={self.crd.num_negatives} needs more '
-          f'training examples than the {num_data} here; lower it.')
-    aux = crd_lib.crd_memory_init(rng, num_data, self.crd_heads.dim)
-    if self.crd.class_aware:
-      if train_labels_M is None:
-        raise ValueError(
-            'config.crd.class_aware=True needs every training label up '
-            'front, which streamed data sets do not read; set '
-            '--config.crd.class_aware=False.')
-      aux['labels'] = jnp.asarray(train_labels_M, jnp.int32)
-    return aux
-
-  def _teacher_features(self, image_shape):
-    return jax.eval_shape(
-        lambda x: self.teacher.init_with_output(
-            jax.random.key(0), x, train=False)[0][1],
-        jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
+  def init_aux(self, rng, num_train: int, train_labels=None):
+    """The state of the stateful terms ({term: state}; CRD's memory)."""
+    return {name: t.init_state(rng, num_train, train_labels)
+            for name, t, _ in self.terms if t.stateful}
 
   def predict(self, params, batch_stats, images_NHWC):
     """Student logits in inference mode (evaluation)."""
@@ -133,193 +98,145 @@ class Distiller:
         images_NHWC, train=False)
     return logits
 
-  def loss_fn(self, params, batch_stats, teacher_vars, images_NHWC, labels_N,
-              *, aux=None, index_N=None, rng=None, epoch=1.0):
+  def loss_fn(self, params, frozen, batch, rng, step):
     """The training objective.
 
     Args:
-      params, batch_stats: the trained variables ({'student', ...}).
-      teacher_vars: the frozen teacher's variables (None for 'none').
-      images_NHWC: preprocessed float images.
-      labels_N: integer labels.
-      aux: method state (CRD memory); index_N: the examples' positions in the
-        training set; rng: a key for CRD's negative sampling; epoch: the
-        1-based epoch (DKD's warm-up).
+      params: the trained variables ({'student', ...}); differentiated.
+      frozen: {'batch_stats', 'aux' (the stateful terms' state), 'teacher'
+        (the frozen teacher's variables, None for 'none')}.
+      batch: {'image': preprocessed float images, 'label': integer labels,
+        'index' (optional): positions in the training set}.
+      rng: a key for the terms that sample (CRD's negatives).
+      step: the state's step (0-based; DKD's warm-up).
 
     Returns:
-      (loss, (metrics, new_batch_stats, new_aux)).
+      (loss, (metrics, {'batch_stats', 'aux'})): metrics has every term's
+      value, the loss and the batch accuracy.
     """
-    (z_s, f_s), s_updates = self.student.apply(
-        {'params': params['student'], 'batch_stats': batch_stats['student']},
-        images_NHWC, train=True, mutable=['batch_stats'])
-    new_batch_stats = {'student': s_updates['batch_stats']}
-    new_aux = aux
-    values = {'ce': losses.cross_entropy(z_s, labels_N)}
+    out, batch_stats = self._outputs(params, frozen, batch, rng, step)
+    values, aux = {}, dict(frozen['aux'])
+    for name, term, _ in self.terms:
+      if term.stateful:
+        values[name], aux[name] = term(out, frozen['aux'][name])
+      else:
+        values[name] = term(out)
+    loss = sum(w * values[name] for name, _, w in self.terms)
+    metrics = dict(values, loss=loss, accuracy=jnp.mean(
+        jnp.argmax(out.logits_s_NK, -1) == batch['label']))
+    return loss, (metrics, {'batch_stats': batch_stats, 'aux': aux})
 
+  def _outputs(self, params, frozen, batch, rng, step):
+    """Runs the student, the teacher and the trained modules once."""
+    images, bs = batch['image'], frozen['batch_stats']
+    (z_s, f_s), updates = self.student.apply(
+        {'params': params['student'], 'batch_stats': bs['student']},
+        images, train=True, mutable=['batch_stats'])
+    new_bs = {'student': updates['batch_stats']}
+    fields = {}
     if self.teacher is not None:
-      t_vars = jax.lax.stop_gradient(teacher_vars)
-      z_t, f_t = self.teacher.apply(t_vars, images_NHWC, train=False)
-      z_t = jax.lax.stop_gradient(z_t)
-      f_t = jax.lax.stop_gradient(f_t)
-    if 'kd' in self.terms:
-      values['kd'] = losses.kd(z_s, z_t, self.temperature)
-    if 'dkd' in self.terms:
-      values['dkd'] = losses_baselines.dkd_warmup_factor(
-          epoch, self.dkd_warmup_epochs) * losses_baselines.dkd(
-              z_s, z_t, labels_N, alpha=self.dkd_alpha, beta=self.dkd_beta,
-              temperature=self.temperature)
-    if 'at' in self.terms:
-      # As the CRD benchmark: every stage output, summed.
-      values['at'] = sum(
-          losses_baselines.at(f_t[f'stage{k}'], f_s[f'stage{k}'])
-          for k in range(1, self.student.num_stages + 1))
-    if 'crd' in self.terms:
-      e_s, e_t = self.crd_heads.apply({'params': params['crd']},
-                                      f_s['pre_logits'], f_t['pre_logits'])
-      contrast = crd_lib.crd_sample_contrast(
-          rng, index_N, labels_N, len(aux['memory_s']),
-          self.crd.num_negatives, data_labels_M=aux.get('labels'))
-      memory = {k: v for k, v in aux.items() if k != 'labels'}
-      values['crd'], new_memory = crd_lib.crd_loss(
-          e_s, e_t, index_N, contrast, memory,
-          temperature=self.crd.temperature, momentum=self.crd.momentum)
-      new_aux = dict(aux, **new_memory)
-    if self.hints is not None:
-      # FitNet as the CRD benchmark: ConvReg to the teacher's shape, then a
-      # plain MSE (HintLoss).
-      h_out, h_updates = self.hints.apply(
-          {'params': params['hint'], 'batch_stats': batch_stats['hint']},
-          f_s, train=True, mutable=['batch_stats'])
-      new_batch_stats['hint'] = h_updates['batch_stats']
-      values['fitnet'] = sum(
-          w * losses_baselines.hint_mse(f_t[f'stage{k}'],
-                                        h_out[f'stage{k}'])
-          for k, w in zip(self.points, self.point_weights))
-
-    if self.connectors is not None:
-      c_out, c_updates = self.connectors.apply(
-          {'params': params['connector'],
-           'batch_stats': batch_stats['connector']},
-          f_s, train=True, mutable=['batch_stats'])
-      new_batch_stats['connector'] = c_updates['batch_stats']
-      for term in ('stat_l2', 'adain'):
-        if term in self.terms:
-          values[term] = sum(
-              w * self._point_loss(term, k, f_t, c_out, z_t, t_vars,
-                                   labels_N)
-              for k, w in zip(self.points, self.point_weights))
-      if 'fm' in self.terms:
-        name = f'stage{self.fm_point}'
-        values['fm'] = losses_baselines.fitnet(f_t[name], c_out[name])
-
-    loss = sum(self.weights[t] * values[t] for t in self.terms)
-    metrics = dict(values, loss=loss,
-                   accuracy=jnp.mean(jnp.argmax(z_s, -1) == labels_N))
-    return loss, (metrics, new_batch_stats, new_aux)
-
-  def _point_loss(self, term, k, f_t, c_out, z_t, t_vars, labels_N):
-    name = f'stage{k}'
-    if term == 'stat_l2':
-      return losses.stat_l2(f_t[name], c_out[name])
-
-    def tail_fn(h):
-      return self.teacher.apply(t_vars, h, start=k, train=False, method='tail')
-
-    return losses.adain_loss(f_t[name], c_out[name], z_t, tail_fn,
-                             kind=self.adain_kind,
-                             temperature=self.temperature,
-                             stats=self.adain_stats, labels_N=labels_N)
+      t_vars = jax.lax.stop_gradient(frozen['teacher'])
+      z_t, f_t = jax.lax.stop_gradient(
+          self.teacher.apply(t_vars, images, train=False))
+      fields.update(logits_t_NK=z_t, feats_t=f_t, tail=lambda k, h: (
+          self.teacher.apply(t_vars, h, start=k, train=False,
+                             method='tail')))
+    for key, field, module in (('connector', 'connected', self.connectors),
+                               ('hint', 'hinted', self.hints)):
+      if module is not None:
+        fields[field], updates = module.apply(
+            {'params': params[key], 'batch_stats': bs[key]}, f_s,
+            train=True, mutable=['batch_stats'])
+        new_bs[key] = updates['batch_stats']
+    if self.crd_heads is not None:
+      fields['embedded'] = self.crd_heads.apply(
+          {'params': params['crd']}, f_s['pre_logits'],
+          fields['feats_t']['pre_logits'])
+    out = methods.Outputs(logits_s_NK=z_s, feats_s=f_s,
+                          labels_N=batch['label'], step=step, rng=rng,
+                          index_N=batch.get('index'), **fields)
+    return out, new_bs
 
 
-def create(config, num_classes: int, image_shape) -> Distiller:
-  """Builds the Distiller for `config` (validates method, models, points)."""
+def create(config, num_classes: int, image_shape,
+           steps_per_epoch: int = 1) -> Distiller:
+  """Builds the Distiller for `config`: models, terms and what they need.
+
+  Args:
+    config: the run's config (method, model, teacher, loss, points, ...).
+    num_classes: the data set's number of classes.
+    image_shape: (H, W, C) of an input image.
+    steps_per_epoch: for terms scheduled in epochs (DKD's warm-up).
+
+  Raises:
+    ValueError: naming the config field, for an unknown method or model, a
+      missing teacher, stage counts that do not pair, or bad points.
+  """
   check_method(config.method)
   dtype = jnp.dtype(config.dtype)
   student = models.create_model(config.model, num_classes, dtype=dtype)
-  weights = {t: float(config.loss[t]) for t in TERMS}
-  terms = tuple(t for t in METHODS[config.method]
-                if t == 'ce' or weights[t] != 0.0)
+  terms = methods.create_terms(
+      config, methods.Context(num_stages=student.num_stages,
+                              steps_per_epoch=steps_per_epoch))
+  needs = [t.needs for _, t, _ in terms]
   teacher = None
-  if config.method != 'none':
+  if any(n.teacher for n in needs):
     if not config.teacher:
       raise ValueError(f'config.method={config.method!r} needs a teacher: '
                        'set config.teacher (and config.teacher_checkpoint).')
     teacher = models.create_model(config.teacher, num_classes, dtype=dtype)
-
-  points = tuple(int(k) for k in config.points)
-  point_weights = tuple(float(w) for w in config.point_weights)
-  num_stages = student.num_stages
-  feature_terms = _CONNECTOR_TERMS + _HINT_TERMS
-  if (('at' in terms or any(t in feature_terms for t in terms))
-      and teacher.num_stages != num_stages):
+  if (any(n.same_stages for n in needs)
+      and teacher.num_stages != student.num_stages):
     raise ValueError(
-        f'config.model={config.model!r} has {num_stages} stages but '
+        f'config.model={config.model!r} has {student.num_stages} stages but '
         f'config.teacher={config.teacher!r} has {teacher.num_stages}; '
         'feature methods pair stage k with stage k.')
-  fm_point = num_stages
-  connectors = hints = None
-  if any(t in feature_terms for t in terms):
-    if not points or len(points) != len(point_weights):
-      raise ValueError(
-          f'config.points={points} and config.point_weights={point_weights} '
-          'must be non-empty and of the same length.')
-    for k in points:
-      if not 1 <= k <= num_stages:
-        raise ValueError(
-            f'config.points has stage {k}, outside 1..{num_stages} for '
-            f'{config.model!r}; use a stage number in that range.')
-    needed = sorted(set(points) | ({fm_point} if 'fm' in terms else set()))
-    distiller = Distiller(student, teacher, None, terms, weights, points,
-                          point_weights, fm_point, 4.0, 'mse')
-    t_feats = distiller._teacher_features(image_shape)  # pylint: disable=protected-access
-    if any(t in _CONNECTOR_TERMS for t in terms):
+  connector_stages = sorted({k for n in needs for k in n.connector})
+  hint_stages = sorted({k for n in needs for k in n.hint})
+  embed = max((n.embed for n in needs), default=0)
+  connectors = hints = crd_heads = None
+  if connector_stages or hint_stages:
+    t_feats = feature_shapes(teacher, image_shape)
+    if connector_stages:
       connectors = connectors_lib.Connectors(
           channels=tuple((f'stage{k}', t_feats[f'stage{k}'].shape[-1])
-                         for k in needed), dtype=dtype)
-    if any(t in _HINT_TERMS for t in terms):
-      hints = _hint_regressors(student, t_feats, points, image_shape, dtype)
-  crd_heads = crd = None
-  if 'crd' in terms:
-    crd_heads = crd_lib.CRDHeads(dim=int(config.crd.dim))
-    crd = crd_lib.CRDSettings(
-        temperature=float(config.crd.temperature),
-        num_negatives=int(config.crd.num_negatives),
-        momentum=float(config.crd.momentum),
-        class_aware=bool(config.crd.class_aware))
-  return Distiller(student=student, teacher=teacher, connectors=connectors,
-                   terms=terms, weights=weights, points=points,
-                   point_weights=point_weights, fm_point=fm_point,
-                   temperature=float(config.loss.temperature),
-                   adain_kind=config.loss.adain_kind,
-                   adain_stats=config.loss.adain_stats,
-                   dkd_alpha=float(config.dkd.alpha),
-                   dkd_beta=float(config.dkd.beta),
-                   dkd_warmup_epochs=float(config.dkd.warmup_epochs),
-                   crd_heads=crd_heads, crd=crd, hints=hints)
+                         for k in connector_stages), dtype=dtype)
+    if hint_stages:
+      hints = _hint_regressors(student, t_feats, hint_stages, image_shape,
+                               dtype)
+  if embed:
+    crd_heads = crd_lib.CRDHeads(dim=embed)
+  return Distiller(student=student, teacher=teacher, terms=terms,
+                   connectors=connectors, hints=hints, crd_heads=crd_heads)
 
 
-def _hint_regressors(student, t_feats, points, image_shape, dtype):
-  """FitNet's hint regressors at `points`, checked against the teacher.
+def feature_shapes(model, image_shape):
+  """The shapes of a network's features for one image."""
+  return jax.eval_shape(
+      lambda x: model.init_with_output(
+          jax.random.key(0), x, train=False)[0][1],
+      jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
+
+
+def _hint_regressors(student, t_feats, stages, image_shape, dtype):
+  """FitNet's hint regressors at `stages`, checked against the teacher.
 
   Args:
     student: the student module.
-    t_feats: the teacher's feature shapes (`Distiller._teacher_features`).
-    points: the stage numbers.
+    t_feats: the teacher's feature shapes (`feature_shapes`).
+    stages: the stage numbers.
     image_shape: (H, W, C) of an input image.
     dtype: computation dtype.
 
   Returns:
-    The `connectors.HintRegressors` for `points`.
+    The `connectors.HintRegressors` for `stages`.
 
   Raises:
     ValueError: naming the stage, where no regressor maps the student's map
       to the teacher's shape.
   """
-  s_feats = jax.eval_shape(
-      lambda x: student.init_with_output(
-          jax.random.key(0), x, train=False)[0][1],
-      jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
-  names = [f'stage{k}' for k in sorted(set(points))]
+  s_feats = feature_shapes(student, image_shape)
+  names = [f'stage{k}' for k in sorted(set(stages))]
   shapes = []
   for name in names:  # ConvReg's cases, or an error naming the stage.
     connectors_lib.hint_layout(name, s_feats[name].shape[1:3],

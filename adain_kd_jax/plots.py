@@ -136,14 +136,13 @@ def insertion_point_stats(config, workdir: str, images: np.ndarray
                           ) -> dict[str, Any]:
   """Channel statistics at the first insertion point, before and after.
 
-  Loads the teacher and the newest checkpoint of the run in `workdir`, and
-  runs both on `images` (raw uint8 NHWC, e.g. test images; normalised as in
+  Builds the run of `config` (`run.create_run`: data, teacher, the freshly
+  initialised state), restores the newest checkpoint in `workdir`, and runs
+  both on `images` (raw uint8 NHWC, e.g. test images; normalised as in
   evaluation) in inference mode. The statistics are `losses.channel_stats`
-  of the teacher's feature at `config.points[0]` and of the connector output
-  there, averaged over the examples. "before" is the freshly initialised
-  state of the run (step 0, `steps.init_state` with the run's seed, as
-  train_lib makes it). Methods with state sized by the training set (CRD's
-  memory bank) are not supported.
+  of the teacher's feature at the first insertion point (`config.points[0]`)
+  and of the connector output there, averaged over the examples. "before"
+  is the state the run starts from (step 0, the run's seed).
 
   Returns:
     {'point': 'stage<k>', 'step': the checkpoint's step,
@@ -156,46 +155,31 @@ def insertion_point_stats(config, workdir: str, images: np.ndarray
   import jax
   import jax.numpy as jnp
   from adain_kd_jax import checkpoints
-  from adain_kd_jax import datasets
-  from adain_kd_jax import distill
   from adain_kd_jax import input_pipeline
   from adain_kd_jax import losses
-  from adain_kd_jax import steps
-  from adain_kd_jax import train_lib
+  from adain_kd_jax import run as run_lib
   # pylint: enable=g-import-not-at-top
-  info = datasets.DATASETS[config.dataset]
-  image_shape = tuple(images.shape[1:])
-  distiller = distill.create(config, info.num_classes, image_shape)
+  with run_lib.mock_data(config):
+    run = run_lib.create_run(config, None)
+  run.close()
+  distiller = run.distiller
   if distiller.connectors is None:
     raise ValueError(f'config.method={config.method!r} has no connector, so '
                      'no insertion point statistics.')
-  name = f'stage{distiller.points[0]}'
-  on_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-
-  def with_sharding(tree):
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(
-        s.shape, s.dtype, sharding=on_device), tree)
-
-  # pylint: disable-next=protected-access
-  teacher_dir = train_lib._resolve(config.teacher_checkpoint)
-  teacher_vars, _ = checkpoints.load_teacher(
-      teacher_dir, model=config.teacher, num_classes=info.num_classes,
-      abstract_variables=with_sharding(
-          distill.teacher_variables_struct(distiller, image_shape)))
-  # Only the optimizer state's structure matters here, not its schedule.
-  tx, _ = steps.create_optimizer(config, 1, 1)
-  before = steps.init_state(distiller, tx, image_shape,
-                            jax.random.key(config.seed))
+  name = 'stage%d' % next(t.needs.connector[0] for _, t, _ in
+                          distiller.terms if t.needs.connector)
   ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'),
                                      keep=config.keep_checkpoints)
   try:
     if ckpt.latest_step() is None:
       raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints.')
-    after, _ = ckpt.restore(with_sharding(jax.eval_shape(lambda: before)))
+    after, _ = ckpt.restore(jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                       sharding=x.sharding), run.state))
   finally:
     ckpt.close()
-  x = input_pipeline.preprocess_eval(jnp.asarray(images), mean=info.mean,
-                                     std=info.std)
+  x = input_pipeline.preprocess_eval(jnp.asarray(images), mean=run.info.mean,
+                                     std=run.info.std)
 
   @jax.jit
   def student_stats(state, x):
@@ -208,12 +192,12 @@ def insertion_point_stats(config, workdir: str, images: np.ndarray
     return [s.mean(0) for s in losses.channel_stats(out[name])]
 
   _, t_feats = jax.jit(functools.partial(distiller.teacher.apply,
-                                         train=False))(teacher_vars, x)
+                                         train=False))(run.teacher_vars, x)
   as_dict = lambda ms: {'mean': np.asarray(ms[0]), 'std': np.asarray(ms[1])}
   return {'point': name, 'step': int(after.step),
           'teacher': as_dict([s.mean(0) for s in
                               losses.channel_stats(t_feats[name])]),
-          'before': as_dict(student_stats(before, x)),
+          'before': as_dict(student_stats(run.state, x)),
           'after': as_dict(student_stats(after, x))}
 
 

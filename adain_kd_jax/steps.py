@@ -83,7 +83,7 @@ def init_state(distiller, tx, image_shape, rng, num_train: int = 0,
 
 def train_step(state, teacher_vars, batch, *, distiller, tx, schedule, prep,
                skip_nonfinite=False):
-  """One optimisation step of the student (and its connectors).
+  """One optimisation step of the student (and its trained modules).
 
   `metrics['finite']` says whether every loss term and the gradient norm were
   finite. With `skip_nonfinite`, a non-finite step leaves params, batch stats
@@ -94,13 +94,13 @@ def train_step(state, teacher_vars, batch, *, distiller, tx, schedule, prep,
   images = input_pipeline.preprocess_train(
       batch['image'], rng, mean=prep.mean, std=prep.std,
       crop_padding=prep.crop_padding, flip=prep.flip)
-  loss_fn = functools.partial(
-      distiller.loss_fn, aux=state.aux, index_N=batch.get('index'),
-      rng=jax.random.fold_in(rng, 1),
-      epoch=(state.step // prep.steps_per_epoch + 1).astype(jnp.float32))
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  (_, (metrics, batch_stats, aux)), grads = grad_fn(
-      state.params, state.batch_stats, teacher_vars, images, batch['label'])
+  frozen = {'batch_stats': state.batch_stats, 'aux': state.aux,
+            'teacher': teacher_vars}
+  grad_fn = jax.value_and_grad(distiller.loss_fn, has_aux=True)
+  (_, (metrics, updated)), grads = grad_fn(
+      state.params, frozen, dict(batch, image=images),
+      jax.random.fold_in(rng, 1), state.step)
+  batch_stats, aux = updated['batch_stats'], updated['aux']
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics['grad_norm'] = optax.tree.norm(grads)
@@ -152,21 +152,6 @@ def jit_eval_step(mesh, distiller, prep):
       out_shardings=NamedSharding(mesh, P()))
 
 
-def jit_steps(mesh, distiller, tx, schedule, prep, skip_nonfinite=False):
-  """The jitted single train step and the eval step.
-
-  The train step donates the state it is given (its buffers are reused).
-  """
-  replicated = NamedSharding(mesh, P())
-  p_train_step = jax.jit(
-      functools.partial(train_step, distiller=distiller, tx=tx,
-                        schedule=schedule, prep=prep,
-                        skip_nonfinite=skip_nonfinite),
-      in_shardings=(replicated, replicated, NamedSharding(mesh, P('data'))),
-      out_shardings=(replicated, replicated), donate_argnums=(0,))
-  return p_train_step, jit_eval_step(mesh, distiller, prep)
-
-
 @dataclasses.dataclass(frozen=True)
 class Prep:
   """What the device-side preprocessing needs (static under jit)."""
@@ -175,7 +160,6 @@ class Prep:
   std: tuple[float, ...]
   crop_padding: int
   flip: bool
-  steps_per_epoch: int = 1
 
 
 def multi_step(state, teacher_vars, data, batches, *, step_fn):

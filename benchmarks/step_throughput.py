@@ -13,7 +13,8 @@ randomly initialised teacher (speed does not depend on the values):
 
   teacher_forward  the frozen teacher's forward pass (train=False), jitted,
                    returning the logits and the features at --points;
-  student_step     the real `steps_lib.jit_steps` train step of method 'none'
+  student_step     the training loop's jitted step (`steps_lib.jit_multi_step`,
+                   one step per call) of method 'none'
                    (augmentation, student forward/backward, SGD update);
   <method>         the real jitted train step of each method in --methods;
                    adain-type methods get one entry per insertion point
@@ -345,7 +346,8 @@ def main(argv):
   def stepper(name, method, method_points):
     if name not in steppers:
       config = make_config(method, method_points)
-      distiller = distill.create(config, num_classes, image_shape)
+      distiller = distill.create(config, num_classes, image_shape,
+                                 steps_per_epoch=100)
       init = lambda key, d=distiller: steps_lib.init_state(
           d, tx, image_shape, key)
       abstract = jax.eval_shape(init, jax.random.key(0))
@@ -354,9 +356,7 @@ def main(argv):
         initialisers[shapes] = jax.jit(init, out_shardings=jax.tree.map(
             lambda _: replicated, abstract))
       state = initialisers[shapes](init_key)
-      p_train_step, _ = steps_lib.jit_steps(mesh, distiller, tx, schedule,
-                                            prep)
-      steppers[name] = {'step': p_train_step, 'state': state,
+      steppers[name] = {'state': state,
                         'teacher': distiller.teacher is not None,
                         'multi': steps_lib.jit_multi_step(
                             mesh, distiller, tx, schedule, prep)}
@@ -420,13 +420,17 @@ def main(argv):
 
     measure(result, 'teacher_forward', batch_size, teacher_call)
 
-    # (b), (c) Train steps, on one device-resident batch (the input path is
-    # timed separately below).
+    # (b), (c) Train steps, one per call of the training loop's jitted
+    # multi-step, on one device-resident batch (the input path is timed
+    # separately below).
+    one_step = NamedSharding(mesh, P(None, 'data'))
     batch = {
-        'image': to_global(rng.integers(0, 256, (local, *image_shape),
-                                        dtype=np.uint8)),
-        'label': to_global(rng.integers(0, num_classes, (local,),
-                                        dtype=np.int32)),
+        'image': jax.make_array_from_process_local_data(
+            one_step, rng.integers(0, 256, (1, local, *image_shape),
+                                   dtype=np.uint8)),
+        'label': jax.make_array_from_process_local_data(
+            one_step, rng.integers(0, num_classes, (1, local),
+                                   dtype=np.int32)),
     }
     for name, method, method_points in train_entries:
 
@@ -435,10 +439,10 @@ def main(argv):
         t_vars = teacher_vars if s['teacher'] else None
 
         def call():
-          state, metrics = s['step'](s['state'], t_vars, batch)
+          state, metrics = s['multi'](s['state'], t_vars, None, batch)
           jax.block_until_ready((state, metrics))
           s['state'] = state
-          s['loss'] = metrics['loss']
+          s['loss'] = metrics['loss'][-1]
         return call
 
       measure(result, name, batch_size, train_call)

@@ -83,6 +83,8 @@ def get_config():
   config.loss.fm = 0.0  # alpha: FitNet term added to adain / adain_kd.
   config.loss.fitnet = 100.0  # FitNet method weight (as in the CRD benchmark).
   config.loss.stat_l2 = 1.0  # Statistics-L2 ablation weight.
+  # Squared error between student and teacher logits (Ba & Caruana, 2014).
+  config.loss.logit_mse = 1.0
   # Baselines, weights as published with the CRD / DKD benchmarks.
   config.loss.at = 1000.0  # Attention transfer, summed over all stages.
   config.loss.crd = 0.8

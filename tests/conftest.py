@@ -36,6 +36,7 @@ import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 from adain_kd_jax import checkpoints  # pylint: disable=g-import-not-at-top
 from adain_kd_jax import models  # pylint: disable=g-import-not-at-top
+from adain_kd_jax import steps  # pylint: disable=g-import-not-at-top
 
 
 def make_teacher_variables(name='resnet8', num_classes=10,
@@ -110,6 +111,23 @@ def run_train_py(workdir, *flags_, timeout=300, wait=True):
                             env=_subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
   return run_python(*args, timeout=timeout)
+
+
+def jit_train_step(distiller, tx, schedule, prep, mesh=None):
+  """The training loop's jitted step (`steps.jit_multi_step`), one step a call.
+
+  Returns `step(state, teacher_vars, batch) -> (state, metrics)` with an
+  unstacked batch and unstacked metrics.
+  """
+  p_multi = steps.jit_multi_step(mesh or steps.create_mesh(), distiller, tx,
+                                 schedule, prep)
+
+  def step(state, teacher_vars, batch):
+    state, metrics = p_multi(state, teacher_vars, None,
+                             jax.tree.map(lambda x: x[None], batch))
+    return state, jax.tree.map(lambda m: m[0], metrics)
+
+  return step
 
 
 JIT = pytest.mark.parametrize('jit', [False, True], ids=['eager', 'jit'])

@@ -146,3 +146,38 @@ def test_committed_teacher_loads_and_matches_its_checksums():
   assert meta['dataset'] == 'fashion_mnist' and meta['test_examples'] == 10000
   assert meta['test_accuracy'] > 0.9
   assert np.isfinite(np.asarray(variables['params']['fc']['kernel'])).all()
+
+
+def test_a_checkpoint_of_an_older_version_resumes(tmp_path, idx_data_dir,
+                                                  teacher_export):
+  """tests/data/checkpoint_v1 (see make_checkpoint_v1.py) resumes today.
+
+  Written by the version before methods became a table of terms, stopped
+  after step 2 of 4; resumed here, steps 3 and 4 give what that version's
+  own resume gave (round-off of another CPU allowed).
+  """
+  from adain_kd_jax import train_lib  # pylint: disable=g-import-not-at-top
+  from tests.conftest import idx_smoke_config  # pylint: disable=g-import-not-at-top
+  from tests.data import make_checkpoint_v1  # pylint: disable=g-import-not-at-top
+  source = os.path.join(os.path.dirname(__file__), 'data', 'checkpoint_v1')
+  with open(os.path.join(source, 'expected.json')) as f:
+    expected = json.load(f)
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(os.path.join(source, 'checkpoints'),
+                  os.path.join(workdir, 'checkpoints'))
+  config = idx_smoke_config(
+      idx_data_dir, teacher_export,
+      **make_checkpoint_v1.settings(idx_data_dir, teacher_export))
+  summary = train_lib.train_and_evaluate(config, workdir)
+  assert summary['resumes'] == 1 and summary['steps'] == 4
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    train = [json.loads(line) for line in f]
+  train = {str(r['step']): r for r in train if r['split'] == 'train'}
+  assert sorted(train) == ['3', '4']
+  for step in ('3', '4'):
+    np.testing.assert_allclose(train[step]['loss'],
+                               expected['train_loss'][step], rtol=1e-4)
+    np.testing.assert_allclose(train[step]['adain'],
+                               expected['adain'][step], rtol=1e-3)
+  np.testing.assert_allclose(summary['test_accuracy'],
+                             expected['test_accuracy'], atol=1 / 64)

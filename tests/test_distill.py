@@ -1,5 +1,7 @@
 """One real distillation step per method: the student learns, the teacher not."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 from adain_kd_jax import distill
 from adain_kd_jax import steps
 from configs import smoke
+from tests.conftest import jit_train_step
 from tests.conftest import make_teacher_variables
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -39,12 +42,23 @@ def _prep(config):
                     crop_padding=config.crop_padding, flip=config.flip)
 
 
+def _loss(distiller, params, batch_stats, teacher_vars, images, labels_N,
+          step=0):
+  """distiller.loss_fn on a batch without indices; (loss, (metrics,
+  new_batch_stats, new_aux))."""
+  frozen = {'batch_stats': batch_stats, 'aux': {}, 'teacher': teacher_vars}
+  loss, (metrics, updated) = distiller.loss_fn(
+      params, frozen, {'image': images, 'label': labels_N},
+      jax.random.key(0), step)
+  return loss, (metrics, updated['batch_stats'], updated['aux'])
+
+
 def _setup(config, mesh):
   distiller = distill.create(config, 10, IMAGE_SHAPE)
   tx, schedule = steps.create_optimizer(config, 10, 100)
   state = steps.init_state(distiller, tx, IMAGE_SHAPE, jax.random.key(0),
                            train_labels=TRAIN_LABELS)
-  jitted = steps.jit_steps(mesh, distiller, tx, schedule, _prep(config))
+  jitted = jit_train_step(distiller, tx, schedule, _prep(config), mesh)
   return distiller, state, jitted
 
 
@@ -52,7 +66,7 @@ def _setup(config, mesh):
 def test_one_step_updates_student_only(method):
   """Every student (and connector) leaf moves; teacher variables do not."""
   config = _config(method)
-  _, state, (p_train_step, _) = _setup(config, steps.create_mesh())
+  _, state, p_train_step = _setup(config, steps.create_mesh())
   teacher_vars = make_teacher_variables()
   teacher_before = jax.device_get(teacher_vars)
   params_before = jax.device_get(state.params)
@@ -75,8 +89,8 @@ def test_one_step_updates_student_only(method):
   assert ('hint' in new_state.batch_stats) == (method == 'fitnet')
   assert ('crd' in new_state.params) == (method == 'crd')
   if method == 'crd':  # The memory bank moved at the batch's rows only.
-    rows = np.asarray(jax.device_get(new_state.aux['memory_s']))
-    before = np.asarray(jax.device_get(state_aux_before['memory_s']))
+    rows = np.asarray(jax.device_get(new_state.aux['crd']['memory_s']))
+    before = np.asarray(jax.device_get(state_aux_before['crd']['memory_s']))
     changed = np.flatnonzero(np.any(rows != before, axis=1))
     np.testing.assert_array_equal(changed, np.sort(_batch()['index']))
   jax.tree.map(np.testing.assert_array_equal, teacher_before,
@@ -94,8 +108,8 @@ def test_adain_gradients_reach_student_and_connector_not_teacher():
   images = batch['image'].astype(np.float32) / 255.0
 
   def loss(params, t_vars):
-    return distiller.loss_fn(params, variables['batch_stats'], t_vars,
-                             images, batch['label'])[0]
+    return _loss(distiller, params, variables['batch_stats'], t_vars,
+                 images, batch['label'])[0]
 
   g_params, g_teacher = jax.grad(loss, argnums=(0, 1))(
       variables['params'], teacher_vars)
@@ -116,16 +130,16 @@ def test_teacher_batch_norm_statistics_never_change():
   teacher_vars = make_teacher_variables()
   batch = _batch()
   images = batch['image'].astype(np.float32) / 255.0
-  _, (_, new_stats, _) = distiller.loss_fn(
-      variables['params'], variables['batch_stats'], teacher_vars, images,
-      batch['label'])
+  _, (_, new_stats, _) = _loss(distiller, variables['params'],
+                               variables['batch_stats'], teacher_vars,
+                               images, batch['label'])
   assert set(new_stats) == {'student', 'connector'}
   # The teacher's logits inside the loss are its inference-mode logits.
   z_t, _ = distiller.teacher.apply(teacher_vars, images, train=False)
-  _, (metrics, _, _) = distill.create(_config('kd', ce=0.0), 10,
-                                      IMAGE_SHAPE) \
-      .loss_fn(variables['params'], variables['batch_stats'], teacher_vars,
-               images, batch['label'])
+  kd_distiller = distill.create(_config('kd', ce=0.0), 10, IMAGE_SHAPE)
+  _, (metrics, _, _) = _loss(kd_distiller, variables['params'],
+                             variables['batch_stats'], teacher_vars, images,
+                             batch['label'])
   z_s, _ = distiller.student.apply(
       {'params': variables['params']['student'],
        'batch_stats': variables['batch_stats']['student']},
@@ -141,7 +155,7 @@ def test_sharded_step_equals_single_device_step():
   teacher_vars = make_teacher_variables()
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
-    _, state, (p_train_step, _) = _setup(
+    _, state, p_train_step = _setup(
         config, steps.create_mesh(devices))
     for i in range(2):
       state, metrics = p_train_step(state, teacher_vars, _batch(32, seed=i))
@@ -155,7 +169,7 @@ def test_sharded_step_equals_single_device_step():
 @pytest.mark.parametrize('field,value,message', [
     ('method', 'crd2', 'Unknown method'),
     ('points', (4,), 'outside 1..3'),
-    ('points', (0,), 'outside 1..3'),
+    ('points', (-3,), r'stage -3, outside 1..3 \(or -2..0 counted from'),
     ('point_weights', (1.0, 2.0), 'same length'),
 ])
 def test_bad_method_config(field, value, message):
@@ -164,6 +178,46 @@ def test_bad_method_config(field, value, message):
   config[field] = value
   with pytest.raises(ValueError, match=message):
     distill.create(config, 10, IMAGE_SHAPE)
+
+
+def test_points_may_count_from_the_last_stage():
+  """0 is S and -1 is S-1, for every term that reads config.points."""
+  for method, key in (('adain', 'adain'), ('stat_l2', 'stat_l2'),
+                      ('fitnet', 'fitnet')):
+    config = _config(method)
+    config.points, config.point_weights = (0, -1), (1.0, 0.5)
+    term = distill.create(config, 10, IMAGE_SHAPE).term[key]
+    assert (term.points, term.point_weights) == ((3, 2), (1.0, 0.5))
+
+
+def test_logit_mse_is_one_term_and_one_config_block():
+  """The method added as a term: CE + w * mean((z_s - z_t)^2)."""
+  config = _config('logit_mse', logit_mse=0.5)
+  distiller = distill.create(config, 10, IMAGE_SHAPE)
+  assert [(n, w) for n, _, w in distiller.terms] == [('ce', 1.0),
+                                                    ('logit_mse', 0.5)]
+  variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
+  teacher_vars = make_teacher_variables()
+  batch = _batch()
+  images = batch['image'].astype(np.float32) / 255.0
+  loss, (metrics, _, _) = _loss(distiller, variables['params'],
+                                variables['batch_stats'], teacher_vars,
+                                images, batch['label'])
+  (z_s, _), _ = distiller.student.apply(
+      {'params': variables['params']['student'],
+       'batch_stats': variables['batch_stats']['student']},
+      images, train=True, mutable=['batch_stats'])
+  z_t, _ = distiller.teacher.apply(teacher_vars, images, train=False)
+  expected = np.mean(np.square(np.asarray(z_s) - np.asarray(z_t)))
+  np.testing.assert_allclose(metrics['logit_mse'], expected, rtol=1e-5)
+  np.testing.assert_allclose(loss, metrics['ce'] + 0.5 * expected, rtol=1e-5)
+
+
+def test_a_zero_weight_term_computes_nothing():
+  """kd with loss.kd=0 is CE alone: no teacher is built or loaded."""
+  distiller = distill.create(_config('kd', kd=0.0), 10, IMAGE_SHAPE)
+  assert [n for n, _, _ in distiller.terms] == ['ce']
+  assert distiller.teacher is None
 
 
 def test_dkd_warm_up_and_at_sum_are_wired_as_published():
@@ -177,9 +231,9 @@ def test_dkd_warm_up_and_at_sum_are_wired_as_published():
     distiller = distill.create(_config(method), 10, IMAGE_SHAPE)
     variables = distiller.init(jax.random.key(0),
                                jnp.zeros((1, *IMAGE_SHAPE)))
-    _, (metrics, _, _) = distiller.loss_fn(
-        variables['params'], variables['batch_stats'], teacher_vars, images,
-        batch['label'], epoch=epoch)
+    _, (metrics, _, _) = _loss(distiller, variables['params'],
+                               variables['batch_stats'], teacher_vars,
+                               images, batch['label'], step=int(epoch) - 1)
     (z_s, f_s), _ = distiller.student.apply(
         {'params': variables['params']['student'],
          'batch_stats': variables['batch_stats']['student']},
@@ -207,9 +261,9 @@ def test_fitnet_is_the_hint_regressor_then_a_plain_mse():
   teacher_vars = make_teacher_variables()
   batch = _batch()
   images = batch['image'].astype(np.float32) / 255.0
-  _, (metrics, new_stats, _) = distiller.loss_fn(
-      variables['params'], variables['batch_stats'], teacher_vars, images,
-      batch['label'])
+  _, (metrics, new_stats, _) = _loss(distiller, variables['params'],
+                                     variables['batch_stats'], teacher_vars,
+                                     images, batch['label'])
   assert set(new_stats) == {'student', 'hint'}
   (_, f_s), _ = distiller.student.apply(
       {'params': variables['params']['student'],
@@ -245,7 +299,7 @@ def test_fitnet_regressor_maps_to_the_teacher_shape(student, teacher, point,
   name = f'stage{point}'
   assert variables['params']['hint'][name]['conv']['kernel'].shape == kernel
   t_vars = distill.teacher_variables_struct(d, shape)
-  loss, _ = jax.eval_shape(d.loss_fn, variables['params'],
+  loss, _ = jax.eval_shape(functools.partial(_loss, d), variables['params'],
                            variables['batch_stats'], t_vars, x,
                            jax.ShapeDtypeStruct((2,), jnp.int32))
   assert loss.shape == ()
@@ -274,8 +328,8 @@ def test_multi_step_on_device_data_equals_single_steps():
     return steps.init_state(distiller, tx, IMAGE_SHAPE, jax.random.key(0),
                             train_labels=TRAIN_LABELS)
 
-  p_train_step, _ = steps.jit_steps(mesh, distiller, tx, schedule,
-                                    _prep(config))
+  p_train_step = jit_train_step(distiller, tx, schedule, _prep(config),
+                                mesh)
   state = fresh()
   for i in range(3):
     state, last = p_train_step(state, teacher_vars, {

@@ -280,28 +280,28 @@ def test_sweep_stops_when_preempted_and_checks_configs_first(tmp_path,
   assert len(calls) == 1
 
 
-def test_insertion_point_stats(tmp_path, teacher_export):
+def test_insertion_point_stats(tmp_path, teacher_export, idx_data_dir):
   """Stats from the init state and a saved checkpoint (no training).
 
-  The saved state is the initial one with the connector's BatchNorm bias
-  raised by 1: every channel mean moves by 1, the stds stay.
+  The saved state is the run's initial one with the connector's BatchNorm
+  bias raised by 1: every channel mean moves by 1, the stds stay.
   """
   from adain_kd_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  from adain_kd_jax import distill  # pylint: disable=g-import-not-at-top
   from adain_kd_jax import losses  # pylint: disable=g-import-not-at-top
   from adain_kd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import run as run_lib  # pylint: disable=g-import-not-at-top
   config = _config()
+  config.update(data_dir=idx_data_dir, batch_size=16, eval_batch_size=32)
   config.teacher = 'resnet8'
   config.teacher_checkpoint = teacher_export
   config.method = 'adain'
-  config.points = (2,)
+  config.points = (-1,)  # S-1 = stage 2 of resnet8.
   config.seed = 3
   images = np.random.default_rng(0).integers(
       0, 256, (8, 28, 28, 1)).astype(np.uint8)
-  distiller = distill.create(config, 10, (28, 28, 1))
-  tx, _ = steps.create_optimizer(config, 1, 1)
-  state = steps.init_state(distiller, tx, (28, 28, 1),
-                           jax.random.key(config.seed))
+  run = run_lib.create_run(config, None)
+  run.close()
+  state = run.state
   params = jax.tree.map(lambda x: x, state.params)
   bn = params['connector']['stage2']['bn']
   bn['bias'] = bn['bias'] + 1.0
@@ -309,6 +309,7 @@ def test_insertion_point_stats(tmp_path, teacher_export):
   ckpt.save(7, state.replace(step=state.step + 7, params=params), {})
   ckpt.wait()
   ckpt.close()
+  distiller = run.distiller
 
   stats = plots.insertion_point_stats(config, str(tmp_path), images)
   assert stats['point'] == 'stage2' and stats['step'] == 7

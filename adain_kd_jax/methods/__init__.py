@@ -1,0 +1,70 @@
+"""Methods as tables of loss terms.
+
+`TERMS` maps a term name to its class (a pure function of the step's
+outputs, see `base.py`); `METHODS` maps a method name to the terms it adds
+up, each weighted by `config.loss.<term>`. Adding a method: write its term in
+`adain_terms.py` or `baseline_terms.py` (or a module of its own), register it
+in `TERMS`, name the method in `METHODS`, and declare its weight (and
+settings, if any) in `configs/default.py`. Nothing else knows a method by
+name. docs/architecture.md walks through it.
+"""
+
+from adain_kd_jax.methods import adain_terms
+from adain_kd_jax.methods import baseline_terms
+from adain_kd_jax.methods.base import Context
+from adain_kd_jax.methods.base import Needs
+from adain_kd_jax.methods.base import Outputs
+from adain_kd_jax.methods.base import Term
+
+TERMS = {
+    'ce': baseline_terms.CrossEntropy,
+    'kd': baseline_terms.KD,
+    'logit_mse': baseline_terms.LogitMSE,
+    'fitnet': baseline_terms.FitNet,
+    'at': baseline_terms.AT,
+    'stat_l2': adain_terms.StatL2,
+    'adain': adain_terms.AdaIN,
+    'fm': adain_terms.FeatureMatching,
+    'crd': baseline_terms.CRD,
+    'dkd': baseline_terms.DKD,
+}
+
+# The terms each method adds up, in this order (weights: config.loss).
+METHODS = {
+    'none': ('ce',),
+    'kd': ('ce', 'kd'),
+    'logit_mse': ('ce', 'logit_mse'),
+    'fitnet': ('ce', 'fitnet'),
+    'at': ('ce', 'at'),
+    'stat_l2': ('ce', 'stat_l2'),
+    'adain': ('ce', 'adain', 'fm'),
+    'adain_kd': ('ce', 'adain', 'fm', 'kd'),
+    'crd': ('ce', 'crd'),
+    'dkd': ('ce', 'dkd'),
+}
+
+
+def check_method(method: str) -> None:
+  if method not in METHODS:
+    raise ValueError(f'Unknown method {method!r} (config.method). Valid '
+                     f'methods: {", ".join(METHODS)}.')
+
+
+def create_terms(config, context: Context) -> tuple[tuple[str, Term, float],
+                                                    ...]:
+  """(name, term, weight) for each term of `config.method` that counts.
+
+  A term with weight 0 is left out (and computes nothing), except 'ce',
+  which is always computed for the metrics.
+  """
+  check_method(config.method)
+  out = []
+  for name in METHODS[config.method]:
+    weight = float(config.loss[name])
+    if name == 'ce' or weight != 0.0:
+      out.append((name, TERMS[name].from_config(config, context), weight))
+  return tuple(out)
+
+
+__all__ = ['METHODS', 'TERMS', 'Context', 'Needs', 'Outputs', 'Term',
+           'check_method', 'create_terms']

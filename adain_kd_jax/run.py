@@ -1,0 +1,207 @@
+"""A run built from a config, in one place: `create_run(config, workdir)`.
+
+It checks the config, devices, data, teacher and disk before it touches the
+workdir or compiles anything (errors are the user's: `cli.user_errors`), and
+returns a `Run`: the mesh, the data, the model set (`distill.Distiller`), the
+frozen teacher's variables, the optimiser, the state (restored from the
+newest checkpoint in WORKDIR, or new), the jitted steps and the
+checkpointer. Training (`train_lib.train`), the plots and the step benchmark
+all start here; the steps are the ones production uses.
+"""
+
+import contextlib
+import dataclasses
+import functools
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import ml_collections
+
+from adain_kd_jax import checkpoints
+from adain_kd_jax import cli
+from adain_kd_jax import config_checks
+from adain_kd_jax import datasets
+from adain_kd_jax import distill
+from adain_kd_jax import input_pipeline
+from adain_kd_jax import preflight
+from adain_kd_jax import steps
+from adain_kd_jax import train_data
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything a run needs (see the module docstring).
+
+  `state` and `meta` are where the run starts: step 0, or the newest
+  checkpoint's. `multi_step(state, teacher_vars, device_data, batches)`
+  runs k training steps (batches stacked on a leading axis), `eval_step(
+  state, batch)` returns sums of correct predictions, loss and examples.
+  """
+  config: ml_collections.ConfigDict
+  workdir: str | None
+  mesh: jax.sharding.Mesh
+  data: Any  # train_data.InMemoryData | train_data.StreamingData
+  info: datasets.DatasetInfo
+  steps_per_epoch: int
+  total_steps: int
+  eval_every: int
+  distiller: distill.Distiller
+  teacher_vars: Any
+  teacher_meta: dict[str, Any]
+  tx: Any
+  schedule: Any
+  state: steps.TrainState
+  meta: dict[str, Any]
+  multi_step: Any
+  eval_step: Any
+  checkpointer: checkpoints.RunCheckpointer | None
+  random_teacher: bool = False
+
+  @property
+  def image_shape(self):
+    return self.data.image_shape
+
+  def to_global(self, batch, spec=P('data')):
+    """Host-local arrays -> global arrays on the mesh (`spec` sharding)."""
+    sharding = NamedSharding(self.mesh, spec)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+  def close(self) -> None:
+    """Stops input workers; completes in-flight checkpoint saves."""
+    self.data.close()
+    if self.checkpointer is not None:
+      self.checkpointer.wait()
+      self.checkpointer.close()
+
+
+def resolve_path(path: str) -> str:
+  """Relative paths: against the cwd if they exist there, else the repo."""
+  if not path or os.path.isabs(path) or os.path.exists(path):
+    return path
+  return os.path.join(_REPO_ROOT, path)
+
+
+def mock_data(config: ml_collections.ConfigDict):
+  """tfds.testing.mock_data with config.mock_data examples (0: no mock)."""
+  if not config.get('mock_data', 0):
+    return contextlib.nullcontext()
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds.testing.mock_data(num_examples=config.mock_data)
+
+
+def create_run(config: ml_collections.ConfigDict,
+               workdir: str | None) -> Run:
+  """Builds the run of `config` in `workdir` (see the module docstring).
+
+  With `workdir` None nothing is written or restored: the state is new and
+  there is no checkpointer (the step benchmark, the plots' "before").
+  Call inside `mock_data(config)` for a config with `mock_data` set.
+  """
+  with cli.user_errors():
+    config_checks.check(config)
+    mesh = _mesh(config)
+    data = train_data.open_data(config, jax.process_index(),
+                                jax.process_count())
+    try:
+      return _create(config, workdir, mesh, data)
+    except BaseException:
+      data.close()
+      raise
+
+
+def _mesh(config):
+  num_devices = jax.device_count()
+  for field in ('batch_size', 'eval_batch_size'):
+    if config[field] % num_devices:
+      raise ValueError(
+          f'config.{field}={config[field]} is not divisible by the '
+          f'{num_devices} devices; use a multiple of {num_devices}.')
+  return steps.create_mesh()
+
+
+def _create(config, workdir, mesh, data):
+  """create_run after the mesh and the data."""
+  info = datasets.DATASETS[config.dataset]
+  if config.batch_size > data.num_train:
+    raise ValueError(
+        f'config.batch_size={config.batch_size} is larger than the '
+        f'{data.num_train} training examples; lower it.')
+  steps_per_epoch = input_pipeline.steps_per_epoch(data.num_train,
+                                                   config.batch_size)
+  total_steps = (config.num_train_steps if config.num_train_steps > 0 else
+                 int(round(config.num_epochs * steps_per_epoch)))
+  distiller = distill.create(config, info.num_classes, data.image_shape,
+                             steps_per_epoch=steps_per_epoch)
+  teacher_vars, teacher_meta, random_teacher = _teacher(
+      config, distiller, info, data.image_shape, mesh)
+  tx, schedule = steps.create_optimizer(config, steps_per_epoch, total_steps)
+  init = functools.partial(steps.init_state, distiller, tx, data.image_shape,
+                           num_train=data.num_train,
+                           train_labels=data.train_labels)
+  init_key = jax.random.key(config.seed)
+  replicated = NamedSharding(mesh, P())
+  abstract_state = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+      jax.eval_shape(init, init_key))
+  ckpt, state, meta = None, None, {'best_accuracy': -1.0, 'best_step': 0}
+  if workdir is not None:
+    state_bytes = sum(x.size * x.dtype.itemsize
+                      for x in jax.tree.leaves(abstract_state))
+    preflight.prepare_workdir(
+        workdir, state_bytes * (config.keep_checkpoints + 2) + 2**20)
+    ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'),
+                                       keep=config.keep_checkpoints)
+    if ckpt.latest_step() is not None:
+      state, meta = ckpt.restore(abstract_state)
+      meta = dict(meta, resumes=meta.get('resumes', 0) + 1)
+  if state is None:
+    state = jax.jit(init, out_shardings=replicated)(init_key)
+  prep = steps.Prep(key=jax.random.key(config.seed + 1),
+                    mean=tuple(info.mean), std=tuple(info.std),
+                    crop_padding=config.crop_padding, flip=config.flip)
+  return Run(
+      config=config, workdir=workdir, mesh=mesh, data=data, info=info,
+      steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+      eval_every=max(1, int(round(config.eval_every_epochs
+                                  * steps_per_epoch))),
+      distiller=distiller, teacher_vars=teacher_vars,
+      teacher_meta=teacher_meta, tx=tx, schedule=schedule, state=state,
+      meta=meta,
+      multi_step=steps.jit_multi_step(mesh, distiller, tx, schedule, prep,
+                                      skip_nonfinite=config.skip_nonfinite),
+      eval_step=steps.jit_eval_step(mesh, distiller, prep),
+      checkpointer=ckpt, random_teacher=random_teacher)
+
+
+def _teacher(config, distiller, info, image_shape, mesh):
+  """(variables, teacher.json meta, random?) of the frozen teacher.
+
+  A mock-data run whose teacher_checkpoint holds no export gets a random
+  teacher; otherwise the exported teacher is loaded and checked.
+  """
+  if distiller.teacher is None:
+    return None, {}, False
+  replicated = NamedSharding(mesh, P())
+  teacher_dir = resolve_path(config.teacher_checkpoint)
+  if config.get('mock_data', 0) and not os.path.isfile(
+      os.path.join(teacher_dir, checkpoints.TEACHER_JSON)):
+    variables = jax.jit(
+        lambda: distiller.teacher.init(
+            jax.random.key(config.seed + 2),
+            jnp.zeros((1, *image_shape), jnp.float32), train=False),
+        out_shardings=replicated)()
+    return variables, {}, True
+  abstract = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+      distill.teacher_variables_struct(distiller, image_shape))
+  variables, meta = checkpoints.load_teacher(
+      teacher_dir, model=config.teacher, num_classes=info.num_classes,
+      abstract_variables=abstract)
+  return variables, meta, False
