@@ -7,7 +7,9 @@ Everything the `crd` method adds to the student, as RepDistiller's `crd/`:
   - the memory bank of every training example, as explicit state
     (`crd_memory_init`; it lives in `TrainState.aux`, never optimised);
   - the negative sampler (`crd_sample_contrast`);
-  - the loss, which also returns the updated memory bank (`crd_loss`);
+  - the loss, which also returns the updated memory bank (`crd_loss`), and
+    its two parts: the normalised contrast scores (`crd_contrast_scores`)
+    and the new memory rows (`crd_memory_rows`);
   - the settings read from `config.crd` (`CRDSettings`).
 `distill.py` wires them into the training objective. The published recipe:
 docs/method.md, section "Baselines". Losses are computed in float32 (float64
@@ -95,6 +97,105 @@ def _contrast_loss(x_NK1: jax.Array, num_data: int) -> jax.Array:
   return -(jnp.sum(log_d1_N) + jnp.sum(log_d0_NK)) / n
 
 
+def crd_contrast_scores(memory_MD: jax.Array, emb_ND: jax.Array,
+                        contrast_idx_NK1: jax.Array, z: jax.Array,
+                        temperature: float) -> tuple[jax.Array, jax.Array]:
+  """One side of RepDistiller `ContrastMemory.forward`: normalised scores.
+
+  out = exp(memory[contrast_idx] @ emb / T) / Z, where an unset Z (<= 0) is
+  set to `mean(out before dividing) * num_data` from this batch. No gradient
+  flows through Z. `crd_loss` scores the student embeddings against the
+  teacher memory (`out_v1`) and the teacher's against the student memory
+  (`out_v2`).
+
+  Args:
+    memory_MD: the memory bank to contrast against, shape (num_data, D).
+    emb_ND: the anchor embeddings, shape (N, D).
+    contrast_idx_NK1: memory rows to score, shape (N, K+1), column 0 the
+      positive.
+    z: the normalisation constant, a scalar; <= 0 = not set yet.
+    temperature: T.
+
+  Returns:
+    (out_NK1, z): the normalised scores, shape (N, K+1), and the Z used
+    (the given one when set, else this batch's estimate).
+  """
+  num_data = jnp.shape(memory_MD)[0]
+  weight_NK1D = memory_MD[contrast_idx_NK1]
+  out_NK1 = jnp.exp(jnp.einsum('nkd,nd->nk', weight_NK1D, emb_ND)
+                    / temperature)
+  z = jax.lax.stop_gradient(z)
+  z_new = jnp.where(
+      z > 0, z, jax.lax.stop_gradient(jnp.mean(out_NK1) * num_data))
+  return out_NK1 / z_new, z_new
+
+
+def crd_memory_rows(memory_MD: jax.Array, emb_ND: jax.Array,
+                    idx_N: jax.Array, momentum: float) -> jax.Array:
+  """The new memory rows idx of RepDistiller `ContrastMemory.forward`.
+
+  normalize(memory[idx] * momentum + emb * (1 - momentum)), row-wise L2,
+  with no gradient into emb.
+
+  Args:
+    memory_MD: the memory bank, shape (num_data, D).
+    emb_ND: this batch's embeddings for that bank, shape (N, D).
+    idx_N: dataset indices of the batch examples, shape (N,).
+    momentum: the weight of the old row.
+
+  Returns:
+    Unit-norm rows, shape (N, D).
+  """
+  pos_ND = (memory_MD[idx_N] * momentum
+            + jax.lax.stop_gradient(emb_ND) * (1. - momentum))
+  return pos_ND / jnp.sqrt(jnp.sum(jnp.square(pos_ND), -1, keepdims=True))
+
+
+def _updated_memory(mem_MD: jax.Array, mem_c_MD: jax.Array,
+                    emb_ND: jax.Array, idx_N: jax.Array,
+                    momentum: float) -> jax.Array:
+  """mem_MD with rows idx_N replaced by `crd_memory_rows`; no gradient.
+
+  The rows are computed from mem_c_MD (mem_MD under stop_gradient, in the
+  embeddings' dtype) and stored in mem_MD's dtype.
+  """
+  rows_ND = crd_memory_rows(mem_c_MD, emb_ND, idx_N, momentum)
+  return jax.lax.stop_gradient(
+      mem_MD.at[idx_N].set(rows_ND.astype(mem_MD.dtype)))
+
+
+def _check_crd_inputs(emb_s_ND: jax.Array, emb_t_ND: jax.Array,
+                      idx_N: jax.Array, contrast_idx_NK1: jax.Array,
+                      memory: dict[str, jax.Array]) -> None:
+  """ValueError unless `crd_loss`'s arguments have consistent shapes."""
+  missing = {'memory_s', 'memory_t', 'z_s', 'z_t'} - set(memory)
+  if missing:
+    raise ValueError(f'memory is missing keys {sorted(missing)}; build it '
+                     'with crd_memory_init.')
+  mem_shape_s = jnp.shape(memory['memory_s'])
+  mem_shape_t = jnp.shape(memory['memory_t'])
+  if len(mem_shape_s) != 2 or mem_shape_s != mem_shape_t:
+    raise ValueError(
+        f'memory_s and memory_t must both have shape (num_data, D); got '
+        f'{mem_shape_s} and {mem_shape_t}.')
+  d = mem_shape_s[1]
+  for name, e in (('emb_s', emb_s_ND), ('emb_t', emb_t_ND)):
+    if jnp.ndim(e) != 2 or jnp.shape(e)[1] != d:
+      raise ValueError(
+          f'{name} must have shape (N, D) with D={d} (the memory dim); got '
+          f'{jnp.shape(e)}.')
+  n = jnp.shape(emb_s_ND)[0]
+  if jnp.shape(emb_t_ND)[0] != n or jnp.shape(idx_N) != (n,):
+    raise ValueError(
+        f'Batch mismatch: emb_s {jnp.shape(emb_s_ND)}, emb_t '
+        f'{jnp.shape(emb_t_ND)}, idx {jnp.shape(idx_N)} (want (N,)).')
+  if (jnp.ndim(contrast_idx_NK1) != 2 or jnp.shape(contrast_idx_NK1)[0] != n
+      or jnp.shape(contrast_idx_NK1)[1] < 2):
+    raise ValueError(
+        f'contrast_idx must have shape (N, K+1) with N={n} and K >= 1; got '
+        f'{jnp.shape(contrast_idx_NK1)}.')
+
+
 def crd_loss(emb_s_ND: jax.Array,
              emb_t_ND: jax.Array,
              idx_N: jax.Array,
@@ -105,8 +206,9 @@ def crd_loss(emb_s_ND: jax.Array,
              momentum: float = 0.5) -> tuple[jax.Array, dict[str, jax.Array]]:
   """CRD loss and memory update (Tian et al., ICLR 2020; RepDistiller crd/).
 
-  `ContrastMemory.forward` followed by the two `ContrastLoss`es of
-  `CRDLoss`, as a pure function of an explicit memory state:
+  `ContrastMemory.forward` (`crd_contrast_scores`, `crd_memory_rows`)
+  followed by the two `ContrastLoss`es of `CRDLoss`, as a pure function of
+  an explicit memory state:
     - out_s = exp(memory_t[contrast_idx] @ emb_s / T) / z_s  (student
       anchored, contrasted against the teacher memory; `out_v1`),
     - out_t = exp(memory_s[contrast_idx] @ emb_t / T) / z_t  (`out_v2`),
@@ -143,64 +245,29 @@ def crd_loss(emb_s_ND: jax.Array,
   Raises:
     ValueError: on inconsistent shapes or a memory dict with missing keys.
   """
-  missing = {'memory_s', 'memory_t', 'z_s', 'z_t'} - set(memory)
-  if missing:
-    raise ValueError(f'memory is missing keys {sorted(missing)}; build it '
-                     'with crd_memory_init.')
+  _check_crd_inputs(emb_s_ND, emb_t_ND, idx_N, contrast_idx_NK1, memory)
   mem_s = jnp.asarray(memory['memory_s'])
   mem_t = jnp.asarray(memory['memory_t'])
-  if jnp.ndim(mem_s) != 2 or jnp.shape(mem_s) != jnp.shape(mem_t):
-    raise ValueError(
-        f'memory_s and memory_t must both have shape (num_data, D); got '
-        f'{jnp.shape(mem_s)} and {jnp.shape(mem_t)}.')
-  num_data, d = jnp.shape(mem_s)
-  for name, e in (('emb_s', emb_s_ND), ('emb_t', emb_t_ND)):
-    if jnp.ndim(e) != 2 or jnp.shape(e)[1] != d:
-      raise ValueError(
-          f'{name} must have shape (N, D) with D={d} (the memory dim); got '
-          f'{jnp.shape(e)}.')
-  n = jnp.shape(emb_s_ND)[0]
-  if jnp.shape(emb_t_ND)[0] != n or jnp.shape(idx_N) != (n,):
-    raise ValueError(
-        f'Batch mismatch: emb_s {jnp.shape(emb_s_ND)}, emb_t '
-        f'{jnp.shape(emb_t_ND)}, idx {jnp.shape(idx_N)} (want (N,)).')
-  if (jnp.ndim(contrast_idx_NK1) != 2 or jnp.shape(contrast_idx_NK1)[0] != n
-      or jnp.shape(contrast_idx_NK1)[1] < 2):
-    raise ValueError(
-        f'contrast_idx must have shape (N, K+1) with N={n} and K >= 1; got '
-        f'{jnp.shape(contrast_idx_NK1)}.')
-
+  num_data = jnp.shape(mem_s)[0]
   emb_s_ND = losses.as_float(emb_s_ND)
   emb_t_ND = losses.as_float(emb_t_ND)
   dtype = emb_s_ND.dtype
   mem_s_c = jax.lax.stop_gradient(mem_s).astype(dtype)
   mem_t_c = jax.lax.stop_gradient(mem_t).astype(dtype)
 
-  def scores(mem_MD, emb_ND, z):
-    weight_NK1D = mem_MD[contrast_idx_NK1]
-    out_NK1 = jnp.exp(jnp.einsum('nkd,nd->nk', weight_NK1D, emb_ND)
-                      / temperature)
-    z = jax.lax.stop_gradient(jnp.asarray(z, dtype))
-    z_new = jnp.where(
-        z > 0, z, jax.lax.stop_gradient(jnp.mean(out_NK1) * num_data))
-    return out_NK1 / z_new, z_new
-
-  out_s_NK1, z_s = scores(mem_t_c, emb_s_ND, memory['z_s'])
-  out_t_NK1, z_t = scores(mem_s_c, emb_t_ND, memory['z_t'])
+  out_s_NK1, z_s = crd_contrast_scores(
+      mem_t_c, emb_s_ND, contrast_idx_NK1, jnp.asarray(memory['z_s'], dtype),
+      temperature)
+  out_t_NK1, z_t = crd_contrast_scores(
+      mem_s_c, emb_t_ND, contrast_idx_NK1, jnp.asarray(memory['z_t'], dtype),
+      temperature)
   loss = (_contrast_loss(out_s_NK1, num_data)
           + _contrast_loss(out_t_NK1, num_data))
 
-  def update(mem_MD, mem_c_MD, emb_ND):
-    pos_ND = (mem_c_MD[idx_N] * momentum
-              + jax.lax.stop_gradient(emb_ND) * (1. - momentum))
-    pos_ND = pos_ND / jnp.sqrt(jnp.sum(jnp.square(pos_ND), -1, keepdims=True))
-    return jax.lax.stop_gradient(
-        mem_MD.at[idx_N].set(pos_ND.astype(mem_MD.dtype)))
-
   new_memory = dict(memory)
   new_memory.update(
-      memory_s=update(mem_s, mem_s_c, emb_s_ND),
-      memory_t=update(mem_t, mem_t_c, emb_t_ND),
+      memory_s=_updated_memory(mem_s, mem_s_c, emb_s_ND, idx_N, momentum),
+      memory_t=_updated_memory(mem_t, mem_t_c, emb_t_ND, idx_N, momentum),
       z_s=z_s.astype(jnp.asarray(memory['z_s']).dtype),
       z_t=z_t.astype(jnp.asarray(memory['z_t']).dtype))
   return loss, new_memory

@@ -63,6 +63,10 @@ class Job:
     return all(os.path.exists(resolve(p)) for p in self.needs)
 
 
+# A running job: the job, its train.py process and the file it logs to.
+_Child = tuple[Job, subprocess.Popen, Any]
+
+
 def resolve(path: str) -> str:
   """Relative paths are relative to the repository (as config paths are)."""
   return path if os.path.isabs(path) else os.path.join(REPO_ROOT, path)
@@ -107,6 +111,58 @@ def _publish(export_dir: str, dest: str) -> None:
   os.replace(tmp, dest)
 
 
+def _publish_export(job: Job) -> None:
+  """Copies a finished teacher run's export where later jobs look for it."""
+  if job.export_to:
+    _publish(os.path.join(job.run_dir, 'export'), job.export_to)
+
+
+def _skip_finished(jobs: Sequence[Job]) -> tuple[dict[str, str], list[Job]]:
+  """({run_dir: 'skipped'} of the finished jobs, the others in order).
+
+  The exports of finished teacher runs are published (again, if need be).
+  """
+  status, pending = {}, []
+  for job in jobs:
+    if job.finished:
+      status[job.run_dir] = 'skipped'
+      _publish_export(job)
+    else:
+      pending.append(job)
+  return status, pending
+
+
+def _start(job: Job, env: dict[str, str]) -> _Child:
+  """Writes the job's config and starts its train.py, logging to log.txt."""
+  write_config(job.run_dir, job.config)
+  log_file = open(os.path.join(job.run_dir, 'log.txt'), 'a')
+  proc = subprocess.Popen(train_command(job.run_dir), env=env,
+                          stdout=log_file, stderr=subprocess.STDOUT,
+                          cwd=REPO_ROOT)
+  return job, proc, log_file
+
+
+def _stop_all(running: dict[str, _Child]) -> None:
+  """SIGTERM to every child: each saves a checkpoint and exits."""
+  for _, proc, _ in running.values():
+    proc.send_signal(signal.SIGTERM)
+
+
+def _exit_status(job: Job, code: int) -> str:
+  """'finished', 'stopped' or 'failed (exit N)' of a job whose process ended."""
+  if code == 0 and job.finished:
+    return 'finished'
+  if code in (0, INTERRUPTED_EXIT):  # Saved and stopped (SIGTERM/INT).
+    return 'stopped'
+  return f'failed (exit {code})'
+
+
+def _unstarted_status(job: Job) -> str:
+  """'waiting for <path>' (the first missing need) or 'not started'."""
+  missing = [p for p in job.needs if not os.path.exists(resolve(p))]
+  return f'waiting for {missing[0]}' if missing else 'not started'
+
+
 def run_jobs(jobs: Sequence[Job], parallel: int, *,
              start_before_s: float = float('inf'),
              stop_at_s: float = float('inf'),
@@ -130,24 +186,15 @@ def run_jobs(jobs: Sequence[Job], parallel: int, *,
   if parallel < 1:
     raise ValueError(f'parallel={parallel} is invalid: it must be >= 1.')
   start = time.time()
-  status = {}
-  pending = []
-  for job in jobs:
-    if job.finished:
-      status[job.run_dir] = 'skipped'
-      if job.export_to:
-        _publish(os.path.join(job.run_dir, 'export'), job.export_to)
-    else:
-      pending.append(job)
-  running = {}  # run_dir -> (job, Popen, log file)
+  status, pending = _skip_finished(jobs)
+  running: dict[str, _Child] = {}
   stopping = False
   env = child_env(parallel)
   while pending or running:
     elapsed = time.time() - start
     if not stopping and elapsed >= stop_at_s and running:
       stopping = True
-      for _, proc, _ in running.values():
-        proc.send_signal(signal.SIGTERM)
+      _stop_all(running)
       log(f'{elapsed:.0f} s: stop time; {len(running)} run(s) told to save '
           'and stop.')
     for run_dir, (job, proc, log_file) in list(running.items()):
@@ -156,14 +203,9 @@ def run_jobs(jobs: Sequence[Job], parallel: int, *,
         continue
       log_file.close()
       del running[run_dir]
-      if code == 0 and job.finished:
-        status[run_dir] = 'finished'
-        if job.export_to:
-          _publish(os.path.join(run_dir, 'export'), job.export_to)
-      elif code in (0, INTERRUPTED_EXIT):  # Saved and stopped (SIGTERM/INT).
-        status[run_dir] = 'stopped'
-      else:
-        status[run_dir] = f'failed (exit {code})'
+      status[run_dir] = _exit_status(job, code)
+      if status[run_dir] == 'finished':
+        _publish_export(job)
       log(f'{time.time() - start:.0f} s: {run_dir}: {status[run_dir]}.')
     can_start = not stopping and time.time() - start < start_before_s
     while can_start and pending and len(running) < parallel:
@@ -171,12 +213,7 @@ def run_jobs(jobs: Sequence[Job], parallel: int, *,
       if job is None:
         break
       pending.remove(job)
-      write_config(job.run_dir, job.config)
-      log_file = open(os.path.join(job.run_dir, 'log.txt'), 'a')
-      proc = subprocess.Popen(train_command(job.run_dir), env=env,
-                              stdout=log_file, stderr=subprocess.STDOUT,
-                              cwd=REPO_ROOT)
-      running[job.run_dir] = (job, proc, log_file)
+      running[job.run_dir] = _start(job, env)
       log(f'{time.time() - start:.0f} s: started {job.run_dir}.')
     if not running and (not can_start or not any(
         j.ready() for j in pending)):
@@ -189,9 +226,7 @@ def run_jobs(jobs: Sequence[Job], parallel: int, *,
       stopping = True
       log('Interrupted: waiting for the running runs to save and stop.')
   for job in pending:
-    missing = [p for p in job.needs if not os.path.exists(resolve(p))]
-    status[job.run_dir] = (f'waiting for {missing[0]}' if missing
-                           else 'not started')
+    status[job.run_dir] = _unstarted_status(job)
   return status
 
 

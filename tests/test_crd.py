@@ -218,6 +218,37 @@ def test_crd_rejects_bad_shapes():
 
 
 @JIT
+def test_crd_contrast_scores_by_hand(jit):
+  """exp(m[cidx] @ e / T) / Z; an unset Z becomes mean * num_data."""
+  memory = np.array([[1., 0.], [0., 1.], [.6, .8]], np.float32)
+  emb = np.array([[1., 0.], [0., 1.]], np.float32)
+  cidx = np.array([[0, 1], [1, 2]])
+  fn = maybe_jit(crd.crd_contrast_scores, jit, temperature=0.5)
+  raw = np.exp(np.array([[1., 0.], [1., .8]]) / 0.5)
+  out, z = fn(memory, emb, cidx, np.float32(-1.))
+  np.testing.assert_allclose(z, raw.mean() * 3, rtol=1e-6)
+  np.testing.assert_allclose(out, raw / (raw.mean() * 3), rtol=1e-6)
+  out, z = fn(memory, emb, cidx, np.float32(2.))
+  np.testing.assert_allclose(z, 2.)
+  np.testing.assert_allclose(out, raw / 2., rtol=1e-6)
+
+
+def test_crd_memory_rows_by_hand():
+  """normalize(m[idx] momentum + e (1 - momentum)), no gradient into e."""
+  memory = np.array([[1., 0.], [0., 1.], [-1., 0.]], np.float32)
+  emb = np.array([[1., 0.], [0., 1.]], np.float32)
+  idx = np.array([2, 0])
+  rows = jax.jit(crd.crd_memory_rows, static_argnames='momentum')(
+      memory, emb, idx, momentum=0.25)
+  # Row 2: .25 [-1, 0] + .75 [1, 0] = [.5, 0]; row 0: [.25, .75].
+  np.testing.assert_allclose(
+      rows, [[1., 0.], np.array([.25, .75]) / np.sqrt(.625)], rtol=1e-6)
+  grad = jax.grad(lambda e: jnp.sum(crd.crd_memory_rows(
+      memory, e, idx, 0.25)))(emb)
+  np.testing.assert_array_equal(grad, np.zeros_like(emb))
+
+
+@JIT
 def test_crd_sample_contrast_uniform(jit):
   """(N, K+1) int32 indices in range, column 0 = idx."""
   idx = np.array([7, 0, 99, 42])

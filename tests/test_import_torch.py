@@ -22,6 +22,8 @@ import pytest
 from adain_kd_jax import checkpoints
 from adain_kd_jax import import_torch
 from adain_kd_jax import models
+from adain_kd_jax import torch_convert
+from adain_kd_jax import torch_names
 
 # The parameter names and shapes of the benchmark's PyTorch state dicts
 # (tests/data/README.md).
@@ -160,12 +162,21 @@ def test_convert_torchvision_resnets(name):
 
 
 def test_flax_to_torch_key_inverts_the_mapping():
-  """The names in error messages are the state dict's own."""
+  """The names and shapes in error messages are the state dict's own."""
   for name, shapes in _zoo_shapes().items():
     for key, shape in shapes.items():
       if not key.endswith('num_batches_tracked'):
-        collection, path, _ = import_torch.torch_key_to_flax(name, key, shape)
+        collection, path, flax_shape = import_torch.torch_key_to_flax(
+            name, key, shape)
         assert import_torch.flax_to_torch_key(name, collection, path) == key
+        assert torch_names.to_torch_shape(flax_shape) == tuple(shape), key
+
+
+def test_brief_list_counts_what_it_leaves_out():
+  """Error messages list five keys, then how many more there are."""
+  assert torch_convert.brief_list(['a', 'b']) == 'a, b'
+  assert torch_convert.brief_list(list('abcdefg')) == (
+      'a, b, c, d, e, ... (2 more)')
 
 
 def _resnet8():
