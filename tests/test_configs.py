@@ -66,7 +66,8 @@ def test_recipe_matches_the_benchmark():
 
 def test_bad_config_argument():
   """An unknown key in the config argument names the valid ones."""
-  with pytest.raises(ValueError, match='use teacher=NAME,student=NAME'):
+  with pytest.raises(ValueError, match=r"there is no argument 'studnet'; its "
+                     r'arguments are teacher, student, method'):
     cifar100_distill.get_config('teacher=wrn_40_2,studnet=wrn_16_2')
 
 
@@ -201,7 +202,8 @@ def test_fashion_mnist_benchmark_recipe():
   assert fashion_mnist_distill.get_config(
       'student=ShuffleV1').learning_rate == 0.01
   assert kd.learning_rate == 0.05
-  with pytest.raises(ValueError, match="Bad config argument 'pair=x'"):
+  with pytest.raises(ValueError, match="Bad config argument 'pair=x' for "
+                     'configs/fashion_mnist_distill.py'):
     fashion_mnist_distill.get_config('pair=x')
 
 
@@ -212,6 +214,8 @@ def test_fashion_mnist_teacher_recipe():
       'resnet56', 'none', True)
   assert (config.num_epochs, config.batch_size, config.holdout) == (
       40.0, 256, 0)
+  assert fashion_mnist_teacher.get_config('model=resnet56').model == 'resnet56'
+  assert fashion_mnist_teacher.get_config().model == 'wrn_40_2'
 
 
 @pytest.mark.parametrize('arg,base', [
