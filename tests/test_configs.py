@@ -1,4 +1,10 @@
-"""Every row of the CIFAR-100 table parses, validates and traces."""
+"""Every config builds on configs/default.py, parses, validates and traces."""
+
+import glob
+import importlib
+import json
+import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +16,7 @@ from adain_kd_jax import distill
 from configs import cifar100_distill
 from configs import cifar100_teacher
 from configs import default
+from configs import from_json
 from configs import imagenet_distill
 from configs import mock
 from configs import smoke
@@ -240,3 +247,87 @@ def test_mock_config_keeps_the_recipe_on_mock_data(arg, base):
 def test_mock_config_names_an_unknown_base():
   with pytest.raises(ValueError, match='there is no configs/cifar1000.py'):
     mock.get_config('cifar1000')
+
+
+# Every config file of configs/ with the arguments it is typically given
+# (None: get_config() without one). from_json.py is tested on its own below.
+TYPICAL_ARGS = {
+    'default': [None],
+    'smoke': [None],
+    'teacher': [None],
+    'cifar100_distill': [None] + [_arg(t, s, m) for t, s in ROWS[:3]
+                                  for m in ('adain', 'fitnet', 'dkd')],
+    'cifar100_teacher': [None, 'model=resnet110'],
+    'fashion_mnist_distill': [None, 'method=fitnet',
+                              _arg('resnet56', 'resnet20', 'dkd')],
+    'fashion_mnist_teacher': [None, 'resnet56'],
+    'imagenet_distill': [None, 'method=kd', 'method=dkd'],
+    'mock': ['cifar100_distill,method=crd', 'imagenet_distill,method=kd'],
+}
+# Declared by the `# --- Data ---` section of configs/default.py on the data
+# branch (image_size, num_workers, decode_in_workers of the streamed
+# imagenet2012); until then only imagenet_distill.py (and mock.py over it)
+# sets them. Remove this once default.py declares them.
+DATA_KEYS_PENDING = frozenset({'image_size', 'num_workers',
+                               'decode_in_workers'})
+_CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                           'configs')
+
+
+def _paths(tree, prefix=''):
+  """Every key of a nested dict as a dotted path ('loss.adain', ...)."""
+  paths = set()
+  for key, value in tree.items():
+    paths.add(prefix + key)
+    if isinstance(value, dict):
+      paths |= _paths(value, f'{prefix}{key}.')
+  return paths
+
+
+def _undeclared(config):
+  """The keys of `config` that configs/default.py does not declare."""
+  declared = _paths(default.get_config().to_dict())
+  return sorted(_paths(config.to_dict()) - declared - DATA_KEYS_PENDING)
+
+
+def test_every_config_file_has_typical_arguments():
+  """A new configs/*.py with get_config is added to TYPICAL_ARGS."""
+  names = {os.path.basename(p)[:-3]
+           for p in glob.glob(os.path.join(_CONFIG_DIR, '*.py'))}
+  without = {'__init__', 'config_args', 'from_json'}
+  assert names - without == set(TYPICAL_ARGS)
+
+
+@pytest.mark.parametrize('name,arg', [
+    (name, arg) for name, args in TYPICAL_ARGS.items() for arg in args])
+def test_config_declares_no_key_default_lacks(name, arg):
+  """Every config builds on default.py's keys, and it validates."""
+  module = importlib.import_module(f'configs.{name}')
+  config = module.get_config() if arg is None else module.get_config(arg)
+  assert not _undeclared(config), (
+      f'configs/{name}.py:{arg} sets keys configs/default.py lacks')
+  config_checks.check(config)
+
+
+def test_from_json_round_trips_a_recorded_config(tmp_path):
+  """configs/from_json.py gives back the recorded config, tuples and all."""
+  recorded = mock.get_config('cifar100_distill,method=adain')
+  path = tmp_path / 'config.json'
+  path.write_text(json.dumps(recorded.to_dict()))
+  config = from_json.get_config(str(path))
+  assert config.to_dict() == recorded.to_dict()
+  assert not _undeclared(config)
+
+
+def test_every_default_key_has_a_comment():
+  """Each `config.x = ...` of default.py has a comment beside or above it."""
+  with open(os.path.join(_CONFIG_DIR, 'default.py')) as f:
+    lines = f.read().splitlines()
+  bare = []
+  for i, line in enumerate(lines):
+    match = re.match(r'\s*(config\.[\w.]+) = ', line)
+    if match and '  # ' not in line and not lines[i - 1].lstrip().startswith(
+        '#'):
+      bare.append(match.group(1))
+  assert not bare
+  assert len(_paths(default.get_config().to_dict())) > 60
