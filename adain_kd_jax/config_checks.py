@@ -101,9 +101,10 @@ def _check_data(config) -> None:
   if config.dataset in train_data.STREAMING:
     for field in ('holdout', 'device_data'):
       if config[field]:
-        _fail(field, config[field],
-              f'it is for the in-memory data sets, not {config.dataset}; set '
-              'it to 0/False.')
+        raise ValueError(
+            f'config.{field}={config[field]!r} is invalid for '
+            f'{config.dataset}: it is for the in-memory data sets; set it '
+            'to 0/False.')
 
 
 def _check_models(config) -> None:

@@ -170,11 +170,11 @@ CASES = [
     ('crd_momentum_too_large', {'crd.momentum': 1.5}, ValueError,
      r'config.crd.momentum=1.5 is invalid: it must be in \[0, 1\]'),
     ('holdout_of_streamed_data', dict(_IMAGENET, holdout=100), ValueError,
-     r'config.holdout=100 is invalid: it is for the in-memory data sets, not '
-     r'imagenet2012'),
+     r'config.holdout=100 is invalid for imagenet2012: it is for the '
+     r'in-memory data sets; set it to 0/False'),
     ('device_data_of_streamed_data', dict(_IMAGENET, device_data=True),
-     ValueError, r'config.device_data=True is invalid: it is for the '
-     r'in-memory data sets'),
+     ValueError, r'config.device_data=True is invalid for imagenet2012: it is '
+     r'for the in-memory data sets'),
     ('class_aware_crd_of_streamed_data', dict(_IMAGENET, method='crd'),
      ValueError, r'config.crd.class_aware=True is invalid: it needs every '
      r'training label .*--config.crd.class_aware=False'),
