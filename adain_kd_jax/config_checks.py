@@ -1,15 +1,56 @@
-"""Config validation: clear errors, naming the field and the fix, before any
-data is read or anything is compiled."""
+"""Config validation: one pass over everything the config alone can tell.
+
+`check(config)` runs before any data is read, any model is built or anything
+is compiled (train_lib, the sweep and the campaign call it first). Each error
+is one line naming the field and the fix: `config.x=... is invalid: ...`.
+Allowed values come from the modules that own them (datasets.DATASETS and
+SOURCES, methods.METHODS, models.MODEL_NAMES, losses.ADAIN_LOSS_KINDS and
+ADAIN_STATS, train_data.STREAMING); configs/default.py documents every field.
+
+What needs more than the config is checked where it is known, still before
+anything is compiled or written:
+  * train_lib: batch sizes divisible by the device count; batch_size no
+    larger than the training set.
+  * train_data / datasets / preflight: holdout smaller than the training
+    set; the data files exist; images and labels fit the data set.
+  * distill.create: teacher and student stage counts agree (feature methods,
+    AT); each of config.points is a stage of the model; FitNet's hint
+    regressors map the student's maps to the teacher's shapes.
+  * Distiller.init_aux: crd.num_negatives below the training set size.
+  * checkpoints.load_teacher: teacher_checkpoint holds a config.teacher
+    trained on config.dataset.
+  * preflight.prepare_workdir: the workdir is writable, with room for the
+    checkpoints.
+"""
 
 from adain_kd_jax import cli
 from adain_kd_jax import datasets
-from adain_kd_jax import distill
 from adain_kd_jax import losses
+from adain_kd_jax import methods
 from adain_kd_jax import models
+from adain_kd_jax import steps
+from adain_kd_jax import train_data
+
+# Fields that are counts of at least one.
+_POSITIVE_INTS = ('batch_size', 'eval_batch_size', 'log_every_steps',
+                  'checkpoint_every_steps', 'keep_checkpoints',
+                  'steps_per_call')
 
 
 def _fail(field, value, fix):
   raise ValueError(f'config.{field}={value!r} is invalid: {fix}')
+
+
+def _one_of(field, value, allowed, quote=False):
+  if value not in allowed:
+    names = (repr(a) if quote else a for a in allowed)
+    _fail(field, value, f'use one of {", ".join(names)}.')
+
+
+def _uses(config, term: str) -> bool:
+  """Whether `config.method` adds up loss `term` (a non-zero weight)."""
+  return (term in methods.METHODS[config.method]
+          and (term == 'ce' or config.loss[term] != 0))
 
 
 def check(config) -> None:
@@ -19,15 +60,16 @@ def check(config) -> None:
   sweep print it as one line.
   """
   with cli.user_errors():
-    _check(config)
+    for part in (_check_data, _check_method, _check_models, _check_points,
+                 _check_loss, _check_baselines, _check_optimisation,
+                 _check_run):
+      part(config)
 
 
-def _check(config) -> None:
-  if config.dataset not in datasets.DATASETS:
-    _fail('dataset', config.dataset,
-          f'use one of {", ".join(sorted(datasets.DATASETS))}.')
-  if config.data_source not in ('idx', 'tfds'):
-    _fail('data_source', config.data_source, "use 'idx' or 'tfds'.")
+def _check_data(config) -> None:
+  """dataset, data_source, mock_data, limits, holdout, streaming fields."""
+  _one_of('dataset', config.dataset, sorted(datasets.DATASETS))
+  _one_of('data_source', config.data_source, datasets.SOURCES, quote=True)
   if (config.data_source == 'idx'
       and datasets.DATASETS[config.dataset].idx_subdir is None):
     idx_sets = sorted(n for n, i in datasets.DATASETS.items() if i.idx_subdir)
@@ -43,52 +85,113 @@ def _check(config) -> None:
   if mock and config.get('decode_in_workers', False):
     _fail('decode_in_workers', True, 'tfds mock data cannot serve encoded '
           'images; use --config.decode_in_workers=False with mock_data.')
-  for field in ('points', 'point_weights'):
-    value = config.get(field, ())
-    if (not isinstance(value, (tuple, list))
-        or not all(isinstance(v, (int, float)) for v in value)):
-      example = '(2,)' if field == 'points' else '(1.0,)'
-      _fail(field, value,
-            f'use a tuple of numbers, e.g. --config.{field}="{example}".')
-  distill.check_method(config.method)
-  for field in ('model',) + (('teacher',) if config.method != 'none' else ()):
-    if getattr(config, field) not in models.MODEL_NAMES:
-      _fail(field, getattr(config, field),
-            f'use one of {", ".join(models.MODEL_NAMES)}.')
-  for field in ('batch_size', 'eval_batch_size', 'log_every_steps',
-                'checkpoint_every_steps', 'keep_checkpoints', 'steps_per_call'):
-    if int(getattr(config, field)) < 1:
-      _fail(field, getattr(config, field), 'it must be a positive integer.')
+  for field in ('train_limit', 'test_limit', 'holdout', 'crop_padding'):
+    if config[field] < 0:
+      _fail(field, config[field], 'it must be >= 0 (0 = off).')
+  if config.get('num_workers', 0) < 0:
+    _fail('num_workers', config.num_workers,
+          'it must be >= 0 (0 = one per core).')
+  if config.dataset in train_data.STREAMING:
+    for field in ('holdout', 'device_data'):
+      if config[field]:
+        raise ValueError(
+            f'config.{field}={config[field]!r} is invalid for '
+            f'{config.dataset}: it is for the in-memory data sets; set it '
+            'to 0/False.')
+
+
+def _check_models(config) -> None:
+  """model, teacher (unless method 'none'), teacher_checkpoint, dtype."""
+  _one_of('model', config.model, models.MODEL_NAMES)
+  if config.method == 'none':
+    return
+  _one_of('teacher', config.teacher, models.MODEL_NAMES)
+  if not config.teacher_checkpoint:
+    _fail('teacher_checkpoint', config.teacher_checkpoint,
+          f'method {config.method!r} needs an exported teacher directory '
+          '(train one with configs/teacher.py).')
+
+
+def _check_method(config) -> None:
+  """method and compare_to: names of methods.METHODS ('' = no comparison)."""
+  for field in ('method',) + (('compare_to',) if config.compare_to else ()):
+    if config[field] not in methods.METHODS:
+      raise ValueError(
+          f'Unknown method {config[field]!r} (config.{field}). Valid '
+          f'methods: {", ".join(methods.METHODS)}.')
+
+
+def _check_points(config) -> None:
+  """points (stage numbers) and point_weights: the same length.
+
+  Whether each point is a stage of the model needs its stage count:
+  distill.create checks that.
+  """
+  points, weights = config.points, config.point_weights
+  if (not isinstance(points, (tuple, list))
+      or not all(isinstance(k, int) and not isinstance(k, bool)
+                 for k in points)):
+    _fail('points', points,
+          'use a tuple of stage numbers, e.g. --config.points="(2,)".')
+  if (not isinstance(weights, (tuple, list))
+      or not all(isinstance(w, (int, float)) for w in weights)):
+    _fail('point_weights', weights,
+          'use a tuple of numbers, e.g. --config.point_weights="(1.0,)".')
+  used = any(_uses(config, t) for t in methods.POINT_TERMS)
+  if len(points) != len(weights) or (used and not points):
+    raise ValueError(
+        f'config.points={tuple(points)} and config.point_weights='
+        f'{tuple(weights)} must be non-empty and of the same length.')
+
+
+def _check_loss(config) -> None:
+  """loss.adain_kind, loss.adain_stats (from losses) and loss.temperature."""
+  _one_of('loss.adain_kind', config.loss.adain_kind, losses.ADAIN_LOSS_KINDS,
+          quote=True)
+  _one_of('loss.adain_stats', config.loss.adain_stats, losses.ADAIN_STATS,
+          quote=True)
+  if config.loss.temperature <= 0:
+    _fail('loss.temperature', config.loss.temperature, 'it must be > 0.')
+
+
+def _check_baselines(config) -> None:
+  """crd.* (sizes, temperature, momentum; class-aware needs labels)."""
+  for field in ('dim', 'num_negatives'):
+    if config.crd[field] < 1:
+      _fail(f'crd.{field}', config.crd[field], 'it must be >= 1.')
+  if config.crd.temperature <= 0:
+    _fail('crd.temperature', config.crd.temperature, 'it must be > 0.')
+  if not 0 <= config.crd.momentum <= 1:
+    _fail('crd.momentum', config.crd.momentum, 'it must be in [0, 1].')
+  if (_uses(config, 'crd') and config.crd.class_aware
+      and config.dataset in train_data.STREAMING):
+    _fail('crd.class_aware', True,
+          'it needs every training label up front, which streamed data sets '
+          f'({config.dataset}) do not read; set '
+          '--config.crd.class_aware=False.')
+
+
+def _check_optimisation(config) -> None:
+  """Training length, learning rate, schedule, momentum, weight decay."""
+  for field in _POSITIVE_INTS:
+    if int(config[field]) < 1:
+      _fail(field, config[field], 'it must be a positive integer.')
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     _fail('num_epochs', config.num_epochs,
           'set a positive num_epochs or num_train_steps.')
-  if config.eval_every_epochs <= 0:
-    _fail('eval_every_epochs', config.eval_every_epochs, 'it must be > 0.')
-  if config.schedule not in ('cosine', 'piecewise'):
-    _fail('schedule', config.schedule, "use 'cosine' or 'piecewise'.")
+  _one_of('schedule', config.schedule, steps.SCHEDULES, quote=True)
   if config.learning_rate <= 0:
     _fail('learning_rate', config.learning_rate, 'it must be > 0.')
+  if config.warmup_epochs < 0:
+    _fail('warmup_epochs', config.warmup_epochs, 'it must be >= 0.')
   if not 0 <= config.momentum < 1:
     _fail('momentum', config.momentum, 'it must be in [0, 1).')
   if config.weight_decay < 0:
     _fail('weight_decay', config.weight_decay, 'it must be >= 0.')
-  if config.crop_padding < 0:
-    _fail('crop_padding', config.crop_padding, 'it must be >= 0.')
-  if config.holdout < 0:
-    _fail('holdout', config.holdout, 'it must be >= 0 (0 = no validation).')
-  if config.loss.adain_kind not in losses.ADAIN_LOSS_KINDS:
-    _fail('loss.adain_kind', config.loss.adain_kind,
-          f'use one of {", ".join(map(repr, losses.ADAIN_LOSS_KINDS))}.')
-  if config.loss.adain_stats not in losses.ADAIN_STATS:
-    _fail('loss.adain_stats', config.loss.adain_stats,
-          f'use one of {", ".join(map(repr, losses.ADAIN_STATS))}.')
-  if config.loss.temperature <= 0:
-    _fail('loss.temperature', config.loss.temperature, 'it must be > 0.')
-  if config.method != 'none' and not config.teacher_checkpoint:
-    _fail('teacher_checkpoint', config.teacher_checkpoint,
-          f'method {config.method!r} needs an exported teacher directory '
-          '(train one with configs/teacher.py).')
-  if config.compare_to:
-    distill.check_method(config.compare_to)
-  if config.dtype not in ('float32', 'bfloat16', 'float16'):
-    _fail('dtype', config.dtype, "use 'float32', 'bfloat16' or 'float16'.")
+
+
+def _check_run(config) -> None:
+  """eval_every_epochs and dtype."""
+  if config.eval_every_epochs <= 0:
+    _fail('eval_every_epochs', config.eval_every_epochs, 'it must be > 0.')
+  _one_of('dtype', config.dtype, models.DTYPES, quote=True)

@@ -31,6 +31,10 @@ class TrainState:
   aux: Any  # Method state that is not optimised (CRD's memory bank).
 
 
+# Learning-rate schedules (config.schedule).
+SCHEDULES = ('cosine', 'piecewise')
+
+
 def create_optimizer(config, steps_per_epoch: int, total_steps: int):
   """SGD with momentum, weight decay on all parameters, and a schedule."""
   warmup = int(config.warmup_epochs * steps_per_epoch)

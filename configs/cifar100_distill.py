@@ -54,6 +54,7 @@ Report top-1 at the last and at the best epoch over 3 or more seeds, and
 compare the last with the CRD-table columns, the best with the DKD column.
 """
 
+from configs import config_args
 from configs import default
 
 # The rows of the benchmark table (teacher, student).
@@ -81,30 +82,13 @@ DKD_BETA_DEFAULT = 8.0
 # The kd baseline's loss weights (RepDistiller: -r 0.1 -a 0.9), also
 # adain_kd's CE and KD weights.
 KD_WEIGHTS = {'ce': 0.1, 'kd': 0.9}
+# The argument (`:teacher=..,student=..,method=..`): the table's first row.
+ARGS = {'teacher': 'wrn_40_2', 'student': 'wrn_16_2', 'method': 'adain'}
 
 
 def dkd_beta(teacher: str, student: str) -> float:
   """DKD's beta for a (teacher, student) pair, as mdistiller sets it."""
   return DKD_BETA.get((teacher, student), DKD_BETA_DEFAULT)
-
-
-def parse_arg(arg: str | None,
-              defaults: dict[str, str] | None = None) -> dict[str, str]:
-  """'teacher=a,student=b,method=c' -> dict; unknown keys are an error.
-
-  Shared by the parameterised configs; `defaults` gives the values of keys
-  the argument leaves out (this table's first row and adain by default).
-  """
-  values = dict(defaults or {'teacher': 'wrn_40_2', 'student': 'wrn_16_2',
-                             'method': 'adain'})
-  for item in filter(None, (arg or '').split(',')):
-    key, sep, value = item.partition('=')
-    if not sep or key not in values:
-      raise ValueError(
-          f'Bad config argument {item!r}: use teacher=NAME,student=NAME,'
-          'method=NAME (any subset).')
-    values[key] = value
-  return values
 
 
 def cifar100_recipe(config, model: str):
@@ -131,21 +115,19 @@ def cifar100_recipe(config, model: str):
 
 def get_config(arg=None):
   """Returns the config for one (teacher, student, method) of the table."""
-  values = parse_arg(arg)
-  config = cifar100_recipe(default.get_config(), values['student'])
-  config.model = values['student']
-  config.teacher = values['teacher']
-  config.method = values['method']
-  config.teacher_checkpoint = f'teachers/cifar100/{values["teacher"]}'
+  args = config_args.parse_arg(arg, ARGS, config=__file__)
+  config = cifar100_recipe(default.get_config(), args.student)
+  config.model = args.student
+  config.teacher = args.teacher
+  config.method = args.method
+  config.teacher_checkpoint = f'teachers/cifar100/{args.teacher}'
   # Feature points: S-1 for AdaIN, where the teacher's tail also judges the
   # variance (docs/method.md, "Our choices"); FitNet uses the benchmark's
   # hint layer 2.
-  from adain_kd_jax import models  # pylint: disable=g-import-not-at-top
-  num_stages = models.create_model(values['student'], 100).num_stages
-  config.points = (2,) if values['method'] == 'fitnet' else (num_stages - 1,)
+  config.points = (2,) if args.method == 'fitnet' else (-1,)
   config.point_weights = (1.0,)
-  config.dkd.beta = dkd_beta(values['teacher'], values['student'])
-  if values['method'] in ('kd', 'adain_kd'):
+  config.dkd.beta = dkd_beta(args.teacher, args.student)
+  if args.method in ('kd', 'adain_kd'):
     # The same CE and KD for both: their gap is the AdaIN term alone.
     config.loss.ce, config.loss.kd = KD_WEIGHTS['ce'], KD_WEIGHTS['kd']
   return config

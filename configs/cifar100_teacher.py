@@ -11,19 +11,18 @@ import the benchmark's PyTorch checkpoints with adain_kd_jax.import_torch.
 """
 
 from configs import cifar100_distill
+from configs import config_args
 from configs import default
+
+# The argument (`:model=NAME`, or the bare NAME).
+ARGS = {'model': 'wrn_40_2'}
 
 
 def get_config(arg=None):
-  """`arg`: 'model=NAME' (default wrn_40_2)."""
-  model = 'wrn_40_2'
-  for item in filter(None, (arg or '').split(',')):
-    key, sep, value = item.partition('=')
-    if key != 'model' or not sep:
-      raise ValueError(f'Bad config argument {item!r}: use model=NAME.')
-    model = value
-  config = cifar100_distill.cifar100_recipe(default.get_config(), model)
-  config.model = model
+  """Returns the teacher-training config for `model` (default wrn_40_2)."""
+  args = config_args.parse_arg(arg, ARGS, config=__file__, positional='model')
+  config = cifar100_distill.cifar100_recipe(default.get_config(), args.model)
+  config.model = args.model
   config.teacher = ''
   config.teacher_checkpoint = ''
   config.method = 'none'

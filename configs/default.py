@@ -36,97 +36,156 @@ def get_config():
   config.crop_padding = 4  # Random crop of the original size after padding.
   config.flip = True  # Random horizontal flip.
 
+  _models(config)
+  _method(config)
+  _loss(config)
+  _baselines(config)
+  _optimisation(config)
+  _run(config)
+  return config
+
+
+def _models(config):
+  """The student, the teacher and how they compute."""
   # --- Models ---
-  config.model = 'resnet8'  # The network being trained (student or teacher).
+  # The network being trained (the student; with method 'none', the network
+  # trained alone or as a teacher): a name of adain_kd_jax.models.MODEL_NAMES.
+  config.model = 'resnet8'
+  # The teacher's architecture, a name of models.MODEL_NAMES; it must be what
+  # teacher_checkpoint holds. Unused (may be '') with method 'none'.
   config.teacher = 'resnet20'
-  # An exported teacher directory (written by a run with method='none').
-  # Relative paths are resolved against the repository root.
+  # An exported teacher directory (written by a run with method='none' and
+  # export=True). Relative paths are resolved against the repository root.
+  # Needed by every method but 'none'.
   config.teacher_checkpoint = 'teachers/fashion_mnist_resnet20'
-  config.dtype = 'float32'  # Computation dtype (bfloat16 on accelerators).
+  # Computation dtype: 'float32', 'bfloat16' (on accelerators) or 'float16';
+  # parameters stay float32.
+  config.dtype = 'float32'
   # Keep the training set on the devices and gather each batch there (small
-  # data sets on accelerators: no host transfer per step).
+  # data sets on accelerators: no host transfer per step). True or False;
+  # not for streamed data sets (imagenet2012).
   config.device_data = False
-  # Training steps per jitted call (lax.scan); > 1 amortises per-call
+  # Training steps per jitted call (lax.scan), >= 1; > 1 amortises per-call
   # dispatch for small batches on accelerators (keep 1 on CPU: XLA:CPU runs
   # a loop body's convolutions far slower). Calls end at every
   # log/checkpoint/eval step.
   config.steps_per_call = 1
 
+
+def _method(config):
+  """The distillation method and where its feature terms are taken."""
   # --- Method ---
-  # none | kd | fitnet | at | stat_l2 | adain | adain_kd | crd | dkd
-  # (see distill.py).
+  # A key of adain_kd_jax.methods.METHODS: none | kd | logit_mse | fitnet | at |
+  # stat_l2 | adain | adain_kd | crd | dkd (each adds up its loss terms).
   config.method = 'adain'
-  # Feature points (stage numbers, 1..S) for adain, stat_l2 and fitnet, each
-  # with its own connector and weight. Tuned on a validation split (5,000
-  # training images held out, resnet20 -> resnet8, seed 0, 1 epoch; see
-  # results/fashion_mnist/README.md): stage 3 = S with loss.adain 0.3 reached
-  # 82.32% val top-1, the other five of {0.03, 0.1, 0.3} x {2, 3} 79.96 to
-  # 80.64. At S a ResNet tail is pooling + classifier, so the teacher judges
-  # only the mean (docs/method.md, "The AdaIN loss"); S-1 = 2 lets it judge
-  # the variance.
+  # Feature points (a tuple of stage numbers, 1..S for a model of S stages, or
+  # counted from the last stage: 0 = S, -1 = S-1) for adain, stat_l2 and
+  # fitnet, each with its own connector (fitnet: hint regressor) and weight.
+  # Tuned on a validation split (5,000 training images held out, resnet20 ->
+  # resnet8, seed 0, 1 epoch; see results/fashion_mnist/README.md): stage
+  # 3 = S with loss.adain 0.3 reached 82.32% val top-1, the other five of
+  # {0.03, 0.1, 0.3} x {2, 3} 79.96 to 80.64. At S a ResNet tail is pooling +
+  # classifier, so the teacher judges only the mean (docs/method.md, "The
+  # AdaIN loss"); S-1 = 2 lets it judge the variance.
   config.points = (3,)
+  # One weight (a number) per entry of config.points: the same length.
   config.point_weights = (1.0,)
+
+
+def _loss(config):
+  """The weights of the loss terms (methods.TERMS) and their settings."""
+  # Loss weights (floats) by term; a method adds up only its own terms
+  # (methods.METHODS) and a weight of 0 drops a term.
   config.loss = ml_collections.ConfigDict()
-  config.loss.ce = 1.0
-  config.loss.kd = 1.0  # gamma: Hinton KD, tau^2 KL.
+  config.loss.ce = 1.0  # Cross-entropy with the labels (every method).
+  config.loss.kd = 1.0  # gamma: Hinton KD, tau^2 KL (kd, adain_kd).
+  # tau (> 0): the temperature of kd, dkd and loss.adain_kind='kl'.
   config.loss.temperature = 4.0
   # beta: L_adain is a squared error on logits (about 10 at the start, where
   # CE is about 2.3); weights near 1 slowed learning in a trial. 0.3 was
   # chosen on the validation split (see config.points).
   config.loss.adain = 0.3
-  # How the tail's output on the AdaIN map is judged: 'mse' on logits, 'kl'
-  # (temperature KL to the teacher's output) or 'ce' (against the labels).
+  # How the tail's output on the AdaIN map is judged (losses.ADAIN_LOSS_KINDS):
+  # 'mse' on logits, 'kl' (temperature KL to the teacher's output) or 'ce'
+  # (against the labels).
   config.loss.adain_kind = 'mse'
-  # Student statistics put into the teacher's map: 'both', 'mean' (with the
-  # teacher's own std) or 'std' (with the teacher's own mean).
+  # Student statistics put into the teacher's map (losses.ADAIN_STATS):
+  # 'both', 'mean' (with the teacher's own std) or 'std' (with the teacher's
+  # own mean).
   config.loss.adain_stats = 'both'
   config.loss.fm = 0.0  # alpha: FitNet term added to adain / adain_kd.
   config.loss.fitnet = 100.0  # FitNet method weight (as in the CRD benchmark).
-  config.loss.stat_l2 = 1.0  # Statistics-L2 ablation weight.
-  # Squared error between student and teacher logits (Ba & Caruana, 2014).
+  config.loss.stat_l2 = 1.0  # Statistics-L2 ablation weight (stat_l2).
+  # Squared error between student and teacher logits (method logit_mse; Ba &
+  # Caruana, 2014).
   config.loss.logit_mse = 1.0
   # Baselines, weights as published with the CRD / DKD benchmarks.
   config.loss.at = 1000.0  # Attention transfer, summed over all stages.
-  config.loss.crd = 0.8
+  config.loss.crd = 0.8  # Contrastive representation distillation.
   config.loss.dkd = 1.0  # Scales alpha * TCKD + beta * NCKD (with warm-up).
+
+
+def _baselines(config):
+  """The settings of the DKD and CRD baselines."""
+  # DKD (method dkd): loss.dkd * min(epoch / warmup_epochs, 1) *
+  # (alpha * TCKD + beta * NCKD), at loss.temperature.
   config.dkd = ml_collections.ConfigDict()
-  config.dkd.alpha = 1.0
+  config.dkd.alpha = 1.0  # Target-class KD weight (float >= 0).
+  # Non-target-class KD weight (float >= 0); per pair in cifar100_distill.py.
   config.dkd.beta = 8.0
-  config.dkd.warmup_epochs = 20.0
+  config.dkd.warmup_epochs = 20.0  # Linear warm-up length in epochs (> 0).
+  # CRD (method crd): embeddings contrasted with a memory bank of negatives.
   config.crd = ml_collections.ConfigDict()
-  config.crd.dim = 128  # Embedding size.
-  config.crd.temperature = 0.07
+  config.crd.dim = 128  # Embedding size (>= 1).
+  config.crd.temperature = 0.07  # Of the contrast (> 0).
+  # Negatives per example (>= 1; fewer than the training examples).
   config.crd.num_negatives = 16384
-  config.crd.momentum = 0.5  # Memory-bank update.
-  config.crd.class_aware = True  # Negatives from other classes ('exact').
+  config.crd.momentum = 0.5  # Memory-bank update, in [0, 1].
+  # Negatives from other classes ('exact'; True or False). Needs every label
+  # up front: False for streamed data sets (imagenet2012).
+  config.crd.class_aware = True
 
+
+def _optimisation(config):
+  """SGD with momentum and weight decay, the schedule, the training length."""
   # --- Optimisation ---
-  config.batch_size = 128  # Global batch, split over all devices.
-  config.num_epochs = 1.0  # May be fractional.
+  # Global batch (>= 1), split over all devices: a multiple of their number.
+  config.batch_size = 128
+  config.num_epochs = 1.0  # Training length (> 0); may be fractional.
   config.num_train_steps = -1  # If > 0, overrides num_epochs.
-  config.learning_rate = 0.05  # Peak learning rate.
-  config.momentum = 0.9
-  config.weight_decay = 5e-4  # On all parameters, as torch.optim.SGD does.
-  config.schedule = 'cosine'  # 'cosine' or 'piecewise'.
-  config.warmup_epochs = 0.0
-  config.decay_epochs = (150, 180, 210)  # piecewise: multiply by decay_factor.
-  config.decay_factor = 0.1
+  config.learning_rate = 0.05  # Peak learning rate (> 0).
+  config.momentum = 0.9  # SGD momentum, in [0, 1).
+  # On all parameters (>= 0), as torch.optim.SGD does.
+  config.weight_decay = 5e-4
+  config.schedule = 'cosine'  # 'cosine' or 'piecewise' (steps.py).
+  config.warmup_epochs = 0.0  # Linear warm-up from 0 (epochs, >= 0).
+  # piecewise: epochs (numbers) at which to multiply by decay_factor.
+  config.decay_epochs = (150, 180, 210)
+  config.decay_factor = 0.1  # piecewise: the factor (float > 0).
 
+
+def _run(config):
+  """Seed, logging, evaluation, checkpoints and what the run leaves."""
   # --- Run ---
-  config.seed = 0
-  config.log_every_steps = 50
-  config.eval_every_epochs = 1.0  # Also evaluates at the end of training.
+  config.seed = 0  # Initialisation, data order and augmentation (int).
+  config.log_every_steps = 50  # Training metrics every N steps (>= 1).
+  # Evaluation every N epochs (> 0, may be fractional); also at the end.
+  config.eval_every_epochs = 1.0
+  # Evaluation batch (>= 1), split over all devices: a multiple of their
+  # number.
   config.eval_batch_size = 500
-  config.checkpoint_every_steps = 200  # Also at every evaluation and the end.
-  config.keep_checkpoints = 2  # >= 2, so that a corrupted newest one has a
-  # predecessor to fall back to.
+  # Checkpoint every N steps (>= 1); also at every evaluation and the end.
+  config.checkpoint_every_steps = 200
+  # Checkpoints kept (>= 1; 2 or more, so that a corrupted newest one has a
+  # predecessor to fall back to).
+  config.keep_checkpoints = 2
   # A non-finite loss or gradient stops the run with an error naming the step
   # and the term; True skips such steps instead (counted in summary.json).
   config.skip_nonfinite = False
-  # After the run, train the same network with this method in
-  # WORKDIR/compare_<method> and print both accuracies ('' = off).
+  # After the run, train the same network with this method (a key of
+  # methods.METHODS) in WORKDIR/compare_<method> and print both accuracies
+  # ('' = off).
   config.compare_to = 'none'
   # Write WORKDIR/export (params + batch stats + teacher.json) at the end, for
-  # use as a teacher.
+  # use as a teacher (True or False).
   config.export = False
-  return config

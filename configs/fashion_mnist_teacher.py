@@ -12,13 +12,18 @@ padding) and horizontal flip. 20 epochs gave wrn_40_2 94.40% and resnet56
 of the 94.5% a teacher of the benchmark should have.
 """
 
+from configs import config_args
 from configs import default
 
+# The argument (the bare NAME, or `:model=NAME`).
+ARGS = {'model': 'wrn_40_2'}
 
-def get_config(model: str = 'wrn_40_2'):
-  """Returns the teacher-training config for `model`."""
+
+def get_config(arg=None):
+  """Returns the teacher-training config for `model` (default wrn_40_2)."""
+  args = config_args.parse_arg(arg, ARGS, config=__file__, positional='model')
   config = default.get_config()
-  config.model = model or 'wrn_40_2'
+  config.model = args.model
   config.teacher = ''
   config.teacher_checkpoint = ''
   config.method = 'none'

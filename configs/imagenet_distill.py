@@ -37,7 +37,7 @@ Published top-1 (%), ResNet-34 -> ResNet-18: teacher 73.31, student 69.76
 Report top-1 at the last and at the best epoch.
 """
 
-from configs import cifar100_distill
+from configs import config_args
 from configs import default
 
 # mdistiller configs/imagenet/r34_r18/kd.yaml: KD.TEMPERATURE 1, CE_WEIGHT
@@ -48,15 +48,13 @@ KD_TEMPERATURE = 1.0
 DKD_BETA = 0.5
 DKD_TEMPERATURE = 1.0
 DKD_WARMUP_EPOCHS = 1.0
+# The argument (`:teacher=..,student=..,method=..`, any subset).
+ARGS = {'teacher': 'resnet34', 'student': 'resnet18', 'method': 'adain'}
 
 
 def get_config(arg=None):
-  """`arg`: 'teacher=resnet34,student=resnet18,method=adain' (any subset)."""
-  values = cifar100_distill.parse_arg(arg)
-  if not arg or 'teacher=' not in arg:
-    values['teacher'] = 'resnet34'
-  if not arg or 'student=' not in arg:
-    values['student'] = 'resnet18'
+  """Returns the config of one (teacher, student, method); see `ARGS`."""
+  args = config_args.parse_arg(arg, ARGS, config=__file__)
   config = default.get_config()
   config.dataset = 'imagenet2012'
   config.data_source = 'tfds'
@@ -67,11 +65,11 @@ def get_config(arg=None):
   config.decode_in_workers = True
   config.crop_padding = 0  # Cropping and flipping happen on the host.
   config.flip = False
-  config.model = values['student']
-  config.teacher = values['teacher']
-  config.method = values['method']
-  config.teacher_checkpoint = f'teachers/imagenet/{values["teacher"]}'
-  config.points = (3,)  # S-1 of the 4-stage ImageNet ResNets.
+  config.model = args.student
+  config.teacher = args.teacher
+  config.method = args.method
+  config.teacher_checkpoint = f'teachers/imagenet/{args.teacher}'
+  config.points = (-1,)  # S-1 (stage 3 of the 4-stage ImageNet ResNets).
   config.point_weights = (1.0,)
   config.batch_size = 256
   config.eval_batch_size = 500
@@ -87,11 +85,11 @@ def get_config(arg=None):
   config.checkpoint_every_steps = 2000
   config.compare_to = ''
   config.crd.class_aware = False  # Labels are not read ahead when streaming.
-  if values['method'] in ('kd', 'adain_kd'):
+  if args.method in ('kd', 'adain_kd'):
     # The same CE, KD and temperature for both: their gap is the AdaIN term.
     config.loss.ce, config.loss.kd = KD_WEIGHTS['ce'], KD_WEIGHTS['kd']
     config.loss.temperature = KD_TEMPERATURE
-  if values['method'] == 'dkd':
+  if args.method == 'dkd':
     config.loss.temperature = DKD_TEMPERATURE
     config.dkd.beta = DKD_BETA
     config.dkd.warmup_epochs = DKD_WARMUP_EPOCHS

@@ -64,7 +64,10 @@ def _config(idx_data_dir, teacher_export):
   return idx_smoke_config(idx_data_dir, teacher_export)
 
 
-# (id, overrides, exception, regex). Values starting with '@' name a fixture.
+# A streamed data set (imagenet2012 from tfds).
+_IMAGENET = {'dataset': 'imagenet2012', 'data_source': 'tfds'}
+# (id, overrides, exception, regex). Fields may be dotted ('loss.adain');
+# values starting with '@' name a fixture.
 CASES = [
     ('unknown_model', {'model': 'resnet9'}, ValueError,
      r"config.model='resnet9' is invalid: use one of .*resnet8"),
@@ -75,7 +78,7 @@ CASES = [
     ('unknown_dataset', {'dataset': 'cifar1000'}, ValueError,
      r"config.dataset='cifar1000' is invalid: use one of .*cifar100"),
     ('unknown_source', {'data_source': 'hdf5'}, ValueError,
-     r"config.data_source='hdf5' is invalid: use 'idx' or 'tfds'"),
+     r"config.data_source='hdf5' is invalid: use one of 'idx', 'tfds'"),
     ('zero_batch', {'batch_size': 0}, ValueError,
      r'config.batch_size=0 is invalid: it must be a positive integer'),
     ('negative_batch', {'batch_size': -16}, ValueError,
@@ -113,7 +116,8 @@ CASES = [
     ('negative_weight_decay', {'weight_decay': -1e-4}, ValueError,
      r'config.weight_decay=-0.0001 is invalid: it must be >= 0'),
     ('unknown_schedule', {'schedule': 'linear'}, ValueError,
-     r"config.schedule='linear' is invalid: use 'cosine' or 'piecewise'"),
+     r"config.schedule='linear' is invalid: use one of 'cosine', "
+     r"'piecewise'"),
     ('unknown_adain_kind', {'loss.adain_kind': 'l1'}, ValueError,
      r"config.loss.adain_kind='l1' is invalid: use one of 'mse', 'kl', 'ce'"),
     ('unknown_adain_stats', {'loss.adain_stats': 'var'}, ValueError,
@@ -121,7 +125,7 @@ CASES = [
     ('zero_temperature', {'loss.temperature': 0.0}, ValueError,
      r'config.loss.temperature=0.0 is invalid: it must be > 0'),
     ('unknown_dtype', {'dtype': 'int8'}, ValueError,
-     r"config.dtype='int8' is invalid: use 'float32', 'bfloat16'"),
+     r"config.dtype='int8' is invalid: use one of 'float32', 'bfloat16'"),
     ('no_training_length', {'num_epochs': 0.0, 'num_train_steps': -1},
      ValueError, r'config.num_epochs=0.0 is invalid: set a positive'),
     ('negative_padding', {'crop_padding': -1}, ValueError,
@@ -130,7 +134,7 @@ CASES = [
      r'config.holdout=256 is invalid: it must be smaller than the 256 '
      r'training examples'),
     ('unknown_compare_method', {'compare_to': 'nope'}, ValueError,
-     r"Unknown method 'nope'"),
+     r"Unknown method 'nope' \(config.compare_to\). Valid methods: "),
     ('labels_out_of_range', {'data_dir': '@bad_label_dir'}, ValueError,
      r'fashion_mnist train: labels must be in \[0, 10\), found 0..12; is '
      r'config.dataset right'),
@@ -143,11 +147,37 @@ CASES = [
      r"config.data_source='idx' is invalid: config.dataset='cifar100' has "
      r'no IDX files .*use --config.data_source=tfds'),
     ('points_not_numbers', {'points': ('(3,x)',)}, ValueError,
-     r"config.points=\('\(3,x\)',\) is invalid: use a tuple of numbers"),
+     r"config.points=\('\(3,x\)',\) is invalid: use a tuple of stage "
+     r'numbers'),
     ('mock_data_needs_tfds', {'mock_data': 16}, ValueError,
      r"config.data_source='idx' is invalid: config.mock_data replaces tfds"),
     ('negative_mock_data', {'mock_data': -1}, ValueError,
      r'config.mock_data=-1 is invalid: use a number of examples'),
+    ('points_not_integers', {'points': (2.5,)}, ValueError,
+     r'config.points=\(2.5,\) is invalid: use a tuple of stage numbers'),
+    ('no_points_for_adain', {'points': (), 'point_weights': ()}, ValueError,
+     r'config.points=\(\) and config.point_weights=\(\) must be non-empty'),
+    ('negative_train_limit', {'train_limit': -5}, ValueError,
+     r'config.train_limit=-5 is invalid: it must be >= 0'),
+    ('negative_num_workers', {'num_workers': -1}, ValueError,
+     r'config.num_workers=-1 is invalid: it must be >= 0'),
+    ('negative_warmup', {'warmup_epochs': -1.0}, ValueError,
+     r'config.warmup_epochs=-1.0 is invalid: it must be >= 0'),
+    ('no_crd_negatives', {'crd.num_negatives': 0}, ValueError,
+     r'config.crd.num_negatives=0 is invalid: it must be >= 1'),
+    ('zero_crd_temperature', {'crd.temperature': 0.0}, ValueError,
+     r'config.crd.temperature=0.0 is invalid: it must be > 0'),
+    ('crd_momentum_too_large', {'crd.momentum': 1.5}, ValueError,
+     r'config.crd.momentum=1.5 is invalid: it must be in \[0, 1\]'),
+    ('holdout_of_streamed_data', dict(_IMAGENET, holdout=100), ValueError,
+     r'config.holdout=100 is invalid for imagenet2012: it is for the '
+     r'in-memory data sets; set it to 0/False'),
+    ('device_data_of_streamed_data', dict(_IMAGENET, device_data=True),
+     ValueError, r'config.device_data=True is invalid for imagenet2012: it is '
+     r'for the in-memory data sets'),
+    ('class_aware_crd_of_streamed_data', dict(_IMAGENET, method='crd'),
+     ValueError, r'config.crd.class_aware=True is invalid: it needs every '
+     r'training label .*--config.crd.class_aware=False'),
 ]
 
 
@@ -161,10 +191,11 @@ def test_bad_config(name, overrides, error, pattern, request, tmp_path,
   for field, value in overrides.items():
     if isinstance(value, str) and value.startswith('@'):
       value = request.getfixturevalue(value[1:])
-    if field.startswith('loss.'):
-      config.loss[field[5:]] = value
-    else:
-      config[field] = value
+    *parents, leaf = field.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
   workdir = str(tmp_path / 'run')
   with pytest.raises(error, match=pattern) as info:
     train_lib.train_and_evaluate(config, workdir)

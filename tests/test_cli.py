@@ -29,6 +29,11 @@ TRAIN_CASES = [
     ('missing_config_file', ['--config=configs/nope.py'],
      r'--config=configs/nope\.py: cannot load the config file \(No such '
      r'file or directory.*e\.g\. --config=configs/default\.py'),
+    ('bad_config_argument',
+     ['--config=configs/cifar100_distill.py:studnet=wrn_16_2'],
+     r"Bad config argument 'studnet=wrn_16_2' for configs/cifar100_distill\.py"
+     r": there is no argument 'studnet'; its arguments are teacher, student, "
+     r'method .*e\.g\. --config=configs/cifar100_distill\.py:teacher='),
     ('stray_argument', ['@smoke', 'extra'],
      r"Unexpected arguments \['extra'\]: every argument is a --flag"),
     ('unknown_method', ['@smoke', '--config.method=adian'],

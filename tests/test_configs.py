@@ -1,4 +1,10 @@
-"""Every row of the CIFAR-100 table parses, validates and traces."""
+"""Every config builds on configs/default.py, parses, validates and traces."""
+
+import glob
+import importlib
+import json
+import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +16,7 @@ from adain_kd_jax import distill
 from configs import cifar100_distill
 from configs import cifar100_teacher
 from configs import default
+from configs import from_json
 from configs import imagenet_distill
 from configs import mock
 from configs import smoke
@@ -43,9 +50,12 @@ def test_table_row_traces(row, method):
   x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
   variables = jax.eval_shape(d.init, jax.random.key(0), x)
   t_vars = distill.teacher_variables_struct(d, (32, 32, 3))
+  frozen = {'batch_stats': variables['batch_stats'], 'aux': {},
+            'teacher': t_vars}
   loss, _ = jax.eval_shape(
-      d.loss_fn, variables['params'], variables['batch_stats'], t_vars, x,
-      jax.ShapeDtypeStruct((2,), jnp.int32))
+      d.loss_fn, variables['params'], frozen,
+      {'image': x, 'label': jax.ShapeDtypeStruct((2,), jnp.int32)},
+      jax.random.key(0), 0)
   assert loss.shape == ()
 
 
@@ -59,14 +69,17 @@ def test_recipe_matches_the_benchmark():
   assert (config.loss.ce, config.loss.kd) == (0.1, 0.9)
   low = cifar100_distill.get_config(_arg('vgg13', 'MobileNetV2', 'crd'))
   assert low.learning_rate == 0.01 and low.loss.crd == 0.8
-  assert low.points == (3,)  # S-1 for the 4-stage MobileNetV2.
+  assert low.points == (-1,)  # S-1: stage 3 of the 4-stage MobileNetV2.
+  low.method = 'adain'
+  assert distill.create(low, 100, (32, 32, 3)).term['adain'].points == (3,)
   assert cifar100_distill.get_config(_arg('vgg13', 'vgg8',
                                           'fitnet')).points == (2,)
 
 
 def test_bad_config_argument():
   """An unknown key in the config argument names the valid ones."""
-  with pytest.raises(ValueError, match='use teacher=NAME,student=NAME'):
+  with pytest.raises(ValueError, match=r"there is no argument 'studnet'; its "
+                     r'arguments are teacher, student, method'):
     cifar100_distill.get_config('teacher=wrn_40_2,studnet=wrn_16_2')
 
 
@@ -115,7 +128,8 @@ def test_dkd_beta_is_mdistillers_for_every_row(row):
   assert (config.dkd.alpha, config.dkd.warmup_epochs, config.loss.temperature,
           config.loss.ce, config.loss.dkd) == (1.0, 20.0, 4.0, 1.0, 1.0)
   d = distill.create(config, 100, (32, 32, 3))
-  assert (d.dkd_beta, d.dkd_alpha, d.dkd_warmup_epochs, d.temperature) == (
+  dkd = d.term['dkd']
+  assert (dkd.beta, dkd.alpha, dkd.warmup_epochs, dkd.temperature) == (
       PUBLISHED_DKD_BETA[row], 1.0, 20.0, 4.0)
 
 
@@ -137,9 +151,9 @@ def test_adain_kd_weights_ce_and_kd_as_kd(row):
   d_adain_kd = distill.create(adain_kd, 100, (32, 32, 3))
   for term in ('ce', 'kd'):
     assert d_kd.weights[term] == d_adain_kd.weights[term]
-  assert d_kd.temperature == d_adain_kd.temperature
+  assert d_kd.term['kd'] == d_adain_kd.term['kd']  # The same temperature.
   # The only extra term of adain_kd is AdaIN's (fm is off).
-  assert set(d_adain_kd.terms) - set(d_kd.terms) == {'adain'}
+  assert set(d_adain_kd.term) - set(d_kd.term) == {'adain'}
 
 
 def test_imagenet_kd_dkd_and_adain_kd_are_mdistillers():
@@ -156,10 +170,11 @@ def test_imagenet_kd_dkd_and_adain_kd_are_mdistillers():
   assert (dkd.dkd.beta, dkd.dkd.alpha, dkd.dkd.warmup_epochs,
           dkd.loss.temperature, dkd.loss.ce, dkd.loss.dkd) == (
               0.5, 1.0, 1.0, 1.0, 1.0, 1.0)
-  d = distill.create(dkd, 1000, (224, 224, 3))
-  assert (d.dkd_beta, d.dkd_alpha, d.dkd_warmup_epochs, d.temperature) == (
+  d = distill.create(dkd, 1000, (224, 224, 3)).term['dkd']
+  assert (d.beta, d.alpha, d.warmup_epochs, d.temperature) == (
       0.5, 1.0, 1.0, 1.0)
-  assert distill.create(kd, 1000, (224, 224, 3)).temperature == 1.0
+  assert distill.create(kd, 1000,
+                        (224, 224, 3)).term['kd'].temperature == 1.0
   assert '70.66' in imagenet_distill.__doc__
 
 
@@ -201,7 +216,8 @@ def test_fashion_mnist_benchmark_recipe():
   assert fashion_mnist_distill.get_config(
       'student=ShuffleV1').learning_rate == 0.01
   assert kd.learning_rate == 0.05
-  with pytest.raises(ValueError, match="Bad config argument 'pair=x'"):
+  with pytest.raises(ValueError, match="Bad config argument 'pair=x' for "
+                     'configs/fashion_mnist_distill.py'):
     fashion_mnist_distill.get_config('pair=x')
 
 
@@ -212,6 +228,8 @@ def test_fashion_mnist_teacher_recipe():
       'resnet56', 'none', True)
   assert (config.num_epochs, config.batch_size, config.holdout) == (
       40.0, 256, 0)
+  assert fashion_mnist_teacher.get_config('model=resnet56').model == 'resnet56'
+  assert fashion_mnist_teacher.get_config().model == 'wrn_40_2'
 
 
 @pytest.mark.parametrize('arg,base', [
@@ -236,3 +254,87 @@ def test_mock_config_keeps_the_recipe_on_mock_data(arg, base):
 def test_mock_config_names_an_unknown_base():
   with pytest.raises(ValueError, match='there is no configs/cifar1000.py'):
     mock.get_config('cifar1000')
+
+
+# Every config file of configs/ with the arguments it is typically given
+# (None: get_config() without one). from_json.py is tested on its own below.
+TYPICAL_ARGS = {
+    'default': [None],
+    'smoke': [None],
+    'teacher': [None],
+    'cifar100_distill': [None] + [_arg(t, s, m) for t, s in ROWS[:3]
+                                  for m in ('adain', 'fitnet', 'dkd')],
+    'cifar100_teacher': [None, 'model=resnet110'],
+    'fashion_mnist_distill': [None, 'method=fitnet',
+                              _arg('resnet56', 'resnet20', 'dkd')],
+    'fashion_mnist_teacher': [None, 'resnet56'],
+    'imagenet_distill': [None, 'method=kd', 'method=dkd'],
+    'mock': ['cifar100_distill,method=crd', 'imagenet_distill,method=kd'],
+}
+# Declared by the `# --- Data ---` section of configs/default.py on the data
+# branch (image_size, num_workers, decode_in_workers of the streamed
+# imagenet2012); until then only imagenet_distill.py (and mock.py over it)
+# sets them. Remove this once default.py declares them.
+DATA_KEYS_PENDING = frozenset({'image_size', 'num_workers',
+                               'decode_in_workers'})
+_CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                           'configs')
+
+
+def _paths(tree, prefix=''):
+  """Every key of a nested dict as a dotted path ('loss.adain', ...)."""
+  paths = set()
+  for key, value in tree.items():
+    paths.add(prefix + key)
+    if isinstance(value, dict):
+      paths |= _paths(value, f'{prefix}{key}.')
+  return paths
+
+
+def _undeclared(config):
+  """The keys of `config` that configs/default.py does not declare."""
+  declared = _paths(default.get_config().to_dict())
+  return sorted(_paths(config.to_dict()) - declared - DATA_KEYS_PENDING)
+
+
+def test_every_config_file_has_typical_arguments():
+  """A new configs/*.py with get_config is added to TYPICAL_ARGS."""
+  names = {os.path.basename(p)[:-3]
+           for p in glob.glob(os.path.join(_CONFIG_DIR, '*.py'))}
+  without = {'__init__', 'config_args', 'from_json'}
+  assert names - without == set(TYPICAL_ARGS)
+
+
+@pytest.mark.parametrize('name,arg', [
+    (name, arg) for name, args in TYPICAL_ARGS.items() for arg in args])
+def test_config_declares_no_key_default_lacks(name, arg):
+  """Every config builds on default.py's keys, and it validates."""
+  module = importlib.import_module(f'configs.{name}')
+  config = module.get_config() if arg is None else module.get_config(arg)
+  assert not _undeclared(config), (
+      f'configs/{name}.py:{arg} sets keys configs/default.py lacks')
+  config_checks.check(config)
+
+
+def test_from_json_round_trips_a_recorded_config(tmp_path):
+  """configs/from_json.py gives back the recorded config, tuples and all."""
+  recorded = mock.get_config('cifar100_distill,method=adain')
+  path = tmp_path / 'config.json'
+  path.write_text(json.dumps(recorded.to_dict()))
+  config = from_json.get_config(str(path))
+  assert config.to_dict() == recorded.to_dict()
+  assert not _undeclared(config)
+
+
+def test_every_default_key_has_a_comment():
+  """Each `config.x = ...` of default.py has a comment beside or above it."""
+  with open(os.path.join(_CONFIG_DIR, 'default.py')) as f:
+    lines = f.read().splitlines()
+  bare = []
+  for i, line in enumerate(lines):
+    match = re.match(r'\s*(config\.[\w.]+) = ', line)
+    if match and '  # ' not in line and not lines[i - 1].lstrip().startswith(
+        '#'):
+      bare.append(match.group(1))
+  assert not bare
+  assert len(_paths(default.get_config().to_dict())) > 60

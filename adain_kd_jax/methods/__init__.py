@@ -42,6 +42,8 @@ METHODS = {
     'crd': ('ce', 'crd'),
     'dkd': ('ce', 'dkd'),
 }
+# The terms that read config.points (feature points with their weights).
+POINT_TERMS = tuple(name for name, cls in TERMS.items() if cls.reads_points)
 
 
 def check_method(method: str) -> None:
@@ -66,5 +68,5 @@ def create_terms(config, context: Context) -> tuple[tuple[str, Term, float],
   return tuple(out)
 
 
-__all__ = ['METHODS', 'TERMS', 'Context', 'Needs', 'Outputs', 'Term',
+__all__ = ['METHODS', 'POINT_TERMS', 'TERMS', 'Context', 'Needs', 'Outputs', 'Term',
            'check_method', 'create_terms']

@@ -15,6 +15,7 @@ from adain_kd_jax.methods import base
 class AdaIN(base.Term):
   """beta * L_adain: the student's statistics in the teacher's map, judged
   by the teacher's tail, summed over `points` with `point_weights`."""
+  reads_points = True
   points: tuple[int, ...]
   point_weights: tuple[float, ...]
   kind: str = 'mse'  # losses.ADAIN_LOSS_KINDS
@@ -66,6 +67,7 @@ class FeatureMatching(base.Term):
 @dataclasses.dataclass(frozen=True)
 class StatL2(base.Term):
   """The statistics-L2 ablation: the same statistics, compared directly."""
+  reads_points = True
   points: tuple[int, ...]
   point_weights: tuple[float, ...]
 

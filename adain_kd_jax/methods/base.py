@@ -69,6 +69,8 @@ class Outputs:
 class Term:
   """Base of every loss term (see the module docstring)."""
   stateful: ClassVar[bool] = False
+  # Reads config.points / config.point_weights (`feature_points`).
+  reads_points: ClassVar[bool] = False
 
   @property
   def needs(self) -> Needs:

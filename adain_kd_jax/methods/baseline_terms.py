@@ -62,6 +62,7 @@ class LogitMSE(base.Term):
 class FitNet(base.Term):
   """FitNet as the CRD benchmark: hint regressor (ConvReg) to the teacher's
   shape, then a plain squared error, summed over `points`."""
+  reads_points = True
   points: tuple[int, ...]
   point_weights: tuple[float, ...]
 

@@ -50,6 +50,8 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 MODEL_NAMES = tuple(sorted(_MODELS))
+# Computation dtypes (config.dtype); parameters stay float32.
+DTYPES = ('float32', 'bfloat16', 'float16')
 
 
 def create_model(name: str, num_classes: int,
