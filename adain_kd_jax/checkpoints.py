@@ -94,8 +94,11 @@ class RunCheckpointer:
 
   def _saved_shapes(self, step: int) -> list[tuple[int, ...]] | None:
     """The shapes of the arrays recorded at `step` (None if unreadable)."""
+    # The item's own handler: the manager's item_metadata warns about every
+    # item it has no handler for yet (before the first save or restore).
+    path = epath.Path(os.path.abspath(self.directory)) / str(step) / 'state'
     try:
-      tree = self._mngr.item_metadata(step)['state'].tree
+      tree = ocp.StandardCheckpointHandler().metadata(path).tree
     except Exception:  # pylint: disable=broad-except
       return None  # Unreadable metadata: a corrupted step, handled below.
     return _shapes(jax.tree.leaves(

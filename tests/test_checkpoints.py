@@ -149,12 +149,13 @@ def test_committed_teacher_loads_and_matches_its_checksums():
 
 
 def test_a_checkpoint_of_an_older_version_resumes(tmp_path, idx_data_dir,
-                                                  teacher_export):
+                                                  teacher_export, caplog):
   """tests/data/checkpoint_v1 (see make_checkpoint_v1.py) resumes today.
 
   Written by the version before methods became a table of terms, stopped
   after step 2 of 4; resumed here, steps 3 and 4 give what that version's
-  own resume gave (round-off of another CPU allowed).
+  own resume gave (round-off of another CPU allowed). Resuming logs no
+  orbax warning.
   """
   from adain_kd_jax import train_lib  # pylint: disable=g-import-not-at-top
   from tests.conftest import idx_smoke_config  # pylint: disable=g-import-not-at-top
@@ -168,7 +169,10 @@ def test_a_checkpoint_of_an_older_version_resumes(tmp_path, idx_data_dir,
   config = idx_smoke_config(
       idx_data_dir, teacher_export,
       **make_checkpoint_v1.settings(idx_data_dir, teacher_export))
-  summary = train_lib.train_and_evaluate(config, workdir)
+  with caplog.at_level(logging.WARNING):
+    summary = train_lib.train_and_evaluate(config, workdir)
+  assert not [r.getMessage() for r in caplog.records
+              if r.levelno >= logging.WARNING], caplog.text
   assert summary['resumes'] == 1 and summary['steps'] == 4
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     train = [json.loads(line) for line in f]
