@@ -8,6 +8,7 @@ of all devices, the batch sharded over the 'data' axis, everything else
 replicated. BatchNorm statistics are therefore over the global batch.
 """
 
+import functools
 import json
 import os
 import time
@@ -157,6 +158,54 @@ class _Batches:
                               P(None, 'data'))
 
 
+def _announce(run, start_step):
+  """Says that the data are mock data, or that the run resumes."""
+  config = run.config
+  if config.get('mock_data', 0):
+    print(f'Mock data: {config.mock_data} random examples per split '
+          '(tfds.testing.mock_data)'
+          + (f', a random {config.teacher} teacher' if run.random_teacher
+             else '') + '; the accuracies mean nothing.', flush=True)
+  if run.meta.get('resumes'):
+    print(f'Resuming {run.workdir} at step {start_step}.', flush=True)
+
+
+def _settle(run, writer, clock, done):
+  """Checks a dispatched call's metrics once it is done; logs the last.
+
+  Called one call late, so that the host never waits for the device except
+  to read the finite flags. A non-finite step stops the run here, before its
+  state can be checkpointed. `done`: (first step, metrics, whether to log).
+  """
+  first, metrics, log = done
+  _check_finite(run, first, metrics, run.checkpointer.latest_step())
+  if log:
+    values = {k: float(v[-1]) for k, v in jax.device_get(metrics).items()
+              if k != 'finite'}
+    step = first + len(metrics['finite']) - 1
+    writer.write(dict(step=step, split='train',
+                      epoch=step / run.steps_per_epoch,
+                      images_per_sec=clock.images_per_sec(), **values))
+
+
+def _evaluate_and_log(run, state, step, meta, writer, clock):
+  """Evaluates at `step`, logs it, and keeps the best step in `meta`.
+
+  The best is chosen on the validation split where there is one, else on
+  test. Returns (results by split, meta).
+  """
+  eval_start = time.time()
+  results = evaluate(run, state)
+  clock.eval_seconds += time.time() - eval_start
+  for split, result in results.items():
+    writer.write(dict(step=step, split=split,
+                      epoch=step / run.steps_per_epoch, **result))
+  acc = results['val' if 'val' in results else 'test']['accuracy']
+  if acc > meta['best_accuracy']:
+    meta = dict(meta, best_accuracy=acc, best_step=step)
+  return results, meta
+
+
 def train(run: run_lib.Run, start_time: float | None = None
           ) -> dict[str, Any]:
   """Trains `run` from its state to `total_steps`; returns the summary.
@@ -170,13 +219,7 @@ def train(run: run_lib.Run, start_time: float | None = None
   state, meta = run.state, dict(run.meta)
   start_step = int(state.step)
   if is_main:
-    if run.random_teacher or config.get('mock_data', 0):
-      print(f'Mock data: {config.mock_data} random examples per split '
-            '(tfds.testing.mock_data)'
-            + (f', a random {config.teacher} teacher' if run.random_teacher
-               else '') + '; the accuracies mean nothing.', flush=True)
-    if meta.get('resumes'):
-      print(f'Resuming {run.workdir} at step {start_step}.', flush=True)
+    _announce(run, start_step)
   clock = _Clock(start_time, {k: meta.get(k, 0) for k in _TOTALS})
   batches = _Batches(run, start_step)
   boundaries = (config.log_every_steps, config.checkpoint_every_steps,
@@ -188,23 +231,7 @@ def train(run: run_lib.Run, start_time: float | None = None
                run.total_steps, run.steps_per_epoch, jax.device_count(),
                start_step)
 
-  def settle(done):
-    """Checks a dispatched call's metrics once it is done; logs the last.
-
-    Called one call late, so that the host never waits for the device except
-    to read the finite flags. A non-finite step stops the run here, before
-    its state can be checkpointed.
-    """
-    first, metrics, log = done
-    _check_finite(run, first, metrics, run.checkpointer.latest_step())
-    if log:
-      values = {k: float(v[-1]) for k, v in jax.device_get(metrics).items()
-                if k != 'finite'}
-      step = first + len(metrics['finite']) - 1
-      writer.write(dict(step=step, split='train',
-                        epoch=step / run.steps_per_epoch,
-                        images_per_sec=clock.images_per_sec(), **values))
-
+  settle = functools.partial(_settle, run, writer, clock)
   progress = _progress_bar(run, start_step, compiling=True)
   watcher = preemption.PreemptionWatcher(sync_every=config.log_every_steps)
   last_eval, pending, preempted_at = None, None, None
@@ -234,16 +261,8 @@ def train(run: run_lib.Run, start_time: float | None = None
         settle(pending)  # Never checkpoint a non-finite state.
         pending = None
         if is_eval:
-          eval_start = time.time()
-          last_eval = evaluate(run, state)
-          clock.eval_seconds += time.time() - eval_start
-          for split, result in last_eval.items():
-            writer.write(dict(step=step, split=split,
-                              epoch=step / run.steps_per_epoch, **result))
-          acc = last_eval['val' if 'val' in last_eval else 'test'][
-              'accuracy']
-          if acc > meta['best_accuracy']:
-            meta = dict(meta, best_accuracy=acc, best_step=step)
+          last_eval, meta = _evaluate_and_log(run, state, step, meta, writer,
+                                              clock)
           progress.set_postfix(
               test_acc=f'{last_eval["test"]["accuracy"]:.4f}')
         run.checkpointer.save(step, state, dict(meta, **clock.totals()))

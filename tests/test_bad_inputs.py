@@ -11,6 +11,7 @@ from adain_kd_jax import checkpoints
 from adain_kd_jax import cli
 from adain_kd_jax import idx
 from adain_kd_jax import preflight
+from adain_kd_jax import run as run_lib
 from adain_kd_jax import train_lib
 from configs import smoke
 from tests.conftest import idx_smoke_config
@@ -26,8 +27,8 @@ def _no_compile(monkeypatch):
   def fail(*args, **kwargs):
     raise _Reached('got past the checks')
   for name in ('jit_multi_step', 'jit_eval_step'):
-    monkeypatch.setattr(train_lib.steps, name, fail)
-  monkeypatch.setattr(train_lib.checkpoints, 'RunCheckpointer', fail)
+    monkeypatch.setattr(run_lib.steps, name, fail)
+  monkeypatch.setattr(run_lib.checkpoints, 'RunCheckpointer', fail)
 
 
 @pytest.fixture(scope='module')
@@ -92,8 +93,9 @@ CASES = [
      r'config.batch_size=512 is larger than the 256 training examples'),
     ('point_too_large', {'points': (4,)}, ValueError,
      r'config.points has stage 4, outside 1..3 .*use a stage number'),
-    ('point_zero', {'points': (0,)}, ValueError,
-     r'config.points has stage 0, outside 1..3'),
+    ('point_before_stage_1', {'points': (-3,)}, ValueError,
+     r'config.points has stage -3, outside 1..3 \(or -2..0 counted from '
+     r'the last stage\)'),
     ('point_weights_length', {'point_weights': (1.0, 0.5)}, ValueError,
      r'config.points=\(3,\) and config.point_weights=\(1.0, 0.5\) must be '
      r'non-empty and of the same length'),
