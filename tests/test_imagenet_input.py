@@ -397,3 +397,28 @@ def test_open_source_not_prepared(tmp_path, no_network):
   assert 'tfds build imagenet2012' in message
   assert '--file_format=array_record' in message
   assert 'requirements-prepare.txt' in message
+
+
+# ----------------------------------------------------------------------------
+# Fixed values: the batches recorded in tests/data (see the script there).
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('num_workers', [0, 2])
+def test_batches_match_recorded_values(num_workers):
+  """Training and two-host evaluation batches, pixel for pixel."""
+  from tests.data import make_imagenet_batches as mib  # pylint: disable=g-import-not-at-top
+  recorded = np.load(os.path.join(_ROOT, 'tests', 'data',
+                                  'imagenet_batches.npz'))
+  images = mib.unpack(recorded['source_flat'], recorded['source_shapes'])
+  np.testing.assert_array_equal(images[3], mib.make_images()[3])
+  with ii.train_batches(mib.ListSource(images), global_batch_size=8, seed=3,
+                        size=16, num_workers=num_workers) as it:
+    for step in range(6):
+      batch = next(it)
+      for key in ('image', 'label', 'index'):
+        np.testing.assert_array_equal(
+            batch[key], recorded[f'train_{key}'][step], err_msg=key)
+  made = mib.make_batches(mib.ListSource(images))
+  for key in made:
+    np.testing.assert_array_equal(made[key], recorded[key], err_msg=key)
