@@ -2,7 +2,7 @@
 data is read or anything is compiled."""
 
 from adain_kd_jax import cli
-from adain_kd_jax import datasets
+from adain_kd_jax.data import registry
 from adain_kd_jax import distill
 from adain_kd_jax import losses
 from adain_kd_jax import models
@@ -23,14 +23,14 @@ def check(config) -> None:
 
 
 def _check(config) -> None:
-  if config.dataset not in datasets.DATASETS:
+  if config.dataset not in registry.DATASETS:
     _fail('dataset', config.dataset,
-          f'use one of {", ".join(sorted(datasets.DATASETS))}.')
+          f'use one of {", ".join(sorted(registry.DATASETS))}.')
   if config.data_source not in ('idx', 'tfds'):
     _fail('data_source', config.data_source, "use 'idx' or 'tfds'.")
   if (config.data_source == 'idx'
-      and datasets.DATASETS[config.dataset].idx_subdir is None):
-    idx_sets = sorted(n for n, i in datasets.DATASETS.items() if i.idx_subdir)
+      and registry.DATASETS[config.dataset].idx_subdir is None):
+    idx_sets = sorted(n for n, i in registry.DATASETS.items() if i.idx_subdir)
     _fail('data_source', config.data_source,
           f'config.dataset={config.dataset!r} has no IDX files (only '
           f'{", ".join(idx_sets)} do); use --config.data_source=tfds.')

@@ -156,14 +156,14 @@ def insertion_point_stats(config, workdir: str, images: np.ndarray
   import jax
   import jax.numpy as jnp
   from adain_kd_jax import checkpoints
-  from adain_kd_jax import datasets
+  from adain_kd_jax.data import augment
+  from adain_kd_jax.data import registry
   from adain_kd_jax import distill
-  from adain_kd_jax import input_pipeline
   from adain_kd_jax import losses
   from adain_kd_jax import steps
   from adain_kd_jax import train_lib
   # pylint: enable=g-import-not-at-top
-  info = datasets.DATASETS[config.dataset]
+  info = registry.DATASETS[config.dataset]
   image_shape = tuple(images.shape[1:])
   distiller = distill.create(config, info.num_classes, image_shape)
   if distiller.connectors is None:
@@ -194,8 +194,8 @@ def insertion_point_stats(config, workdir: str, images: np.ndarray
     after, _ = ckpt.restore(with_sharding(jax.eval_shape(lambda: before)))
   finally:
     ckpt.close()
-  x = input_pipeline.preprocess_eval(jnp.asarray(images), mean=info.mean,
-                                     std=info.std)
+  x = augment.preprocess_eval(jnp.asarray(images), mean=info.mean,
+                              std=info.std)
 
   @jax.jit
   def student_stats(state, x):

@@ -27,14 +27,14 @@ import tqdm
 from adain_kd_jax import checkpoints
 from adain_kd_jax import cli
 from adain_kd_jax import config_checks
-from adain_kd_jax import datasets
+from adain_kd_jax.data import batching
+from adain_kd_jax.data import loader
+from adain_kd_jax.data import registry
 from adain_kd_jax import distill
-from adain_kd_jax import input_pipeline
 from adain_kd_jax import metric_writer
 from adain_kd_jax import preemption
 from adain_kd_jax import preflight
 from adain_kd_jax import steps
-from adain_kd_jax import train_data
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Kept in the checkpoints' meta, so that a resumed run adds up all its
@@ -124,17 +124,17 @@ def _train_and_evaluate(config, workdir):
     data_sharding = NamedSharding(mesh, P('data'))
 
     # --- Input ---
-    info = datasets.DATASETS[config.dataset]
-    data = train_data.open_data(config, jax.process_index(),
-                                jax.process_count())
+    info = registry.DATASETS[config.dataset]
+    data = loader.open_data(config, jax.process_index(),
+                            jax.process_count())
     image_shape = data.image_shape
     has_val = 'val' in data.eval_splits()
     if config.batch_size > data.num_train:
       raise ValueError(
           f'config.batch_size={config.batch_size} is larger than the '
           f'{data.num_train} training examples; lower it.')
-    steps_per_epoch = input_pipeline.steps_per_epoch(data.num_train,
-                                                     config.batch_size)
+    steps_per_epoch = batching.steps_per_epoch(data.num_train,
+                                               config.batch_size)
     total_steps = (config.num_train_steps if config.num_train_steps > 0 else
                    int(round(config.num_epochs * steps_per_epoch)))
     eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))

@@ -226,8 +226,8 @@ def main(argv):
   from jax.sharding import PartitionSpec as P
 
   from adain_kd_jax import config_checks
+  from adain_kd_jax.data import batching
   from adain_kd_jax import distill
-  from adain_kd_jax import input_pipeline
   from adain_kd_jax import steps as steps_lib
   # pylint: enable=g-import-not-at-top
 
@@ -489,7 +489,7 @@ def main(argv):
     train_y = rng.integers(0, num_classes, (len(train_x),), dtype=np.int32)
 
     def input_call():
-      batches = input_pipeline.train_batches(
+      batches = batching.train_batches(
           train_x, train_y, global_batch_size=batch_size, seed=_SEED.value,
           process_index=process_index, process_count=process_count)
 

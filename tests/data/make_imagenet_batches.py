@@ -26,7 +26,7 @@ if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from adain_kd_jax import imagenet_input as ii
+from adain_kd_jax.data import imagenet as ii
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)),

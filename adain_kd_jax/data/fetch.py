@@ -1,10 +1,10 @@
 """Fetches Fashion-MNIST from the Debian package, without root.
 
-  python -m adain_kd_jax.fetch_data [--dest DIR]
+  python -m adain_kd_jax.data.fetch [--dest DIR]
 
 Runs `apt-get download dataset-fashion-mnist` (any user may) in a temporary
 folder and unpacks the .deb with `dpkg-deb -x` into DIR (default
-`~/.cache/adain_kd_jax/fashion-mnist`), where `datasets.load(...,
+`~/.cache/adain_kd_jax/fashion-mnist`), where `sources.load(...,
 source='idx')` finds it without further configuration. The package is the
 only copy of a real image data set reachable from machines that see nothing
 but package registries; tfds' own download would need the open internet.
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from typing import Optional
 
-from adain_kd_jax import datasets
+from adain_kd_jax.data import sources
 
 PACKAGE = 'dataset-fashion-mnist'
 SYSTEM_DIR = '/usr/share/datasets/fashion-mnist'
@@ -38,12 +38,12 @@ def fetch(dest: str) -> str:
   Raises:
     RuntimeError: apt-get or dpkg-deb is missing or fails.
   """
-  if datasets.has_idx_files(SYSTEM_DIR):
+  if sources.has_idx_files(SYSTEM_DIR):
     print(f'Fashion-MNIST is already installed in {SYSTEM_DIR}; nothing to '
           'do.')
     return SYSTEM_DIR
   target = os.path.join(dest, 'usr', 'share', 'datasets', 'fashion-mnist')
-  if datasets.has_idx_files(target):
+  if sources.has_idx_files(target):
     print(f'Fashion-MNIST is already in {target}; nothing to do.')
     return target
 
@@ -69,10 +69,10 @@ def fetch(dest: str) -> str:
     os.makedirs(dest, exist_ok=True)
     _run(['dpkg-deb', '-x', debs[0], dest])
 
-  if not datasets.has_idx_files(target):
+  if not sources.has_idx_files(target):
     raise RuntimeError(
         f'{PACKAGE} was extracted into {dest}, but {target} lacks some of '
-        f'{list(datasets.IDX_STEMS)} (.gz): the package layout changed?')
+        f'{list(sources.IDX_STEMS)} (.gz): the package layout changed?')
   print(f'Fashion-MNIST IDX files are in {target}')
   return target
 
@@ -89,11 +89,11 @@ def _run(cmd: list[str], cwd: Optional[str] = None, hint: str = '') -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
   parser = argparse.ArgumentParser(
-      prog='python -m adain_kd_jax.fetch_data',
+      prog='python -m adain_kd_jax.data.fetch',
       description='Fetches Fashion-MNIST from the Debian package, without '
       'root.')
   parser.add_argument(
-      '--dest', default=datasets.default_fetch_dest('fashion_mnist'),
+      '--dest', default=sources.default_fetch_dest('fashion_mnist'),
       help='folder to extract the package into (default: %(default)s)')
   args = parser.parse_args(argv)
   try:
@@ -102,7 +102,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 1
   if (os.path.abspath(target) not in
-      map(os.path.abspath, datasets.default_idx_dirs('fashion_mnist'))):
+      map(os.path.abspath, sources.default_idx_dirs('fashion_mnist'))):
     # A custom --dest is not on the default search path.
     print(f'Train with --config.data_dir={target} to use it.')
   return 0

@@ -1,17 +1,17 @@
 """ImageNet (ILSVRC2012) input: tfds array_record files, JPEGs decoded in workers.
 
-ImageNet does not fit in memory, so unlike `input_pipeline` (which indexes
-in-memory arrays) a batch here is a set of record indices into a random-access
+ImageNet does not fit in memory, so unlike the small sets (arrays indexed by
+`batching.gather`) a batch here is a set of record indices into a random-access
 source, read by this process and decoded + augmented by a pool of worker
 processes, a few batches ahead of the training step.
 
-The batches follow exactly the rule of `input_pipeline.train_batches`: step s
+The batches follow exactly the rule of `batching.train_batches`: step s
 reads offset `s % spe` of epoch `s // spe` (remainder dropped), epoch e is
-ordered by `np.random.default_rng([seed, e]).permutation(n)`, and each host
-reads its contiguous slice of every global batch. The augmentation of the
-example at position p of epoch e draws from
-`np.random.default_rng([seed, e, p, _AUGMENT_STREAM])`, so a run resumed at any
-step, or split over any number of hosts or workers, gets the same pixels.
+ordered by `batching.epoch_permutation(n, seed, e)`, and each host reads its
+contiguous slice of every global batch. The augmentation of the example at
+position p of epoch e draws from `imagenet_preprocess.augment_rng(seed, e,
+p)`, so a run resumed at any step, or split over any number of hosts or
+workers, gets the same pixels.
 
 Reading: `open_source` opens `tfds.data_source('imagenet2012')` (array_record
 files, no TensorFlow) with `tfds.decode.SkipDecoding()` for the image, so that
@@ -19,11 +19,8 @@ files, no TensorFlow) with `tfds.decode.SkipDecoding()` for the image, so that
 the workers; without it tfds decodes in the reading process (an HWC uint8
 array). Both are accepted everywhere here.
 
-Preprocessing is torchvision's ImageNet recipe on PIL images: training
-`RandomResizedCrop(224)` (bilinear, antialiased as PIL resizes) then
-`RandomHorizontalFlip()`; evaluation `Resize(256)` then `CenterCrop(224)`.
-Normalisation (`MEAN`, `STD`) is left to the device, as for the small sets
-(`input_pipeline.normalize`).
+Preprocessing is torchvision's ImageNet recipe (`imagenet_preprocess`);
+normalisation is left to the device, as for the small sets (`augment`).
 
 Workers: a `concurrent.futures.ProcessPoolExecutor`, started once per
 iterator, shut down by `close()` / `with` / garbage collection. The default
@@ -37,8 +34,6 @@ multiprocessing.
 """
 
 import concurrent.futures
-import io
-import math
 import multiprocessing
 import os
 import queue
@@ -46,34 +41,18 @@ import sys
 import threading
 import warnings
 import weakref
-from typing import Optional, Sequence, Union
+from typing import Optional
 
 import numpy as np
-from PIL import Image
 
-from adain_kd_jax import datasets
-from adain_kd_jax import input_pipeline
+from adain_kd_jax.data import batching
+from adain_kd_jax.data import imagenet_preprocess
+from adain_kd_jax.data import registry
+from adain_kd_jax.data import sources
 
 NAME = 'imagenet2012'
-TRAIN_SPLIT = 'train'
-EVAL_SPLIT = 'validation'
-NUM_CLASSES = 1000
-NUM_TRAIN = 1_281_167
-NUM_EVAL = 50_000
-# The statistics torchvision's ImageNet recipes hard-code, in [0, 1] units.
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+INFO = registry.get_info(NAME)
 
-# torchvision's RandomResizedCrop defaults.
-SCALE = (0.08, 1.0)
-RATIO = (3.0 / 4.0, 4.0 / 3.0)
-
-# Last entropy word of the per-example augmentation seed. Non-zero: numpy's
-# SeedSequence ignores trailing zeros ([s, e] and [s, e, 0] give the same
-# stream), so a zero here could reproduce the epoch permutation's stream.
-_AUGMENT_STREAM = 0x1A6E
-
-ImageLike = Union[bytes, np.ndarray]  # encoded image, or decoded HWC uint8
 Batch = dict[str, np.ndarray]
 
 _PREPARE_HINT = (
@@ -104,7 +83,7 @@ def open_source(split: str, data_dir: Optional[str] = None,
   """Opens one split of tfds' imagenet2012 (array_record, no TensorFlow).
 
   Args:
-    split: 'train' or 'validation' (or any tfds split of imagenet2012).
+    split: `INFO.train_split` or `INFO.test_split` (any tfds split).
     data_dir: tfds' data_dir (None: $TFDS_DATA_DIR or ~/tensorflow_datasets).
     download: passed to tfds; ImageNet still needs the manually downloaded
       tars (see the error below), so this only triggers the preparation.
@@ -118,7 +97,7 @@ def open_source(split: str, data_dir: Optional[str] = None,
     The data source: `len()`, and `source[i]` -> `{'image', 'label', ...}`.
 
   Raises:
-    datasets.DatasetNotPreparedError: not prepared in data_dir and
+    sources.DatasetNotPreparedError: not prepared in data_dir and
       download=False; the message says how to prepare it.
   """
   decoders = None
@@ -129,141 +108,9 @@ def open_source(split: str, data_dir: Optional[str] = None,
   hint = _PREPARE_HINT.format(
       manual_dir=os.path.join(root, 'downloads', 'manual') + os.sep,
       data_dir=root)
-  return datasets.open_tfds_source(
+  return sources.open_tfds(
       NAME, split, data_dir=data_dir, download=download, decoders=decoders,
       how_to_prepare=hint)
-
-
-# ----------------------------------------------------------------------------
-# Per-example preprocessing: pure numpy / PIL, deterministic in its inputs.
-# ----------------------------------------------------------------------------
-
-
-def _to_pil(image: ImageLike) -> Image.Image:
-  """Encoded bytes (any format PIL reads) or an HWC/HW uint8 array -> RGB."""
-  if isinstance(image, (bytes, bytearray, memoryview)):
-    pil = Image.open(io.BytesIO(image))
-  else:
-    array = np.asarray(image)
-    if array.dtype != np.uint8 or array.ndim not in (2, 3):
-      raise ValueError(
-          f'Expected encoded image bytes or a uint8 HWC array, got '
-          f'{array.dtype} of shape {array.shape}.')
-    if array.ndim == 3 and array.shape[-1] == 1:
-      array = array[..., 0]
-    pil = Image.fromarray(array)
-  # JPEGs may be greyscale or CMYK (tfds converts ImageNet's CMYK ones).
-  return pil if pil.mode == 'RGB' else pil.convert('RGB')
-
-
-def random_resized_crop_params(
-    height: int, width: int, rng: np.random.Generator,
-    scale: Sequence[float] = SCALE,
-    ratio: Sequence[float] = RATIO) -> tuple[int, int, int, int]:
-  """torchvision's `RandomResizedCrop.get_params`, drawing from `rng`.
-
-  Up to 10 tries of an area fraction uniform in `scale` and a log-uniform
-  aspect ratio (w / h) in `ratio`, keeping the first that fits, at a uniform
-  position; else the largest centred crop with the ratio clipped to `ratio`.
-
-  Args:
-    height: image height.
-    width: image width.
-    rng: the random generator (advanced by the draws).
-    scale: bounds of the crop's area as a fraction of the image's.
-    ratio: bounds of the crop's aspect ratio, width / height.
-
-  Returns:
-    `(top, left, h, w)` of the crop window.
-  """
-  area = height * width
-  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-  for _ in range(10):
-    target_area = area * rng.uniform(scale[0], scale[1])
-    aspect_ratio = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
-    w = int(round(math.sqrt(target_area * aspect_ratio)))
-    h = int(round(math.sqrt(target_area / aspect_ratio)))
-    if 0 < w <= width and 0 < h <= height:
-      top = int(rng.integers(0, height - h + 1))
-      left = int(rng.integers(0, width - w + 1))
-      return top, left, h, w
-  # Fallback: centre crop.
-  in_ratio = width / height
-  if in_ratio < min(ratio):
-    w = width
-    h = int(round(w / min(ratio)))
-  elif in_ratio > max(ratio):
-    h = height
-    w = int(round(h * max(ratio)))
-  else:
-    w, h = width, height
-  return (height - h) // 2, (width - w) // 2, h, w
-
-
-def decode_train(image: ImageLike, rng: np.random.Generator,
-                 size: int = 224) -> np.ndarray:
-  """Training preprocessing of one example (torchvision's ImageNet recipe).
-
-  Decodes (RGB), takes `random_resized_crop_params` (scale (0.08, 1), ratio
-  (3/4, 4/3)), resizes the window to size x size (PIL bilinear, which
-  antialiases when shrinking), then flips left-right if `rng.random() < 0.5`.
-
-  Args:
-    image: encoded image bytes (JPEG, or anything PIL reads), or an already
-      decoded uint8 HWC (or HW) array.
-    rng: the example's generator; the output is a function of the image and
-      the generator's state.
-    size: output height and width.
-
-  Returns:
-    uint8 [size, size, 3].
-  """
-  pil = _to_pil(image)
-  top, left, h, w = random_resized_crop_params(pil.height, pil.width, rng)
-  # Crop, then resize, as torchvision does: `resize(box=...)` would let the
-  # antialiasing filter reach pixels just outside the window.
-  pil = pil.crop((left, top, left + w, top + h))
-  pil = pil.resize((size, size), Image.Resampling.BILINEAR)
-  out = np.asarray(pil)
-  if rng.random() < 0.5:
-    out = out[:, ::-1]
-  return np.ascontiguousarray(out)
-
-
-def decode_eval(image: ImageLike, size: int = 224,
-                resize: int = 256) -> np.ndarray:
-  """Evaluation preprocessing: shorter side to `resize`, centre `size` crop.
-
-  As torchvision's `Resize(resize)` (bilinear, the longer side scaled to
-  `int(resize * long / short)`) then `CenterCrop(size)` (offsets rounded).
-
-  Args:
-    image: encoded image bytes or a decoded uint8 HWC (or HW) array.
-    size: output height and width.
-    resize: length of the shorter side before cropping (>= size).
-
-  Returns:
-    uint8 [size, size, 3].
-  """
-  if resize < size:
-    raise ValueError(f'resize ({resize}) must be >= size ({size}).')
-  pil = _to_pil(image)
-  width, height = pil.size
-  if width <= height:
-    new_w, new_h = resize, int(resize * height / width)
-  else:
-    new_w, new_h = int(resize * width / height), resize
-  if (new_w, new_h) != (width, height):
-    pil = pil.resize((new_w, new_h), Image.Resampling.BILINEAR)
-  top = int(round((new_h - size) / 2.0))
-  left = int(round((new_w - size) / 2.0))
-  return np.asarray(pil.crop((left, top, left + size, top + size)))
-
-
-def augment_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
-  """The generator of the example at `position` (in the global batch order
-  of the epoch, 0 .. spe * global_batch_size - 1) of `epoch`."""
-  return np.random.default_rng([seed, epoch, position, _AUGMENT_STREAM])
 
 
 def _decode_chunk(kind: str, images: list, keys: list, indices: list,
@@ -273,9 +120,10 @@ def _decode_chunk(kind: str, images: list, keys: list, indices: list,
   for j, (image, key, index) in enumerate(zip(images, keys, indices)):
     try:
       if kind == 'train':
-        out[j] = decode_train(image, augment_rng(*key), size)
+        out[j] = imagenet_preprocess.decode_train(
+            image, imagenet_preprocess.augment_rng(*key), size)
       else:
-        out[j] = decode_eval(image, size, resize)
+        out[j] = imagenet_preprocess.decode_eval(image, size, resize)
     except Exception as e:  # pylint: disable=broad-except
       raise ValueError(
           f'ImageNet example {index}: could not decode/preprocess its image '
@@ -486,7 +334,7 @@ class BatchIterator:
 def _train_plan(indices, seed, start_step, spe, global_batch_size, begin):
   """(indices, augmentation keys) of this host's slice, step after step.
 
-  `indices` is `input_pipeline.train_indices(...)`; an example's key is
+  `indices` is `batching.train_indices(...)`; an example's key is
   (seed, epoch, its position in the epoch), the same on every host count.
   """
   for step, idx in enumerate(indices, start_step):
@@ -494,11 +342,10 @@ def _train_plan(indices, seed, start_step, spe, global_batch_size, begin):
     yield idx, [(seed, step // spe, start + j) for j in range(len(idx))]
 
 
-def _eval_plan(n, global_batch_size, begin, local):
+def _eval_plan(ranges):
   """Indices of this host's slice of every eval batch, in order."""
-  for b in range(input_pipeline.num_eval_batches(n, global_batch_size)):
-    start = b * global_batch_size + begin
-    indices = np.arange(start, max(min(start + local, n), start))
+  for start, stop in ranges:
+    indices = np.arange(start, stop)
     yield indices, [None] * len(indices)
 
 
@@ -510,10 +357,10 @@ def train_batches(source, *, global_batch_size: int, seed: int,
   """Infinite iterator of this host's augmented training batches.
 
   The same batches (indices, order, host slices) as
-  `input_pipeline.train_batches` over `len(source)` examples; example at
+  `batching.train_batches` over `len(source)` examples; example at
   position p of epoch e is augmented with `augment_rng(seed, e, p)` by
-  `decode_train`, so batches depend only on (seed, step), not on
-  `start_step`, `process_count` or `num_workers`.
+  `imagenet_preprocess.decode_train`, so batches depend only on (seed,
+  step), not on `start_step`, `process_count` or `num_workers`.
 
   Args:
     source: random access examples, `len(source)` and `source[i]` ->
@@ -537,14 +384,14 @@ def train_batches(source, *, global_batch_size: int, seed: int,
     B = global_batch_size // process_count.
   """
   n = len(source)
-  spe = input_pipeline.steps_per_epoch(n, global_batch_size)
-  local = input_pipeline._local_size(  # pylint: disable=protected-access
-      global_batch_size, process_index, process_count)
+  spe = batching.steps_per_epoch(n, global_batch_size)
+  local = batching.local_batch_size(global_batch_size, process_index,
+                                    process_count)
   if start_step < 0:
     raise ValueError(f'start_step must be >= 0, got {start_step}.')
   if seed < 0:
     raise ValueError(f'seed must be >= 0, got {seed}.')
-  indices = input_pipeline.train_indices(
+  indices = batching.train_indices(
       n, global_batch_size=global_batch_size, seed=seed,
       start_step=start_step, process_index=process_index,
       process_count=process_count)
@@ -562,11 +409,12 @@ def eval_batches(source, *, global_batch_size: int, process_index: int = 0,
                  start_method: Optional[str] = None) -> BatchIterator:
   """Finite iterator over the whole split in order, this host's slices.
 
-  As `input_pipeline.eval_batches`: every batch has the full size, the last
+  As `batching.eval_batches`: every batch has the full size, the last
   global batch is padded with zero images, and `'mask'` (1 real, 0 padding)
   counts each example exactly once over all hosts;
-  `input_pipeline.num_eval_batches(len(source), global_batch_size)` batches
-  on every host. Images are preprocessed by `decode_eval`.
+  `batching.num_eval_batches(len(source), global_batch_size)` batches
+  on every host. Images are preprocessed by
+  `imagenet_preprocess.decode_eval`.
 
   Args:
     source: as for `train_batches` (e.g. `open_source('validation')`).
@@ -584,11 +432,13 @@ def eval_batches(source, *, global_batch_size: int, process_index: int = 0,
     'label': int32 [B], 'mask': float32 [B]}`.
   """
   n = len(source)
-  local = input_pipeline._local_size(  # pylint: disable=protected-access
-      global_batch_size, process_index, process_count)
+  local = batching.local_batch_size(global_batch_size, process_index,
+                                    process_count)
   if resize < size:
     raise ValueError(f'resize ({resize}) must be >= size ({size}).')
-  plan = _eval_plan(n, global_batch_size, local * process_index, local)
+  plan = _eval_plan(batching.eval_ranges(
+      n, global_batch_size=global_batch_size, process_index=process_index,
+      process_count=process_count))
   return BatchIterator(source, plan, kind='eval', local=local, size=size,
                        resize=resize, num_workers=num_workers,
                        prefetch=prefetch, start_method=start_method,
