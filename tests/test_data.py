@@ -15,6 +15,7 @@ from adain_kd_jax.data import fetch
 from adain_kd_jax.data import idx
 from adain_kd_jax.data import registry
 from adain_kd_jax.data import sources
+from tests.conftest import run_python
 
 
 def _write_fake_idx(directory, n_train=6, n_test=4, gz=True):
@@ -185,6 +186,13 @@ def test_fetch_data_already_installed(tmp_path, monkeypatch):
   monkeypatch.setattr(fetch, 'SYSTEM_DIR', str(tmp_path / 'system'))
   assert fetch.fetch(str(tmp_path / 'dest')) == str(tmp_path / 'system')
   assert not (tmp_path / 'dest').exists()
+
+
+def test_fetch_data_old_command_name():
+  """`python -m adain_kd_jax.fetch_data` (the old name) still runs fetch."""
+  result = run_python('-m', 'adain_kd_jax.fetch_data', '--help', timeout=60)
+  assert result.returncode == 0, result.stderr
+  assert 'python -m adain_kd_jax.data.fetch' in result.stdout
 
 
 # ----------------------------------------------------------------------------
