@@ -6,10 +6,10 @@
   fetch                Fashion-MNIST from the Debian package, without root
   batching             stateless per-host index batches; the one host gather
   augment              crop, flip and normalisation on the device (JAX)
-  imagenet             ImageNet: decoding in worker processes
+  imagenet             ImageNet on grain: decoding in worker processes
   imagenet_preprocess  torchvision's ImageNet recipe on one example (PIL)
   loader               what the training loop reads (`open_data`)
 
-Nothing is imported here, so that importing one module does not import the
-rest (JAX included).
+Nothing is imported here, so that grain's worker processes, which import
+`imagenet`, do not pay for the rest.
 """

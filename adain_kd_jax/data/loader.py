@@ -6,7 +6,7 @@ Two kinds of data set, one interface (`open_data` picks by the registry's
     memory (`sources.load`), batched by index (`batching`), optionally
     copied whole to the devices (`config.device_data`).
   * `StreamingData`: ImageNet through `tfds.data_source`, JPEGs decoded and
-    augmented (random-resized crop, flip) in worker processes
+    augmented (random-resized crop, flip) in grain worker processes
     (`imagenet`); the devices only normalise.
 Both are stateless functions of (seed, step), so a resumed run reads exactly
 what the interrupted one would have.
