@@ -20,9 +20,9 @@ Prints one JSON object to stdout (progress goes to stderr), also written to
                       consumer takes each batch as soon as it is ready, so
                       after the warm-up the prefetch queue is in steady state.
 
-The source is a list of `{'image': JPEG bytes, 'label': int}` (the format of
-`imagenet.open_source`), so batches go through the same code path as
-the real data minus the array_record reads. The images are smooth random
+The source is a `sources.ListSource` of JPEG bytes (examples as
+`imagenet.open_source` serves them), so batches go through the same code
+path as the real data minus the array_record reads. The images are smooth random
 colour fields plus Gaussian noise (std 25; about 112 kB each at the default
 size, quality 90), near the JPEG size of ImageNet (about 110 kB at
 about 400 x 350); pure noise would compress worse and decode slower.
@@ -48,6 +48,7 @@ from PIL import Image
 
 from adain_kd_jax.data import imagenet
 from adain_kd_jax.data import imagenet_preprocess
+from adain_kd_jax.data import sources
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 256, 'Fake images.')
@@ -85,19 +86,6 @@ def make_jpegs(n, height, width, quality, noise_std, seed=0):
         buf, 'JPEG', quality=quality)
     out.append(buf.getvalue())
   return out
-
-
-class ListSource:
-  """Random access like `tfds.data_source`: {'image': bytes, 'label': int}."""
-
-  def __init__(self, images):
-    self._images = images
-
-  def __len__(self):
-    return len(self._images)
-
-  def __getitem__(self, i):
-    return {'image': self._images[i], 'label': i % 1000}
 
 
 def time_single(fn, images):
@@ -165,7 +153,8 @@ def main(argv):
       lambda image, i: imagenet_preprocess.decode_eval(image, size), images)
   result['train_batches'] = {}
   seen = set()
-  source = ListSource(images)
+  labels = [i % 1000 for i in range(len(images))]
+  source = sources.ListSource(images, labels)
   for workers in _WORKERS.value:
     workers = int(workers) or imagenet.default_num_workers()
     if workers in seen:

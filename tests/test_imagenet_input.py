@@ -39,24 +39,15 @@ def _coordinate_image(height, width):
   return image
 
 
-class _ListSource:
-  """A random-access source like tfds': example i is image i, label i."""
-
-  def __init__(self, images):
-    self._images = images
-
-  def __len__(self):
-    return len(self._images)
-
-  def __getitem__(self, i):
-    return {'image': self._images[i], 'label': i}
+def _jpegs(n, height=20, width=24):
+  """n small JPEGs (bytes) of alternating orientation."""
+  return [_jpeg(height, width, seed=i) if i % 2 else _jpeg(width, height, seed=i)
+          for i in range(n)]
 
 
-def _list_source(n, height=20, width=24):
-  """n small JPEGs (bytes) of alternating orientation; label = index."""
-  return _ListSource([
-      _jpeg(height, width, seed=i) if i % 2 else _jpeg(width, height, seed=i)
-      for i in range(n)])
+def _list_source(n):
+  """n small JPEGs; label = index."""
+  return sources.ListSource(_jpegs(n), range(n))
 
 
 def _take(iterator, k):
@@ -271,8 +262,9 @@ def test_close_and_garbage_collection_stop_workers():
 
 
 def test_bad_image_names_the_example():
-  source = _list_source(4)
-  source._images[2] = b'not an image'  # pylint: disable=protected-access
+  images = _jpegs(4)
+  images[2] = b'not an image'
+  source = sources.ListSource(images, range(4))
   with ii.eval_batches(source, global_batch_size=4, num_workers=1,
                        size=8, resize=8) as it:
     with pytest.raises(ValueError, match='example 2'):
@@ -408,13 +400,13 @@ def test_batches_match_recorded_values(num_workers):
                                   'imagenet_batches.npz'))
   images = mib.unpack(recorded['source_flat'], recorded['source_shapes'])
   np.testing.assert_array_equal(images[3], mib.make_images()[3])
-  with ii.train_batches(mib.ListSource(images), global_batch_size=8, seed=3,
+  with ii.train_batches(mib.list_source(images), global_batch_size=8, seed=3,
                         size=16, num_workers=num_workers) as it:
     for step in range(6):
       batch = next(it)
       for key in ('image', 'label', 'index'):
         np.testing.assert_array_equal(
             batch[key], recorded[f'train_{key}'][step], err_msg=key)
-  made = mib.make_batches(mib.ListSource(images))
+  made = mib.make_batches(mib.list_source(images))
   for key in made:
     np.testing.assert_array_equal(made[key], recorded[key], err_msg=key)

@@ -12,7 +12,8 @@ One interface for every data set of `registry.DATASETS`:
         array_record files without TensorFlow.
   * `open_tfds(name, split)`: a random-access source, `len(source)` and
     `source[i] -> {'image', 'label', ...}`, read example by example (ImageNet,
-    `adain_kd_jax.data.imagenet`); `First(source, n)` limits it.
+    `adain_kd_jax.data.imagenet`); `First(source, n)` limits it, and
+    `ListSource` serves examples held in lists the same way.
 
 Loaded sets are indexed by `batching`; streamed ones are read by position.
 Either way batches are stateless functions of (seed, step), resumable at any
@@ -20,7 +21,7 @@ step.
 """
 
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -195,6 +196,26 @@ def open_tfds(name: str, split: str, *, data_dir: Optional[str] = None,
         f'tfds data set {name!r} is not prepared in {where} (data_dir='
         f'{data_dir!r}), and download=False. {how_to_prepare} '
         "(--traceback shows tfds' own error.)") from e
+
+
+class ListSource:
+  """Examples held in lists, with the random-access interface of `open_tfds`.
+
+  `source[i]` is `{'image': images[i], 'label': labels[i]}`; an image may be
+  encoded bytes or a uint8 array (tests, benchmarks, small experiments).
+  """
+
+  def __init__(self, images: Sequence, labels: Sequence[int]):
+    if len(images) != len(labels):
+      raise ValueError(
+          f'ListSource: {len(images)} images but {len(labels)} labels.')
+    self._images, self._labels = list(images), list(labels)
+
+  def __len__(self) -> int:
+    return len(self._images)
+
+  def __getitem__(self, i: int):
+    return {'image': self._images[i], 'label': self._labels[i]}
 
 
 class First:

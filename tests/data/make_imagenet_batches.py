@@ -27,6 +27,7 @@ if _ROOT not in sys.path:
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from adain_kd_jax.data import imagenet as ii
+from adain_kd_jax.data import sources
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -63,17 +64,9 @@ def unpack(flat, shapes):
   return images
 
 
-class ListSource:
-  """Random access like tfds': example i is image i, label 3 * i."""
-
-  def __init__(self, images):
-    self._images = images
-
-  def __len__(self):
-    return len(self._images)
-
-  def __getitem__(self, i):
-    return {'image': self._images[i], 'label': 3 * i}
+def list_source(images):
+  """Example i: image i, label 3 * i."""
+  return sources.ListSource(images, [3 * i for i in range(len(images))])
 
 
 def make_batches(source):
@@ -98,7 +91,7 @@ def main():
   images = make_images()
   flat, shapes = pack(images)
   np.savez_compressed(OUT, source_flat=flat, source_shapes=shapes,
-                      **make_batches(ListSource(images)))
+                      **make_batches(list_source(images)))
   print(f'Wrote {OUT}')
 
 
