@@ -3,15 +3,16 @@
 `check(config)` runs before any data is read, any model is built or anything
 is compiled (train_lib, the sweep and the campaign call it first). Each error
 is one line naming the field and the fix: `config.x=... is invalid: ...`.
-Allowed values come from the modules that own them (datasets.DATASETS and
-SOURCES, methods.METHODS, models.MODEL_NAMES, losses.ADAIN_LOSS_KINDS and
-ADAIN_STATS, train_data.STREAMING); configs/default.py documents every field.
+Allowed values come from the modules that own them (data.registry.DATASETS,
+data.sources.SOURCES, methods.METHODS, models.MODEL_NAMES and DTYPES,
+losses.ADAIN_LOSS_KINDS and ADAIN_STATS, steps.SCHEDULES);
+configs/default.py documents every field.
 
 What needs more than the config is checked where it is known, still before
 anything is compiled or written:
-  * train_lib: batch sizes divisible by the device count; batch_size no
-    larger than the training set.
-  * train_data / datasets / preflight: holdout smaller than the training
+  * run.create_run: batch sizes divisible by the device count; batch_size
+    no larger than the training set.
+  * data.loader / data.sources / preflight: holdout smaller than the training
     set; the data files exist; images and labels fit the data set.
   * distill.create: teacher and student stage counts agree (feature methods,
     AT); each of config.points is a stage of the model; FitNet's hint
@@ -24,12 +25,12 @@ anything is compiled or written:
 """
 
 from adain_kd_jax import cli
-from adain_kd_jax import datasets
+from adain_kd_jax.data import registry
+from adain_kd_jax.data import sources
 from adain_kd_jax import losses
 from adain_kd_jax import methods
 from adain_kd_jax import models
 from adain_kd_jax import steps
-from adain_kd_jax import train_data
 
 # Fields that are counts of at least one.
 _POSITIVE_INTS = ('batch_size', 'eval_batch_size', 'log_every_steps',
@@ -68,11 +69,11 @@ def check(config) -> None:
 
 def _check_data(config) -> None:
   """dataset, data_source, mock_data, limits, holdout, streaming fields."""
-  _one_of('dataset', config.dataset, sorted(datasets.DATASETS))
-  _one_of('data_source', config.data_source, datasets.SOURCES, quote=True)
+  _one_of('dataset', config.dataset, sorted(registry.DATASETS))
+  _one_of('data_source', config.data_source, sources.SOURCES, quote=True)
   if (config.data_source == 'idx'
-      and datasets.DATASETS[config.dataset].idx_subdir is None):
-    idx_sets = sorted(n for n, i in datasets.DATASETS.items() if i.idx_subdir)
+      and registry.DATASETS[config.dataset].idx_subdir is None):
+    idx_sets = sorted(n for n, i in registry.DATASETS.items() if i.idx_subdir)
     _fail('data_source', config.data_source,
           f'config.dataset={config.dataset!r} has no IDX files (only '
           f'{", ".join(idx_sets)} do); use --config.data_source=tfds.')
@@ -91,7 +92,7 @@ def _check_data(config) -> None:
   if config.get('num_workers', 0) < 0:
     _fail('num_workers', config.num_workers,
           'it must be >= 0 (0 = one per core).')
-  if config.dataset in train_data.STREAMING:
+  if registry.DATASETS[config.dataset].streamed:
     for field in ('holdout', 'device_data'):
       if config[field]:
         raise ValueError(
@@ -164,7 +165,7 @@ def _check_baselines(config) -> None:
   if not 0 <= config.crd.momentum <= 1:
     _fail('crd.momentum', config.crd.momentum, 'it must be in [0, 1].')
   if (_uses(config, 'crd') and config.crd.class_aware
-      and config.dataset in train_data.STREAMING):
+      and registry.DATASETS[config.dataset].streamed):
     _fail('crd.class_aware', True,
           'it needs every training label up front, which streamed data sets '
           f'({config.dataset}) do not read; set '

@@ -31,7 +31,7 @@ from absl import flags
 import numpy as np
 
 from adain_kd_jax import checkpoints
-from adain_kd_jax import datasets
+from adain_kd_jax.data import registry
 from adain_kd_jax import models
 from adain_kd_jax import torch_convert
 from adain_kd_jax import torch_names
@@ -130,7 +130,7 @@ def import_checkpoint(arch: str, checkpoint: str, out: str, *,
     arch: a `models.MODEL_NAMES` entry.
     checkpoint: the .pth file.
     out: the export directory to create (must not hold anything yet).
-    dataset: the data set the teacher was trained on; a `datasets.DATASETS`
+    dataset: the data set the teacher was trained on; a `registry.DATASETS`
       name is checked against the class count and input channels.
     image_shape: (H, W, C); defaults to the data set's.
     test_accuracy: the teacher's test accuracy as a fraction in [0, 1].
@@ -145,11 +145,11 @@ def import_checkpoint(arch: str, checkpoint: str, out: str, *,
   if os.path.exists(out) and os.listdir(out):
     raise ValueError(f'{out!r} exists and is not empty; choose a new '
                      'directory for the export.')
-  info = datasets.DATASETS.get(dataset)
+  info = registry.DATASETS.get(dataset)
   if image_shape is None:
     if info is None:
       raise ValueError(f'Data set {dataset!r} is not one of '
-                       f'{sorted(datasets.DATASETS)}; give its image_shape.')
+                       f'{sorted(registry.DATASETS)}; give its image_shape.')
     image_shape = info.image_shape
   image_shape = tuple(int(d) for d in image_shape)
   if len(image_shape) != 3:

@@ -155,7 +155,7 @@ def insertion_point_stats(config, workdir: str, images: np.ndarray
   import jax
   import jax.numpy as jnp
   from adain_kd_jax import checkpoints
-  from adain_kd_jax import input_pipeline
+  from adain_kd_jax.data import augment
   from adain_kd_jax import losses
   from adain_kd_jax import run as run_lib
   # pylint: enable=g-import-not-at-top
@@ -178,8 +178,8 @@ def insertion_point_stats(config, workdir: str, images: np.ndarray
                                        sharding=x.sharding), run.state))
   finally:
     ckpt.close()
-  x = input_pipeline.preprocess_eval(jnp.asarray(images), mean=run.info.mean,
-                                     std=run.info.std)
+  x = augment.preprocess_eval(jnp.asarray(images), mean=run.info.mean,
+                              std=run.info.std)
 
   @jax.jit
   def student_stats(state, x):

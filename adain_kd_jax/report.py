@@ -344,7 +344,8 @@ def _save_stats(path, stats):
 
 def stats_figures(directory: str, runs, num_examples: int) -> list[str]:
   """Writes DIR/stats_scatter_<method>.png where possible; their names."""
-  from adain_kd_jax import datasets  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.data import registry  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.data import sources  # pylint: disable=g-import-not-at-top
   names, images = [], {}
   for method in dict.fromkeys(r['method'] for r in runs):
     run = min((r for r in runs if r['method'] == method),
@@ -361,8 +362,8 @@ def stats_figures(directory: str, runs, num_examples: int) -> list[str]:
       try:
         key = (config.dataset, config.data_source, config.data_dir)
         if key not in images:
-          images[key] = datasets.load(
-              config.dataset, datasets.DATASETS[config.dataset].test_split,
+          images[key] = sources.load(
+              config.dataset, registry.DATASETS[config.dataset].test_split,
               source=config.data_source, data_dir=config.data_dir or None,
               download=False, limit=num_examples)[0]
         stats = plots.insertion_point_stats(config, run['dir'], images[key])

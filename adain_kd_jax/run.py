@@ -24,12 +24,12 @@ import ml_collections
 from adain_kd_jax import checkpoints
 from adain_kd_jax import cli
 from adain_kd_jax import config_checks
-from adain_kd_jax import datasets
 from adain_kd_jax import distill
-from adain_kd_jax import input_pipeline
 from adain_kd_jax import preflight
 from adain_kd_jax import steps
-from adain_kd_jax import train_data
+from adain_kd_jax.data import batching
+from adain_kd_jax.data import loader
+from adain_kd_jax.data import registry
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,8 +46,8 @@ class Run:
   config: ml_collections.ConfigDict
   workdir: str | None
   mesh: jax.sharding.Mesh
-  data: Any  # train_data.InMemoryData | train_data.StreamingData
-  info: datasets.DatasetInfo
+  data: Any  # data.loader.InMemoryData | data.loader.StreamingData
+  info: registry.DatasetInfo
   steps_per_epoch: int
   total_steps: int
   eval_every: int
@@ -107,7 +107,7 @@ def create_run(config: ml_collections.ConfigDict,
   with cli.user_errors():
     config_checks.check(config)
     mesh = _mesh(config)
-    data = train_data.open_data(config, jax.process_index(),
+    data = loader.open_data(config, jax.process_index(),
                                 jax.process_count())
     try:
       return _create(config, workdir, mesh, data)
@@ -128,13 +128,13 @@ def _mesh(config):
 
 def _create(config, workdir, mesh, data):
   """create_run after the mesh and the data."""
-  info = datasets.DATASETS[config.dataset]
+  info = registry.DATASETS[config.dataset]
   if config.batch_size > data.num_train:
     raise ValueError(
         f'config.batch_size={config.batch_size} is larger than the '
         f'{data.num_train} training examples; lower it.')
-  steps_per_epoch = input_pipeline.steps_per_epoch(data.num_train,
-                                                   config.batch_size)
+  steps_per_epoch = batching.steps_per_epoch(data.num_train,
+                                             config.batch_size)
   total_steps = (config.num_train_steps if config.num_train_steps > 0 else
                  int(round(config.num_epochs * steps_per_epoch)))
   distiller = distill.create(config, info.num_classes, data.image_shape,

@@ -18,7 +18,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import optax
 
-from adain_kd_jax import input_pipeline
+from adain_kd_jax.data import augment
 
 
 @flax.struct.dataclass
@@ -95,7 +95,7 @@ def train_step(state, teacher_vars, batch, *, distiller, tx, schedule, prep,
   advance) and counts itself in `state.skipped`.
   """
   rng = jax.random.fold_in(prep.key, state.step)
-  images = input_pipeline.preprocess_train(
+  images = augment.preprocess_train(
       batch['image'], rng, mean=prep.mean, std=prep.std,
       crop_padding=prep.crop_padding, flip=prep.flip)
   frozen = {'batch_stats': state.batch_stats, 'aux': state.aux,
@@ -128,8 +128,8 @@ def train_step(state, teacher_vars, batch, *, distiller, tx, schedule, prep,
 
 def eval_step(state, batch, *, distiller, prep):
   """Sums of correct predictions, loss and examples (padding masked out)."""
-  images = input_pipeline.preprocess_eval(batch['image'], mean=prep.mean,
-                                          std=prep.std)
+  images = augment.preprocess_eval(batch['image'], mean=prep.mean,
+                                   std=prep.std)
   logits = distiller.predict(state.params, state.batch_stats, images)
   mask = batch['mask']
   logp = jax.nn.log_softmax(logits)

@@ -7,12 +7,12 @@ r"""Host throughput of the ImageNet input path, on fake JPEGs made in memory.
 Prints one JSON object to stdout (progress goes to stderr), also written to
 --out if given. It times:
 
-  decode_train        `imagenet_input.decode_train` in this process, one
+  decode_train        `imagenet_preprocess.decode_train` in this process, one
                       image after another (JPEG decode + RandomResizedCrop +
                       flip), over all the images once after one warm-up pass
                       of 16;
   decode_eval         likewise `decode_eval` (resize 256 + centre crop);
-  train_batches       `imagenet_input.train_batches` with each --workers
+  train_batches       `imagenet.train_batches` with each --workers
                       count (0 in the list means all CPUs,
                       `default_num_workers()`): `startup_s` = creating the
                       iterator and getting its first batch, then --warmup
@@ -20,9 +20,9 @@ Prints one JSON object to stdout (progress goes to stderr), also written to
                       consumer takes each batch as soon as it is ready, so
                       after the warm-up the prefetch queue is in steady state.
 
-The source is a list of `{'image': JPEG bytes, 'label': int}` (the format of
-`imagenet_input.open_source`), so batches go through the same code path as
-the real data minus the array_record reads. The images are smooth random
+The source is a `sources.ListSource` of JPEG bytes (examples as
+`imagenet.open_source` serves them), so batches go through the same code
+path as the real data minus the array_record reads. The images are smooth random
 colour fields plus Gaussian noise (std 25; about 112 kB each at the default
 size, quality 90), near the JPEG size of ImageNet (about 110 kB at
 about 400 x 350); pure noise would compress worse and decode slower.
@@ -46,7 +46,9 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from adain_kd_jax import imagenet_input
+from adain_kd_jax.data import imagenet
+from adain_kd_jax.data import imagenet_preprocess
+from adain_kd_jax.data import sources
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 256, 'Fake images.')
@@ -86,19 +88,6 @@ def make_jpegs(n, height, width, quality, noise_std, seed=0):
   return out
 
 
-class ListSource:
-  """Random access like `tfds.data_source`: {'image': bytes, 'label': int}."""
-
-  def __init__(self, images):
-    self._images = images
-
-  def __len__(self):
-    return len(self._images)
-
-  def __getitem__(self, i):
-    return {'image': self._images[i], 'label': i % 1000}
-
-
 def time_single(fn, images):
   """images/s of fn(image, i) over all images, after 16 warm-up calls."""
   for i, image in enumerate(images[:16]):
@@ -115,7 +104,7 @@ def time_train_batches(source, num_workers, batch_size, warmup, batches,
                        size):
   """Startup and steady-state images/s of train_batches."""
   start = time.perf_counter()
-  with imagenet_input.train_batches(
+  with imagenet.train_batches(
       source, global_batch_size=batch_size, seed=0,
       num_workers=num_workers, size=size) as it:
     next(it)
@@ -142,7 +131,7 @@ def main(argv):
                       _QUALITY.value, _NOISE.value)
   result = {
       'host': {'cpu_count': os.cpu_count(),
-               'available_cpus': imagenet_input.default_num_workers(),
+               'available_cpus': imagenet.default_num_workers(),
                'python': platform.python_version(),
                'pillow': PIL.__version__,
                'load_average_1m': round(os.getloadavg()[0], 2)},
@@ -157,16 +146,17 @@ def main(argv):
   size = _SIZE.value
   _log('decode_train, one process ...')
   result['decode_train'] = time_single(
-      lambda image, i: imagenet_input.decode_train(
-          image, imagenet_input.augment_rng(0, 0, i), size), images)
+      lambda image, i: imagenet_preprocess.decode_train(
+          image, imagenet_preprocess.augment_rng(0, 0, i), size), images)
   _log('decode_eval, one process ...')
   result['decode_eval'] = time_single(
-      lambda image, i: imagenet_input.decode_eval(image, size), images)
+      lambda image, i: imagenet_preprocess.decode_eval(image, size), images)
   result['train_batches'] = {}
   seen = set()
-  source = ListSource(images)
+  labels = [i % 1000 for i in range(len(images))]
+  source = sources.ListSource(images, labels)
   for workers in _WORKERS.value:
-    workers = int(workers) or imagenet_input.default_num_workers()
+    workers = int(workers) or imagenet.default_num_workers()
     if workers in seen:
       continue
     seen.add(workers)

@@ -20,7 +20,7 @@ randomly initialised teacher (speed does not depend on the values):
                    adain-type methods get one entry per insertion point
                    (`adain@2`, `adain_kd@3`, ...); fitnet and stat_l2 use all
                    of --points at once; `none` is `student_step` (not re-timed);
-  input_pipeline   the host input path alone: `input_pipeline.train_batches`
+  input_pipeline   the host input path alone: `batching.train_batches`
                    on random uint8 images plus
                    `jax.make_array_from_process_local_data` onto the data
                    sharding;
@@ -227,8 +227,8 @@ def main(argv):
   from jax.sharding import PartitionSpec as P
 
   from adain_kd_jax import config_checks
+  from adain_kd_jax.data import batching
   from adain_kd_jax import distill
-  from adain_kd_jax import input_pipeline
   from adain_kd_jax import steps as steps_lib
   # pylint: enable=g-import-not-at-top
 
@@ -493,7 +493,7 @@ def main(argv):
     train_y = rng.integers(0, num_classes, (len(train_x),), dtype=np.int32)
 
     def input_call():
-      batches = input_pipeline.train_batches(
+      batches = batching.train_batches(
           train_x, train_y, global_batch_size=batch_size, seed=_SEED.value,
           process_index=process_index, process_count=process_count)
 

@@ -22,7 +22,8 @@ def get_config():
   # --- Data ---
   config.dataset = 'fashion_mnist'  # fashion_mnist | mnist | cifar10 | cifar100
   config.data_source = 'idx'  # 'idx' (IDX files) or 'tfds' (tfds.data_source).
-  config.data_dir = ''  # '' searches the usual places (see datasets.py).
+  # '' searches the usual places (see adain_kd_jax/data/sources.py).
+  config.data_dir = ''
   config.download = False  # tfds only: without network a download hangs.
   # tfds only: N random examples per split from tfds.testing.mock_data
   # instead of the real data, and a random teacher when teacher_checkpoint
@@ -35,6 +36,13 @@ def get_config():
   config.holdout = 0
   config.crop_padding = 4  # Random crop of the original size after padding.
   config.flip = True  # Random horizontal flip.
+  # Streamed sets (ImageNet) only; the in-memory sets ignore these three.
+  config.image_size = 224  # Side of the crops the host input makes.
+  config.num_workers = 0  # Input worker processes (0: one per core).
+  # Decode the JPEGs in the input workers (tfds hands over the encoded
+  # bytes; configs/imagenet_distill.py sets it). False: tfds decodes them on
+  # reading, in the training process (tfds mock data needs False).
+  config.decode_in_workers = False
 
   _models(config)
   _method(config)

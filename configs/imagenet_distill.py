@@ -6,7 +6,7 @@ r"""ImageNet distillation: ResNet-34 -> ResNet-18, the benchmark recipe.
 Recipe (docs/method.md, "The benchmark protocol"): 100 epochs, SGD momentum
 0.9, weight decay 1e-4, lr 0.1 per 256 images (batch 256 here), x0.1 at
 epochs 30, 60 and 90; random-resized crop 224 and horizontal flip, done on
-the host by worker processes (adain_kd_jax/imagenet_input.py; the devices
+the host by worker processes (adain_kd_jax/data/imagenet.py; the devices
 only normalise); evaluation on the 50,000 validation images (resize 256,
 center crop 224).
 

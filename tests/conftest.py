@@ -69,7 +69,7 @@ def teacher_export(tmp_path_factory):
 @pytest.fixture(scope='session')
 def idx_data_dir(tmp_path_factory):
   """Small Fashion-MNIST-shaped IDX files: 256 train, 64 test examples."""
-  from adain_kd_jax import idx  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.data import idx  # pylint: disable=g-import-not-at-top
   directory = tmp_path_factory.mktemp('idx')
   rng = np.random.default_rng(0)
   for prefix, n in (('train', 256), ('t10k', 64)):

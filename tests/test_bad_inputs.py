@@ -9,7 +9,7 @@ import pytest
 
 from adain_kd_jax import checkpoints
 from adain_kd_jax import cli
-from adain_kd_jax import idx
+from adain_kd_jax.data import idx
 from adain_kd_jax import preflight
 from adain_kd_jax import run as run_lib
 from adain_kd_jax import train_lib

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from adain_kd_jax import datasets
-from adain_kd_jax import fetch_data
-from adain_kd_jax import idx
-from adain_kd_jax import input_pipeline as ip
+from adain_kd_jax.data import augment
+from adain_kd_jax.data import batching
+from adain_kd_jax.data import fetch
+from adain_kd_jax.data import idx
+from adain_kd_jax.data import registry
+from adain_kd_jax.data import sources
+from tests.conftest import run_python
 
 
 def _write_fake_idx(directory, n_train=6, n_test=4, gz=True):
@@ -44,7 +47,7 @@ def _take(iterator, k):
 
 
 # ----------------------------------------------------------------------------
-# datasets.load(source='idx')
+# sources.load(source='idx')
 # ----------------------------------------------------------------------------
 
 
@@ -53,7 +56,7 @@ def test_load_idx(tmp_path, gz):
   """IDX files load as uint8 NHWC images and int32 labels, per split."""
   arrays = _write_fake_idx(tmp_path, gz=gz)
   for split, prefix in (('train', 'train'), ('test', 't10k')):
-    images, labels = datasets.load(
+    images, labels = sources.load(
         'fashion_mnist', split, source='idx', data_dir=str(tmp_path))
     assert images.dtype == np.uint8 and images.shape[1:] == (28, 28, 1)
     assert labels.dtype == np.int32
@@ -62,10 +65,10 @@ def test_load_idx(tmp_path, gz):
 
 
 def test_load_idx_limit_and_fetch_layout(tmp_path):
-  """data_dir may be fetch_data's --dest; limit keeps the first examples."""
+  """data_dir may be fetch's --dest; limit keeps the first examples."""
   files = tmp_path / 'usr' / 'share' / 'datasets' / 'fashion-mnist'
   arrays = _write_fake_idx(files)
-  images, labels = datasets.load(
+  images, labels = sources.load(
       'fashion_mnist', 'train', source='idx', data_dir=str(tmp_path), limit=4)
   assert images.shape == (4, 28, 28, 1)
   np.testing.assert_array_equal(labels, arrays['train'][1][:4])
@@ -74,21 +77,21 @@ def test_load_idx_limit_and_fetch_layout(tmp_path):
 def test_load_idx_env_var(tmp_path, monkeypatch):
   """Without data_dir, $ADAIN_KD_DATA_DIR/fashion-mnist is searched first."""
   _write_fake_idx(tmp_path / 'fashion-mnist', n_test=3)
-  monkeypatch.setenv(datasets.DATA_DIR_ENV, str(tmp_path))
-  assert datasets.default_idx_dirs('fashion_mnist')[0] == str(
+  monkeypatch.setenv(sources.DATA_DIR_ENV, str(tmp_path))
+  assert sources.default_idx_dirs('fashion_mnist')[0] == str(
       tmp_path / 'fashion-mnist')
-  images, _ = datasets.load('fashion_mnist', 'test', source='idx')
+  images, _ = sources.load('fashion_mnist', 'test', source='idx')
   assert images.shape == (3, 28, 28, 1)
 
 
 def test_load_idx_missing_files_message(tmp_path):
   """Missing files name the folders searched and how to get the data."""
   with pytest.raises(FileNotFoundError) as e:
-    datasets.load('fashion_mnist', 'train', source='idx',
+    sources.load('fashion_mnist', 'train', source='idx',
                   data_dir=str(tmp_path))
   message = str(e.value)
   assert str(tmp_path) in message
-  assert 'python -m adain_kd_jax.fetch_data' in message
+  assert 'python -m adain_kd_jax.data.fetch' in message
   assert 'apt-get install dataset-fashion-mnist' in message
   assert '--config.data_source=tfds' in message
   assert 'config.data_dir' in message
@@ -97,37 +100,37 @@ def test_load_idx_missing_files_message(tmp_path):
 def test_load_rejects_bad_arguments():
   """Unknown names, splits and sources are ValueErrors listing valid ones."""
   with pytest.raises(ValueError, match='cifar100'):
-    datasets.load('imagenet', 'train', source='tfds')
+    sources.load('imagenet', 'train', source='tfds')
   with pytest.raises(ValueError, match="'train', 'test'"):
-    datasets.load('fashion_mnist', 'validation', source='idx')
+    sources.load('fashion_mnist', 'validation', source='idx')
   with pytest.raises(ValueError, match="'idx', 'tfds'"):
-    datasets.load('fashion_mnist', 'train', source='hdf5')
+    sources.load('fashion_mnist', 'train', source='hdf5')
   with pytest.raises(ValueError, match='use --config.data_source=tfds'):
-    datasets.load('cifar100', 'train', source='idx')
+    sources.load('cifar100', 'train', source='idx')
   with pytest.raises(ValueError, match='limit'):
-    datasets.load('fashion_mnist', 'train', source='idx', limit=0)
+    sources.load('fashion_mnist', 'train', source='idx', limit=0)
 
 
 def test_dataset_info():
   """The table has the published statistics and consistent shapes."""
-  assert datasets.DATASETS['cifar100'].mean == (0.5071, 0.4865, 0.4409)
-  assert datasets.DATASETS['cifar100'].num_classes == 100
-  for info in datasets.DATASETS.values():
+  assert registry.DATASETS['cifar100'].mean == (0.5071, 0.4865, 0.4409)
+  assert registry.DATASETS['cifar100'].num_classes == 100
+  for info in registry.DATASETS.values():
     assert len(info.mean) == len(info.std) == info.image_shape[-1]
 
 
 # ----------------------------------------------------------------------------
-# datasets.load(source='tfds')
+# sources.load(source='tfds')
 # ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize('name', ['fashion_mnist', 'cifar100'])
 def test_load_tfds_mock(name):
   """tfds mock data reads into uint8 NHWC arrays with in-range labels."""
-  info = datasets.DATASETS[name]
+  info = registry.DATASETS[name]
   with tfds.testing.mock_data(num_examples=7):
-    images, labels = datasets.load(name, 'train', source='tfds')
-    limited, _ = datasets.load(name, 'test', source='tfds', limit=3)
+    images, labels = sources.load(name, 'train', source='tfds')
+    limited, _ = sources.load(name, 'test', source='tfds', limit=3)
   assert images.shape == (7,) + info.image_shape
   assert images.dtype == np.uint8 and labels.dtype == np.int32
   assert labels.min() >= 0 and labels.max() < info.num_classes
@@ -137,8 +140,8 @@ def test_load_tfds_mock(name):
 def test_load_tfds_not_prepared(tmp_path, no_network):
   """An empty data_dir with download=False says how to prepare the data."""
   del no_network
-  with pytest.raises(datasets.DatasetNotPreparedError) as e:
-    datasets.load('cifar100', 'train', source='tfds', data_dir=str(tmp_path),
+  with pytest.raises(sources.DatasetNotPreparedError) as e:
+    sources.load('cifar100', 'train', source='tfds', data_dir=str(tmp_path),
                   download=False)
   message = str(e.value)
   assert 'not prepared' in message and str(tmp_path) in message
@@ -146,43 +149,50 @@ def test_load_tfds_not_prepared(tmp_path, no_network):
 
 
 # ----------------------------------------------------------------------------
-# split_holdout and fetch_data
+# split_holdout and fetch
 # ----------------------------------------------------------------------------
 
 
 def test_split_holdout():
   """The holdout is deterministic, disjoint from train, and covers all."""
   images, labels = _indexed_set(20)
-  (ti, tl), (hi, hl) = datasets.split_holdout(images, labels, 5, seed=3)
+  (ti, tl), (hi, hl) = sources.split_holdout(images, labels, 5, seed=3)
   assert len(hl) == 5 and len(tl) == 15
   np.testing.assert_array_equal(np.sort(np.concatenate([tl, hl])),
                                 np.arange(20))
   np.testing.assert_array_equal(ti[:, 0, 0, 0], tl)
   np.testing.assert_array_equal(hi[:, 0, 0, 0], hl)
-  (_, tl2), (_, hl2) = datasets.split_holdout(images, labels, 5, seed=3)
+  (_, tl2), (_, hl2) = sources.split_holdout(images, labels, 5, seed=3)
   np.testing.assert_array_equal(hl, hl2)
   np.testing.assert_array_equal(tl, tl2)
-  (_, _), (_, hl3) = datasets.split_holdout(images, labels, 5, seed=4)
+  (_, _), (_, hl3) = sources.split_holdout(images, labels, 5, seed=4)
   assert not np.array_equal(hl, hl3)
   with pytest.raises(ValueError, match='num_holdout'):
-    datasets.split_holdout(images, labels, 20, seed=0)
+    sources.split_holdout(images, labels, 20, seed=0)
 
 
 def test_fetch_data_without_apt(tmp_path, monkeypatch):
-  """Without apt-get, fetch_data explains the alternatives."""
-  monkeypatch.setattr(fetch_data, 'SYSTEM_DIR', str(tmp_path / 'none'))
-  monkeypatch.setattr(fetch_data.shutil, 'which', lambda tool: None)
+  """Without apt-get, fetch explains the alternatives."""
+  monkeypatch.setattr(fetch, 'SYSTEM_DIR', str(tmp_path / 'none'))
+  monkeypatch.setattr(fetch.shutil, 'which', lambda tool: None)
   with pytest.raises(RuntimeError,
                      match='apt-get.*--config.data_source=tfds'):
-    fetch_data.fetch(str(tmp_path / 'dest'))
+    fetch.fetch(str(tmp_path / 'dest'))
 
 
 def test_fetch_data_already_installed(tmp_path, monkeypatch):
-  """If the system folder has the files, fetch_data does nothing."""
+  """If the system folder has the files, fetch does nothing."""
   _write_fake_idx(tmp_path / 'system', n_train=1, n_test=1)
-  monkeypatch.setattr(fetch_data, 'SYSTEM_DIR', str(tmp_path / 'system'))
-  assert fetch_data.fetch(str(tmp_path / 'dest')) == str(tmp_path / 'system')
+  monkeypatch.setattr(fetch, 'SYSTEM_DIR', str(tmp_path / 'system'))
+  assert fetch.fetch(str(tmp_path / 'dest')) == str(tmp_path / 'system')
   assert not (tmp_path / 'dest').exists()
+
+
+def test_fetch_data_old_command_name():
+  """`python -m adain_kd_jax.fetch_data` (the old name) still runs fetch."""
+  result = run_python('-m', 'adain_kd_jax.fetch_data', '--help', timeout=60)
+  assert result.returncode == 0, result.stderr
+  assert 'python -m adain_kd_jax.data.fetch' in result.stdout
 
 
 # ----------------------------------------------------------------------------
@@ -193,7 +203,7 @@ def test_fetch_data_already_installed(tmp_path, monkeypatch):
 def test_train_batches_deterministic():
   """The same seed gives the same batches; another seed others."""
   images, labels = _indexed_set(23)
-  make = functools.partial(ip.train_batches, images, labels,
+  make = functools.partial(batching.train_batches, images, labels,
                            global_batch_size=5)
   a = _take(make(seed=1), 9)
   b = _take(make(seed=1), 9)
@@ -208,9 +218,9 @@ def test_train_batches_deterministic():
 def test_train_batches_reshuffle_and_drop_remainder():
   """Each epoch is a fresh permutation; the remainder is dropped."""
   images, labels = _indexed_set(23)
-  spe = ip.steps_per_epoch(23, 5)
+  spe = batching.steps_per_epoch(23, 5)
   assert spe == 4
-  batches = _take(ip.train_batches(images, labels, global_batch_size=5,
+  batches = _take(batching.train_batches(images, labels, global_batch_size=5,
                                    seed=0), 3 * spe)
   epochs = [np.concatenate([b['label'] for b in batches[e * spe:(e + 1) * spe]])
             for e in range(3)]
@@ -220,13 +230,13 @@ def test_train_batches_reshuffle_and_drop_remainder():
     assert set(seen) | set(dropped) == set(range(23))
   assert not np.array_equal(epochs[0], epochs[1])
   with pytest.raises(ValueError, match='exceeds'):
-    ip.train_batches(images, labels, global_batch_size=24, seed=0)
+    batching.train_batches(images, labels, global_batch_size=24, seed=0)
 
 
 def test_train_batches_resume():
   """Starting at step s gives the batches a run from 0 sees at step s."""
   images, labels = _indexed_set(23)
-  make = functools.partial(ip.train_batches, images, labels,
+  make = functools.partial(batching.train_batches, images, labels,
                            global_batch_size=5, seed=7)
   full = _take(make(), 11)
   resumed = _take(make(start_step=6), 5)
@@ -238,7 +248,7 @@ def test_train_batches_resume():
 def test_train_batches_two_processes():
   """The hosts' slices concatenate to the one-host global batch."""
   images, labels = _indexed_set(30)
-  make = functools.partial(ip.train_batches, images, labels,
+  make = functools.partial(batching.train_batches, images, labels,
                            global_batch_size=6, seed=5, start_step=3)
   single = _take(make(), 8)
   host0 = _take(make(process_index=0, process_count=2), 8)
@@ -259,7 +269,7 @@ def test_eval_batches_cover_each_example_once(n, process_count):
   seen = []
   num_batches = set()
   for p in range(process_count):
-    batches = list(ip.eval_batches(
+    batches = list(batching.eval_batches(
         images, labels, global_batch_size=6, process_index=p,
         process_count=process_count))
     num_batches.add(len(batches))
@@ -272,7 +282,7 @@ def test_eval_batches_cover_each_example_once(n, process_count):
                                     b['label'][real])
       assert not b['image'][~real].any()  # Padding is zeros.
       seen.extend(b['label'][real])
-  assert num_batches == {ip.num_eval_batches(n, 6)}  # Same on every host.
+  assert num_batches == {batching.num_eval_batches(n, 6)}  # Same on every host.
   assert sorted(seen) == list(range(n))
 
 
@@ -289,14 +299,14 @@ def _random_images(n=16, h=6, w=5, c=3, seed=0):
 def test_augment_identity():
   """No padding and no flip returns the images unchanged."""
   images = _random_images()
-  out = ip.augment(images, jax.random.key(0), crop_padding=0, flip=False)
+  out = augment.augment(images, jax.random.key(0), crop_padding=0, flip=False)
   np.testing.assert_array_equal(out, images)
 
 
 def test_augment_flip():
   """flip=True mirrors some images left-right and leaves the others."""
   images = _random_images(n=32)
-  out = np.asarray(ip.augment(images, jax.random.key(0), crop_padding=0,
+  out = np.asarray(augment.augment(images, jax.random.key(0), crop_padding=0,
                               flip=True))
   flipped = [np.array_equal(o, x[:, ::-1]) for o, x in zip(out, images)]
   same = [np.array_equal(o, x) for o, x in zip(out, images)]
@@ -308,7 +318,7 @@ def test_augment_crop_is_shift_of_padded_image():
   """Each crop is an H x W window of the zero-padded image."""
   images = _random_images(n=32)
   p = 2
-  out = np.asarray(ip.augment(images, jax.random.key(1), crop_padding=p,
+  out = np.asarray(augment.augment(images, jax.random.key(1), crop_padding=p,
                               flip=False))
   assert out.shape == images.shape and out.dtype == images.dtype
   padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
@@ -325,7 +335,7 @@ def test_augment_crop_is_shift_of_padded_image():
 def test_augment_deterministic_and_jittable():
   """A fixed key gives a fixed result, the same under jit."""
   images = _random_images()
-  aug = functools.partial(ip.augment, crop_padding=3, flip=True)
+  aug = functools.partial(augment.augment, crop_padding=3, flip=True)
   a = aug(images, jax.random.key(5))
   b = aug(images, jax.random.key(5))
   c = jax.jit(aug)(images, jax.random.key(5))
@@ -341,14 +351,14 @@ def test_normalize_and_preprocess():
   images = np.full((16, 4, 4, 3), 255, np.uint8)
   expected_white = (1.0 - np.array(mean)) / np.array(std)
   expected_black = (0.0 - np.array(mean)) / np.array(std)
-  np.testing.assert_allclose(ip.preprocess_eval(images, mean=mean, std=std),
-                             np.broadcast_to(expected_white, images.shape),
-                             rtol=1e-6)
-  train = jax.jit(functools.partial(ip.preprocess_train, mean=mean, std=std,
-                                    crop_padding=2, flip=True))
+  np.testing.assert_allclose(
+      augment.preprocess_eval(images, mean=mean, std=std),
+      np.broadcast_to(expected_white, images.shape), rtol=1e-6)
+  train = jax.jit(functools.partial(augment.preprocess_train, mean=mean,
+                                    std=std, crop_padding=2, flip=True))
   out = np.asarray(train(images, jax.random.key(0)))
   assert out.dtype == np.float32 and out.shape == images.shape
   is_white = np.isclose(out, expected_white).all(-1)
   is_black = np.isclose(out, expected_black).all(-1)
   assert (is_white | is_black).all() and is_black.any()
-  assert jnp.asarray(ip.normalize(images, mean, std)).dtype == jnp.float32
+  assert jnp.asarray(augment.normalize(images, mean, std)).dtype == jnp.float32

@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-from adain_kd_jax import idx
+from adain_kd_jax.data import idx
 
 
 @pytest.mark.parametrize('suffix', ['', '.gz'])

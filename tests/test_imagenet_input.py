@@ -12,9 +12,10 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from adain_kd_jax import datasets
-from adain_kd_jax import imagenet_input as ii
-from adain_kd_jax import input_pipeline as ip
+from adain_kd_jax.data import batching
+from adain_kd_jax.data import imagenet as ii
+from adain_kd_jax.data import imagenet_preprocess as pre
+from adain_kd_jax.data import sources
 from tests.conftest import run_python
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,24 +39,15 @@ def _coordinate_image(height, width):
   return image
 
 
-class _ListSource:
-  """A random-access source like tfds': example i is image i, label i."""
-
-  def __init__(self, images):
-    self._images = images
-
-  def __len__(self):
-    return len(self._images)
-
-  def __getitem__(self, i):
-    return {'image': self._images[i], 'label': i}
+def _jpegs(n, height=20, width=24):
+  """n small JPEGs (bytes) of alternating orientation."""
+  return [_jpeg(height, width, seed=i) if i % 2 else _jpeg(width, height, seed=i)
+          for i in range(n)]
 
 
-def _list_source(n, height=20, width=24):
-  """n small JPEGs (bytes) of alternating orientation; label = index."""
-  return _ListSource([
-      _jpeg(height, width, seed=i) if i % 2 else _jpeg(width, height, seed=i)
-      for i in range(n)])
+def _list_source(n):
+  """n small JPEGs; label = index."""
+  return sources.ListSource(_jpegs(n), range(n))
 
 
 def _take(iterator, k):
@@ -77,7 +69,7 @@ def test_random_resized_crop_params_bounds(height, width):
   rng = np.random.default_rng(0)
   area = height * width
   for _ in range(500):
-    top, left, h, w = ii.random_resized_crop_params(height, width, rng)
+    top, left, h, w = pre.random_resized_crop_params(height, width, rng)
     assert 0 <= top and top + h <= height and 0 <= left and left + w <= width
     # Bounds up to the rounding of h and w to whole pixels.
     assert 0.08 * area - (h + w + 1) <= h * w <= area
@@ -87,24 +79,24 @@ def test_random_resized_crop_params_bounds(height, width):
 def test_random_resized_crop_params_fallback():
   """When no draw fits (a 10 x 1000 strip), the centred 4/3 crop."""
   rng = np.random.default_rng(0)
-  assert ii.random_resized_crop_params(10, 1000, rng) == (0, 493, 10, 13)
-  assert ii.random_resized_crop_params(1000, 10, rng) == (493, 0, 13, 10)
+  assert pre.random_resized_crop_params(10, 1000, rng) == (0, 493, 10, 13)
+  assert pre.random_resized_crop_params(1000, 10, rng) == (493, 0, 13, 10)
 
 
 @pytest.mark.parametrize('height,width', [(80, 100), (200, 300)])
 def test_decode_train_jpeg(height, width):
   """JPEG bytes -> uint8 (size, size, 3), a function of the rng's state."""
   image = _jpeg(height, width)
-  out = ii.decode_train(image, np.random.default_rng(5))
+  out = pre.decode_train(image, np.random.default_rng(5))
   assert out.shape == (224, 224, 3) and out.dtype == np.uint8
   np.testing.assert_array_equal(
-      out, ii.decode_train(image, np.random.default_rng(5)))
-  assert not np.array_equal(out, ii.decode_train(image,
+      out, pre.decode_train(image, np.random.default_rng(5)))
+  assert not np.array_equal(out, pre.decode_train(image,
                                                  np.random.default_rng(6)))
-  assert ii.decode_train(image, np.random.default_rng(5), size=32).shape == (
+  assert pre.decode_train(image, np.random.default_rng(5), size=32).shape == (
       32, 32, 3)
   # Greyscale JPEGs come out as RGB.
-  grey = ii.decode_train(_jpeg(height, width, mode='L'),
+  grey = pre.decode_train(_jpeg(height, width, mode='L'),
                          np.random.default_rng(5), size=16)
   assert grey.shape == (16, 16, 3)
 
@@ -121,9 +113,9 @@ def test_decode_train_is_the_drawn_window_and_flip():
   flips = []
   for seed in range(40):
     probe = np.random.default_rng(seed)
-    top, left, h, w = ii.random_resized_crop_params(height, width, probe)
+    top, left, h, w = pre.random_resized_crop_params(height, width, probe)
     flip = probe.random() < 0.5
-    out = ii.decode_train(image, np.random.default_rng(seed), size=32)
+    out = pre.decode_train(image, np.random.default_rng(seed), size=32)
     x, y = out[..., 0].astype(int), out[..., 1].astype(int)
     if flip:
       x = x[:, ::-1]
@@ -141,28 +133,28 @@ def test_decode_train_is_the_drawn_window_and_flip():
 def test_decode_eval_center_crop():
   """Shorter side to 256, centre 224 crop; an exact case and a resized one."""
   image = _coordinate_image(256, 256)
-  np.testing.assert_array_equal(ii.decode_eval(image), image[16:240, 16:240])
+  np.testing.assert_array_equal(pre.decode_eval(image), image[16:240, 16:240])
   # 200 x 250 (H x W) -> 256 x 320, crop offsets (16, 48): output pixel
   # (r, c) samples the original at ((r + 16.5) / 1.28 - .5,
   # (c + 48.5) / 1.28 - .5), where the value is the row / column itself.
   image = _coordinate_image(200, 250)
-  out = ii.decode_eval(image).astype(float)
+  out = pre.decode_eval(image).astype(float)
   assert out.shape == (224, 224, 3)
   rows, cols = np.arange(224), np.arange(224)
   np.testing.assert_allclose(out[112, :, 0], (cols + 48 + 0.5) / 1.28 - 0.5,
                              atol=1.0)
   np.testing.assert_allclose(out[:, 112, 1], (rows + 16 + 0.5) / 1.28 - 0.5,
                              atol=1.0)
-  jpeg = ii.decode_eval(_jpeg(300, 200))
+  jpeg = pre.decode_eval(_jpeg(300, 200))
   assert jpeg.shape == (224, 224, 3) and jpeg.dtype == np.uint8
-  assert ii.decode_eval(_jpeg(80, 100), size=32, resize=40).shape == (32, 32, 3)
+  assert pre.decode_eval(_jpeg(80, 100), size=32, resize=40).shape == (32, 32, 3)
   with pytest.raises(ValueError, match='resize'):
-    ii.decode_eval(image, size=224, resize=200)
+    pre.decode_eval(image, size=224, resize=200)
 
 
 def test_decode_bad_input():
   with pytest.raises(ValueError, match='uint8'):
-    ii.decode_eval(np.zeros((4, 4, 3), np.float32))
+    pre.decode_eval(np.zeros((4, 4, 3), np.float32))
 
 
 # ----------------------------------------------------------------------------
@@ -171,13 +163,13 @@ def test_decode_bad_input():
 
 
 def test_train_batches_index_rule_and_resume():
-  """Same indices as input_pipeline.train_batches; resuming is exact."""
+  """Same indices as batching.train_batches; resuming is exact."""
   n, gbs = 21, 8  # 2 steps per epoch, so 6 steps cross epochs.
   source = _list_source(n)
   with ii.train_batches(source, global_batch_size=gbs, seed=3, size=16,
                         num_workers=0) as it:
     batches = _take(it, 6)
-  reference = _take(ip.train_batches(
+  reference = _take(batching.train_batches(
       np.zeros((n, 1, 1, 1), np.uint8), np.arange(n), global_batch_size=gbs,
       seed=3), 6)
   for b, r in zip(batches, reference):
@@ -195,8 +187,8 @@ def test_train_batches_index_rule_and_resume():
 
 
 def test_train_batches_hosts_and_workers():
-  """Two hosts' slices concatenate to the one-host batch, with forked
-  workers (after JAX has run) giving the same pixels as none."""
+  """Two hosts' slices concatenate to the one-host batch, with worker
+  processes (started after JAX has run) giving the same pixels as none."""
   float(jnp.sum(jnp.arange(4.0)))  # JAX's backend is up, as when training.
   source = _list_source(12)
   kwargs = dict(global_batch_size=4, seed=1, size=16)
@@ -207,10 +199,11 @@ def test_train_batches_hosts_and_workers():
                         process_index=0, **kwargs) as first, \
       ii.train_batches(source, num_workers=1, process_count=2,
                        process_index=1, **kwargs) as second:
-    assert first.num_workers == 2 and len(_children() - before) == 3
+    assert first.num_workers == 2 and second.num_workers == 1
     for batch in whole:
       a, b = next(first), next(second)
-      for key in ('image', 'label'):
+      assert len(_children() - before) == 3
+      for key in ('image', 'label', 'index'):
         np.testing.assert_array_equal(batch[key],
                                       np.concatenate([a[key], b[key]]))
   assert not _children() - before
@@ -236,7 +229,7 @@ def test_eval_batches_cover_each_example_once():
                          process_count=2, num_workers=0, size=16,
                          resize=20) as it:
       batches = list(it)
-    assert len(batches) == ip.num_eval_batches(n, gbs)
+    assert len(batches) == batching.num_eval_batches(n, gbs)
     for batch in batches:
       assert batch['image'].shape == (4, 16, 16, 3)
       assert batch['mask'].dtype == np.float32
@@ -244,7 +237,7 @@ def test_eval_batches_cover_each_example_once():
       assert not batch['image'][~real].any()
       for label, image in zip(batch['label'][real], batch['image'][real]):
         np.testing.assert_array_equal(
-            image, ii.decode_eval(source[label]['image'], 16, 20))
+            image, pre.decode_eval(source[label]['image'], 16, 20))
       seen.extend(batch['label'][real])
   assert sorted(seen) == list(range(n))
 
@@ -269,42 +262,36 @@ def test_close_and_garbage_collection_stop_workers():
 
 
 def test_bad_image_names_the_example():
-  source = _list_source(4)
-  source._images[2] = b'not an image'  # pylint: disable=protected-access
+  images = _jpegs(4)
+  images[2] = b'not an image'
+  source = sources.ListSource(images, range(4))
   with ii.eval_batches(source, global_batch_size=4, num_workers=1,
                        size=8, resize=8) as it:
     with pytest.raises(ValueError, match='example 2'):
       next(it)
 
 
-def test_no_main_guard_and_exit_without_close(tmp_path):
-  """A script without `if __name__ == '__main__'` that never closes the
-  iterator runs and exits (fork workers, the default)."""
-  script = tmp_path / 'unguarded.py'
+def test_script_exits_without_close(tmp_path):
+  """A script that never closes its iterator of worker processes runs and
+  exits quietly (no leaked shared memory reported)."""
+  script = tmp_path / 'script.py'
   script.write_text(textwrap.dedent('''
       import io, numpy as np
       from PIL import Image
-      from adain_kd_jax import imagenet_input as ii
-      buf = io.BytesIO()
-      Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(buf, 'JPEG')
-      source = [{'image': buf.getvalue(), 'label': i} for i in range(8)]
-      it = ii.train_batches(source, global_batch_size=4, seed=0,
-                            num_workers=2, size=8)
-      print(next(it)['image'].shape, flush=True)
+      from adain_kd_jax.data import imagenet as ii
+
+      if __name__ == '__main__':  # Workers are spawned processes.
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(buf, 'JPEG')
+        source = [{'image': buf.getvalue(), 'label': i} for i in range(8)]
+        it = ii.train_batches(source, global_batch_size=4, seed=0,
+                              num_workers=2, size=8)
+        print(next(it)['image'].shape, flush=True)
   '''))
-  result = run_python(str(script), timeout=60)
+  result = run_python(str(script), timeout=120)
   assert result.returncode == 0, result.stderr
   assert '(4, 8, 8, 3)' in result.stdout
-
-
-def test_spawn_start_method():
-  source = _list_source(8)
-  with ii.train_batches(source, global_batch_size=4, seed=0, size=8,
-                        num_workers=0) as it:
-    expected = next(it)
-  with ii.train_batches(source, global_batch_size=4, seed=0, size=8,
-                        num_workers=1, start_method='spawn') as it:
-    np.testing.assert_array_equal(next(it)['image'], expected['image'])
+  assert 'leaked' not in result.stderr, result.stderr
 
 
 # ----------------------------------------------------------------------------
@@ -328,7 +315,8 @@ def test_tfds_mock_batches():
   for batch in batches + evals:
     assert batch['image'].shape == (4, 16, 16, 3)
     assert batch['label'].dtype == np.int32
-    assert ((0 <= batch['label']) & (batch['label'] < ii.NUM_CLASSES)).all()
+    assert ((0 <= batch['label'])
+            & (batch['label'] < ii.INFO.num_classes)).all()
   assert [e['mask'].sum() for e in evals] == [4, 4, 2]
 
 
@@ -388,7 +376,7 @@ def test_open_source_prepared(prepared_data_dir):
 def test_open_source_not_prepared(tmp_path, no_network):
   """An empty data_dir says where the tars go and how to prepare them."""
   del no_network
-  with pytest.raises(datasets.DatasetNotPreparedError) as e:
+  with pytest.raises(sources.DatasetNotPreparedError) as e:
     ii.open_source('train', data_dir=str(tmp_path))
   message = str(e.value)
   assert 'not prepared' in message
@@ -397,3 +385,28 @@ def test_open_source_not_prepared(tmp_path, no_network):
   assert 'tfds build imagenet2012' in message
   assert '--file_format=array_record' in message
   assert 'requirements-prepare.txt' in message
+
+
+# ----------------------------------------------------------------------------
+# Fixed values: the batches recorded in tests/data (see the script there).
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('num_workers', [0, 2])
+def test_batches_match_recorded_values(num_workers):
+  """Training and two-host evaluation batches, pixel for pixel."""
+  from tests.data import make_imagenet_batches as mib  # pylint: disable=g-import-not-at-top
+  recorded = np.load(os.path.join(_ROOT, 'tests', 'data',
+                                  'imagenet_batches.npz'))
+  images = mib.unpack(recorded['source_flat'], recorded['source_shapes'])
+  np.testing.assert_array_equal(images[3], mib.make_images()[3])
+  with ii.train_batches(mib.list_source(images), global_batch_size=8, seed=3,
+                        size=16, num_workers=num_workers) as it:
+    for step in range(6):
+      batch = next(it)
+      for key in ('image', 'label', 'index'):
+        np.testing.assert_array_equal(
+            batch[key], recorded[f'train_{key}'][step], err_msg=key)
+  made = mib.make_batches(mib.list_source(images))
+  for key in made:
+    np.testing.assert_array_equal(made[key], recorded[key], err_msg=key)

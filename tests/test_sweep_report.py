@@ -287,8 +287,8 @@ def test_insertion_point_stats(tmp_path, teacher_export, idx_data_dir):
   bias raised by 1: every channel mean moves by 1, the stds stay.
   """
   from adain_kd_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.data import augment  # pylint: disable=g-import-not-at-top
   from adain_kd_jax import losses  # pylint: disable=g-import-not-at-top
-  from adain_kd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from adain_kd_jax import run as run_lib  # pylint: disable=g-import-not-at-top
   config = _config()
   config.update(data_dir=idx_data_dir, batch_size=16, eval_batch_size=32)
@@ -319,7 +319,7 @@ def test_insertion_point_stats(tmp_path, teacher_export, idx_data_dir):
                              stats['before']['mean'] + 1.0, atol=1e-4)
   np.testing.assert_allclose(stats['after']['std'], stats['before']['std'],
                              rtol=1e-4)
-  x = input_pipeline.preprocess_eval(images, mean=(0.2860,), std=(0.3530,))
+  x = augment.preprocess_eval(images, mean=(0.2860,), std=(0.3530,))
   _, feats = distiller.teacher.apply(make_teacher_variables(), x, train=False)
   mu, sigma = losses.channel_stats(feats['stage2'])
   np.testing.assert_allclose(stats['teacher']['mean'], mu.mean(0), rtol=1e-4,

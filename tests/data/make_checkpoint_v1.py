@@ -21,19 +21,6 @@ import shutil
 import sys
 import tempfile
 
-sys.path.insert(0, os.getcwd())
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from tests import conftest  # Eight simulated CPU devices, as the tests.
-import jax
-import numpy as np
-
-from adain_kd_jax import checkpoints
-from adain_kd_jax import idx
-from adain_kd_jax import preemption
-from adain_kd_jax import train_lib
-# pylint: enable=g-import-not-at-top,wrong-import-position
-
 STEPS, STOP_AT = 4, 2
 
 
@@ -46,6 +33,18 @@ def settings(data_dir, teacher_dir):
 
 
 def main(out):
+  # The version to record is the one in the working directory (its modules,
+  # as they were then named).
+  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.getcwd())
+  from tests import conftest  # Eight simulated CPU devices, as the tests.
+  import jax
+  import numpy as np
+  from adain_kd_jax import checkpoints
+  from adain_kd_jax import idx
+  from adain_kd_jax import preemption
+  from adain_kd_jax import train_lib
+  # pylint: enable=g-import-not-at-top
   tmp = tempfile.mkdtemp()
   data_dir = os.path.join(tmp, 'idx')
   os.makedirs(data_dir)

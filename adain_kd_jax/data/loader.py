@@ -1,26 +1,24 @@
 """What the training loop reads: host batches for training and evaluation.
 
-Two kinds of data set, one interface:
+Two kinds of data set, one interface (`open_data` picks by the registry's
+`streamed`):
   * `InMemoryData`: the small sets (MNISTs, CIFARs) as uint8 arrays in host
-    memory (`datasets.load`), batched by index (`input_pipeline`), optionally
+    memory (`sources.load`), batched by index (`batching`), optionally
     copied whole to the devices (`config.device_data`).
   * `StreamingData`: ImageNet through `tfds.data_source`, JPEGs decoded and
-    augmented (random-resized crop, flip) in worker processes
-    (`imagenet_input`); the devices only normalise.
+    augmented (random-resized crop, flip) in grain worker processes
+    (`imagenet`); the devices only normalise.
 Both are stateless functions of (seed, step), so a resumed run reads exactly
 what the interrupted one would have.
 """
 
 from typing import Any, Callable, Iterator
 
-import numpy as np
-
-from adain_kd_jax import datasets
-from adain_kd_jax import imagenet_input
-from adain_kd_jax import input_pipeline
 from adain_kd_jax import preflight
-
-STREAMING = (imagenet_input.NAME,)
+from adain_kd_jax.data import batching
+from adain_kd_jax.data import imagenet
+from adain_kd_jax.data import registry
+from adain_kd_jax.data import sources
 
 
 class InMemoryData:
@@ -31,21 +29,20 @@ class InMemoryData:
     self._config = config
     self._host = dict(process_index=process_index,
                       process_count=process_count)
-    info = datasets.DATASETS[config.dataset]
+    info = registry.get_info(config.dataset)
     kwargs = dict(source=config.data_source,
                   data_dir=config.data_dir or None, download=config.download)
-    train = datasets.load(config.dataset, info.train_split,
-                          limit=config.train_limit or None, **kwargs)
-    test = datasets.load(config.dataset, info.test_split,
-                         limit=config.test_limit or None, **kwargs)
+    train = sources.load(config.dataset, info.train_split,
+                         limit=config.train_limit or None, **kwargs)
+    test = sources.load(config.dataset, info.test_split,
+                        limit=config.test_limit or None, **kwargs)
     val = None
     if config.holdout:
       if config.holdout >= len(train[0]):
         raise ValueError(
             f'config.holdout={config.holdout} is invalid: it must be smaller '
             f'than the {len(train[0])} training examples.')
-      train, val = datasets.split_holdout(*train, config.holdout,
-                                          config.seed)
+      train, val = sources.split_holdout(*train, config.holdout, config.seed)
     self.splits = {'train': train, 'test': test}
     if val is not None:
       self.splits['val'] = val
@@ -60,19 +57,17 @@ class InMemoryData:
   def train_batches(self, start_step: int, *,
                     indices_only: bool = False) -> Iterator[dict[str, Any]]:
     """This host's batches from `start_step` on ({'index'} if indices_only)."""
-    indices = input_pipeline.train_indices(
-        self.num_train, global_batch_size=self._config.batch_size,
-        seed=self._config.seed, start_step=start_step, **self._host)
-    for i in indices:
-      if indices_only:
-        yield {'index': i}
-      else:
-        yield {'image': self.train_images[i],
-               'label': self.train_labels[i].astype(np.int32), 'index': i}
+    kwargs = dict(global_batch_size=self._config.batch_size,
+                  seed=self._config.seed, start_step=start_step, **self._host)
+    if indices_only:  # The devices hold the set and gather there.
+      return ({'index': i} for i in batching.train_indices(self.num_train,
+                                                           **kwargs))
+    return batching.train_batches(self.train_images, self.train_labels,
+                                  **kwargs)
 
   def eval_splits(self) -> dict[str, Callable[[], Iterator[dict]]]:
     """'test' (and 'val') -> a function returning padded, masked batches."""
-    return {name: (lambda x=x, y=y: input_pipeline.eval_batches(
+    return {name: (lambda x=x, y=y: batching.eval_batches(
         x, y, global_batch_size=self._config.eval_batch_size, **self._host))
             for name, (x, y) in self.splits.items() if name != 'train'}
 
@@ -94,15 +89,14 @@ class StreamingData:
     self._config = config
     self._host = dict(process_index=process_index,
                       process_count=process_count)
-    self._size = int(config.get('image_size', 224))
-    self._workers = int(config.get('num_workers', 0)) or None
-    skip = bool(config.get('decode_in_workers', True))
+    self._size = config.image_size
+    self._workers = config.num_workers or None
     open_kw = dict(data_dir=config.data_dir or None,
-                   download=config.download, skip_decoding=skip)
-    self._train = imagenet_input.open_source(imagenet_input.TRAIN_SPLIT,
-                                             **open_kw)
-    self._test = imagenet_input.open_source(imagenet_input.EVAL_SPLIT,
-                                            **open_kw)
+                   download=config.download,
+                   skip_decoding=config.decode_in_workers)
+    info = registry.get_info(config.dataset)
+    self._train = imagenet.open_source(info.train_split, **open_kw)
+    self._test = imagenet.open_source(info.test_split, **open_kw)
     self.num_train = len(self._train)
     if config.train_limit:
       self.num_train = min(self.num_train, config.train_limit)
@@ -116,8 +110,8 @@ class StreamingData:
 
   def train_batches(self, start_step: int, *, indices_only: bool = False):
     del indices_only  # device_data is refused in __init__.
-    source = _Limited(self._train, self.num_train)
-    return self._track(imagenet_input.train_batches(
+    source = sources.First(self._train, self.num_train)
+    return self._track(imagenet.train_batches(
         source, global_batch_size=self._config.batch_size,
         seed=self._config.seed, start_step=start_step,
         num_workers=self._workers, size=self._size, **self._host))
@@ -126,8 +120,8 @@ class StreamingData:
     n = len(self._test)
     if self._config.test_limit:
       n = min(n, self._config.test_limit)
-    source = _Limited(self._test, n)
-    return {'test': lambda: self._track(imagenet_input.eval_batches(
+    source = sources.First(self._test, n)
+    return {'test': lambda: self._track(imagenet.eval_batches(
         source, global_batch_size=self._config.eval_batch_size,
         num_workers=self._workers, size=self._size, **self._host))}
 
@@ -137,22 +131,8 @@ class StreamingData:
     self._open = []
 
 
-class _Limited:
-  """The first n records of a data source (smoke runs, tests)."""
-
-  def __init__(self, source, n: int):
-    self._source, self._n = source, n
-
-  def __len__(self):
-    return self._n
-
-  def __getitem__(self, i):
-    if not 0 <= i < self._n:
-      raise IndexError(i)
-    return self._source[i]
-
-
 def open_data(config, process_index: int, process_count: int):
   """The right kind of data for `config.dataset`."""
-  kind = StreamingData if config.dataset in STREAMING else InMemoryData
+  streamed = registry.get_info(config.dataset).streamed
+  kind = StreamingData if streamed else InMemoryData
   return kind(config, process_index, process_count)

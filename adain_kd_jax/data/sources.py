@@ -1,83 +1,39 @@
-"""Loads whole small image-classification data sets into memory as numpy.
+"""Where examples come from: IDX files on disk, or `tfds.data_source`.
 
-Two sources:
+One interface for every data set of `registry.DATASETS`:
 
-  * `idx`: MNIST / Fashion-MNIST IDX files on disk (e.g. from the Debian
-    package `dataset-fashion-mnist`, see `adain_kd_jax.fetch_data`). Needs
-    neither network nor TensorFlow.
-  * `tfds`: any of `DATASETS` through `tfds.data_source`, which reads
-    prepared array_record files without TensorFlow.
+  * `load(name, split, source=...)`: a whole split as uint8 arrays in host
+    memory, for the small sets (MNISTs, CIFARs; CIFAR's training set is 150
+    MB as uint8), from
+      - `idx`: MNIST / Fashion-MNIST IDX files on disk (e.g. from the Debian
+        package `dataset-fashion-mnist`, see `adain_kd_jax.data.fetch`).
+        Needs neither network nor TensorFlow.
+      - `tfds`: any set through `tfds.data_source`, which reads prepared
+        array_record files without TensorFlow.
+  * `open_tfds(name, split)`: a random-access source, `len(source)` and
+    `source[i] -> {'image', 'label', ...}`, read example by example (ImageNet,
+    `adain_kd_jax.data.imagenet`); `First(source, n)` limits it, and
+    `ListSource` serves examples held in lists the same way.
 
-All of these sets fit in host memory (CIFAR's training set is 150 MB as
-uint8), so we load them once and let `input_pipeline` index into the arrays;
-that keeps batching stateless and resumable at any step.
+Loaded sets are indexed by `batching`; streamed ones are read by position.
+Either way batches are stateless functions of (seed, step), resumable at any
+step.
 """
 
-import dataclasses
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
-from adain_kd_jax import idx
+from adain_kd_jax.data import idx
+from adain_kd_jax.data import registry
 
 # How to get the files, for the error when they are missing.
 _FETCH_HINT = (
-    'To get Fashion-MNIST: run `python -m adain_kd_jax.fetch_data` (no root '
+    'To get Fashion-MNIST: run `python -m adain_kd_jax.data.fetch` (no root '
     'needed), or `apt-get install dataset-fashion-mnist` on Debian/Ubuntu, '
     "or use tfds: --config.data_source=tfds.")
 
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """Static facts about one data set.
-
-  Attributes:
-    name: the tfds name.
-    num_classes: number of labels.
-    image_shape: (H, W, C).
-    mean: per-channel mean of the training set, in [0, 1] pixel units.
-    std: per-channel standard deviation of the training set, same units.
-    train_split: name of the training split.
-    test_split: name of the test split.
-    idx_subdir: folder name under which the IDX files are searched for by
-      default (None: no IDX files for this set).
-  """
-  name: str
-  num_classes: int
-  image_shape: tuple[int, int, int]
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-  train_split: str = 'train'
-  test_split: str = 'test'
-  idx_subdir: Optional[str] = None
-
-  @property
-  def splits(self) -> tuple[str, str]:
-    return (self.train_split, self.test_split)
-
-
-# The commonly published training-set statistics (the ones torchvision
-# recipes hard-code), so that results compare with PyTorch baselines.
-DATASETS: dict[str, DatasetInfo] = {
-    'fashion_mnist': DatasetInfo(
-        name='fashion_mnist', num_classes=10, image_shape=(28, 28, 1),
-        mean=(0.2860,), std=(0.3530,), idx_subdir='fashion-mnist'),
-    'mnist': DatasetInfo(
-        name='mnist', num_classes=10, image_shape=(28, 28, 1),
-        mean=(0.1307,), std=(0.3081,), idx_subdir='mnist'),
-    'cifar10': DatasetInfo(
-        name='cifar10', num_classes=10, image_shape=(32, 32, 3),
-        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
-    # Streamed (adain_kd_jax.imagenet_input), never loaded whole.
-    'imagenet2012': DatasetInfo(
-        name='imagenet2012', num_classes=1000, image_shape=(224, 224, 3),
-        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-        test_split='validation'),
-    'cifar100': DatasetInfo(
-        name='cifar100', num_classes=100, image_shape=(32, 32, 3),
-        mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
-}
 
 SOURCES = ('idx', 'tfds')
 
@@ -96,19 +52,11 @@ class DatasetNotPreparedError(FileNotFoundError):
   """tfds has no prepared copy of the data set in its data_dir."""
 
 
-def get_info(name: str) -> DatasetInfo:
-  """Returns `DATASETS[name]`, or a ValueError naming the valid names."""
-  if name not in DATASETS:
-    raise ValueError(
-        f'Unknown data set {name!r}; valid names: {sorted(DATASETS)}.')
-  return DATASETS[name]
-
-
 def default_idx_dirs(name: str) -> list[str]:
   """Folders searched for the IDX files of `name` when no data_dir is given.
 
   In order: `$ADAIN_KD_DATA_DIR/<subdir>` (if set), the Debian package's
-  `/usr/share/datasets/<subdir>`, and where `fetch_data` extracts it,
+  `/usr/share/datasets/<subdir>`, and where `fetch` extracts it,
   `~/.cache/adain_kd_jax/<subdir>/usr/share/datasets/<subdir>`.
 
   Args:
@@ -127,7 +75,7 @@ def default_idx_dirs(name: str) -> list[str]:
 
 
 def default_fetch_dest(name: str = 'fashion_mnist') -> str:
-  """Where `fetch_data` extracts the Debian package by default."""
+  """Where `fetch` extracts the Debian package by default."""
   return os.path.join(
       os.path.expanduser('~'), '.cache', 'adain_kd_jax', _idx_subdir(name))
 
@@ -147,11 +95,10 @@ def has_idx_files(directory: str) -> bool:
 
 
 def _idx_subdir(name: str) -> str:
-  info = get_info(name)
+  info = registry.get_info(name)
   if info.idx_subdir is None:
-    idx_names = sorted(n for n, i in DATASETS.items() if i.idx_subdir)
     raise ValueError(
-        f"config.data_source='idx' supports only {idx_names}, not "
+        f"config.data_source='idx' supports only {registry.idx_names()}, not "
         f'{name!r}; use --config.data_source=tfds for it.')
   return info.idx_subdir
 
@@ -161,7 +108,7 @@ def _load_idx(name: str, split: str, data_dir: Optional[str],
   """Reads one split of MNIST-style IDX files."""
   sub = _idx_subdir(name)
   if data_dir:
-    # Also accept the destination given to `fetch_data --dest`, where
+    # Also accept the destination given to `fetch --dest`, where
     # dpkg-deb put the files a few folders down.
     candidates = [data_dir, os.path.join(data_dir, *_DEB_SUBPATH, sub)]
   else:
@@ -184,7 +131,7 @@ def _load_idx(name: str, split: str, data_dir: Optional[str],
   images, labels = (idx.read_idx(p) for p in paths)
   if images.ndim == 3:  # IDX stores (N, H, W); we use NHWC everywhere.
     images = images[..., None]
-  shape = get_info(name).image_shape
+  shape = registry.get_info(name).image_shape
   if (images.shape[1:] != shape or images.dtype != np.uint8
       or labels.shape != images.shape[:1]):
     raise ValueError(
@@ -196,13 +143,13 @@ def _load_idx(name: str, split: str, data_dir: Optional[str],
   return np.ascontiguousarray(images), labels.astype(np.int32)
 
 
-def open_tfds_source(name: str, split: str, *, data_dir: Optional[str] = None,
-                     download: bool = False, decoders=None,
-                     how_to_prepare: Optional[str] = None):
+def open_tfds(name: str, split: str, *, data_dir: Optional[str] = None,
+              download: bool = False, decoders=None,
+              how_to_prepare: Optional[str] = None):
   """Opens `tfds.data_source(name, split=split)`, which needs no TensorFlow.
 
   Args:
-    name: a tfds data set name (any, not only `DATASETS`).
+    name: a tfds data set name (any, not only `registry.DATASETS`).
     split: the split to open.
     data_dir: tfds' data_dir (None: `$TFDS_DATA_DIR` or
       `~/tensorflow_datasets`).
@@ -218,7 +165,7 @@ def open_tfds_source(name: str, split: str, *, data_dir: Optional[str] = None,
   Raises:
     DatasetNotPreparedError: no prepared copy in data_dir and download=False.
   """
-  # Imported here so that the IDX path and fetch_data do not pay for tfds.
+  # Imported here so that the IDX path and `fetch` do not pay for tfds.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   try:
@@ -251,13 +198,53 @@ def open_tfds_source(name: str, split: str, *, data_dir: Optional[str] = None,
         "(--traceback shows tfds' own error.)") from e
 
 
+class ListSource:
+  """Examples held in lists, with the random-access interface of `open_tfds`.
+
+  `source[i]` is `{'image': images[i], 'label': labels[i]}`; an image may be
+  encoded bytes or a uint8 array (tests, benchmarks, small experiments).
+  """
+
+  def __init__(self, images: Sequence, labels: Sequence[int]):
+    if len(images) != len(labels):
+      raise ValueError(
+          f'ListSource: {len(images)} images but {len(labels)} labels.')
+    self._images, self._labels = list(images), list(labels)
+
+  def __len__(self) -> int:
+    return len(self._images)
+
+  def __getitem__(self, i: int):
+    return {'image': self._images[i], 'label': self._labels[i]}
+
+
+class First:
+  """The first `n` examples of a random-access source (smoke runs, tests).
+
+  Picklable if `source` is, so that input worker processes can read it.
+  """
+
+  def __init__(self, source, n: int):
+    if not 0 <= n <= len(source):
+      raise ValueError(f'First: n={n} must be in [0, {len(source)}].')
+    self._source, self._n = source, n
+
+  def __len__(self) -> int:
+    return self._n
+
+  def __getitem__(self, i: int):
+    if not 0 <= i < self._n:
+      raise IndexError(i)
+    return self._source[i]
+
+
 def _load_tfds(name: str, split: str, data_dir: Optional[str],
                download: bool,
                limit: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
   """Reads one split through `tfds.data_source` (no TensorFlow needed)."""
-  source = open_tfds_source(name, split, data_dir=data_dir, download=download)
+  source = open_tfds(name, split, data_dir=data_dir, download=download)
   n = len(source) if limit is None else min(limit, len(source))
-  shape = get_info(name).image_shape
+  shape = registry.get_info(name).image_shape
   images = np.empty((n,) + shape, np.uint8)
   labels = np.empty((n,), np.int32)
   # Integer indexing, one example at a time: `__getitems__` fails under
@@ -280,7 +267,7 @@ def load(name: str, split: str, *, source: str,
   """Loads one split of a data set into memory.
 
   Args:
-    name: a key of `DATASETS`.
+    name: a key of `registry.DATASETS`.
     split: the data set's train or test split name (`'train'`, `'test'`).
     source: `'idx'` (MNIST / Fashion-MNIST files on disk) or `'tfds'`.
     data_dir: for `idx`, the folder holding the four IDX files (None or
@@ -298,12 +285,12 @@ def load(name: str, split: str, *, source: str,
       looked and how to get them).
     DatasetNotPreparedError: `tfds` has no prepared copy and download=False.
   """
-  info = get_info(name)
+  info = registry.get_info(name)
   if split not in info.splits:
     raise ValueError(
         f'Unknown split {split!r} for {name}; valid splits: {info.splits}. '
         '(For a validation set, hold out part of the training set with '
-        'datasets.split_holdout.)')
+        'sources.split_holdout.)')
   if limit is not None and limit < 1:
     raise ValueError(f'limit must be None or a positive int, got {limit}.')
   if source == 'idx':
