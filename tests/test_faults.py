@@ -81,6 +81,10 @@ def _two_checkpoints(directory):
   ckpt.close()
 
 
+# As for the truncated checkpoint below: orbax's failed read of the corrupted
+# step may leave an event loop behind, reported when it is collected.
+@pytest.mark.filterwarnings(
+    'ignore::pytest.PytestUnraisableExceptionWarning')
 def test_corrupted_newest_checkpoint_falls_back(tmp_path, capsys):
   """Garbage in the newest step's files: reported, deleted, previous used."""
   directory = str(tmp_path / 'ckpt')

@@ -8,6 +8,7 @@ from adain_kd_jax import distill
 from adain_kd_jax import models
 from adain_kd_jax import steps
 from configs import smoke
+from tests.conftest import jit_train_step
 
 # (teacher, student, baseline or None), one pair per family; the baselines
 # where the architectures meet them differently (spatial sizes, channels).
