@@ -80,12 +80,7 @@ class StreamingData:
   streaming = True
 
   def __init__(self, config, process_index: int, process_count: int):
-    for field in ('holdout', 'device_data'):
-      if config[field]:
-        raise ValueError(
-            f'config.{field}={config[field]!r} is invalid for '
-            f'{config.dataset}: it is for the in-memory data sets; set it '
-            'to 0/False.')
+    # config_checks.check has refused holdout and device_data here.
     self._config = config
     self._host = dict(process_index=process_index,
                       process_count=process_count)

@@ -12,12 +12,9 @@ from adain_kd_jax.methods import base
 
 
 @dataclasses.dataclass(frozen=True)
-class AdaIN(base.Term):
+class AdaIN(base.PointTerm):
   """beta * L_adain: the student's statistics in the teacher's map, judged
   by the teacher's tail, summed over `points` with `point_weights`."""
-  reads_points = True
-  points: tuple[int, ...]
-  point_weights: tuple[float, ...]
   kind: str = 'mse'  # losses.ADAIN_LOSS_KINDS
   stats: str = 'both'  # losses.ADAIN_STATS
   temperature: float = 4.0  # For kind 'kl'.
@@ -27,20 +24,16 @@ class AdaIN(base.Term):
     return base.Needs(teacher=True, same_stages=True, connector=self.points)
 
   @classmethod
-  def from_config(cls, config, context):
-    points, weights = base.feature_points(config, context.num_stages)
-    return cls(points=points, point_weights=weights,
-               kind=config.loss.adain_kind, stats=config.loss.adain_stats,
-               temperature=float(config.loss.temperature))
+  def settings(cls, config):
+    return dict(kind=config.loss.adain_kind, stats=config.loss.adain_stats,
+                temperature=float(config.loss.temperature))
 
   def __call__(self, out):
-    return sum(
-        w * losses.adain_loss(
-            out.feats_t[f'stage{k}'], out.connected[f'stage{k}'],
-            out.logits_t_NK, lambda h, k=k: out.tail(k, h), kind=self.kind,
-            temperature=self.temperature, stats=self.stats,
-            labels_N=out.labels_N)
-        for k, w in zip(self.points, self.point_weights))
+    return self.weighted_sum(lambda k: losses.adain_loss(
+        out.feats_t[f'stage{k}'], out.connected[f'stage{k}'],
+        out.logits_t_NK, lambda h: out.tail(k, h), kind=self.kind,
+        temperature=self.temperature, stats=self.stats,
+        labels_N=out.labels_N))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,22 +58,13 @@ class FeatureMatching(base.Term):
 
 
 @dataclasses.dataclass(frozen=True)
-class StatL2(base.Term):
+class StatL2(base.PointTerm):
   """The statistics-L2 ablation: the same statistics, compared directly."""
-  reads_points = True
-  points: tuple[int, ...]
-  point_weights: tuple[float, ...]
 
   @property
   def needs(self):
     return base.Needs(teacher=True, same_stages=True, connector=self.points)
 
-  @classmethod
-  def from_config(cls, config, context):
-    points, weights = base.feature_points(config, context.num_stages)
-    return cls(points=points, point_weights=weights)
-
   def __call__(self, out):
-    return sum(w * losses.stat_l2(out.feats_t[f'stage{k}'],
-                                  out.connected[f'stage{k}'])
-               for k, w in zip(self.points, self.point_weights))
+    return self.weighted_sum(lambda k: losses.stat_l2(
+        out.feats_t[f'stage{k}'], out.connected[f'stage{k}']))

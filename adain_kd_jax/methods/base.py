@@ -89,6 +89,29 @@ class Term:
     raise NotImplementedError
 
 
+@dataclasses.dataclass(frozen=True)
+class PointTerm(Term):
+  """A term at feature points: `config.points` with their weights."""
+  reads_points = True
+  points: tuple[int, ...]
+  point_weights: tuple[float, ...]
+
+  @classmethod
+  def from_config(cls, config, context):
+    points, weights = feature_points(config, context.num_stages)
+    return cls(points=points, point_weights=weights, **cls.settings(config))
+
+  @classmethod
+  def settings(cls, config) -> dict[str, Any]:
+    """The term's other fields, from the config."""
+    del config
+    return {}
+
+  def weighted_sum(self, fn: Callable[[int], jax.Array]) -> jax.Array:
+    """sum_k w_k fn(k) over the points."""
+    return sum(w * fn(k) for k, w in zip(self.points, self.point_weights))
+
+
 def feature_points(config, num_stages: int) -> tuple[tuple[int, ...],
                                                      tuple[float, ...]]:
   """`config.points` as stage numbers 1..S, with `config.point_weights`.

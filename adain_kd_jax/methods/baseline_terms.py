@@ -59,26 +59,17 @@ class LogitMSE(base.Term):
 
 
 @dataclasses.dataclass(frozen=True)
-class FitNet(base.Term):
+class FitNet(base.PointTerm):
   """FitNet as the CRD benchmark: hint regressor (ConvReg) to the teacher's
   shape, then a plain squared error, summed over `points`."""
-  reads_points = True
-  points: tuple[int, ...]
-  point_weights: tuple[float, ...]
 
   @property
   def needs(self):
     return base.Needs(teacher=True, same_stages=True, hint=self.points)
 
-  @classmethod
-  def from_config(cls, config, context):
-    points, weights = base.feature_points(config, context.num_stages)
-    return cls(points=points, point_weights=weights)
-
   def __call__(self, out):
-    return sum(w * losses_baselines.hint_mse(out.feats_t[f'stage{k}'],
-                                             out.hinted[f'stage{k}'])
-               for k, w in zip(self.points, self.point_weights))
+    return self.weighted_sum(lambda k: losses_baselines.hint_mse(
+        out.feats_t[f'stage{k}'], out.hinted[f'stage{k}']))
 
 
 @dataclasses.dataclass(frozen=True)
