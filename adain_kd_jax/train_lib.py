@@ -56,7 +56,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   with run_lib.mock_data(config):
     run = run_lib.create_run(config, workdir)
     try:
-      return train(run, start_time=start_time)
+      return train(run, run.state, run.meta, start_time=start_time)
     finally:
       run.close()
 
@@ -158,7 +158,7 @@ class _Batches:
                               P(None, 'data'))
 
 
-def _announce(run, start_step):
+def _announce(run, start_step, meta):
   """Says that the data are mock data, or that the run resumes."""
   config = run.config
   if config.get('mock_data', 0):
@@ -166,7 +166,7 @@ def _announce(run, start_step):
           '(tfds.testing.mock_data)'
           + (f', a random {config.teacher} teacher' if run.random_teacher
              else '') + '; the accuracies mean nothing.', flush=True)
-  if run.meta.get('resumes'):
+  if meta.get('resumes'):
     print(f'Resuming {run.workdir} at step {start_step}.', flush=True)
 
 
@@ -206,9 +206,10 @@ def _evaluate_and_log(run, state, step, meta, writer, clock):
   return results, meta
 
 
-def train(run: run_lib.Run, start_time: float | None = None
-          ) -> dict[str, Any]:
-  """Trains `run` from its state to `total_steps`; returns the summary.
+def train(run: run_lib.Run, state, meta: dict[str, Any],
+          start_time: float | None = None) -> dict[str, Any]:
+  """Trains `run` from `state` (with its checkpoint `meta`: best accuracy,
+  earlier segments' totals) to `total_steps`; returns the summary.
 
   Checkpoints at every log/checkpoint/eval boundary, stops cleanly on
   SIGTERM or Ctrl-C (see `train_and_evaluate`), writes metrics.jsonl and
@@ -216,10 +217,10 @@ def train(run: run_lib.Run, start_time: float | None = None
   """
   start_time = time.time() if start_time is None else start_time
   config, is_main = run.config, jax.process_index() == 0
-  state, meta = run.state, dict(run.meta)
+  meta = dict(meta)
   start_step = int(state.step)
   if is_main:
-    _announce(run, start_step)
+    _announce(run, start_step, meta)
   clock = _Clock(start_time, {k: meta.get(k, 0) for k in _TOTALS})
   batches = _Batches(run, start_step)
   boundaries = (config.log_every_steps, config.checkpoint_every_steps,

@@ -16,7 +16,6 @@ from typing import Any, Callable, Iterator
 
 from adain_kd_jax import preflight
 from adain_kd_jax.data import batching
-from adain_kd_jax.data import imagenet
 from adain_kd_jax.data import registry
 from adain_kd_jax.data import sources
 
@@ -81,6 +80,10 @@ class StreamingData:
 
   def __init__(self, config, process_index: int, process_count: int):
     # config_checks.check has refused holdout and device_data here.
+    # grain is imported by streamed sets only: in-memory runs do without it.
+    # pylint: disable-next=g-import-not-at-top
+    from adain_kd_jax.data import imagenet
+    self._imagenet = imagenet
     self._config = config
     self._host = dict(process_index=process_index,
                       process_count=process_count)
@@ -106,7 +109,7 @@ class StreamingData:
   def train_batches(self, start_step: int, *, indices_only: bool = False):
     del indices_only  # device_data is refused in __init__.
     source = sources.First(self._train, self.num_train)
-    return self._track(imagenet.train_batches(
+    return self._track(self._imagenet.train_batches(
         source, global_batch_size=self._config.batch_size,
         seed=self._config.seed, start_step=start_step,
         num_workers=self._workers, size=self._size, **self._host))
@@ -116,7 +119,7 @@ class StreamingData:
     if self._config.test_limit:
       n = min(n, self._config.test_limit)
     source = sources.First(self._test, n)
-    return {'test': lambda: self._track(imagenet.eval_batches(
+    return {'test': lambda: self._track(self._imagenet.eval_batches(
         source, global_batch_size=self._config.eval_batch_size,
         num_workers=self._workers, size=self._size, **self._host))}
 
