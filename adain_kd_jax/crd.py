@@ -9,14 +9,12 @@ Everything the `crd` method adds to the student, as RepDistiller's `crd/`:
   - the negative sampler (`crd_sample_contrast`);
   - the loss, which also returns the updated memory bank (`crd_loss`), and
     its two parts: the normalised contrast scores (`crd_contrast_scores`)
-    and the new memory rows (`crd_memory_rows`);
-  - the settings read from `config.crd` (`CRDSettings`).
-`distill.py` wires them into the training objective. The published recipe:
+    and the new memory rows (`crd_memory_rows`).
+The `CRD` term (`methods/baseline_terms.py`) reads the settings of
+`config.crd` and wires these into the training objective. The published recipe:
 docs/method.md, section "Baselines". Losses are computed in float32 (float64
 stays float64).
 """
-
-import dataclasses
 
 import flax.linen as nn
 import jax
@@ -367,17 +365,3 @@ class CRDHeads(nn.Module):
     e_s = nn.Dense(self.dim, name='embed_s')(f_s_NC.astype(jnp.float32))
     e_t = nn.Dense(self.dim, name='embed_t')(f_t_NC.astype(jnp.float32))
     return crd_embed_normalize(e_s), crd_embed_normalize(e_t)
-
-
-@dataclasses.dataclass(frozen=True)
-class CRDSettings:
-  """The sampling and memory settings of `config.crd`.
-
-  Published (Tian et al.): temperature 0.07, 16384 negatives, momentum 0.5,
-  negatives drawn from other classes (RepDistiller's 'exact' mode). The
-  embedding size is `CRDHeads.dim`.
-  """
-  temperature: float
-  num_negatives: int
-  momentum: float
-  class_aware: bool  # RepDistiller's 'exact' sampling of other-class items.

@@ -125,7 +125,11 @@ class DKD(base.Term):
 class CRD(base.Term):
   """Contrastive representation distillation: embedding heads, a memory
   bank of every training example (the term's state) and sampled negatives.
-  The published settings are `config.crd`'s defaults."""
+
+  Published (Tian et al.), `config.crd`'s defaults: temperature 0.07, 16384
+  negatives, momentum 0.5, negatives drawn from other classes (RepDistiller's
+  'exact' mode), 128-d embeddings.
+  """
   stateful = True
   dim: int = 128
   temperature: float = 0.07
