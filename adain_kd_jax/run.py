@@ -147,9 +147,7 @@ def _create(config, workdir, mesh, data):
                            train_labels=data.train_labels)
   init_key = jax.random.key(config.seed)
   replicated = NamedSharding(mesh, P())
-  abstract_state = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-      jax.eval_shape(init, init_key))
+  abstract_state = _placed(jax.eval_shape(init, init_key), replicated)
   ckpt, state, meta = None, None, {'best_accuracy': -1.0, 'best_step': 0}
   if workdir is not None:
     state_bytes = sum(x.size * x.dtype.itemsize
@@ -198,10 +196,17 @@ def _teacher(config, distiller, info, image_shape, mesh):
             jnp.zeros((1, *image_shape), jnp.float32), train=False),
         out_shardings=replicated)()
     return variables, {}, True
-  abstract = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-      distill.teacher_variables_struct(distiller, image_shape))
   variables, meta = checkpoints.load_teacher(
       teacher_dir, model=config.teacher, num_classes=info.num_classes,
-      abstract_variables=abstract)
+      abstract_variables=_placed(
+          distill.teacher_variables_struct(distiller, image_shape),
+          replicated))
   return variables, meta, False
+
+
+def _placed(shapes, sharding):
+  """Shapes and dtypes (`jax.eval_shape`) as abstract arrays on `sharding`:
+  what orbax restores onto."""
+  return jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+      shapes)
