@@ -53,6 +53,14 @@ def _loss(distiller, params, batch_stats, teacher_vars, images, labels_N,
   return loss, (metrics, updated['batch_stats'], updated['aux'])
 
 
+def _student_train(distiller, variables, images):
+  """The student's (logits, features) in training mode, as loss_fn runs it."""
+  return distiller.student.apply(
+      {'params': variables['params']['student'],
+       'batch_stats': variables['batch_stats']['student']},
+      images, train=True, mutable=['batch_stats'])[0]
+
+
 def _setup(config, mesh):
   distiller = distill.create(config, 10, IMAGE_SHAPE)
   tx, schedule = steps.create_optimizer(config, 10, 100)
@@ -140,10 +148,7 @@ def test_teacher_batch_norm_statistics_never_change():
   _, (metrics, _, _) = _loss(kd_distiller, variables['params'],
                              variables['batch_stats'], teacher_vars, images,
                              batch['label'])
-  z_s, _ = distiller.student.apply(
-      {'params': variables['params']['student'],
-       'batch_stats': variables['batch_stats']['student']},
-      images, train=True, mutable=['batch_stats'])[0]
+  z_s, _ = _student_train(distiller, variables, images)
   from adain_kd_jax import losses  # pylint: disable=g-import-not-at-top
   np.testing.assert_allclose(metrics['kd'], losses.kd(z_s, z_t), rtol=1e-5)
 
@@ -203,10 +208,7 @@ def test_logit_mse_is_one_term_and_one_config_block():
   loss, (metrics, _, _) = _loss(distiller, variables['params'],
                                 variables['batch_stats'], teacher_vars,
                                 images, batch['label'])
-  (z_s, _), _ = distiller.student.apply(
-      {'params': variables['params']['student'],
-       'batch_stats': variables['batch_stats']['student']},
-      images, train=True, mutable=['batch_stats'])
+  z_s, _ = _student_train(distiller, variables, images)
   z_t, _ = distiller.teacher.apply(teacher_vars, images, train=False)
   expected = np.mean(np.square(np.asarray(z_s) - np.asarray(z_t)))
   np.testing.assert_allclose(metrics['logit_mse'], expected, rtol=1e-5)
@@ -234,10 +236,7 @@ def test_dkd_warm_up_and_at_sum_are_wired_as_published():
     _, (metrics, _, _) = _loss(distiller, variables['params'],
                                variables['batch_stats'], teacher_vars,
                                images, batch['label'], step=int(epoch) - 1)
-    (z_s, f_s), _ = distiller.student.apply(
-        {'params': variables['params']['student'],
-         'batch_stats': variables['batch_stats']['student']},
-        images, train=True, mutable=['batch_stats'])
+    z_s, f_s = _student_train(distiller, variables, images)
     z_t, f_t = distiller.teacher.apply(teacher_vars, images, train=False)
     if method == 'dkd':
       expected = factor * losses_baselines.dkd(
@@ -265,10 +264,7 @@ def test_fitnet_is_the_hint_regressor_then_a_plain_mse():
                                      variables['batch_stats'], teacher_vars,
                                      images, batch['label'])
   assert set(new_stats) == {'student', 'hint'}
-  (_, f_s), _ = distiller.student.apply(
-      {'params': variables['params']['student'],
-       'batch_stats': variables['batch_stats']['student']},
-      images, train=True, mutable=['batch_stats'])
+  _, f_s = _student_train(distiller, variables, images)
   h_out, _ = distiller.hints.apply(
       {'params': variables['params']['hint'],
        'batch_stats': variables['batch_stats']['hint']},
