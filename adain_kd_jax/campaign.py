@@ -137,6 +137,7 @@ def build_jobs(runs: Sequence[Run], workdir: str, sets: dict[str, Any],
       set_field(config, field, value)
     if toy:
       config.holdout = 128 if config.holdout else 0
+      config.train_per_class = 32 if config.train_per_class else 0
       if config.teacher_checkpoint:
         config.teacher_checkpoint = os.path.abspath(
             moved(config.teacher_checkpoint))

@@ -13,7 +13,8 @@ anything is compiled or written:
   * run.create_run: batch sizes divisible by the device count; batch_size
     no larger than the training set.
   * data.loader / data.sources / preflight: holdout smaller than the training
-    set; the data files exist; images and labels fit the data set.
+    set; every class has train_per_class examples; the data files exist;
+    images and labels fit the data set.
   * distill.create: teacher and student stage counts agree (feature methods,
     AT); each of config.points is a stage of the model; FitNet's hint
     regressors map the student's maps to the teacher's shapes.
@@ -86,14 +87,19 @@ def _check_data(config) -> None:
   if mock and config.get('decode_in_workers', False):
     _fail('decode_in_workers', True, 'tfds mock data cannot serve encoded '
           'images; use --config.decode_in_workers=False with mock_data.')
-  for field in ('train_limit', 'test_limit', 'holdout', 'crop_padding'):
+  for field in ('train_limit', 'test_limit', 'holdout', 'crop_padding',
+                'train_per_class'):
     if config[field] < 0:
       _fail(field, config[field], 'it must be >= 0 (0 = off).')
+  seed = config.holdout_seed
+  if isinstance(seed, bool) or not isinstance(seed, int) or seed < -1:
+    _fail('holdout_seed', seed,
+          "use an int >= 0 (or -1 for the run's own config.seed).")
   if config.get('num_workers', 0) < 0:
     _fail('num_workers', config.num_workers,
           'it must be >= 0 (0 = one per core).')
   if registry.DATASETS[config.dataset].streamed:
-    for field in ('holdout', 'device_data'):
+    for field in ('holdout', 'train_per_class', 'device_data'):
       if config[field]:
         raise ValueError(
             f'config.{field}={config[field]!r} is invalid for '

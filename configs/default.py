@@ -34,6 +34,13 @@ def get_config():
   # Examples held out of the training set for tuning (0 = none). When set,
   # evaluation also reports `val` accuracy, and weights are chosen on it.
   config.holdout = 0
+  # Seed of that split (int >= 0): fixed, so every run seed validates on the
+  # same images and a teacher trained with the same holdout never saw them.
+  # -1 = the run's own config.seed (how runs before 2026-12 chose it).
+  config.holdout_seed = 0
+  # Train on a fixed class-balanced subset: N examples of every class, drawn
+  # (with holdout_seed) from the training images the holdout left (0 = all).
+  config.train_per_class = 0
   config.crop_padding = 4  # Random crop of the original size after padding.
   config.flip = True  # Random horizontal flip.
   # Streamed sets (ImageNet) only; the in-memory sets ignore these three.

@@ -5,9 +5,10 @@ r"""The Fashion-MNIST benchmark: one (teacher, student, method) cell.
     --config.seed=0 [--config.device_data=True --config.steps_per_call=16]
 
 The results in results/fashion_mnist_benchmark use it (its plan.py lists every
-run). Recipe: 5,000 training images held out as a validation split (chosen
-per seed; the best epoch and every tuning choice are made on it, never on
-test), 55,000 for training; 30 epochs of batch 128, SGD momentum 0.9, lr 0.05
+run). Recipe: 5,000 training images held out as a validation split (fixed by
+holdout_seed 0, the same for every run seed and held out of the teachers
+too; the best epoch and every tuning choice are made on it, never on test),
+55,000 for training; 30 epochs of batch 128, SGD momentum 0.9, lr 0.05
 (0.01 for ShuffleV1/ShuffleV2/MobileNetV2, as in the CRD benchmark) with
 cosine decay, weight decay 5e-4, crop (4-pixel padding) and flip; evaluation
 every epoch. Teachers: `teachers/fashion_mnist_<teacher>` (trained with
@@ -35,6 +36,7 @@ def get_config(arg=None):
   config = default.get_config()
   config.dataset = 'fashion_mnist'
   config.holdout = 5000
+  config.holdout_seed = 0
   config.model = args.student
   config.teacher = args.teacher
   config.method = args.method

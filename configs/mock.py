@@ -26,6 +26,7 @@ MOCK = {
     'train_limit': 0,
     'test_limit': 0,
     'holdout': 0,
+    'train_per_class': 0,
     'batch_size': 16,
     'eval_batch_size': 32,
     'num_train_steps': 4,

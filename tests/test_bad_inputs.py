@@ -135,6 +135,13 @@ CASES = [
     ('holdout_too_large', {'holdout': 256}, ValueError,
      r'config.holdout=256 is invalid: it must be smaller than the 256 '
      r'training examples'),
+    ('holdout_seed_below_minus_one', {'holdout_seed': -2}, ValueError,
+     r'config.holdout_seed=-2 is invalid: use an int >= 0 \(or -1 for'),
+    ('negative_train_per_class', {'train_per_class': -5}, ValueError,
+     r'config.train_per_class=-5 is invalid: it must be >= 0'),
+    ('train_per_class_too_large', {'train_per_class': 30}, ValueError,
+     r'config.train_per_class=30 is invalid: class \d has only \d+ '
+     r'training examples'),
     ('unknown_compare_method', {'compare_to': 'nope'}, ValueError,
      r"Unknown method 'nope' \(config.compare_to\). Valid methods: "),
     ('labels_out_of_range', {'data_dir': '@bad_label_dir'}, ValueError,

@@ -226,8 +226,8 @@ def test_fashion_mnist_teacher_recipe():
   config = fashion_mnist_teacher.get_config('resnet56')
   assert (config.model, config.method, config.export) == (
       'resnet56', 'none', True)
-  assert (config.num_epochs, config.batch_size, config.holdout) == (
-      40.0, 256, 0)
+  assert (config.num_epochs, config.batch_size, config.holdout,
+          config.holdout_seed) == (40.0, 256, 5000, 0)
   assert fashion_mnist_teacher.get_config('model=resnet56').model == 'resnet56'
   assert fashion_mnist_teacher.get_config().model == 'wrn_40_2'
 

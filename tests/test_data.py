@@ -171,6 +171,57 @@ def test_split_holdout():
     sources.split_holdout(images, labels, 20, seed=0)
 
 
+def test_class_balanced_subset():
+  """per_class examples of each class, fixed by the seed, in original order."""
+  images, _ = _indexed_set(60)
+  labels = np.arange(60, dtype=np.int32) % 3
+  x, y = sources.class_balanced_subset(images, labels, 4, seed=1)
+  np.testing.assert_array_equal(np.bincount(y), [4, 4, 4])
+  index = x[:, 0, 0, 0].astype(np.int64)
+  assert np.all(np.diff(index) > 0)  # Original order, no repeats.
+  np.testing.assert_array_equal(labels[index], y)
+  x2, _ = sources.class_balanced_subset(images, labels, 4, seed=1)
+  np.testing.assert_array_equal(x, x2)
+  x3, _ = sources.class_balanced_subset(images, labels, 4, seed=2)
+  assert not np.array_equal(x, x3)
+  with pytest.raises(ValueError, match='class 0 has only 20 training'):
+    sources.class_balanced_subset(images, labels, 21, seed=1)
+
+
+def _in_memory(monkeypatch, **fields):
+  """InMemoryData over a 200-example indexed set (10 classes), no files."""
+  from adain_kd_jax.data import loader  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  images, _ = _indexed_set(200)
+  labels = np.arange(200, dtype=np.int32) % 10
+  monkeypatch.setattr(loader.sources, 'load',
+                      lambda *a, **k: (images, labels))
+  monkeypatch.setattr(loader.preflight, 'check_arrays', lambda *a, **k: None)
+  config = default.get_config()
+  config.update(fields)
+  return loader.InMemoryData(config, 0, 1)
+
+
+def test_validation_split_is_the_same_for_every_run_seed(monkeypatch):
+  """holdout_seed fixes the split: seeds 0 and 7 validate on the same images,
+  never trained on; the student subset is fixed and class-balanced too."""
+  kw = dict(holdout=50, holdout_seed=0, train_per_class=5)
+  a = _in_memory(monkeypatch, seed=0, **kw)
+  b = _in_memory(monkeypatch, seed=7, **kw)
+  val_a = a.splits['val'][1]
+  np.testing.assert_array_equal(a.splits['val'][0], b.splits['val'][0])
+  np.testing.assert_array_equal(a.train_images, b.train_images)
+  assert a.num_train == 50 and len(val_a) == 50
+  np.testing.assert_array_equal(np.bincount(a.train_labels), [5] * 10)
+  train_index = a.train_images[:, 0, 0, 0]
+  assert not set(train_index) & set(a.splits['val'][0][:, 0, 0, 0])
+  # -1: the run's own seed (as before the fixed split): seeds differ.
+  c = _in_memory(monkeypatch, seed=0, holdout=50, holdout_seed=-1)
+  d = _in_memory(monkeypatch, seed=7, holdout=50, holdout_seed=-1)
+  assert not np.array_equal(c.splits['val'][0], d.splits['val'][0])
+  np.testing.assert_array_equal(c.splits['val'][0], a.splits['val'][0])
+
+
 def test_fetch_data_without_apt(tmp_path, monkeypatch):
   """Without apt-get, fetch explains the alternatives."""
   monkeypatch.setattr(fetch, 'SYSTEM_DIR', str(tmp_path / 'none'))

@@ -20,6 +20,17 @@ from adain_kd_jax.data import registry
 from adain_kd_jax.data import sources
 
 
+def holdout_seed(config) -> int:
+  """The seed of the validation split and of the student subset.
+
+  `config.holdout_seed` (fixed, the same split for every run seed), or the
+  run's own `config.seed` where it is -1 (how runs before the fixed split
+  chose it; configs without the field are such runs).
+  """
+  seed = config.get('holdout_seed', -1)
+  return config.seed if seed == -1 else seed
+
+
 class InMemoryData:
   """A small data set held as arrays: train (minus holdout), val, test."""
   streaming = False
@@ -41,7 +52,13 @@ class InMemoryData:
         raise ValueError(
             f'config.holdout={config.holdout} is invalid: it must be smaller '
             f'than the {len(train[0])} training examples.')
-      train, val = sources.split_holdout(*train, config.holdout, config.seed)
+      train, val = sources.split_holdout(*train, config.holdout,
+                                         holdout_seed(config))
+    if config.get('train_per_class', 0):
+      # Chosen from what the holdout left, with the split's own seed: the
+      # same subset for every run seed, never a validation image.
+      train = sources.class_balanced_subset(*train, config.train_per_class,
+                                            holdout_seed(config))
     self.splits = {'train': train, 'test': test}
     if val is not None:
       self.splits['val'] = val

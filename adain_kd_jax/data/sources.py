@@ -331,3 +331,41 @@ def split_holdout(
   train = np.sort(perm[num_holdout:])
   return (images[train], labels[train]), (images[holdout], labels[holdout])
 
+
+def class_balanced_subset(
+    images: np.ndarray, labels: np.ndarray, per_class: int, seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+  """`per_class` random examples of every class, in their original order.
+
+  Deterministic in `seed` (a fixed subset, the same for every run that names
+  the same seed). Each class is drawn from its own stream of the seed, so a
+  class's pick does not depend on how many examples the other classes have.
+
+  Args:
+    images: [N, ...] array.
+    labels: [N] integer array.
+    per_class: examples kept of each class (>= 1).
+    seed: seed of the random choice.
+
+  Returns:
+    `(images, labels)` of `per_class * number of classes present` examples.
+
+  Raises:
+    ValueError: a class with fewer than `per_class` examples (naming it).
+  """
+  if len(labels) != len(images):
+    raise ValueError(f'class_balanced_subset: {len(images)} images but '
+                     f'{len(labels)} labels.')
+  keep = []
+  for c in np.unique(labels):
+    members = np.flatnonzero(labels == c)
+    if len(members) < per_class:
+      raise ValueError(
+          f'config.train_per_class={per_class} is invalid: class {int(c)} '
+          f'has only {len(members)} training examples; use at most '
+          f'{len(members)}.')
+    rng = np.random.default_rng([seed, int(c)])
+    keep.append(rng.choice(members, per_class, replace=False))
+  keep = np.sort(np.concatenate(keep))
+  return images[keep], labels[keep]
+
