@@ -152,13 +152,18 @@ def _check_points(config) -> None:
 
 
 def _check_loss(config) -> None:
-  """loss.adain_kind, loss.adain_stats (from losses) and loss.temperature."""
+  """loss.adain_kind, loss.adain_stats (from losses), the temperatures and
+  the AdaIN warm-up."""
   _one_of('loss.adain_kind', config.loss.adain_kind, losses.ADAIN_LOSS_KINDS,
           quote=True)
   _one_of('loss.adain_stats', config.loss.adain_stats, losses.ADAIN_STATS,
           quote=True)
-  if config.loss.temperature <= 0:
-    _fail('loss.temperature', config.loss.temperature, 'it must be > 0.')
+  for field in ('temperature', 'adain_temperature'):
+    if config.loss[field] <= 0:
+      _fail(f'loss.{field}', config.loss[field], 'it must be > 0.')
+  if config.loss.adain_warmup_epochs < 0:
+    _fail('loss.adain_warmup_epochs', config.loss.adain_warmup_epochs,
+          'it must be >= 0 (0 = no warm-up).')
 
 
 def _check_baselines(config) -> None:

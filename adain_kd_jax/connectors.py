@@ -2,8 +2,9 @@
 
 - `Connector` (the connector `r` of docs/method.md, section "The
   connector"): a 1x1 convolution to the teacher's channel count followed by
-  BatchNorm, for adain, adain_kd's `fm` term and stat_l2. Spatial sizes are
-  left alone: AdaIN moves only statistics.
+  BatchNorm (optionally a ReLU after it), for the AdaIN, `fm` and
+  `stat_mean` terms of adain and adain_kd, and for stat_l2. Spatial sizes
+  are left alone: AdaIN moves only statistics.
 - `HintRegressor`: FitNet's hint regressor as in the CRD benchmark
   (RepDistiller `models/util.py` `ConvReg`, also mdistiller's), which maps
   the student's map onto the teacher's channels *and* spatial size, for the
@@ -19,9 +20,12 @@ import jax.numpy as jnp
 
 
 class Connector(nn.Module):
-  """1x1 conv (no bias) + BatchNorm, to `features` channels."""
+  """1x1 conv (no bias) + BatchNorm (+ ReLU if `relu`), to `features`
+  channels. The ReLU is the authors' released connector; it has no
+  parameters, so a checkpoint's layout does not depend on it."""
   features: int
   dtype: Any = jnp.float32
+  relu: bool = False
 
   @nn.compact
   def __call__(self, x_NHWC, *, train: bool):
@@ -29,8 +33,9 @@ class Connector(nn.Module):
                 kernel_init=nn.initializers.variance_scaling(
                     2.0, 'fan_out', 'normal'),
                 name='conv')(x_NHWC)
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                        epsilon=1e-5, dtype=self.dtype, name='bn')(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                     epsilon=1e-5, dtype=self.dtype, name='bn')(x)
+    return nn.relu(x) if self.relu else x
 
 
 class Connectors(nn.Module):
@@ -38,13 +43,15 @@ class Connectors(nn.Module):
 
   Attributes:
     channels: ((feature_name, teacher_channels), ...), e.g. (('stage2', 32),).
+    relu: end each connector with a ReLU (config.connector_relu).
   """
   channels: tuple[tuple[str, int], ...]
   dtype: Any = jnp.float32
+  relu: bool = False
 
   @nn.compact
   def __call__(self, features: dict[str, Any], *, train: bool):
-    return {name: Connector(c, dtype=self.dtype, name=name)(
+    return {name: Connector(c, dtype=self.dtype, relu=self.relu, name=name)(
         features[name], train=train) for name, c in self.channels}
 
 

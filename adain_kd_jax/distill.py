@@ -200,7 +200,8 @@ def create(config, num_classes: int, image_shape,
     if connector_stages:
       connectors = connectors_lib.Connectors(
           channels=tuple((f'stage{k}', t_feats[f'stage{k}'].shape[-1])
-                         for k in connector_stages), dtype=dtype)
+                         for k in connector_stages), dtype=dtype,
+          relu=bool(config.connector_relu))
     if hint_stages:
       hints = _hint_regressors(student, t_feats, hint_stages, image_shape,
                                dtype)

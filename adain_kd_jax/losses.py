@@ -304,3 +304,27 @@ def stat_l2(f_t_NHWC: jax.Array,
   mu_s_NC, sigma_s_NC = channel_stats(f_s_NHWC, eps)
   return (jnp.mean(jnp.square(mu_s_NC - mu_t_NC))
           + jnp.mean(jnp.square(sigma_s_NC - sigma_t_NC)))
+
+
+def stat_mean_l2(f_t_NHWC: jax.Array, f_s_NHWC: jax.Array) -> jax.Array:
+  """Mean-only statistics L2: `mean_{n,c} (mu_s - mu_t)^2`.
+
+  The channel means of `channel_stats` alone (the statistics term of the
+  authors' released follow-up code, run beside the squared error through the
+  teacher's classifier). No gradient into the teacher side.
+
+  Args:
+    f_t_NHWC: teacher feature, shape (N, Ht, Wt, C).
+    f_s_NHWC: student feature after the connector, shape (N, Hs, Ws, C);
+      spatial sizes may differ.
+
+  Returns:
+    Scalar float32 loss.
+
+  Raises:
+    ValueError: on mismatched channels or batch sizes.
+  """
+  check_same_channels_and_batch(f_t_NHWC, f_s_NHWC)
+  mu_t_NC = jnp.mean(as_float(jax.lax.stop_gradient(f_t_NHWC)), axis=(1, 2))
+  mu_s_NC = jnp.mean(as_float(f_s_NHWC), axis=(1, 2))
+  return jnp.mean(jnp.square(mu_s_NC - mu_t_NC))

@@ -105,6 +105,9 @@ def _method(config):
   config.points = (3,)
   # One weight (a number) per entry of config.points: the same length.
   config.point_weights = (1.0,)
+  # End each connector (1x1 conv + BN) with a ReLU, as the authors' released
+  # code does (True or False).
+  config.connector_relu = False
 
 
 def _loss(config):
@@ -114,7 +117,7 @@ def _loss(config):
   config.loss = ml_collections.ConfigDict()
   config.loss.ce = 1.0  # Cross-entropy with the labels (every method).
   config.loss.kd = 1.0  # gamma: Hinton KD, tau^2 KL (kd, adain_kd).
-  # tau (> 0): the temperature of kd, dkd and loss.adain_kind='kl'.
+  # tau (> 0): the temperature of kd and dkd.
   config.loss.temperature = 4.0
   # beta: L_adain is a squared error on logits (about 10 at the start, where
   # CE is about 2.3); weights near 1 slowed learning in a trial. 0.3 was
@@ -128,6 +131,13 @@ def _loss(config):
   # 'both', 'mean' (with the teacher's own std) or 'std' (with the teacher's
   # own mean).
   config.loss.adain_stats = 'both'
+  # tau (> 0) of loss.adain_kind='kl': AdaIN's own, apart from KD's.
+  config.loss.adain_temperature = 4.0
+  # Linear warm-up of the AdaIN term over N epochs (>= 0; 0 = none).
+  config.loss.adain_warmup_epochs = 0.0
+  # Mean-only statistics L2 at config.points, through the connectors,
+  # added to adain / adain_kd (the authors' released form); 0 = off.
+  config.loss.stat_mean = 0.0
   config.loss.fm = 0.0  # alpha: FitNet term added to adain / adain_kd.
   config.loss.fitnet = 100.0  # FitNet method weight (as in the CRD benchmark).
   config.loss.stat_l2 = 1.0  # Statistics-L2 ablation weight (stat_l2).

@@ -142,6 +142,10 @@ CASES = [
     ('train_per_class_too_large', {'train_per_class': 30}, ValueError,
      r'config.train_per_class=30 is invalid: class \d has only \d+ '
      r'training examples'),
+    ('zero_adain_temperature', {'loss.adain_temperature': 0.0}, ValueError,
+     r'config.loss.adain_temperature=0.0 is invalid: it must be > 0'),
+    ('negative_adain_warmup', {'loss.adain_warmup_epochs': -1.0}, ValueError,
+     r'config.loss.adain_warmup_epochs=-1.0 is invalid: it must be >= 0'),
     ('unknown_compare_method', {'compare_to': 'nope'}, ValueError,
      r"Unknown method 'nope' \(config.compare_to\). Valid methods: "),
     ('labels_out_of_range', {'data_dir': '@bad_label_dir'}, ValueError,

@@ -326,6 +326,29 @@ def test_from_json_round_trips_a_recorded_config(tmp_path):
   assert not _undeclared(config)
 
 
+def test_from_json_gives_an_older_recording_what_it_ran_under(tmp_path):
+  """A config.json written before the fixed split and AdaIN's own settings
+  comes back with the values that reproduce it: the split of the run's own
+  seed, AdaIN at KD's temperature, no warm-up, no stat_mean, no ReLU."""
+  recorded = default.get_config().to_dict()
+  recorded['loss']['temperature'] = 2.0
+  for field in from_json.OLDER_RUNS:
+    *parents, leaf = field.split('.')
+    node = recorded
+    for part in parents:
+      node = node[part]
+    del node[leaf]
+  path = tmp_path / 'config.json'
+  path.write_text(json.dumps(recorded))
+  config = from_json.get_config(str(path))
+  assert (config.holdout_seed, config.train_per_class,
+          config.connector_relu) == (-1, 0, False)
+  assert (config.loss.adain_temperature, config.loss.adain_warmup_epochs,
+          config.loss.stat_mean) == (2.0, 0.0, 0.0)
+  assert not _undeclared(config)
+  config_checks.check(config)
+
+
 def test_every_default_key_has_a_comment():
   """Each `config.x = ...` of default.py has a comment beside or above it."""
   with open(os.path.join(_CONFIG_DIR, 'default.py')) as f:

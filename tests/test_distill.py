@@ -83,8 +83,9 @@ def test_one_step_updates_student_only(method):
   metrics = jax.device_get(metrics)
 
   assert int(new_state.step) == 1
+  # Terms of weight 0 (fm, stat_mean by default) are left out.
   expected_terms = set(t for t in distill.METHODS[method]
-                       if t != 'fm')  # fm is off (weight 0) by default.
+                       if t == 'ce' or config.loss[t] != 0)
   assert expected_terms <= set(metrics)
   assert all(np.isfinite(v) for v in metrics.values())
   moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), params_before,
@@ -245,6 +246,90 @@ def test_dkd_warm_up_and_at_sum_are_wired_as_published():
       expected = sum(losses_baselines.at(f_t[f'stage{k}'], f_s[f'stage{k}'])
                      for k in (1, 2, 3))
     np.testing.assert_allclose(metrics[method], expected, rtol=1e-5)
+
+
+def _adain_parts(config, step=0):
+  """(distiller, metrics, connected features, teacher features/logits, tail,
+  labels) of one loss_fn call, for checking the AdaIN family by hand."""
+  distiller = distill.create(config, 10, IMAGE_SHAPE, steps_per_epoch=10)
+  variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
+  teacher_vars = make_teacher_variables()
+  batch = _batch()
+  images = batch['image'].astype(np.float32) / 255.0
+  loss, (metrics, _, _) = _loss(distiller, variables['params'],
+                                variables['batch_stats'], teacher_vars,
+                                images, batch['label'], step=step)
+  _, f_s = _student_train(distiller, variables, images)
+  connected = distiller.connectors.apply(
+      {'params': variables['params']['connector'],
+       'batch_stats': variables['batch_stats']['connector']}, f_s,
+      train=True, mutable=['batch_stats'])[0]
+  z_t, f_t = distiller.teacher.apply(teacher_vars, images, train=False)
+  tail = lambda k, h: distiller.teacher.apply(teacher_vars, h, start=k,
+                                              train=False, method='tail')
+  return loss, metrics, connected, f_t, z_t, tail, batch['label']
+
+
+def test_adain_kl_takes_its_own_temperature_not_kds():
+  """loss.adain_temperature sets AdaIN's KL; loss.temperature is KD's."""
+  from adain_kd_jax import losses  # pylint: disable=g-import-not-at-top
+  config = _config('adain_kd', adain_kind='kl', temperature=2.0,
+                   adain_temperature=8.0)
+  config.points, config.point_weights = (2,), (1.0,)
+  _, metrics, con, f_t, z_t, tail, labels = _adain_parts(config)
+  expected = losses.adain_loss(f_t['stage2'], con['stage2'], z_t,
+                               lambda h: tail(2, h), kind='kl',
+                               temperature=8.0, labels_N=labels)
+  np.testing.assert_allclose(metrics['adain'], expected, rtol=1e-5)
+  other = losses.adain_loss(f_t['stage2'], con['stage2'], z_t,
+                            lambda h: tail(2, h), kind='kl',
+                            temperature=2.0, labels_N=labels)
+  assert abs(float(other) - float(expected)) > 1e-3 * abs(float(expected))
+  term = distill.create(config, 10, IMAGE_SHAPE).term
+  assert (term['adain'].temperature, term['kd'].temperature) == (8.0, 2.0)
+
+
+@pytest.mark.parametrize('step,factor', [(0, 0.0), (5, 0.25), (20, 1.0),
+                                         (35, 1.0)])
+def test_adain_warm_up_scales_the_term_linearly(step, factor):
+  """loss.adain_warmup_epochs=2 at 10 steps per epoch: min(step / 20, 1)."""
+  from adain_kd_jax import losses  # pylint: disable=g-import-not-at-top
+  config = _config('adain', adain_warmup_epochs=2.0)
+  _, metrics, con, f_t, z_t, tail, labels = _adain_parts(config, step=step)
+  plain = losses.adain_loss(f_t['stage3'], con['stage3'], z_t,
+                            lambda h: tail(3, h), labels_N=labels)
+  np.testing.assert_allclose(metrics['adain'], factor * plain, rtol=1e-5,
+                             atol=1e-7)
+
+
+def test_the_authors_form_adds_a_mean_only_statistics_term():
+  """adain + loss.stat_mean: CE + b L_adain + w mean_{n,c}(mu_s - mu_t)^2,
+  through a connector that ends with a ReLU (connector_relu)."""
+  config = _config('adain', adain=1.0, stat_mean=2.0)
+  config.connector_relu = True
+  loss, metrics, con, f_t, _, _, _ = _adain_parts(config)
+  mu_s = np.asarray(con['stage3'], np.float64).mean(axis=(1, 2))
+  mu_t = np.asarray(f_t['stage3'], np.float64).mean(axis=(1, 2))
+  expected = np.mean(np.square(mu_s - mu_t))
+  np.testing.assert_allclose(metrics['stat_mean'], expected, rtol=1e-5)
+  np.testing.assert_allclose(
+      loss, metrics['ce'] + metrics['adain'] + 2.0 * expected, rtol=1e-5)
+  assert float(np.min(np.asarray(con['stage3']))) >= 0.0  # The ReLU.
+
+
+def test_connector_relu_changes_the_output_not_the_parameters():
+  """A ReLU after the BN: relu(the plain connector), same parameter tree."""
+  from adain_kd_jax import connectors  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(3), (4, 5, 5, 6))
+  plain = connectors.Connector(8)
+  relu = connectors.Connector(8, relu=True)
+  variables = plain.init(jax.random.key(0), x, train=False)
+  assert (jax.tree.structure(variables)
+          == jax.tree.structure(relu.init(jax.random.key(0), x, train=False)))
+  y = plain.apply(variables, x, train=False)
+  np.testing.assert_array_equal(relu.apply(variables, x, train=False),
+                                jax.nn.relu(y))
+  assert float(jnp.min(y)) < 0.0  # So the ReLU did something.
 
 
 def test_fitnet_is_the_hint_regressor_then_a_plain_mse():

@@ -25,9 +25,9 @@ def holdout_seed(config) -> int:
 
   `config.holdout_seed` (fixed, the same split for every run seed), or the
   run's own `config.seed` where it is -1 (how runs before the fixed split
-  chose it; configs without the field are such runs).
+  chose it; configs/from_json.py gives their recordings -1).
   """
-  seed = config.get('holdout_seed', -1)
+  seed = config.holdout_seed
   return config.seed if seed == -1 else seed
 
 
@@ -54,7 +54,7 @@ class InMemoryData:
             f'than the {len(train[0])} training examples.')
       train, val = sources.split_holdout(*train, config.holdout,
                                          holdout_seed(config))
-    if config.get('train_per_class', 0):
+    if config.train_per_class:
       # Chosen from what the holdout left, with the split's own seed: the
       # same subset for every run seed, never a validation image.
       train = sources.class_balanced_subset(*train, config.train_per_class,

@@ -25,6 +25,7 @@ TERMS = {
     'stat_l2': adain_terms.StatL2,
     'adain': adain_terms.AdaIN,
     'fm': adain_terms.FeatureMatching,
+    'stat_mean': adain_terms.StatMean,
     'crd': baseline_terms.CRD,
     'dkd': baseline_terms.DKD,
 }
@@ -37,8 +38,8 @@ METHODS = {
     'fitnet': ('ce', 'fitnet'),
     'at': ('ce', 'at'),
     'stat_l2': ('ce', 'stat_l2'),
-    'adain': ('ce', 'adain', 'fm'),
-    'adain_kd': ('ce', 'adain', 'fm', 'kd'),
+    'adain': ('ce', 'adain', 'fm', 'stat_mean'),
+    'adain_kd': ('ce', 'adain', 'fm', 'stat_mean', 'kd'),
     'crd': ('ce', 'crd'),
     'dkd': ('ce', 'dkd'),
 }
