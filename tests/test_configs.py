@@ -221,6 +221,19 @@ def test_fashion_mnist_benchmark_recipe():
     fashion_mnist_distill.get_config('pair=x')
 
 
+def test_fashion_mnist_lowdata_recipe():
+  """The CPU benchmark cell: the fixed split, 500 images per class, the
+  55k teacher, the benchmark's recipe and DKD's warm-up at its length."""
+  from configs import fashion_mnist_lowdata  # pylint: disable=g-import-not-at-top
+  kd = fashion_mnist_lowdata.get_config()
+  assert (kd.holdout, kd.holdout_seed, kd.train_per_class) == (5000, 0, 500)
+  assert (kd.model, kd.teacher, kd.method) == ('resnet8', 'resnet20', 'kd')
+  assert kd.teacher_checkpoint == 'teachers/fashion_mnist_resnet20_55k'
+  assert (kd.loss.ce, kd.loss.kd, kd.learning_rate) == (0.1, 0.9, 0.05)
+  n = fashion_mnist_lowdata.NUM_EPOCHS
+  assert kd.num_epochs == n and kd.dkd.warmup_epochs == 20.0 * n / 240.0
+
+
 def test_fashion_mnist_teacher_recipe():
   from configs import fashion_mnist_teacher  # pylint: disable=g-import-not-at-top
   config = fashion_mnist_teacher.get_config('resnet56')
@@ -268,6 +281,8 @@ TYPICAL_ARGS = {
     'fashion_mnist_distill': [None, 'method=fitnet',
                               _arg('resnet56', 'resnet20', 'dkd')],
     'fashion_mnist_teacher': [None, 'resnet56'],
+    'fashion_mnist_lowdata': [None, 'student=wrn_16_1,method=adain',
+                              'method=crd'],
     'imagenet_distill': [None, 'method=kd', 'method=dkd'],
     'mock': ['cifar100_distill,method=crd', 'imagenet_distill,method=kd'],
 }

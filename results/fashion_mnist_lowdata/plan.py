@@ -1,0 +1,190 @@
+"""Every run of the low-data Fashion-MNIST benchmark, in the order they run.
+
+  python -m adain_kd_jax.campaign --plan=results/fashion_mnist_lowdata/plan.py \
+      --workdir=results/fashion_mnist_lowdata/runs [--only=curve/] [--list]
+
+Names are directories under runs/; a run whose summary.json is there is
+finished and skipped, and its committed config.json is what ran.
+  teacher/<model>                the teacher on the 55,000 training images
+                                 the validation split leaves, 40 epochs;
+  curve/<student>/e<E>/seed100   the student alone for E epochs on the
+                                 5,000-image subset: where validation
+                                 flattens sets the benchmark's length;
+  tune/<arm>/<setting>/seed100   three settings per arm (pair P1), chosen on
+                                 validation by code (`chosen`);
+  final/<teacher>-<student>/<arm>/seed<s>  the final grid, seeds 0-4, each
+                                 pair a sweep directory that
+                                 `python -m adain_kd_jax.report` reads.
+An arm is a method with fixed extra settings (the AdaIN variants are arms of
+the method adain). Every arm but `none` gets the same budget: three
+settings on tuning seed 100, which never enters the final grid. P2 reuses
+P1's choices (a selection effect the README states).
+"""
+
+import os
+
+from adain_kd_jax.campaign import best_on_val
+from adain_kd_jax.parallel import Run
+
+CELL = 'configs/fashion_mnist_lowdata.py'
+TEACHER = 'resnet20'
+P1 = ('resnet20', 'resnet8')
+P2 = ('resnet20', 'wrn_16_1')  # Across families: a wide ResNet student.
+TUNING_SEED = 100
+FINAL_SEEDS = (0, 1, 2, 3, 4)
+CURVE = {'resnet8': (20, 40, 80), 'wrn_16_1': (40, 80)}
+
+# CRD's published 16,384 negatives exceed the 5,000-image training set: the
+# nearest faithful setting keeps its class-aware sampling with 4,096 (the
+# 4,500 images of the other nine classes are enough).
+CRD_NEGATIVES = 4096
+
+# The arms: (method, fixed overrides, {setting: overrides}), each with three
+# settings around its published or natural value (marked *).
+ARMS = {
+    'none': ('none', {}, {}),
+    'kd': ('kd', {}, {f't{t}': {'loss.temperature': float(t)}
+                      for t in (2, 4, 8)}),  # *t4, CE 0.1 + KD 0.9
+    'logit_mse': ('logit_mse', {}, {f'w{w}': {'loss.logit_mse': w}
+                                    for w in (0.3, 1.0, 3.0)}),  # *w1
+    'fitnet': ('fitnet', {'points': (-1,)}, {
+        f'w{w}': {'loss.fitnet': float(w)} for w in (30, 100, 300)}),  # *w100
+    'at': ('at', {}, {f'w{w}': {'loss.at': float(w)}
+                      for w in (300, 1000, 3000)}),  # *w1000
+    'stat_l2': ('stat_l2', {'points': (-1,)}, {
+        f'w{w}': {'loss.stat_l2': w} for w in (0.3, 1.0, 3.0)}),  # *w1
+    'crd': ('crd', {'crd.num_negatives': CRD_NEGATIVES}, {
+        f'w{w}': {'loss.crd': w} for w in (0.4, 0.8, 1.6)}),  # *w0.8
+    'dkd': ('dkd', {}, {f'b{b}': {'dkd.beta': float(b)}
+                        for b in (2, 4, 8)}),  # *b8 (off the CIFAR table)
+}
+_ADAIN_WEIGHTS = (0.03, 0.1, 0.3)
+
+
+def _adain_arm(method, fixed, weights=_ADAIN_WEIGHTS, extra=()):
+  """An AdaIN arm: fixed overrides, three loss.adain weights (and the
+  fields in `extra` set to the same weight)."""
+  return (method, fixed, {f'w{w}': {'loss.adain': w,
+                                    **{f: w for f in extra}}
+                          for w in weights})
+
+
+ARMS.update({
+    # The authors' released form at the last stage: a connector ending in a
+    # ReLU, the squared error through the teacher's classifier (AdaIN at S on
+    # this pool + fc teacher) plus the mean-only statistics L2, weights 1/1.
+    'adain_authors': _adain_arm(
+        'adain', {'points': (0,), 'connector_relu': True},
+        weights=(0.3, 1.0, 3.0), extra=('loss.stat_mean',)),  # *w1
+    # S-1 and S with weights (1, 1): adding S-1 does not weaken S.
+    'adain_both_points': _adain_arm(
+        'adain', {'points': (-1, 0), 'point_weights': (1.0, 1.0)}),
+    'adain_s1_kl': _adain_arm('adain', {'points': (-1,),
+                                        'loss.adain_kind': 'kl'}),
+    # The variance contrast: the same point and kind, mean only vs both.
+    'adain_s1_mean': _adain_arm('adain', {'points': (-1,),
+                                          'loss.adain_stats': 'mean'}),
+    'adain_s1_both': _adain_arm('adain', {'points': (-1,)}),
+    # Today's default form (S, squared error), around its 0.3.
+    'adain_default': _adain_arm('adain', {'points': (0,)},
+                                weights=(0.1, 0.3, 1.0)),  # *w0.3
+    # KD's recipe (CE 0.1 + KD 0.9, tau 4) plus AdaIN at S with its own
+    # weights: 0.3 beside CE 0.1 is 10x adain's ratio to CE.
+    'adain_kd': _adain_arm('adain_kd', {'points': (0,)}),
+})
+ADAIN_ARMS = tuple(a for a in ARMS if a.startswith('adain_')
+                   and a != 'adain_kd')
+# On P2: the baselines, the student alone, adain_kd, the variance pair and
+# the AdaIN arm validation ranks best on P1 (`p2_arms`).
+P2_FIXED = ('none', 'kd', 'logit_mse', 'fitnet', 'at', 'stat_l2', 'crd',
+            'dkd', 'adain_kd', 'adain_s1_mean', 'adain_s1_both')
+
+
+def _cell(pair, arm):
+  method = ARMS[arm][0]
+  return f'{CELL}:teacher={pair[0]},student={pair[1]},method={method}'
+
+
+def _needs(pair):
+  return (f'teachers/fashion_mnist_{pair[0]}_55k',)
+
+
+def _tune_dir(workdir, arm, setting):
+  return os.path.join(workdir, f'tune/{arm}/{setting}/seed{TUNING_SEED}')
+
+
+def chosen(workdir):
+  """{arm: overrides} for each arm whose tuning has finished, chosen on the
+  validation split alone (the last evaluation's val_accuracy)."""
+  out = {}
+  for arm, (_, fixed, settings) in ARMS.items():
+    if not settings:
+      out[arm] = dict(fixed)
+      continue
+    name = best_on_val({n: [_tune_dir(workdir, arm, n)] for n in settings})
+    if name:
+      out[arm] = {**fixed, **settings[name]}
+  return out
+
+
+def best_adain_arm(workdir):
+  """The AdaIN arm with the best tuned validation top-1 on P1 (None until
+  every AdaIN arm has finished tuning)."""
+  from adain_kd_jax import parallel  # pylint: disable=g-import-not-at-top
+  best, best_val = None, None
+  for arm in ADAIN_ARMS:
+    dirs = [_tune_dir(workdir, arm, n) for n in ARMS[arm][2]]
+    if not all(os.path.exists(os.path.join(d, 'summary.json')) for d in dirs):
+      return None
+    val = max(parallel.read_summary(d)['val_accuracy'] for d in dirs)
+    if best_val is None or val > best_val:
+      best, best_val = arm, val
+  return best
+
+
+def p2_arms(workdir):
+  best = best_adain_arm(workdir)
+  return P2_FIXED + ((best,) if best and best not in P2_FIXED else ())
+
+
+def _curve(student, epochs):
+  return Run(f'curve/{student}/e{epochs}/seed{TUNING_SEED}',
+             _cell((TEACHER, student), 'none'),
+             {'num_epochs': float(epochs), 'seed': TUNING_SEED})
+
+
+def _tune(arm):
+  _, fixed, settings = ARMS[arm]
+  return [Run(f'tune/{arm}/{name}/seed{TUNING_SEED}', _cell(P1, arm),
+              {**fixed, **overrides, 'seed': TUNING_SEED}, needs=_needs(P1))
+          for name, overrides in settings.items()]
+
+
+def _final(pair, arm, overrides):
+  needs = () if arm == 'none' else _needs(pair)
+  return [Run(f'final/{pair[0]}-{pair[1]}/{arm}/seed{seed}', _cell(pair, arm),
+              dict(overrides, seed=seed), needs=needs)
+          for seed in FINAL_SEEDS]
+
+
+def get_plan(workdir):
+  """The runs in priority order: the decisive arms first (none, kd,
+  logit_mse, the AdaIN arms, adain_kd), then the other baselines; a final
+  run once its arm's tuning has chosen."""
+  runs = [Run(f'teacher/{TEACHER}',
+              f'configs/fashion_mnist_teacher.py:{TEACHER}',
+              export_to=f'teachers/fashion_mnist_{TEACHER}_55k')]
+  runs += [_curve(s, e) for s, epochs in CURVE.items() for e in epochs]
+  decisive = ('kd', 'logit_mse', *ADAIN_ARMS, 'adain_kd')
+  others = tuple(a for a in ARMS if a not in decisive and a != 'none')
+  done = chosen(workdir)
+  for group in (('none',) + decisive, others):
+    for arm in group:
+      runs += _tune(arm)
+    for arm in group:
+      if arm in done:
+        runs += _final(P1, arm, done[arm])
+  for arm in p2_arms(workdir):
+    if arm in done:
+      runs += _final(P2, arm, done[arm])
+  return runs
