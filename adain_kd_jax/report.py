@@ -249,8 +249,21 @@ def paired_rows(runs: Sequence[dict[str, Any]], reference: str
   return rows
 
 
+def holm_adjusted(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Holm-adjusted p-values over the family of every comparison in `rows`
+  (each row's last- and best-epoch difference): rows with 'p_last',
+  'p_best', 'holm_last', 'holm_best' added (None without an interval)."""
+  p = [(paired.p_value(r['last']),
+        paired.p_value(r['best']) if r['best'] else None) for r in rows]
+  flat = paired.holm([x for pair in p for x in pair])
+  return [dict(r, p_last=pl, p_best=pb, holm_last=flat[2 * i],
+               holm_best=flat[2 * i + 1])
+          for i, (r, (pl, pb)) in enumerate(zip(rows, p))]
+
+
 def paired_markdown(reference: str, rows: Sequence[dict[str, Any]]) -> str:
-  """The paired differences as a markdown table, then one verdict a row."""
+  """The paired differences as a markdown table (95% CIs, Holm-adjusted
+  p-values over the table's comparisons), then one verdict a row."""
   def cell(d):
     if d is None:
       return '-'
@@ -258,15 +271,22 @@ def paired_markdown(reference: str, rows: Sequence[dict[str, Any]]) -> str:
       return f'{d["mean"]:+.2f}'
     return f'{d["mean"]:+.2f} [{d["ci_low"]:+.2f}, {d["ci_high"]:+.2f}]'
 
-  lines = [f'| {reference} minus | n | last epoch, mean [95% CI] | best '
-           'epoch, mean [95% CI] | per-seed differences (last) |',
-           '|---|---:|---:|---:|---|']
+  def p(x):
+    return '-' if x is None else f'{x:.3g}'
+
+  rows = holm_adjusted(rows)
+  lines = [f'| {reference} minus | n | last epoch, mean [95% CI] | Holm p '
+           '(last) | best epoch, mean [95% CI] | Holm p (best) | per-seed '
+           'differences (last) |',
+           '|---|---:|---:|---:|---:|---:|---|']
   for r in rows:
     lines.append(f'| {r["method"]} | {r["last"]["n"]} | {cell(r["last"])} | '
-                 f'{cell(r["best"])} | '
+                 f'{p(r["holm_last"])} | {cell(r["best"])} | '
+                 f'{p(r["holm_best"])} | '
                  + ' '.join(f'{d:+.2f}' for d in r['last']['diffs']) + ' |')
   lines.append('')
-  lines += ['- ' + paired.verdict(reference, r['method'], r['last'])
+  lines += ['- ' + paired.verdict(reference, r['method'], r['last'],
+                                  adjusted_p=r['holm_last'])
             + ' (last epoch)' for r in rows]
   return '\n'.join(lines) + '\n'
 
@@ -303,7 +323,10 @@ def write_report(directory: str, runs, rows, figures=(),
              paired_markdown(paired_with, pairs),
              'Differences of test top-1 in points, per seed (same seed = '
              'same initialisation, validation split and batch order); 95% '
-             'confidence interval of the mean difference from Student t.', '']
+             'confidence interval of the mean difference from Student t '
+             '(not corrected); p-values of the paired t-test, Holm-adjusted '
+             f'over the {2 * len(pairs)} comparisons of this table (last and '
+             'best epoch), and the verdicts follow them.', '']
   if figures:
     text += ['Figures: ' + ', '.join(f'`{f}`' for f in figures) + '.', '']
   text += [f'TensorBoard: `tensorboard --logdir {directory}`.', '']
@@ -315,14 +338,14 @@ def write_report(directory: str, runs, rows, figures=(),
 
 def run_config(directory: str, run: dict[str, Any]):
   """The run's config: its config.json, else sweep.json's (None if neither)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import recorded_config  # pylint: disable=g-import-not-at-top
   path = os.path.join(run['dir'], 'config.json')
   if os.path.exists(path):
-    return ml_collections.ConfigDict(_read_json(path))
+    return recorded_config.load(path)
   path = os.path.join(directory, 'sweep.json')
   if not os.path.exists(path):
     return None
-  config = ml_collections.ConfigDict(_read_json(path)['config'])
+  config = recorded_config.from_dict(_read_json(path)['config'])
   config.method = run['method']
   config.seed = run['seed']
   config.compare_to = ''

@@ -47,3 +47,39 @@ def test_paired_difference_not_distinguishable_and_below():
   assert one['ci_low'] is None and 'one seed' in paired.verdict('x', 'y', one)
   with pytest.raises(ValueError, match='No common seeds'):
     paired.paired_difference({0: 1.0}, {1: 1.0})
+
+
+def test_p_value_is_the_paired_t_test():
+  """Mean 0.7, std sqrt(0.075), n 5: t = 0.7 / (std / sqrt 5) = 5.715, and
+  the two-sided p is 2 * P(T_4 > 5.715) = 0.00463 (scipy's ttest_1samp)."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  a = {0: 93.0, 1: 92.5, 2: 93.4, 3: 92.9, 4: 93.2}
+  b = {0: 92.0, 1: 92.0, 2: 92.4, 3: 92.4, 4: 92.7}
+  d = paired.paired_difference(a, b)
+  expected = stats.ttest_1samp(d['diffs'], 0.0).pvalue
+  assert paired.p_value(d) == pytest.approx(expected, rel=1e-9)
+  assert paired.p_value(d) == pytest.approx(0.00463, abs=5e-5)
+  assert paired.p_value(paired.paired_difference({0: 1.0}, {0: 0.0})) is None
+  same = paired.paired_difference({0: 1.0, 1: 2.0}, {0: 0.5, 1: 1.5})
+  assert paired.p_value(same) == 0.0
+
+
+def test_holm_by_hand():
+  """[.01, .04, .03, .2]: sorted x4, x3, x2, x1 with a running max:
+  .04, .09, max(.09, .08) = .09, .2 -- back in the given order."""
+  got = paired.holm([0.01, 0.04, 0.03, 0.2])
+  assert got == pytest.approx([0.04, 0.09, 0.09, 0.2])
+  assert paired.holm([0.5, None, 0.6]) == pytest.approx([1.0, None, 1.0])
+  assert paired.holm([]) == []
+
+
+def test_a_verdict_with_a_correction_follows_the_adjusted_p():
+  """Its CI excludes 0, but an adjusted p of 0.2 makes it undecided."""
+  a = {0: 93.0, 1: 92.5, 2: 93.4, 3: 92.9, 4: 93.2}
+  b = {0: 92.0, 1: 92.0, 2: 92.4, 3: 92.4, 4: 92.7}
+  d = paired.paired_difference(a, b)
+  text = paired.verdict('adain', 'kd', d, adjusted_p=0.2)
+  assert text.startswith('adain and kd are not distinguishable')
+  assert 'Holm-adjusted p=0.2' in text
+  assert paired.verdict('kd', 'adain', paired.paired_difference(b, a),
+                        adjusted_p=0.01).startswith('kd is below adain')
