@@ -249,8 +249,8 @@ def test_dkd_warm_up_and_at_sum_are_wired_as_published():
 
 
 def _adain_parts(config, step=0):
-  """(distiller, metrics, connected features, teacher features/logits, tail,
-  labels) of one loss_fn call, for checking the AdaIN family by hand."""
+  """(loss, metrics, connected features, teacher features, teacher logits,
+  tail, labels) of one loss_fn call, for checking the AdaIN family by hand."""
   distiller = distill.create(config, 10, IMAGE_SHAPE, steps_per_epoch=10)
   variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
   teacher_vars = make_teacher_variables()
