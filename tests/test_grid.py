@@ -235,3 +235,23 @@ def test_members_group_by_what_they_share(idx_data_dir, teacher_export):
   batch = base.copy_and_resolve_references()
   batch.batch_size = 32
   assert len({grid.group_key(c) for c in (base, other, batch)}) == 3
+
+
+def test_campaign_packs_ready_runs_into_grids(tmp_path, idx_data_dir,
+                                              teacher_export):
+  """campaign --grid: ready runs that share go to one grid; a teacher run,
+  a run waiting for a missing path and another student do not join it."""
+  from adain_kd_jax import campaign_grid  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import parallel  # pylint: disable=g-import-not-at-top
+  config = lambda m, **kw: _config(idx_data_dir, teacher_export, m, **kw)
+  jobs = [parallel.Job(str(tmp_path / 'kd'), config('kd')),
+          parallel.Job(str(tmp_path / 'dkd'), config('dkd', seed=1)),
+          parallel.Job(str(tmp_path / 'teacher'), config('none'),
+                       export_to=str(tmp_path / 'export')),
+          parallel.Job(str(tmp_path / 'waits'), config('kd'),
+                       needs=(str(tmp_path / 'missing'),)),
+          parallel.Job(str(tmp_path / 'other'), config('kd',
+                                                       model='resnet14'))]
+  packs = campaign_grid.pack(jobs)
+  assert [[os.path.basename(j.run_dir) for j in p] for p in packs] == [
+      ['kd', 'dkd'], ['other']]
