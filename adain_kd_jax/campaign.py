@@ -196,6 +196,8 @@ def _define_flags():
   flags.DEFINE_bool('toy', False, 'A few steps per run on a few hundred '
                     'examples: a dry run of the plan.')
   flags.DEFINE_string('archive', '', 'Write a tar.gz of the results here.')
+  flags.DEFINE_bool('grid', False, 'Train ready runs that can share as '
+                    'grids in this process (campaign_grid.py).')
   flags.DEFINE_bool('list', False, 'List the runs and their state; train '
                     'nothing.')
 
@@ -217,10 +219,17 @@ def main(argv):
     return
   minutes = FLAGS.minutes or float('inf')
   start = time.time()
-  status = parallel.run_jobs(
-      jobs, FLAGS.parallel, start_before_s=60 * (minutes - FLAGS.tail_minutes),
-      stop_at_s=60 * minutes,
-      log=lambda line: print(line, flush=True))
+  if FLAGS.grid:
+    from adain_kd_jax import campaign_grid  # pylint: disable=g-import-not-at-top
+    from adain_kd_jax import host_setup  # pylint: disable=g-import-not-at-top
+    host_setup.set_xla_cpu_flags(ynnpack=True)
+    status = campaign_grid.run_jobs_as_grids(
+        jobs, FLAGS.parallel, log=lambda line: print(line, flush=True))
+  else:
+    status = parallel.run_jobs(
+        jobs, FLAGS.parallel,
+        start_before_s=60 * (minutes - FLAGS.tail_minutes),
+        stop_at_s=60 * minutes, log=lambda line: print(line, flush=True))
   counts = {}
   for value in status.values():
     key = value.split(' (')[0].split(' for ')[0]

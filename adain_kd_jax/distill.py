@@ -98,7 +98,17 @@ class Distiller:
         images_NHWC, train=False)
     return logits
 
-  def loss_fn(self, params, frozen, batch, rng, step):
+  def teacher_outputs(self, teacher_vars, images_NHWC):
+    """(logits_t_NK, feats_t) of the frozen teacher, under stop_gradient.
+
+    What `loss_fn` computes for the teacher; the grid step (grid_step.py)
+    computes it once per batch and hands it to every member's `loss_fn`.
+    """
+    t_vars = jax.lax.stop_gradient(teacher_vars)
+    return jax.lax.stop_gradient(
+        self.teacher.apply(t_vars, images_NHWC, train=False))
+
+  def loss_fn(self, params, frozen, batch, rng, step, teacher_out=None):
     """The training objective.
 
     Args:
@@ -109,12 +119,15 @@ class Distiller:
         'index' (optional): positions in the training set}.
       rng: a key for the terms that sample (CRD's negatives).
       step: the state's step (0-based; DKD's warm-up).
+      teacher_out: None (the teacher runs here), or `teacher_outputs` of
+        this batch computed by the caller (shared by a grid's members).
 
     Returns:
       (loss, (metrics, {'batch_stats', 'aux'})): metrics has every term's
       value, the loss and the batch accuracy.
     """
-    out, batch_stats = self._outputs(params, frozen, batch, rng, step)
+    out, batch_stats = self._outputs(params, frozen, batch, rng, step,
+                                     teacher_out)
     values, aux = {}, dict(frozen['aux'])
     for name, term, _ in self.terms:
       if term.stateful:
@@ -126,8 +139,9 @@ class Distiller:
         jnp.argmax(out.logits_s_NK, -1) == batch['label']))
     return loss, (metrics, {'batch_stats': batch_stats, 'aux': aux})
 
-  def _outputs(self, params, frozen, batch, rng, step):
-    """Runs the student, the teacher and the trained modules once."""
+  def _outputs(self, params, frozen, batch, rng, step, teacher_out=None):
+    """Runs the student, the teacher (unless given) and the trained
+    modules once."""
     images, bs = batch['image'], frozen['batch_stats']
     (z_s, f_s), updates = self.student.apply(
         {'params': params['student'], 'batch_stats': bs['student']},
@@ -136,8 +150,8 @@ class Distiller:
     fields = {}
     if self.teacher is not None:
       t_vars = jax.lax.stop_gradient(frozen['teacher'])
-      z_t, f_t = jax.lax.stop_gradient(
-          self.teacher.apply(t_vars, images, train=False))
+      z_t, f_t = (self.teacher_outputs(frozen['teacher'], images)
+                  if teacher_out is None else teacher_out)
       fields.update(logits_t_NK=z_t, feats_t=f_t, tail=lambda k, h: (
           self.teacher.apply(t_vars, h, start=k, train=False,
                              method='tail')))

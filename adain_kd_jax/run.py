@@ -97,16 +97,20 @@ def mock_data(config: ml_collections.ConfigDict):
 
 
 def create_run(config: ml_collections.ConfigDict,
-               workdir: str | None) -> Run:
+               workdir: str | None, data=None) -> Run:
   """Builds the run of `config` in `workdir` (see the module docstring).
 
   With `workdir` None nothing is written or restored: the state is new and
   there is no checkpointer (the step benchmark, the plots' "before").
   Call inside `mock_data(config)` for a config with `mock_data` set.
+  `data`: an open `loader.open_data(config, ...)` to use (the grid's members
+  of one seed share theirs); the caller closes it.
   """
   with cli.user_errors():
     config_checks.check(config)
     mesh = _mesh(config)
+    if data is not None:
+      return _create(config, workdir, mesh, data)
     data = loader.open_data(config, jax.process_index(),
                                 jax.process_count())
     try:
@@ -161,9 +165,7 @@ def _create(config, workdir, mesh, data):
       meta = dict(meta, resumes=meta.get('resumes', 0) + 1)
   if state is None:
     state = jax.jit(init, out_shardings=replicated)(init_key)
-  prep = steps.Prep(key=jax.random.key(config.seed + 1),
-                    mean=tuple(info.mean), std=tuple(info.std),
-                    crop_padding=config.crop_padding, flip=config.flip)
+  prep = make_prep(config, info)
   return Run(
       config=config, workdir=workdir, mesh=mesh, data=data, info=info,
       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
@@ -176,6 +178,14 @@ def _create(config, workdir, mesh, data):
                                       skip_nonfinite=config.skip_nonfinite),
       eval_step=steps.jit_eval_step(mesh, distiller, prep),
       checkpointer=ckpt, random_teacher=random_teacher)
+
+
+def make_prep(config, info) -> steps.Prep:
+  """The device-side preprocessing of `config`'s run (augmentation key
+  key(seed + 1), the data set's mean and std)."""
+  return steps.Prep(key=jax.random.key(config.seed + 1),
+                    mean=tuple(info.mean), std=tuple(info.std),
+                    crop_padding=config.crop_padding, flip=config.flip)
 
 
 def _teacher(config, distiller, info, image_shape, mesh):

@@ -98,12 +98,23 @@ def train_step(state, teacher_vars, batch, *, distiller, tx, schedule, prep,
   images = augment.preprocess_train(
       batch['image'], rng, mean=prep.mean, std=prep.std,
       crop_padding=prep.crop_padding, flip=prep.flip)
+  return update_step(state, teacher_vars, dict(batch, image=images),
+                     jax.random.fold_in(rng, 1), distiller=distiller, tx=tx,
+                     schedule=schedule, skip_nonfinite=skip_nonfinite)
+
+
+def update_step(state, teacher_vars, batch, rng, *, distiller, tx, schedule,
+                skip_nonfinite=False, teacher_out=None):
+  """`train_step` after the augmentation: `batch['image']` preprocessed,
+  `rng` the loss's key; `teacher_out` (optional) the teacher's outputs on
+  these images, computed once for a grid's members (grid_step.py)."""
   frozen = {'batch_stats': state.batch_stats, 'aux': state.aux,
             'teacher': teacher_vars}
-  grad_fn = jax.value_and_grad(distiller.loss_fn, has_aux=True)
+  grad_fn = jax.value_and_grad(
+      functools.partial(distiller.loss_fn, teacher_out=teacher_out),
+      has_aux=True)
   (_, (metrics, updated)), grads = grad_fn(
-      state.params, frozen, dict(batch, image=images),
-      jax.random.fold_in(rng, 1), state.step)
+      state.params, frozen, batch, rng, state.step)
   batch_stats, aux = updated['batch_stats'], updated['aux']
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -131,6 +142,11 @@ def eval_step(state, batch, *, distiller, prep):
   images = augment.preprocess_eval(batch['image'], mean=prep.mean,
                                    std=prep.std)
   logits = distiller.predict(state.params, state.batch_stats, images)
+  return eval_sums(logits, batch)
+
+
+def eval_sums(logits, batch):
+  """`eval_step`'s sums for the student's `logits` on `batch`."""
   mask = batch['mask']
   logp = jax.nn.log_softmax(logits)
   nll = -jnp.take_along_axis(logp, batch['label'][:, None], axis=-1)[:, 0]

@@ -61,6 +61,10 @@ _PARALLEL = flags.DEFINE_integer(
     'parallel', 1, 'Runs at once, each in its own train.py process with a '
     'share of the accelerator memory (XLA_PYTHON_CLIENT_MEM_FRACTION = '
     '0.9 / N unless set). 1: one after the other in this process.')
+_GRID = flags.DEFINE_bool(
+    'grid', False, 'Train the whole table in this process as grids: one '
+    'jitted step for every member, one batch per seed, the teacher\'s '
+    'forward computed once per seed and batch (grid.py).')
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'The sweep directory: runs go to WORKDIR/<method>/'
     'seed<k>/, the grid to WORKDIR/sweep.json.')
@@ -180,6 +184,38 @@ def run_grid(config: ml_collections.ConfigDict, methods: Sequence[str],
   return results
 
 
+def run_table_as_grid(config: ml_collections.ConfigDict,
+                      methods: Sequence[str], seeds: Sequence[int],
+                      workdir: str) -> dict[tuple[str, int], Any]:
+  """run_grid, but every unfinished cell trains in one grid (`--grid`).
+
+  Cells are the same runs in the same directories as run_grid's; finished
+  ones are skipped, stopped ones resume. Returns {(method, seed): summary,
+  'skipped' or {'failed': message}}.
+  """
+  from adain_kd_jax import config_checks  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import grid  # pylint: disable=g-import-not-at-top
+  cells = [(m, s) for m in methods for s in seeds]
+  configs = {c: run_config(config, *c) for c in cells}
+  for cell_config in configs.values():
+    config_checks.check(cell_config)
+  write_sweep_json(workdir, config, methods, seeds)
+  entries = []
+  for (method, seed), cell_config in configs.items():
+    directory = run_dir(workdir, method, seed)
+    if os.path.exists(os.path.join(directory, 'summary.json')):
+      print(f'{method} seed {seed}: finished ({directory}/summary.json), '
+            'skipped.', flush=True)
+    else:
+      os.makedirs(directory, exist_ok=True)
+      with open(os.path.join(directory, 'config.json'), 'w') as f:
+        f.write(cell_config.to_json_best_effort(indent=2) + '\n')
+    entries.append((cell_config, directory))
+  out = grid.train_members(entries)
+  return {c: out[run_dir(workdir, *c)] for c in cells
+          if run_dir(workdir, *c) in out}
+
+
 def run_grid_parallel(config: ml_collections.ConfigDict,
                       methods: Sequence[str], seeds: Sequence[int],
                       workdir: str, num_parallel: int) -> dict[str, str]:
@@ -224,6 +260,8 @@ def main(argv):
     raise app.UsageError('--methods and --seeds must not be empty.')
   if _PARALLEL.value < 1:
     raise app.UsageError(f'--parallel={_PARALLEL.value} must be >= 1.')
+  if _PARALLEL.value > 1 and _GRID.value:
+    raise app.UsageError('--grid trains in this process: drop --parallel.')
   if _PARALLEL.value > 1:
     status = run_grid_parallel(config, methods, seeds, _WORKDIR.value,
                                _PARALLEL.value)
@@ -236,10 +274,15 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   host_setup.enable_compilation_cache()
-  results = run_grid(config, methods, seeds, _WORKDIR.value)
+  if _GRID.value:
+    results = run_table_as_grid(config, methods, seeds, _WORKDIR.value)
+  else:
+    results = run_grid(config, methods, seeds, _WORKDIR.value)
   if any(isinstance(r, dict) and r.get('interrupted')
          for r in results.values()):
     return cli.EXIT_INTERRUPTED
+  if any(isinstance(r, dict) and 'failed' in r for r in results.values()):
+    return 1
   return 0
 
 

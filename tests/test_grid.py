@@ -1,0 +1,257 @@
+"""The grid (grid.py, grid_step.py): many runs in one jitted program.
+
+Equal means: a grid of one is the solo step bit for bit; every member of a
+mixed grid (every method x 2 seeds) agrees with its solo run to rounding
+after the first step; the same grid rerun, or stopped and resumed, is
+bit-identical.
+"""
+
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from adain_kd_jax import distill
+from adain_kd_jax import grid
+from adain_kd_jax import grid_step
+from adain_kd_jax import preemption
+from adain_kd_jax import run as run_lib
+from adain_kd_jax import sweep
+from tests.conftest import idx_smoke_config
+
+_METHODS = tuple(distill.METHODS)
+
+
+def _config(idx_data_dir, teacher_export, method='kd', seed=0, **overrides):
+  config = idx_smoke_config(idx_data_dir, teacher_export, method=method,
+                            seed=seed, **overrides)
+  config.crd.num_negatives = 64
+  return config
+
+
+def _copy(tree):
+  return jax.tree.map(lambda x: x.copy(), tree)
+
+
+def _solo_and_grid(configs, steps=1):
+  """Runs the solo step of each config and one grid of all of them from the
+  same states on the same batches; returns (solo, grid) lists of
+  (state, metrics)."""
+  runs = [run_lib.create_run(c, None) for c in configs]
+  try:
+    seeds = list(dict.fromkeys(int(c.seed) for c in configs))
+    slot_runs = [next(r for r in runs if r.config.seed == s) for s in seeds]
+    batches = [[b for _, b in zip(range(steps), r.data.train_batches(0))]
+               for r in slot_runs]
+    stacked = lambda r, b: r.to_global(
+        jax.tree.map(lambda x: np.asarray(x)[None], b),
+        jax.sharding.PartitionSpec(None, 'data'))
+    solo = []
+    for r in runs:
+      state = _copy(r.state)
+      for t in range(steps):
+        state, metrics = r.multi_step(
+            state, r.teacher_vars, None,
+            stacked(r, batches[seeds.index(r.config.seed)][t]))
+      solo.append((state, metrics))
+    members = [grid_step.Member(r.distiller, r.tx, r.schedule, False,
+                                seeds.index(r.config.seed)) for r in runs]
+    preps = [run_lib.make_prep(r.config, r.info) for r in slot_runs]
+    multi = grid_step.jit_grid_multi_step(runs[0].mesh, members, preps)
+    teachers = tuple(next((r.teacher_vars for r in runs
+                           if r.config.seed == s and
+                           r.teacher_vars is not None), None) for s in seeds)
+    states = tuple(_copy(r.state) for r in runs)
+    for t in range(steps):
+      states, metrics = multi(states, teachers, tuple(
+          stacked(r, batches[i][t]) for i, r in enumerate(slot_runs)))
+    return solo, list(zip(states, metrics))
+  finally:
+    for r in runs:
+      r.close()
+
+
+@pytest.mark.parametrize('method', ['kd', 'adain_kd', 'crd'])
+def test_grid_of_one_is_the_solo_step_bit_for_bit(method, idx_data_dir,
+                                                  teacher_export):
+  """A grid of one member: the same state and metrics bits as the solo step."""
+  solo, grid_out = _solo_and_grid(
+      [_config(idx_data_dir, teacher_export, method)], steps=2)
+  jax.tree.map(np.testing.assert_array_equal, solo, grid_out)
+
+
+def test_mixed_grid_agrees_with_solo_after_one_step(idx_data_dir,
+                                                    teacher_export):
+  """Every method x 2 seeds in one grid: each member's loss and parameters
+  after the first step agree with its solo run (loss within 1e-6)."""
+  configs = [_config(idx_data_dir, teacher_export, m, s)
+             for m in _METHODS for s in (0, 1)]
+  solo, grid_out = _solo_and_grid(configs)
+  exact = []
+  for config, (s_state, s_m), (g_state, g_m) in zip(configs, solo, grid_out):
+    where = f'{config.method} seed {config.seed}'
+    for name in s_m:
+      np.testing.assert_allclose(g_m[name], s_m[name], rtol=1e-6, atol=1e-7,
+                                 err_msg=f'{where}: {name}')
+    jax.tree.map(lambda a, b, w=where: np.testing.assert_allclose(
+        a, b, rtol=1e-5, atol=1e-6, err_msg=w), g_state.params,
+                 s_state.params)
+    if all(np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves((g_state, g_m)), jax.tree.leaves((s_state, s_m)))):
+      exact.append(where)
+  # The two seeds differ (batches and init), so seeds share nothing wrongly.
+  assert not np.array_equal(grid_out[0][1]['loss'], grid_out[1][1]['loss'])
+  print('bit-identical with solo:', exact)
+
+
+# --- the sweep: grid = solo within tolerance, rerun and resume exact ------
+
+_TABLE = (('kd', 'adain', 'crd'), (0, 1))
+
+
+def _table_config(idx_data_dir, teacher_export):
+  return _config(idx_data_dir, teacher_export, num_train_steps=6,
+                 log_every_steps=1, checkpoint_every_steps=2,
+                 eval_every_epochs=0.25, keep_checkpoints=10)
+
+
+def _records(directory):
+  with open(os.path.join(directory, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  for r in records:
+    r.pop('images_per_sec', None)
+  return records
+
+
+def _summary(directory):
+  with open(os.path.join(directory, 'summary.json')) as f:
+    return json.load(f)
+
+
+def _final_state(directory, step=6):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  return ocp.StandardCheckpointer().restore(
+      os.path.join(directory, 'checkpoints', str(step), 'state'))
+
+
+@pytest.fixture(scope='module')
+def grid_table(tmp_path_factory, idx_data_dir, teacher_export):
+  """The table trained as one grid, uninterrupted."""
+  workdir = str(tmp_path_factory.mktemp('grid'))
+  results = sweep.run_table_as_grid(
+      _table_config(idx_data_dir, teacher_export), *_TABLE, workdir)
+  assert all('test_accuracy' in r for r in results.values()), results
+  return workdir
+
+
+def test_sweep_grid_equals_solo_sweep(grid_table, tmp_path, idx_data_dir,
+                                      teacher_export):
+  """`sweep --grid` and `sweep` on one table: every run's losses within
+  1e-4 relative after 6 steps and test accuracies within one example."""
+  solo_dir = str(tmp_path / 'solo')
+  sweep.run_grid(_table_config(idx_data_dir, teacher_export), *_TABLE,
+                 solo_dir)
+  for method in _TABLE[0]:
+    for seed in _TABLE[1]:
+      g_dir = sweep.run_dir(grid_table, method, seed)
+      s_dir = sweep.run_dir(solo_dir, method, seed)
+      g_rec, s_rec = _records(g_dir), _records(s_dir)
+      assert [(r['step'], r['split']) for r in g_rec] == [
+          (r['step'], r['split']) for r in s_rec]
+      for g, s in zip(g_rec, s_rec):
+        assert g.keys() == s.keys()
+        for key in ('loss', 'ce', 'accuracy') if g['split'] == 'train' else (
+            'loss',):
+          assert g[key] == pytest.approx(s[key], rel=1e-4), (method, seed)
+      g_sum, s_sum = _summary(g_dir), _summary(s_dir)
+      assert abs(g_sum['test_accuracy'] - s_sum['test_accuracy']) <= 1 / 64
+      assert g_sum['grid']['size'] == 6 and 'grid' not in s_sum
+      assert g_sum['grid']['shared_teacher']
+      assert g_sum['steps'] == s_sum['steps'] == 6
+
+
+def _assert_same_bits(a_dir, b_dir):
+  for method in _TABLE[0]:
+    for seed in _TABLE[1]:
+      a, b = sweep.run_dir(a_dir, method, seed), sweep.run_dir(b_dir, method,
+                                                               seed)
+      assert _records(a) == _records(b), (method, seed)
+      jax.tree.map(np.testing.assert_array_equal, _final_state(a),
+                   _final_state(b))
+
+
+def test_grid_rerun_is_bit_identical(grid_table, tmp_path, idx_data_dir,
+                                     teacher_export):
+  """The same grid trained again: the same metrics and final states."""
+  again = str(tmp_path / 'again')
+  sweep.run_table_as_grid(_table_config(idx_data_dir, teacher_export),
+                          *_TABLE, again)
+  _assert_same_bits(again, grid_table)
+
+
+def test_sigterm_then_resume_is_bit_identical(grid_table, tmp_path,
+                                              monkeypatch, idx_data_dir,
+                                              teacher_export, capsys):
+  """A real SIGTERM after step 3: every member saves step 3 and stops; the
+  rerun resumes them all there and ends with the uninterrupted bits; a
+  seed added to the finished table trains only its new members."""
+  should_stop = preemption.PreemptionWatcher.should_stop
+
+  def signal_at_3(self, step):
+    if step == 3:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return should_stop(self, step)
+
+  monkeypatch.setattr(preemption.PreemptionWatcher, 'should_stop',
+                      signal_at_3)
+  workdir = str(tmp_path / 'stopped')
+  config = _table_config(idx_data_dir, teacher_export)
+  results = sweep.run_table_as_grid(config, *_TABLE, workdir)
+  assert {r['preempted_at'] for r in results.values()} == {3}
+  assert 'Preempted: saved step 3' in capsys.readouterr().out
+  monkeypatch.setattr(preemption.PreemptionWatcher, 'should_stop',
+                      should_stop)
+  results = sweep.run_table_as_grid(config, *_TABLE, workdir)
+  assert all(r['resumes'] == 1 for r in results.values())
+  _assert_same_bits(workdir, grid_table)
+  results = sweep.run_table_as_grid(config, ('kd',), (0, 2), workdir)
+  assert results[('kd', 0)] == 'skipped'
+  assert results[('kd', 2)]['grid']['members'] == ['kd/seed2']
+
+
+def test_members_group_by_what_they_share(idx_data_dir, teacher_export):
+  """Another student or batch size is another grid; a loss weight, a
+  method or a seed is not."""
+  base = _config(idx_data_dir, teacher_export)
+  same = [base.copy_and_resolve_references() for _ in range(3)]
+  same[1].method, same[2].seed = 'dkd', 3
+  same[1].loss.kd = 2.0
+  assert len({grid.group_key(c) for c in same}) == 1
+  other = base.copy_and_resolve_references()
+  other.model = 'resnet14'
+  batch = base.copy_and_resolve_references()
+  batch.batch_size = 32
+  assert len({grid.group_key(c) for c in (base, other, batch)}) == 3
+
+
+def test_campaign_packs_ready_runs_into_grids(tmp_path, idx_data_dir,
+                                              teacher_export):
+  """campaign --grid: ready runs that share go to one grid; a teacher run,
+  a run waiting for a missing path and another student do not join it."""
+  from adain_kd_jax import campaign_grid  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import parallel  # pylint: disable=g-import-not-at-top
+  config = lambda m, **kw: _config(idx_data_dir, teacher_export, m, **kw)
+  jobs = [parallel.Job(str(tmp_path / 'kd'), config('kd')),
+          parallel.Job(str(tmp_path / 'dkd'), config('dkd', seed=1)),
+          parallel.Job(str(tmp_path / 'teacher'), config('none'),
+                       export_to=str(tmp_path / 'export')),
+          parallel.Job(str(tmp_path / 'waits'), config('kd'),
+                       needs=(str(tmp_path / 'missing'),)),
+          parallel.Job(str(tmp_path / 'other'), config('kd',
+                                                       model='resnet14'))]
+  packs = campaign_grid.pack(jobs)
+  assert [[os.path.basename(j.run_dir) for j in p] for p in packs] == [
+      ['kd', 'dkd'], ['other']]
