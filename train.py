@@ -18,12 +18,17 @@ from ml_collections import config_flags
 
 from adain_kd_jax import cli  # --traceback
 from adain_kd_jax import host_setup  # --cpu_devices, --cpu_ynnpack, ...
+from adain_kd_jax import run_record
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A configs/*.py file; override fields with --config.x=y.',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, '
                                'metrics.jsonl and summary.json go.')
+_RESUME_CHANGE = flags.DEFINE_list(
+    'resume_change', [], 'Fields that may differ from WORKDIR/config.json on '
+    f'resume (of {", ".join(sorted(run_record.CHANGEABLE))}), e.g. --resume_change=num_epochs to train longer; '
+    'listed in summary.json (config_changes).')
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'Multi-host: host:port of process 0. Unset '
     'with --num_processes > 1 or ADAIN_KD_DISTRIBUTED=1: auto-detected '
@@ -58,7 +63,8 @@ def main(argv):
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
-  summary = train_lib.train_and_evaluate(config, _WORKDIR.value)
+  summary = train_lib.train_and_evaluate(config, _WORKDIR.value,
+                                         tuple(_RESUME_CHANGE.value))
   if config.compare_to and 'preempted_at' not in summary:
     summary = _compare(config, summary)
   if summary.get('interrupted'):

@@ -28,6 +28,8 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
+from adain_kd_jax import run_record
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEM_FRACTION_ENV = 'XLA_PYTHON_CLIENT_MEM_FRACTION'
 # train.py's exit status after Ctrl-C (it saved a checkpoint first).
@@ -74,13 +76,7 @@ def resolve(path: str) -> str:
 
 def write_config(run_dir: str, config: ml_collections.ConfigDict) -> str:
   """Writes run_dir/config.json (atomically); returns its path."""
-  os.makedirs(run_dir, exist_ok=True)
-  path = os.path.join(run_dir, 'config.json')
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(config.to_json_best_effort(indent=2) + '\n')
-  os.replace(tmp, path)
-  return path
+  return run_record.write(run_dir, config)
 
 
 def train_command(run_dir: str) -> list[str]:
