@@ -1,12 +1,19 @@
-r"""Trains a teacher or distils a student. Thin entry point: flags -> library.
+r"""The train command: trains a teacher or distils a student (flags -> library).
 
-  python train.py --config=configs/default.py --workdir=runs/default \
+  adain-kd-train --config=configs/default.py --workdir=runs/default \
       [--config.method=kd --config.seed=1 ...]
 
-Re-running the same command resumes from the newest checkpoint in --workdir.
-SIGTERM or Ctrl-C saves a checkpoint at the next step and stops (exit status
-0, or 130 after Ctrl-C); a second Ctrl-C aborts at once. A usage or config
-error prints one line and exits with status 2 (--traceback: the traceback).
+`python train.py` in a clone and `python -m adain_kd_jax.main` run the same.
+The config fields are documented in configs/default.py (one comment each);
+`--helpfull` lists every flag. A --config file may be given by any path: the
+directory above its configs/ package is put on the import path.
+
+Re-running the same command resumes from the newest checkpoint in --workdir
+(under the config recorded in WORKDIR/config.json: another one is refused,
+see --resume_change). SIGTERM or Ctrl-C saves a checkpoint at the next step
+and stops (exit status 0, or 130 after Ctrl-C); a second Ctrl-C aborts at
+once. A usage or config error prints one line and exits with status 2
+(--traceback: the traceback).
 """
 
 import os
@@ -21,7 +28,8 @@ from adain_kd_jax import host_setup  # --cpu_devices, --cpu_ynnpack, ...
 from adain_kd_jax import run_record
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'A configs/*.py file; override fields with --config.x=y.',
+    'config', None, 'A configs/*.py file (any path); override fields with '
+    '--config.x=y, documented in configs/default.py.',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, '
                                'metrics.jsonl and summary.json go.')
@@ -43,7 +51,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments {argv[1:]}: every argument is '
-                         'a --flag (python train.py --helpshort).')
+                         'a --flag (--help lists them).')
   config = cli.config_value(_CONFIG)
   # Before JAX is imported.
   host_setup.set_cpu_devices((config.batch_size, config.eval_batch_size))
@@ -100,5 +108,10 @@ def _compare(config, summary):
   return other_summary
 
 
-if __name__ == '__main__':
+def run():
+  """The console script `adain-kd-train`."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

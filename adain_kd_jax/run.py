@@ -32,8 +32,6 @@ from adain_kd_jax.data import batching
 from adain_kd_jax.data import loader
 from adain_kd_jax.data import registry
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 @dataclasses.dataclass
 class Run:
@@ -83,10 +81,11 @@ class Run:
 
 
 def resolve_path(path: str) -> str:
-  """Relative paths: against the cwd if they exist there, else the repo."""
+  """Relative paths: against the cwd if they exist there, else against the
+  project of the --config file (`cli.project_root`)."""
   if not path or os.path.isabs(path) or os.path.exists(path):
     return path
-  return os.path.join(_REPO_ROOT, path)
+  return os.path.join(cli.project_root(), path)
 
 
 def mock_data(config: ml_collections.ConfigDict):

@@ -245,7 +245,12 @@ def main(argv):
   return 0
 
 
-if __name__ == '__main__':
+def run():
+  """The console script `adain-kd-sweep`."""
   # Here, not at import: tests import this module without its flags.
   flags.mark_flags_as_required(['config', 'workdir'])
   cli.run(main)
+
+
+if __name__ == '__main__':
+  run()
