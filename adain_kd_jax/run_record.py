@@ -131,13 +131,13 @@ def check_resume(workdir: str, config, allowed: Iterable[str] = ()
     fields = '; '.join(f'{k}: {_show(was)} there, {_show(now)} now'
                        for k, was, now in refused)
     names = ','.join(k for k, _, _ in refused)
-    fix = (' or resume the recorded one with --config=configs/from_json.py:'
+    fix = (', or resume the recorded one with --config=configs/from_json.py:'
            f'{os.path.join(workdir, CONFIG_JSON)}')
     if all(k in CHANGEABLE for k, _, _ in refused):
-      fix = f', allow the change with --resume_change={names},' + fix
+      fix = f', allow the change with --resume_change={names}' + fix
     raise ValueError(
         f'--workdir={workdir} holds a run of another config ({fields}); '
-        f'nothing was changed. Use a new --workdir for this config,{fix}.')
+        f'nothing was changed. Use a new --workdir for this config{fix}.')
   return [{'field': k, 'was': was, 'now': now} for k, was, now in diffs]
 
 

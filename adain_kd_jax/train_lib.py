@@ -19,19 +19,17 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 import numpy as np
-import tqdm
 
 from adain_kd_jax import checkpoints
 from adain_kd_jax import metric_writer
 from adain_kd_jax import preemption
+from adain_kd_jax import progress as progress_lib
 from adain_kd_jax import run as run_lib
 
 # Kept in the checkpoints' meta, so that a resumed run adds up all its
 # segments: wall time, training time (compilation and evaluation excluded)
 # and the images trained on in that time.
 _TOTALS = ('wall_seconds_total', 'train_seconds_total', 'train_images_total')
-# The progress bar until the first call has run (compiling): no ETA yet.
-_COMPILING_BAR = '{l_bar}{bar}| {n_fmt}/{total_fmt} [compiling...]'
 
 
 def train_and_evaluate(config, workdir: str,
@@ -133,11 +131,11 @@ def _check_finite(run, first, metrics, latest_step):
 
 def _progress_bar(run, initial, compiling=False):
   # Until the first call has run, its time is compilation: no ETA.
-  return tqdm.tqdm(total=run.total_steps, initial=initial, unit='step',
-                   disable=jax.process_index() != 0, mininterval=2.0,
-                   desc=f'{run.config.method}:{run.config.model}',
-                   bar_format=_COMPILING_BAR if compiling else None,
-                   leave=not compiling)
+  return progress_lib.progress(
+      total=run.total_steps, initial=initial,
+      desc=f'{run.config.method}:{run.config.model}',
+      every=run.config.log_every_steps, disable=jax.process_index() != 0,
+      compiling=compiling)
 
 
 class _Batches:
