@@ -15,10 +15,15 @@ was trained and its test accuracy, and a SHA-256 of every file under
 `variables/`, checked on load.
 """
 
+import contextlib
+import gc
 import hashlib
 import json
+import logging as logging_std
 import os
-from typing import Any
+import sys
+import traceback
+from typing import Any, Iterator
 
 from absl import logging
 from etils import epath
@@ -60,37 +65,44 @@ class RunCheckpointer:
   def restore(self, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
     """Restores the newest readable step onto `abstract_state`.
 
-    A step that fails to restore (truncated or corrupted files) is reported,
-    deleted, and the step before it is tried. A step whose recorded arrays
+    A step that fails to restore (truncated or corrupted files) is deleted
+    and the step before it is tried; once one restores, each skipped step
+    is reported in one line (the details, and the tracebacks orbax's failed
+    reads leave behind, go to the debug log: --verbosity=1). A step whose recorded arrays
     are not those of `abstract_state` (written with another model or
     method) is an error that leaves every checkpoint in place.
     """
     expected = _shapes(jax.tree.leaves(abstract_state))
-    for step in sorted(self._mngr.all_steps(), reverse=True):
-      saved = self._saved_shapes(step)
-      if saved is not None and saved != expected:
-        raise ValueError(
-            f'The checkpoints in {self.directory} were written by another '
-            f'configuration (step {step} holds {len(saved)} arrays of other '
-            f'shapes than the {len(expected)} this config trains); nothing '
-            'was changed. Use another --workdir, or run the config that '
-            'wrote them.')
-      try:
-        out = self._mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            meta=ocp.args.JsonRestore()))
-      except Exception as e:  # pylint: disable=broad-except
-        logging.warning('Checkpoint step %d in %s is unreadable (%s: %s); '
-                        'deleting it and trying the one before.', step,
-                        self.directory, type(e).__name__, str(e)[:300])
-        print(f'Checkpoint step {step} is corrupted or incomplete; falling '
-              'back to the previous one.', flush=True)
-        self._mngr.delete(step)
-        continue
-      return out.state, out.meta
+    skipped = []
+    with _failed_reads_to_debug():
+      for step in sorted(self._mngr.all_steps(), reverse=True):
+        saved = self._saved_shapes(step)
+        if saved is not None and saved != expected:
+          raise ValueError(
+              f'The checkpoints in {self.directory} were written by another '
+              f'configuration (step {step} holds {len(saved)} arrays of other '
+              f'shapes than the {len(expected)} this config trains); nothing '
+              'was changed. Use another --workdir, or run the config that '
+              'wrote them.')
+        try:
+          out = self._mngr.restore(step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state),
+              meta=ocp.args.JsonRestore()))
+        except Exception as e:  # pylint: disable=broad-except
+          logging.debug('Checkpoint step %d in %s is unreadable; deleting it.',
+                        step, self.directory, exc_info=True)
+          skipped.append((step, _why(e)))
+          self._mngr.delete(step)
+          continue
+        for bad, why in skipped:
+          print(f'Checkpoint step {bad} in {self.directory} is corrupted or '
+                f'incomplete ({why}); deleted it and resumed from step '
+                f'{step}.', flush=True)
+        return out.state, out.meta
     raise ValueError(
-        f'No readable checkpoint in {self.directory}; move it away to start '
-        'the run afresh.')
+        f'No readable checkpoint in {self.directory} (steps '
+        f'{", ".join(str(s) for s, _ in skipped)} failed to restore); move it '
+        'away to start the run afresh.')
 
   def _saved_shapes(self, step: int) -> list[tuple[int, ...]] | None:
     """The shapes of the arrays recorded at `step` (None if unreadable)."""
@@ -109,6 +121,55 @@ class RunCheckpointer:
 
   def close(self) -> None:
     self._mngr.close()
+
+
+def _why(error: BaseException) -> str:
+  """The gist of a failed restore: the type and the start of the message."""
+  text = ' '.join(str(error).split())
+  return f'{type(error).__name__}: {text[:80]}' + ('...' if len(text) > 80
+                                                   else '')
+
+
+class _ToDebug(logging_std.Filter):
+  """Re-logs the asyncio logger's records at debug level (see below)."""
+
+  def filter(self, record):
+    logging.debug('Logged by asyncio while restoring a checkpoint: %s%s',
+                  record.getMessage(),
+                  ''.join(traceback.format_exception(*record.exc_info))
+                  if record.exc_info else '')
+    return False
+
+
+@contextlib.contextmanager
+def _failed_reads_to_debug() -> Iterator[None]:
+  """Sends what orbax's failed reads leave behind to the debug log.
+
+  A failed read leaves orbax's asyncio machinery half torn down: TensorStore
+  callbacks meet a closed event loop, tasks' exceptions are never retrieved,
+  coroutines are never awaited. Python reports each (an unraisable
+  exception, or an ERROR of the `asyncio` logger), when it happens or when
+  the object is collected, with a traceback on stderr: hundreds of lines next
+  to the one line that says what happened. Here they go to the debug log.
+  """
+  previous = sys.unraisablehook
+  asyncio_logger = logging_std.getLogger('asyncio')
+  to_debug = _ToDebug()
+
+  def hook(unraisable):
+    logging.debug('Ignored while restoring a checkpoint: %s',
+                  ''.join(traceback.format_exception(
+                      unraisable.exc_type, unraisable.exc_value,
+                      unraisable.exc_traceback)))
+
+  sys.unraisablehook = hook
+  asyncio_logger.addFilter(to_debug)
+  try:
+    yield
+  finally:
+    gc.collect()  # What the failed reads left, reported while hooked.
+    asyncio_logger.removeFilter(to_debug)
+    sys.unraisablehook = previous
 
 
 def _shapes(leaves) -> list[tuple[int, ...]]:

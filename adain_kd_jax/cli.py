@@ -8,6 +8,13 @@
     the program with ONE line on stderr, `PROG: error: MESSAGE`, naming the
     field and the fix, and exit status 2 (`EXIT_USAGE`). `--traceback` shows
     Python's traceback instead. Errors during training keep their traceback.
+  * `--help` (`-h`, `--helpshort`) prints the entry point's docstring and
+    the project's flags, `--helpfull` every flag, on stdout with exit status
+    0 (absl's own exits 1).
+  * A `--config=FILE` inside a configs/ package works from any directory:
+    the directory above that package goes on the import path (the configs
+    import each other as `configs.x`) and is `project_root()`, against which
+    relative paths in a config (a teacher checkpoint) are resolved.
   * Ctrl-C that reaches `main` (before training starts, or a second one
     during training; see preemption.py) ends it with one line and exit status
     130 (`EXIT_INTERRUPTED`, the shell's code for SIGINT).
@@ -29,6 +36,11 @@ from absl import flags
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C.
+_HELP = ('-h', '-help', '--help', '-?', '--helpshort', '-helpshort')
+_HELPFULL = ('--helpfull', '-helpfull')
+# The repository this package lives in (an editable install or a clone).
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_project_root = None
 
 TRACEBACK = flags.DEFINE_bool(
     'traceback', False, 'Show the Python traceback of a usage or input error '
@@ -170,10 +182,50 @@ def fail(error: BaseException | str, argv: Sequence[str] = ()) -> None:
   sys.exit(EXIT_USAGE)
 
 
+def project_root() -> str:
+  """The directory holding the configs/ of --config (see the module
+  docstring); without one, the repository this package lives in."""
+  return _project_root or _PACKAGE_ROOT
+
+
+def use_config_root(argv: Sequence[str]) -> None:
+  """Makes the configs/ package of every `--config=FILE[:arg]` importable."""
+  global _project_root
+  for arg in argv:
+    match = re.match(r'--?config=([^:]+)', arg)
+    if not match:
+      continue
+    package = os.path.dirname(os.path.abspath(match.group(1)))
+    if (os.path.basename(package) == 'configs'
+        and os.path.isfile(os.path.join(package, '__init__.py'))):
+      _project_root = os.path.dirname(package)
+      if _project_root not in sys.path:
+        sys.path.insert(0, _project_root)
+
+
+def _help(main, argv: Sequence[str]) -> None:
+  """Prints the usage (see the module docstring) and exits with status 0."""
+  module = sys.modules.get(getattr(main, '__module__', ''))
+  if any(a in _HELPFULL for a in argv):
+    text = flags.FLAGS.get_help()
+  else:
+    text = '\n'.join(
+        flags.FLAGS.module_help(name)
+        for name in flags.FLAGS.flags_by_module_dict()
+        if name.startswith('adain_kd_jax') or name == '__main__')
+    text += '\n\n(--helpfull: every flag, JAX and absl ones too.)'
+  doc = (module.__doc__ or '').strip() if module else ''
+  print(f'{doc}\n\n{text}'.strip(), flush=True)
+  sys.exit(0)
+
+
 def run(main: Callable[[list[str]], Any],
         argv: Sequence[str] | None = None) -> None:
   """`app.run(main)` with one-line usage and input errors (see above)."""
   argv = list(sys.argv if argv is None else argv)
+  if any(a in _HELP + _HELPFULL for a in argv[1:]):
+    _help(main, argv)
+  use_config_root(argv)
 
   def parse(args):
     try:

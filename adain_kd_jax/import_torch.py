@@ -211,5 +211,11 @@ def main(argv: Sequence[str]) -> None:
         f'to {os.path.abspath(_OUT.value)}', flush=True)
 
 
+def run():
+  """The console script `adain-kd-import`."""
+  from adain_kd_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

@@ -28,7 +28,12 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
+from adain_kd_jax import cli
+from adain_kd_jax import run_record
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where this package is imported from (the clone, or site-packages).
+_PACKAGE_PARENT = REPO_ROOT
 MEM_FRACTION_ENV = 'XLA_PYTHON_CLIENT_MEM_FRACTION'
 # train.py's exit status after Ctrl-C (it saved a checkpoint first).
 INTERRUPTED_EXIT = 130
@@ -74,19 +79,14 @@ def resolve(path: str) -> str:
 
 def write_config(run_dir: str, config: ml_collections.ConfigDict) -> str:
   """Writes run_dir/config.json (atomically); returns its path."""
-  os.makedirs(run_dir, exist_ok=True)
-  path = os.path.join(run_dir, 'config.json')
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(config.to_json_best_effort(indent=2) + '\n')
-  os.replace(tmp, path)
-  return path
+  return run_record.write(run_dir, config)
 
 
 def train_command(run_dir: str) -> list[str]:
-  """The train.py command line that trains run_dir/config.json."""
-  return [sys.executable, os.path.join(REPO_ROOT, 'train.py'),
-          '--config=' + os.path.join(REPO_ROOT, 'configs', 'from_json.py')
+  """The train command line that trains run_dir/config.json."""
+  return [sys.executable, '-m', 'adain_kd_jax.main',
+          '--config=' + os.path.join(cli.project_root(), 'configs',
+                                     'from_json.py')
           + ':' + os.path.abspath(os.path.join(run_dir, 'config.json')),
           '--workdir=' + os.path.abspath(run_dir)]
 
@@ -96,7 +96,8 @@ def child_env(parallel: int) -> dict[str, str]:
   env = dict(os.environ)
   env.setdefault(MEM_FRACTION_ENV, f'{_MEMORY_IN_USE / max(parallel, 1):.3f}')
   env['PYTHONPATH'] = os.pathsep.join(
-      p for p in (REPO_ROOT, env.get('PYTHONPATH')) if p)
+      p for p in (cli.project_root(), _PACKAGE_PARENT, env.get('PYTHONPATH'))
+      if p)
   return env
 
 
@@ -138,7 +139,7 @@ def _start(job: Job, env: dict[str, str]) -> _Child:
   log_file = open(os.path.join(job.run_dir, 'log.txt'), 'a')
   proc = subprocess.Popen(train_command(job.run_dir), env=env,
                           stdout=log_file, stderr=subprocess.STDOUT,
-                          cwd=REPO_ROOT)
+                          cwd=cli.project_root())
   return job, proc, log_file
 
 

@@ -58,6 +58,9 @@ def accuracy_curves(runs: Sequence[dict[str, Any]], path: str) -> None:
     path: the PNG to write.
   """
   methods = list(dict.fromkeys(r['method'] for r in runs))
+  if all(len(split_curve(r['metrics'])[0]) <= 1 for r in runs):
+    _final_accuracy_bars(runs, methods, path)
+    return
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for method in methods:
     curves = [split_curve(r['metrics']) for r in runs
@@ -85,6 +88,36 @@ def accuracy_curves(runs: Sequence[dict[str, Any]], path: str) -> None:
   ax.grid(alpha=0.3)
   if methods:
     ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _final_accuracy_bars(runs, methods, path) -> None:
+  """accuracy_curves where no run evaluated more than once: a curve would be
+  a dot per method, so a bar per method (mean over seeds) with its value,
+  each seed a dot on it."""
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for i, method in enumerate(methods):
+    accs = [100 * split_curve(r['metrics'])[1][0] for r in runs
+            if r['method'] == method and len(split_curve(r['metrics'])[0])]
+    if not accs:
+      continue
+    mean = float(np.mean(accs))
+    ax.bar(i, mean, color=f'C{i}', alpha=0.8)
+    ax.plot([i] * len(accs), accs, 'k.', markersize=6)
+    ax.annotate(f'{mean:.2f}', (i, mean), ha='center', va='bottom',
+                xytext=(0, 3), textcoords='offset points')
+  epochs = sorted({round(split_curve(r['metrics'])[0][0], 3) for r in runs
+                   if len(split_curve(r['metrics'])[0])})
+  ax.set_xticks(range(len(methods)),
+                [f'{m} (n={sum(r["method"] == m for r in runs)})'
+                 for m in methods])
+  ax.set_ylabel('test top-1 accuracy (%)')
+  ax.set_title('Test accuracy after '
+               + (f'{epochs[0]:g} epoch(s)' if len(epochs) == 1 else
+                  'training') + ' (one evaluation per run; dots: seeds)')
+  ax.grid(alpha=0.3, axis='y')
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

@@ -3,7 +3,8 @@ r"""Tables and figures of a sweep (see sweep.py): one row per method.
   python -m adain_kd_jax.report runs/sweep [--nostats] [--notensorboard]
 
 Reads every DIR/<method>/seed<k>/summary.json (finished runs; unfinished ones
-are left out) with its metrics.jsonl and writes
+are left out) with its metrics.jsonl, or, for DIR a single run (train.py's
+workdir), DIR/summary.json and DIR/compare_<method>/summary.json, and writes
 
   * DIR/report.md and DIR/report.csv: per method the number of seeds, test
     top-1 at the last epoch and at the best epoch (mean and sample std over
@@ -14,7 +15,8 @@ are left out) with its metrics.jsonl and writes
     out a validation set, else test); the table reports the *test* accuracy
     at that epoch (with best_on = test, that is `best_accuracy` itself).
   * DIR/accuracy_curves.png: test accuracy per epoch, mean and min..max band
-    over seeds.
+    over seeds; where every run evaluated once, a bar per method with its
+    value (and each seed's as a dot).
   * DIR/stats_scatter_<method>.png (--stats, default on): for each method
     with a connector (stat_l2, adain, ...), the student's channel statistics
     at the first insertion point against the teacher's, before and after
@@ -73,8 +75,19 @@ def _method_order(directory: str) -> list[str]:
   return []
 
 
+def _single_runs(directory: str) -> list[str]:
+  """A run directory's own summary.json and those of its compare_<method>
+  runs (train.py with config.compare_to): the runs of a single run."""
+  if not os.path.isfile(os.path.join(directory, 'summary.json')):
+    return []
+  return [os.path.join(directory, 'summary.json')] + sorted(glob.glob(
+      os.path.join(directory, 'compare_*', 'summary.json')))
+
+
 def collect(directory: str) -> list[dict[str, Any]]:
-  """The finished runs under `directory` (`*/seed*/summary.json`).
+  """The finished runs under `directory` (`*/seed*/summary.json`), or of a
+  single run: DIR/summary.json and DIR/compare_*/summary.json, each row
+  named by the summary's method.
 
   Returns:
     One dict per run: 'method', 'seed', 'dir', 'summary' (summary.json) and
@@ -82,13 +95,15 @@ def collect(directory: str) -> list[dict[str, Any]]:
     sweep.json, then by name) and seed.
   """
   runs = []
-  for path in glob.glob(os.path.join(directory, '*', 'seed*',
-                                     'summary.json')):
+  single = _single_runs(directory)
+  for path in single or glob.glob(os.path.join(directory, '*', 'seed*',
+                                               'summary.json')):
     run_dir = os.path.dirname(path)
     summary = _read_json(path)
     # The directory names the row: the method in a sweep, a variant or a
     # setting in a tuning directory (whose runs share a method).
-    method = os.path.basename(os.path.dirname(run_dir))
+    method = (summary.get('method', 'run') if single
+              else os.path.basename(os.path.dirname(run_dir)))
     seed = summary.get('seed')
     if seed is None:
       seed = int(os.path.basename(run_dir)[len('seed'):])
@@ -338,14 +353,14 @@ def write_report(directory: str, runs, rows, figures=(),
 
 def run_config(directory: str, run: dict[str, Any]):
   """The run's config: its config.json, else sweep.json's (None if neither)."""
-  from adain_kd_jax import recorded_config  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import run_record  # pylint: disable=g-import-not-at-top
   path = os.path.join(run['dir'], 'config.json')
   if os.path.exists(path):
-    return recorded_config.load(path)
+    return run_record.load(path)
   path = os.path.join(directory, 'sweep.json')
   if not os.path.exists(path):
     return None
-  config = recorded_config.from_dict(_read_json(path)['config'])
+  config = run_record.from_dict(_read_json(path)['config'])
   config.method = run['method']
   config.seed = run['seed']
   config.compare_to = ''
@@ -417,8 +432,9 @@ def make_report(directory: str, *, stats: bool = True,
   """Writes the tables, figures and event files of DIR; returns the table."""
   runs = collect(directory)
   if not runs:
-    raise FileNotFoundError(f'No finished run (*/seed*/summary.json) under '
-                            f'{directory}.')
+    raise FileNotFoundError(
+        f'No finished run under {directory}: name a sweep directory '
+        '(*/seed*/summary.json) or a run directory (summary.json).')
   rows = aggregate(runs)
   figures = ['accuracy_curves.png']
   plots.accuracy_curves(runs, os.path.join(directory, figures[0]))
@@ -450,5 +466,11 @@ def main(argv):
   print(table)
 
 
+def run():
+  """The console script `adain-kd-report`."""
+  from adain_kd_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

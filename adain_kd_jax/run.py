@@ -26,12 +26,11 @@ from adain_kd_jax import cli
 from adain_kd_jax import config_checks
 from adain_kd_jax import distill
 from adain_kd_jax import preflight
+from adain_kd_jax import run_record
 from adain_kd_jax import steps
 from adain_kd_jax.data import batching
 from adain_kd_jax.data import loader
 from adain_kd_jax.data import registry
-
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclasses.dataclass
@@ -82,10 +81,11 @@ class Run:
 
 
 def resolve_path(path: str) -> str:
-  """Relative paths: against the cwd if they exist there, else the repo."""
+  """Relative paths: against the cwd if they exist there, else against the
+  project of the --config file (`cli.project_root`)."""
   if not path or os.path.isabs(path) or os.path.exists(path):
     return path
-  return os.path.join(_REPO_ROOT, path)
+  return os.path.join(cli.project_root(), path)
 
 
 def mock_data(config: ml_collections.ConfigDict):
@@ -96,25 +96,30 @@ def mock_data(config: ml_collections.ConfigDict):
   return tfds.testing.mock_data(num_examples=config.mock_data)
 
 
-def create_run(config: ml_collections.ConfigDict,
-               workdir: str | None, data=None) -> Run:
+def create_run(config: ml_collections.ConfigDict, workdir: str | None,
+               resume_changes: tuple[str, ...] = (), data=None) -> Run:
   """Builds the run of `config` in `workdir` (see the module docstring).
 
   With `workdir` None nothing is written or restored: the state is new and
   there is no checkpointer (the step benchmark, the plots' "before").
+  Otherwise WORKDIR/config.json records `config`; a resume under another
+  config is refused (run_record.py) unless the fields that differ are named
+  in `resume_changes` and may change.
   Call inside `mock_data(config)` for a config with `mock_data` set.
   `data`: an open `loader.open_data(config, ...)` to use (the grid's members
   of one seed share theirs); the caller closes it.
   """
   with cli.user_errors():
     config_checks.check(config)
+    changes = ([] if workdir is None else
+               run_record.check_resume(workdir, config, resume_changes))
     mesh = _mesh(config)
     if data is not None:
-      return _create(config, workdir, mesh, data)
+      return _create(config, workdir, mesh, data, changes)
     data = loader.open_data(config, jax.process_index(),
                                 jax.process_count())
     try:
-      return _create(config, workdir, mesh, data)
+      return _create(config, workdir, mesh, data, changes)
     except BaseException:
       data.close()
       raise
@@ -130,7 +135,7 @@ def _mesh(config):
   return steps.create_mesh()
 
 
-def _create(config, workdir, mesh, data):
+def _create(config, workdir, mesh, data, changes):
   """create_run after the mesh and the data."""
   info = registry.DATASETS[config.dataset]
   if config.batch_size > data.num_train:
@@ -163,6 +168,12 @@ def _create(config, workdir, mesh, data):
     if ckpt.latest_step() is not None:
       state, meta = ckpt.restore(abstract_state)
       meta = dict(meta, resumes=meta.get('resumes', 0) + 1)
+      if changes:  # Allowed by the user (resume_changes): kept for the summary.
+        step = int(jax.device_get(state.step))
+        meta['config_changes'] = list(meta.get('config_changes', [])) + [
+            dict(c, at_step=step) for c in changes]
+    if jax.process_index() == 0:
+      run_record.write(workdir, config)
   if state is None:
     state = jax.jit(init, out_shardings=replicated)(init_key)
   prep = make_prep(config, info)

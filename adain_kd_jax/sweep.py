@@ -48,6 +48,7 @@ from ml_collections import config_flags
 
 from adain_kd_jax import cli  # --traceback
 from adain_kd_jax import host_setup  # --cpu_devices, --cpu_ynnpack, ...
+from adain_kd_jax import run_record
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A configs/*.py file; override fields with --config.x=y '
@@ -172,9 +173,8 @@ def run_grid(config: ml_collections.ConfigDict, methods: Sequence[str],
       continue
     print(f'{tag}: training in {directory}.', flush=True)
     cell_config = run_config(config, method, seed)
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, 'config.json'), 'w') as f:
-      f.write(cell_config.to_json_best_effort(indent=2) + '\n')
+    with cli.user_errors():  # A cell begun under another config: refused.
+      run_record.check_and_write(directory, cell_config)
     summary = train_fn(cell_config, directory)
     results[(method, seed)] = summary
     if 'preempted_at' in summary:
@@ -233,6 +233,8 @@ def run_grid_parallel(config: ml_collections.ConfigDict,
       cell_config = run_config(config, method, seed)
       config_checks.check(cell_config)
       jobs.append(parallel.Job(run_dir(workdir, method, seed), cell_config))
+      with cli.user_errors():  # A cell begun under another config: refused.
+        run_record.check_resume(jobs[-1].run_dir, cell_config)
   write_sweep_json(workdir, config, methods, seeds)
   status = parallel.run_jobs(jobs, num_parallel,
                              log=lambda line: print(line, flush=True))
@@ -286,7 +288,12 @@ def main(argv):
   return 0
 
 
-if __name__ == '__main__':
+def run():
+  """The console script `adain-kd-sweep`."""
   # Here, not at import: tests import this module without its flags.
   flags.mark_flags_as_required(['config', 'workdir'])
   cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

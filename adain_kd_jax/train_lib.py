@@ -19,22 +19,21 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 import numpy as np
-import tqdm
 
 from adain_kd_jax import checkpoints
 from adain_kd_jax import metric_writer
 from adain_kd_jax import preemption
+from adain_kd_jax import progress as progress_lib
 from adain_kd_jax import run as run_lib
 
 # Kept in the checkpoints' meta, so that a resumed run adds up all its
 # segments: wall time, training time (compilation and evaluation excluded)
 # and the images trained on in that time.
 _TOTALS = ('wall_seconds_total', 'train_seconds_total', 'train_images_total')
-# The progress bar until the first call has run (compiling): no ETA yet.
-_COMPILING_BAR = '{l_bar}{bar}| {n_fmt}/{total_fmt} [compiling...]'
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config, workdir: str,
+                       resume_changes: tuple[str, ...] = ()) -> dict[str, Any]:
   """Trains and evaluates; returns the run summary (also WORKDIR/summary.json).
 
   summary.json holds: model, method, teacher, dataset, seed, steps, epochs;
@@ -49,12 +48,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       the checkpoint the next one resumed from (work a killed run did after
       its last checkpoint is not counted), plus wall_seconds.
     resumes: how many times the run was resumed (0: ran in one go).
+    config_changes: the fields a resume changed (allowed by naming them in
+      `resume_changes`, see run_record.py): [{field, was, now, at_step}].
+  WORKDIR/config.json holds the config (written at the start).
   A run stopped by SIGTERM or Ctrl-C returns {'model', 'method',
   'preempted_at': step, 'interrupted': whether it was Ctrl-C} instead.
   """
   start_time = time.time()
   with run_lib.mock_data(config):
-    run = run_lib.create_run(config, workdir)
+    run = run_lib.create_run(config, workdir, tuple(resume_changes))
     try:
       return train(run, run.state, run.meta, start_time=start_time)
     finally:
@@ -129,11 +131,11 @@ def _check_finite(run, first, metrics, latest_step):
 
 def _progress_bar(run, initial, compiling=False):
   # Until the first call has run, its time is compilation: no ETA.
-  return tqdm.tqdm(total=run.total_steps, initial=initial, unit='step',
-                   disable=jax.process_index() != 0, mininterval=2.0,
-                   desc=f'{run.config.method}:{run.config.model}',
-                   bar_format=_COMPILING_BAR if compiling else None,
-                   leave=not compiling)
+  return progress_lib.progress(
+      total=run.total_steps, initial=initial,
+      desc=f'{run.config.method}:{run.config.model}',
+      every=run.config.log_every_steps, disable=jax.process_index() != 0,
+      compiling=compiling)
 
 
 class _Batches:
@@ -311,6 +313,7 @@ def _finish(run, state, meta, last_eval, clock, start_time):
       'wall_seconds': wall,
       'wall_seconds_total': total['wall_seconds_total'],
       'resumes': meta.get('resumes', 0),
+      'config_changes': meta.get('config_changes', []),
   }
   if 'val' in last_eval:
     summary['val_accuracy'] = last_eval['val']['accuracy']

@@ -113,8 +113,9 @@ def test_sweep_bad_input_is_one_line(flags_, pattern, tmp_path):
 def test_report_without_finished_runs_is_one_line(tmp_path):
   """report on a directory without finished runs: one line, no help text."""
   proc = run_python('-m', 'adain_kd_jax.report', str(tmp_path), timeout=120)
-  _assert_one_line(proc, r'No finished run \(\*/seed\*/summary\.json\) '
-                   f'under {re.escape(str(tmp_path))}', prog='report.py')
+  _assert_one_line(proc, f'No finished run under {re.escape(str(tmp_path))}: '
+                   r'name a sweep directory \(\*/seed\*/summary\.json\) or a '
+                   r'run directory \(summary\.json\)', prog='report.py')
 
 
 def test_second_ctrl_c_is_one_line_and_status_130():
@@ -154,3 +155,12 @@ def test_message_of_an_unknown_field():
       "--config.metod=kd: config has no field 'metod'; did you mean "
       '--config.method?')
   assert cli.message(ValueError('two\n  lines')) == 'two lines'
+
+
+def test_help_exits_0_and_says_where_the_fields_are():
+  """train.py --help: exit 0, the usage, the flags and where the config
+  fields are documented (absl's own --help exits 1)."""
+  proc = run_python('train.py', '--help', timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert 'configs/default.py' in proc.stdout
+  assert '--workdir' in proc.stdout and '--resume_change' in proc.stdout

@@ -13,7 +13,7 @@ import pytest
 
 from adain_kd_jax import config_checks
 from adain_kd_jax import distill
-from adain_kd_jax import recorded_config
+from adain_kd_jax import run_record
 from configs import cifar100_distill
 from configs import cifar100_teacher
 from configs import default
@@ -348,7 +348,7 @@ def test_from_json_gives_an_older_recording_what_it_ran_under(tmp_path):
   seed, AdaIN at KD's temperature, no warm-up, no stat_mean, no ReLU."""
   recorded = default.get_config().to_dict()
   recorded['loss']['temperature'] = 2.0
-  for field in recorded_config.OLDER_RUNS:
+  for field in run_record.OLDER_RUNS:
     *parents, leaf = field.split('.')
     node = recorded
     for part in parents:

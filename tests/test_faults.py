@@ -3,6 +3,8 @@ checkpoints fall back to the previous one; SIGTERM and Ctrl-C ask to stop."""
 
 import glob
 import os
+import re
+import shutil
 import signal
 
 import jax
@@ -14,6 +16,7 @@ from adain_kd_jax import preemption
 from adain_kd_jax import train_lib
 from tests.conftest import idx_smoke_config
 from tests.conftest import make_teacher_variables
+from tests.conftest import run_python
 
 
 def _config(idx_data_dir, teacher, **overrides):
@@ -35,23 +38,35 @@ def nan_teacher(tmp_path_factory):
   return directory
 
 
+def _install_teacher(source, dest):
+  """Makes `dest` a copy of the teacher export `source` (same path, so the
+  run's config, and its config.json, do not change)."""
+  shutil.rmtree(dest, ignore_errors=True)
+  shutil.copytree(source, dest)
+
+
 def test_non_finite_loss_names_step_and_terms(tmp_path, idx_data_dir,
                                               teacher_export, nan_teacher):
   """A NaN from step 5 on stops the run at 5; checkpoint 4 stays good."""
   workdir = str(tmp_path / 'run')
+  teacher = str(tmp_path / 'teacher')
+  _install_teacher(teacher_export, teacher)
+  longer = ('num_train_steps',)
   train_lib.train_and_evaluate(
-      _config(idx_data_dir, teacher_export, num_train_steps=4), workdir)
+      _config(idx_data_dir, teacher, num_train_steps=4), workdir)
+  _install_teacher(nan_teacher, teacher)  # The teacher breaks.
   with pytest.raises(FloatingPointError,
                      match=r'Non-finite adain, grad_norm, kd, loss at step 5 '
                      r'.*last good checkpoint \(step 4\).*skip_nonfinite'):
     train_lib.train_and_evaluate(
-        _config(idx_data_dir, nan_teacher, num_train_steps=8), workdir)
+        _config(idx_data_dir, teacher, num_train_steps=8), workdir, longer)
   steps = sorted(int(os.path.basename(p)) for p in
                  glob.glob(os.path.join(workdir, 'checkpoints', '[0-9]*')))
   assert steps[-1] == 4
   # And the run resumes from it (with the good teacher) to the end.
+  _install_teacher(teacher_export, teacher)
   summary = train_lib.train_and_evaluate(
-      _config(idx_data_dir, teacher_export, num_train_steps=6), workdir)
+      _config(idx_data_dir, teacher, num_train_steps=6), workdir, longer)
   assert summary['steps'] == 6 and summary['skipped_steps'] == 0
 
 
@@ -81,46 +96,65 @@ def _two_checkpoints(directory):
   ckpt.close()
 
 
-# As for the truncated checkpoint below: orbax's failed read of the corrupted
-# step may leave an event loop behind, reported when it is collected.
-@pytest.mark.filterwarnings(
-    'ignore::pytest.PytestUnraisableExceptionWarning')
-def test_corrupted_newest_checkpoint_falls_back(tmp_path, capsys):
-  """Garbage in the newest step's files: reported, deleted, previous used."""
+def _damage(directory, how):
+  """Overwrites ('corrupt') or cuts short ('truncate') step 2's data files."""
+  paths = [p for p in glob.glob(os.path.join(directory, '2', 'state', '**',
+                                             'd', '*'), recursive=True)
+           if os.path.isfile(p)]
+  assert paths
+  for path in paths:
+    if how == 'truncate':
+      os.truncate(path, os.path.getsize(path) // 2)
+    else:
+      with open(path, 'wb') as f:
+        f.write(b'\x00garbage' * 7)
+
+
+@pytest.mark.parametrize('how', ['corrupt', 'truncate'])
+def test_damaged_newest_checkpoint_falls_back(tmp_path, capsys, how):
+  """A damaged newest step: one line (step skipped, why, step used),
+  deleted, the previous one restored."""
   directory = str(tmp_path / 'ckpt')
   _two_checkpoints(directory)
-  data_files = [p for p in glob.glob(os.path.join(directory, '2', 'state',
-                                                  '**', '*'), recursive=True)
-                if os.path.isfile(p) and os.sep + 'd' + os.sep in p]
-  assert data_files
-  for path in data_files:
-    with open(path, 'wb') as f:
-      f.write(b'\x00garbage' * 7)
+  _damage(directory, how)
   ckpt = checkpoints.RunCheckpointer(directory, keep=3)
   restored, meta = ckpt.restore(jax.eval_shape(_state))
   ckpt.close()
   assert meta == {'step': 1}
   jax.tree.map(np.testing.assert_array_equal, restored, _state())
-  assert 'Checkpoint step 2 is corrupted' in capsys.readouterr().out
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 1, lines
+  assert re.fullmatch(r'Checkpoint step 2 in .* is corrupted or incomplete '
+                      r'\(\w+: .+\); deleted it and resumed from step 1\.',
+                      lines[0]), lines[0]
   assert not os.path.exists(os.path.join(directory, '2'))
 
 
-# Reading the truncated files fails inside orbax's asyncio code, which leaves
-# an event loop behind that Python reports as an unraisable exception when it
-# is collected; the failure itself is handled (the previous step is used).
-@pytest.mark.filterwarnings(
-    'ignore::pytest.PytestUnraisableExceptionWarning')
-def test_truncated_newest_checkpoint_falls_back(tmp_path):
-  """A step whose data files were cut short is skipped too."""
-  directory = str(tmp_path / 'ckpt')
-  _two_checkpoints(directory)
-  for path in glob.glob(os.path.join(directory, '2', 'state', '**', 'd', '*'),
-                        recursive=True):
-    os.truncate(path, os.path.getsize(path) // 2)
-  ckpt = checkpoints.RunCheckpointer(directory, keep=3)
-  _, meta = ckpt.restore(jax.eval_shape(_state))
-  ckpt.close()
-  assert meta == {'step': 1}
+_FALLBACK_SCRIPT = """
+import sys
+from absl import logging
+import jax
+from adain_kd_jax import checkpoints
+from tests import test_faults
+logging.set_verbosity(logging.WARNING)  # As train.py.
+directory, how = sys.argv[1:]
+test_faults._two_checkpoints(directory)
+test_faults._damage(directory, how)
+ckpt = checkpoints.RunCheckpointer(directory, keep=3)
+_, meta = ckpt.restore(jax.eval_shape(test_faults._state))
+ckpt.close()
+assert meta == {'step': 1}, meta
+"""
+
+
+@pytest.mark.parametrize('how', ['corrupt', 'truncate'])
+def test_fallback_is_quiet_on_stderr(tmp_path, how):
+  """In a process of its own (as train.py): nothing at all on stderr, where
+  orbax's failed reads used to leave hundreds of lines of tracebacks."""
+  proc = run_python('-c', _FALLBACK_SCRIPT, str(tmp_path / 'ckpt'), how)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stderr.splitlines() == []
+  assert len(proc.stdout.splitlines()) == 1, proc.stdout
 
 
 def test_no_recompilation_after_the_first_step(tmp_path, idx_data_dir,

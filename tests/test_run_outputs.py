@@ -4,6 +4,7 @@ events (live), the progress bar, and a summary that adds up both segments."""
 import glob
 import json
 import os
+import sys
 
 import pytest
 
@@ -105,11 +106,29 @@ def test_summary_adds_up_the_segments(stopped_and_resumed):
 
 def test_progress_bar_says_compiling_before_the_first_step(
     tmp_path, idx_data_dir, teacher_export, capsys):
-  """No ETA until the first step has run: 'compiling...' instead."""
+  """On a terminal, no ETA until the first step has run: 'compiling...'."""
   config = idx_smoke_config(idx_data_dir, teacher_export, method='none',
                             num_train_steps=2, compare_to='')
-  train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(sys.stderr, 'isatty', lambda: True)
+    train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
   err = capsys.readouterr().err
   compiling = err.index('[compiling...]')
   assert '<' not in err[:compiling]  # tqdm's ETA reads 'elapsed<remaining'.
   assert '<' in err[compiling:]
+
+
+def test_progress_in_a_log_is_a_line_every_n_steps(tmp_path, idx_data_dir,
+                                                   teacher_export, capsys):
+  """Not a terminal: one line at compile time, then one every
+  log_every_steps steps and at the end; no carriage returns."""
+  config = idx_smoke_config(idx_data_dir, teacher_export, method='none',
+                            num_train_steps=10, log_every_steps=4,
+                            compare_to='')
+  train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
+  err = capsys.readouterr().err
+  assert '\r' not in err
+  lines = [l for l in err.splitlines() if l.startswith('none:resnet8: step')]
+  assert lines[0] == 'none:resnet8: step 0/10, compiling...'
+  assert [l.split()[2] for l in lines[1:]] == ['4/10', '8/10', '10/10']
+  assert 'step/s' in lines[-1] and 'test_acc=' in lines[-1]

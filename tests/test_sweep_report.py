@@ -329,3 +329,51 @@ def test_insertion_point_stats(tmp_path, teacher_export, idx_data_dir):
   with pytest.raises(ValueError, match='no connector'):
     plots.insertion_point_stats(
         sweep.run_config(config, 'kd', 0), str(tmp_path), images)
+
+
+def _single_run(tmp_path, curve_adain, curve_none):
+  """A train.py workdir: the run in DIR, its comparison in DIR/compare_none."""
+  fake = tmp_path / 'fake'
+  _write_run(str(fake), 'adain', 0, curve_adain)
+  _write_run(str(fake), 'none', 0, curve_none)
+  workdir = tmp_path / 'run'
+  os.rename(fake / 'adain' / 'seed0', workdir)
+  os.rename(fake / 'none' / 'seed0', workdir / 'compare_none')
+  return str(workdir)
+
+
+def test_report_of_a_single_run_directory(tmp_path):
+  """train.py's workdir (with its compare_none run) is a report of two rows."""
+  workdir = _single_run(tmp_path, [0.80, 0.88], [0.70, 0.81])
+  runs = report.collect(workdir)
+  assert [(r['method'], r['seed']) for r in runs] == [('adain', 0),
+                                                      ('none', 0)]
+  table = report.make_report(workdir, stats=False, tensorboard=False)
+  assert '| adain |' in table and '| none |' in table
+  with open(os.path.join(workdir, 'accuracy_curves.png'), 'rb') as f:
+    assert f.read(8) == _PNG
+
+
+def test_report_names_both_kinds_of_directory(tmp_path):
+  """No run at all: the error says what a sweep and a run directory hold."""
+  with pytest.raises(FileNotFoundError, match='sweep directory.*run directory'):
+    report.make_report(str(tmp_path), stats=False, tensorboard=False)
+
+
+def test_one_evaluation_figure_is_bars_with_values(tmp_path, monkeypatch):
+  """One evaluation per run: a bar per method, labelled with its value, not
+  a lone dot per method."""
+  workdir = _single_run(tmp_path, [0.8234], [0.7012])
+  drawn = {}
+  monkeypatch.setattr(plots, '_final_accuracy_bars',
+                      lambda runs, methods, path: drawn.update(
+                          methods=methods, path=path))
+  plots.accuracy_curves(report.collect(workdir), str(tmp_path / 'a.png'))
+  assert drawn['methods'] == ['adain', 'none']
+  monkeypatch.undo()
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  texts = []
+  monkeypatch.setattr(plt.Axes, 'annotate',
+                      lambda self, text, *a, **k: texts.append(text))
+  plots.accuracy_curves(report.collect(workdir), str(tmp_path / 'b.png'))
+  assert texts == ['82.34', '70.12']

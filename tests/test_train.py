@@ -86,13 +86,17 @@ def test_comparison_run(finished_run):
 
 def test_resume_continues_from_the_last_checkpoint(finished_run,
                                                    teacher_export):
-  """The same command with more steps resumes at step 8 and runs 9..12."""
+  """The same command with more steps (allowed: --resume_change) resumes at
+  step 8, runs 9..12 and records the change."""
   proc = _run(finished_run, teacher_export, '--config.num_train_steps=12',
-              '--config.compare_to=')
+              '--config.compare_to=', '--resume_change=num_train_steps')
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f'Resuming {finished_run} at step 8.' in proc.stdout
   steps = [r['step'] for r in _records(finished_run) if r['split'] == 'train']
   assert steps == [2, 4, 6, 8, 10, 12]
+  with open(os.path.join(finished_run, 'summary.json')) as f:
+    assert json.load(f)['config_changes'] == [
+        {'field': 'num_train_steps', 'was': 8, 'now': 12, 'at_step': 8}]
 
 
 def test_bad_override_fails_before_training(tmp_path, teacher_export):

@@ -108,5 +108,10 @@ def main(argv: Optional[list[str]] = None) -> int:
   return 0
 
 
-if __name__ == '__main__':
+def run():
+  """The console script `adain-kd-fetch`."""
   sys.exit(main())
+
+
+if __name__ == '__main__':
+  run()
