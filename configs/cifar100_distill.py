@@ -52,6 +52,8 @@ conventions:
   wrn_40_2 -> ShuffleV1     75.61 / 70.50; 74.83 73.73 73.32 76.05 76.70
 Report top-1 at the last and at the best epoch over 3 or more seeds, and
 compare the last with the CRD-table columns, the best with the DKD column.
+The same numbers are PUBLISHED below; `python results/cifar100/run_table.py`
+runs the whole table and sets our numbers beside them (docs/cifar100.md).
 """
 
 from configs import config_args
