@@ -196,6 +196,20 @@ def test_published_tables_say_their_convention():
   assert says(doc, "the DKD paper's ImageNet table", 'BEST test epoch')
 
 
+def test_published_constants_are_the_docstring_table():
+  """PUBLISHED holds every row of the docstring's table, number for number."""
+  rows = {}
+  for line in cifar100_distill.__doc__.splitlines():
+    match = re.fullmatch(r'\s*(\w+) -> (\w+)\s+([\d. /;]+)', line)
+    if match:
+      values = match[3].replace('/', ' ').replace(';', ' ').split()
+      rows[(match[1], match[2])] = [float(v) for v in values]
+  assert list(rows) == list(cifar100_distill.TABLE)
+  for row, values in rows.items():
+    published = cifar100_distill.PUBLISHED[row]
+    assert [published[m] for m in cifar100_distill.PUBLISHED_METHODS] == values
+
+
 def test_fashion_mnist_benchmark_recipe():
   """The Fashion-MNIST benchmark cell: validation split, 30 epochs, the
   published method weights, DKD's warm-up scaled to the schedule."""

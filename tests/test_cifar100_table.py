@@ -1,0 +1,66 @@
+"""results/cifar100: the plan of the published table and run_table.py, end
+to end on tfds mock data at toy size."""
+
+import os
+
+from adain_kd_jax import campaign
+from configs import cifar100_distill
+
+# pylint: disable=protected-access
+PLAN = campaign._load_module('results/cifar100/plan.py')
+TABLE = campaign._load_module('results/cifar100/run_table.py')
+
+
+def test_plan_is_every_row_method_and_seed_with_the_recipe():
+  """Teachers not imported first, then 11 rows x 8 methods x 3 seeds, each
+  the row's published config; only `none` starts without its teacher."""
+  runs = PLAN.get_plan('w')
+  teachers = [r for r in runs if r.name.startswith('teacher/')]
+  rows = [r for r in runs if not r.name.startswith('teacher/')]
+  assert {r.name for r in teachers} <= {
+      f'teacher/{t}' for t, _ in cifar100_distill.TABLE}
+  assert len(rows) == len(cifar100_distill.TABLE) * len(PLAN.METHODS) * 3
+  run = next(r for r in rows if r.name == 'vgg13-MobileNetV2/dkd/seed2')
+  assert run.config == ('configs/cifar100_distill.py:teacher=vgg13,'
+                        'student=MobileNetV2,method=dkd')
+  assert run.overrides == {'seed': 2}
+  assert run.needs == ('teachers/cifar100/vgg13',)
+  assert next(r for r in rows if r.name == 'vgg13-vgg8/none/seed0').needs == ()
+
+
+def test_bad_row_names_the_flag_and_the_fix():
+  """A --rows item without a dash fails in one line saying the form."""
+  try:
+    TABLE.parse_rows(['wrn_40_2'])
+  except Exception as e:  # pylint: disable=broad-except
+    assert 'use e.g. --rows=wrn_40_2-wrn_16_2' in str(e)
+  else:
+    raise AssertionError('no error')
+  assert TABLE.parse_rows([]) == list(cifar100_distill.TABLE)
+
+
+def test_run_table_end_to_end_on_mock_data(tmp_path, monkeypatch):
+  """One toy row, two methods, one seed: the teacher is trained (none is
+  imported), both runs finish, and table.md sets them beside the row's
+  published numbers."""
+  # The runs on one device each, compiled without backend optimisations
+  # (conftest.py's reason): the test's eight devices would slow them down.
+  monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0')
+  workdir = str(tmp_path / 'runs')
+  row = ('resnet8', 'resnet8')  # Small, so that it compiles fast.
+  sets = {'mock_data': 64, 'num_train_steps': 2, 'checkpoint_every_steps': 2}
+  status = TABLE.train(workdir, [row], ('none', 'kd'), (0,), sets, toy=True,
+                       parallel_runs=2)
+  assert sorted(status.values()) == ['finished'] * 3, status
+  numbers = {row: {'teacher': 75.0, 'none': 70.0, 'kd': 72.0, 'dkd': 73.0}}
+  text = TABLE.write_tables(workdir, [row], numbers)
+  lines = text.splitlines()
+  assert lines[0] == '## resnet8 -> resnet8'
+  body = {line.split(' | ')[0][2:]: line.split(' | ') for line in lines[4:]}
+  assert list(body) == ['teacher', 'none', 'kd', 'dkd']
+  assert body['kd'][1] == '1' and body['kd'][4:6] == ['72.00', 'last']
+  assert body['dkd'][1:6] == ['0', '-', '-', '73.00', 'best']
+  for name in ('report.md', 'published.md'):
+    assert os.path.isfile(os.path.join(workdir, 'resnet8-resnet8', name))
+  with open(os.path.join(workdir, TABLE.TABLE_FILE)) as f:
+    assert f.read() == text

@@ -1,0 +1,53 @@
+"""README.md and docs/: every relative link reaches a file, and every
+#anchor a heading of it (GitHub's slugs)."""
+
+import glob
+import os
+import re
+
+import pytest
+
+from tests.conftest import ROOT
+
+PAGES = ['README.md'] + sorted(
+    os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'docs',
+                                                             '*.md')))
+_LINK = re.compile(r'\]\(([^)\s]+)\)')
+
+
+def slug(heading):
+  """GitHub's anchor of a heading: lower case, punctuation dropped, spaces
+  to dashes."""
+  return re.sub(r'[^\w\- ]', '', heading.strip().lower()).replace(' ', '-')
+
+
+def _anchors(path):
+  with open(path) as f:
+    text = re.sub(r'```.*?```', '', f.read(), flags=re.S)
+  return {slug(m) for m in re.findall(r'^#+ (.*)$', text, flags=re.M)}
+
+
+def test_slug_is_githubs():
+  """Headings with code, colons and commas slug as GitHub writes them."""
+  assert slug('Grids: `sweep --grid`') == 'grids-sweep---grid'
+  assert slug('Nothing lost: resume, faults, bad input') == (
+      'nothing-lost-resume-faults-bad-input')
+
+
+@pytest.mark.parametrize('page', PAGES)
+def test_relative_links_resolve(page):
+  """No link of the page points at a missing file or heading."""
+  with open(os.path.join(ROOT, page)) as f:
+    links = _LINK.findall(f.read())
+  broken = []
+  for link in links:
+    if re.match(r'[a-z]+:', link):
+      continue  # http(s), mailto: not checked here.
+    target, _, anchor = link.partition('#')
+    path = (os.path.normpath(os.path.join(ROOT, os.path.dirname(page), target))
+            if target else os.path.join(ROOT, page))
+    if not os.path.exists(path):
+      broken.append(f'{link} (no file)')
+    elif anchor and anchor not in _anchors(path):
+      broken.append(f'{link} (no heading)')
+  assert not broken, f'{page}: {broken}'
