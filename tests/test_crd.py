@@ -301,3 +301,27 @@ def test_crd_heads_embed_and_normalise():
   for e in (e_s, e_t):
     assert e.shape == (3, 8) and e.dtype == jnp.float32
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1., rtol=1e-5)
+
+
+def test_crd_contrast_scores_match_the_gathered_rows():
+  """The scores (and their gradient in emb) equal the former computation,
+  exp(memory[contrast_idx] @ emb / T) with the rows gathered, to rounding;
+  repeated and positive indices included."""
+  memory = rand((300, 16), 0)
+  emb = np.asarray(crd.crd_embed_normalize(rand((8, 16), 1)))
+  cidx = np.array(jax.random.randint(jax.random.key(2), (8, 65), 0, 300))
+  cidx[:, 1] = cidx[:, 0]  # A negative that is the positive.
+  weights = rand((8, 65), 3)
+
+  def gathered(e):
+    out = jnp.exp(jnp.einsum('nkd,nd->nk', memory[cidx], e) / 0.07)
+    return out / (jax.lax.stop_gradient(jnp.mean(out)) * 300)
+
+  def scores(e):
+    return crd.crd_contrast_scores(memory, e, cidx, jnp.float32(-1.), 0.07)[0]
+
+  np.testing.assert_allclose(jax.jit(scores)(emb), gathered(emb), rtol=1e-5)
+  np.testing.assert_allclose(
+      jax.jit(jax.grad(lambda e: jnp.sum(scores(e) * weights)))(emb),
+      jax.grad(lambda e: jnp.sum(gathered(e) * weights))(emb), rtol=1e-4,
+      atol=1e-6)
