@@ -174,9 +174,20 @@ def _evaluate(members, slots, eval_steps):
   return results
 
 
+def member_names(members) -> list[str]:
+  """Each member's workdir relative to the members' common directory
+  ('kd/seed0' in a sweep; 'kd/t2/seed100' beside other arms of a tuning),
+  so that two settings of one method and seed stay apart."""
+  dirs = [os.path.abspath(m.run.workdir) for m in members]
+  if len(dirs) == 1:
+    return [members[0].name]
+  root = os.path.commonpath(dirs)
+  return [os.path.relpath(d, root) for d in dirs]
+
+
 def _grid_record(members, member):
   """What a member's summary.json says about its grid."""
-  return {'members': [m.name for m in members], 'size': len(members),
+  return {'members': member_names(members), 'size': len(members),
           'layout': LAYOUT,
           'shared_teacher': sum(
               m.run.config.seed == member.run.config.seed
@@ -216,7 +227,7 @@ def train_grid(members: Sequence[_Member], start_time: float
     m.writer = metric_writer.MetricWriter(m.run.workdir, start_step,
                                           enabled=is_main)
   if is_main:
-    print(f'Grid of {len(members)} ({", ".join(m.name for m in members)}) '
+    print(f'Grid of {len(members)} ({", ".join(member_names(members))}) '
           f'from step {start_step}.', flush=True)
   boundaries = (config.log_every_steps, config.checkpoint_every_steps,
                 first.eval_every)

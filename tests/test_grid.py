@@ -255,3 +255,15 @@ def test_campaign_packs_ready_runs_into_grids(tmp_path, idx_data_dir,
   packs = campaign_grid.pack(jobs)
   assert [[os.path.basename(j.run_dir) for j in p] for p in packs] == [
       ['kd', 'dkd'], ['other']]
+
+
+def test_member_names_keep_settings_of_one_method_and_seed_apart():
+  """Three kd settings at seed 100 are three names, not 'kd/seed100' x 3."""
+  import types  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import grid  # pylint: disable=g-import-not-at-top
+  members = [types.SimpleNamespace(
+      run=types.SimpleNamespace(workdir=f'/w/tune/kd/t{t}/seed100'),
+      name='kd/seed100') for t in (2, 4, 8)]
+  assert grid.member_names(members) == ['t2/seed100', 't4/seed100',
+                                        't8/seed100']
+  assert grid.member_names(members[:1]) == ['kd/seed100']
