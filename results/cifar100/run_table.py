@@ -38,17 +38,23 @@ from configs import cifar100_distill
 PLAN = os.path.join(_HERE, 'plan.py')
 TABLE_FILE = 'table.md'
 
-_WORKDIR = flags.DEFINE_string('workdir', 'results/cifar100/runs',
-                               'Runs go to WORKDIR/<row>/<method>/seed<k>.')
-_ROWS = flags.DEFINE_list('rows', [], 'teacher-student pairs (default: the '
-                          'whole table), e.g. wrn_40_2-wrn_16_2.')
-_METHODS = flags.DEFINE_list('methods', [], 'Methods (default: the plan\'s).')
-_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds.')
-_PARALLEL = flags.DEFINE_integer('parallel', 1, 'Runs at once.')
-_SET = flags.DEFINE_list('set', [], 'field=value overrides for every run.')
-_TOY = flags.DEFINE_bool('toy', False, 'A few steps per run (a dry run).')
-_REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Train nothing; '
-                                 'write the reports of what has finished.')
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """The command's flags; here, not at import (the tests import this file
+  beside the sweep and the campaign, which define flags of the same names)."""
+  flags.DEFINE_string('workdir', 'results/cifar100/runs',
+                      'Runs go to WORKDIR/<row>/<method>/seed<k>.')
+  flags.DEFINE_list('rows', [], 'teacher-student pairs (default: the whole '
+                    'table), e.g. wrn_40_2-wrn_16_2.')
+  flags.DEFINE_list('methods', [], 'Methods (default: the plan\'s).')
+  flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds.')
+  flags.DEFINE_integer('parallel', 1, 'Runs at once.')
+  flags.DEFINE_list('set', [], 'field=value overrides for every run.')
+  flags.DEFINE_bool('toy', False, 'A few steps per run (a dry run).')
+  flags.DEFINE_bool('report_only', False, 'Train nothing; write the reports '
+                    'of what has finished.')
 
 
 def parse_rows(names):
@@ -97,22 +103,23 @@ def write_tables(workdir, rows, numbers=None):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  rows = parse_rows(_ROWS.value)
+  rows = parse_rows(FLAGS.rows)
   plan = campaign._load_module(PLAN)  # pylint: disable=protected-access
-  methods = tuple(_METHODS.value) or plan.METHODS
-  seeds = tuple(int(s) for s in _SEEDS.value)
-  if not _REPORT_ONLY.value:
-    status = train(_WORKDIR.value, rows, methods, seeds,
-                   campaign.parse_sets(_SET.value), _TOY.value,
-                   _PARALLEL.value)
+  methods = tuple(FLAGS.methods) or plan.METHODS
+  seeds = tuple(int(s) for s in FLAGS.seeds)
+  if not FLAGS.report_only:
+    status = train(FLAGS.workdir, rows, methods, seeds,
+                   campaign.parse_sets(FLAGS.set), FLAGS.toy,
+                   FLAGS.parallel)
     failed = {d: s for d, s in status.items() if s.startswith('failed')}
     for run_dir, value in failed.items():
       print(f'  {run_dir}: {value}; see {run_dir}/log.txt', flush=True)
-  text = write_tables(_WORKDIR.value, rows)
+  text = write_tables(FLAGS.workdir, rows)
   print(text or 'No finished runs yet.', flush=True)
   if text:
-    print(f'Wrote {os.path.join(_WORKDIR.value, TABLE_FILE)}', flush=True)
+    print(f'Wrote {os.path.join(FLAGS.workdir, TABLE_FILE)}', flush=True)
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
