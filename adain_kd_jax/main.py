@@ -23,9 +23,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from adain_kd_jax import cli  # --traceback
-from adain_kd_jax import host_setup  # --cpu_devices, --cpu_ynnpack, ...
-from adain_kd_jax import run_record
+from adain_kd_jax import cli
+from adain_kd_jax import host_setup
+from adain_kd_jax.training import run_record
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A configs/*.py file (any path); override fields with '
@@ -60,7 +60,7 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
-  from adain_kd_jax import train_lib  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.training import loop as train_lib
 
   host_setup.enable_compilation_cache()
   # Multi-host: one process per host, each started with the same command.
@@ -88,7 +88,7 @@ def _compare(config, summary):
   """
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from adain_kd_jax import train_lib  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.training import loop as train_lib
 
   other = ml_collections.ConfigDict(config.to_dict())
   other.method, other.compare_to, other.export = config.compare_to, '', False

@@ -30,7 +30,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from adain_kd_jax import host_setup  # --cpu_ynnpack
+from adain_kd_jax import host_setup
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _BATCH = flags.DEFINE_integer('batch', 64, 'Batch size.')

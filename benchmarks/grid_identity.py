@@ -29,7 +29,7 @@ if _REPO_ROOT not in sys.path:
 from absl import app
 from absl import flags
 
-from adain_kd_jax import host_setup  # --cpu_devices, --cpu_ynnpack
+from adain_kd_jax import host_setup
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _TEACHER_CKPT = flags.DEFINE_string(
@@ -61,9 +61,9 @@ def main(argv):
   import jax
   import numpy as np
   from jax.sharding import PartitionSpec as P
-  from adain_kd_jax import distill
-  from adain_kd_jax import grid_step
-  from adain_kd_jax import run as run_lib
+  from adain_kd_jax.methods import objective as distill
+  from adain_kd_jax.training import grid_step
+  from adain_kd_jax.training import run as run_lib
   from configs import default
   # pylint: enable=g-import-not-at-top
   wall = time.perf_counter()

@@ -47,7 +47,7 @@ if _REPO_ROOT not in sys.path:
 from absl import app
 from absl import flags
 
-from adain_kd_jax import host_setup  # --cpu_devices, --cpu_ynnpack
+from adain_kd_jax import host_setup
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _TEACHER = flags.DEFINE_string('teacher', 'resnet20', 'Teacher model.')
@@ -125,10 +125,10 @@ def main(argv):
   import jax
   import numpy as np
   from jax.sharding import PartitionSpec as P
-  from adain_kd_jax import grid_step
-  from adain_kd_jax import run as run_lib
-  from adain_kd_jax import steps
   from adain_kd_jax.data import augment
+  from adain_kd_jax.training import grid_step
+  from adain_kd_jax.training import run as run_lib
+  from adain_kd_jax.training import steps
   from configs import default
   # pylint: enable=g-import-not-at-top
   wall = time.perf_counter()

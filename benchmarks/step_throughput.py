@@ -53,7 +53,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from adain_kd_jax import host_setup  # --cpu_devices, --cpu_ynnpack
+from adain_kd_jax import host_setup
 from configs import default
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -226,10 +226,10 @@ def main(argv):
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
 
-  from adain_kd_jax import config_checks
   from adain_kd_jax.data import batching
-  from adain_kd_jax import distill
-  from adain_kd_jax import steps as steps_lib
+  from adain_kd_jax.methods import objective as distill
+  from adain_kd_jax.training import config_checks
+  from adain_kd_jax.training import steps as steps_lib
   # pylint: enable=g-import-not-at-top
 
   # Compile times must be real compilations, not persistent-cache reads.

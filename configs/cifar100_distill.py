@@ -12,7 +12,7 @@ comes from tfds (prepared array_record files; `--config.download=True`
 once, with network). The teacher is an exported checkpoint in
 `teachers/cifar100/<teacher>`: train one with configs/cifar100_teacher.py,
 or import the benchmark's PyTorch weights with
-`python -m adain_kd_jax.import_torch --arch <teacher> --checkpoint FILE.pth
+`python -m adain_kd_jax.torch_import.zoo --arch <teacher> --checkpoint FILE.pth
 --out teachers/cifar100/<teacher>`.
 
 Loss weights of the baselines are those of their published commands (CRD's

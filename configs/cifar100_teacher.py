@@ -7,7 +7,7 @@ r"""Trains a CIFAR-100 teacher with the benchmark recipe and exports it.
 Same recipe as configs/cifar100_distill.py (240 epochs, batch 64, ...).
 Published teacher top-1 (%): wrn_40_2 75.61, resnet56 72.34, resnet110
 74.31, resnet32x4 79.42, vgg13 74.64, ResNet50 79.34. Or skip training:
-import the benchmark's PyTorch checkpoints with adain_kd_jax.import_torch.
+import the benchmark's PyTorch checkpoints with adain_kd_jax.torch_import.zoo.
 """
 
 from configs import cifar100_distill

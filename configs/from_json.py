@@ -7,10 +7,10 @@ The sweep and the campaign write every run's full config to
 WORKDIR/config.json; this file turns it back into a config, so `sweep --parallel` and
 `campaign` start each run as its own `train.py` process. Lists come back as
 tuples, and a config recorded before a field existed gets the value that
-reproduces what that run did (adain_kd_jax/run_record.py).
+reproduces what that run did (adain_kd_jax/training/run_record.py).
 """
 
-from adain_kd_jax import run_record
+from adain_kd_jax.training import run_record
 
 
 def get_config(path: str):

@@ -14,7 +14,7 @@ Data: tfds `imagenet2012`, prepared once from the manually downloaded tars
 (`pip install -r requirements-prepare.txt`, then `tfds build imagenet2012
 --file_format=array_record`); training reads the array_record files without
 TensorFlow. Teacher: torchvision's ResNet-34 imported with
-`python -m adain_kd_jax.import_torch --arch resnet34 --checkpoint
+`python -m adain_kd_jax.torch_import.zoo --arch resnet34 --checkpoint
 resnet34.pth --out teachers/imagenet/resnet34 --dataset imagenet2012
 --test_accuracy 0.7331`.
 

@@ -20,7 +20,7 @@ if "xla_backend_optimization_level" not in _flags:
   _flags += " --xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = _flags.strip()
 
-from adain_kd_jax import host_setup  # pylint: disable=g-import-not-at-top
+from adain_kd_jax import host_setup
 
 host_setup.set_xla_cpu_flags(ynnpack=True)
 
@@ -34,9 +34,9 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 import numpy as np  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
-from adain_kd_jax import checkpoints  # pylint: disable=g-import-not-at-top
-from adain_kd_jax import models  # pylint: disable=g-import-not-at-top
-from adain_kd_jax import steps  # pylint: disable=g-import-not-at-top
+from adain_kd_jax import models
+from adain_kd_jax.training import checkpoints
+from adain_kd_jax.training import steps
 
 
 def make_teacher_variables(name='resnet8', num_classes=10,

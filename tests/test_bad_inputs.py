@@ -7,12 +7,12 @@ import shutil
 import numpy as np
 import pytest
 
-from adain_kd_jax import checkpoints
 from adain_kd_jax import cli
 from adain_kd_jax.data import idx
-from adain_kd_jax import preflight
-from adain_kd_jax import run as run_lib
-from adain_kd_jax import train_lib
+from adain_kd_jax.training import checkpoints
+from adain_kd_jax.training import loop as train_lib
+from adain_kd_jax.training import preflight
+from adain_kd_jax.training import run as run_lib
 from configs import smoke
 from tests.conftest import idx_smoke_config
 from tests.conftest import make_teacher_variables

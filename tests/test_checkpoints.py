@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adain_kd_jax import checkpoints
 from adain_kd_jax import models
+from adain_kd_jax.training import checkpoints
 from tests.conftest import make_teacher_variables
 
 
@@ -157,7 +157,7 @@ def test_a_checkpoint_of_an_older_version_resumes(tmp_path, idx_data_dir,
   own resume gave (round-off of another CPU allowed). Resuming logs no
   orbax warning.
   """
-  from adain_kd_jax import train_lib  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.training import loop as train_lib
   from tests.conftest import idx_smoke_config  # pylint: disable=g-import-not-at-top
   from tests.data import make_checkpoint_v1  # pylint: disable=g-import-not-at-top
   source = os.path.join(os.path.dirname(__file__), 'data', 'checkpoint_v1')

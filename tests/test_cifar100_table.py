@@ -3,7 +3,7 @@ to end on tfds mock data at toy size."""
 
 import os
 
-from adain_kd_jax import campaign
+from adain_kd_jax.experiments import campaign
 from configs import cifar100_distill
 
 # pylint: disable=protected-access

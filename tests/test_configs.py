@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adain_kd_jax import config_checks
-from adain_kd_jax import distill
-from adain_kd_jax import run_record
+from adain_kd_jax.methods import objective as distill
+from adain_kd_jax.training import config_checks
+from adain_kd_jax.training import run_record
 from configs import cifar100_distill
 from configs import cifar100_teacher
 from configs import default

@@ -1,10 +1,10 @@
-"""FitNet's hint regressor (RepDistiller ConvReg) in adain_kd_jax.connectors."""
+"""FitNet's hint regressor (RepDistiller ConvReg) in adain_kd_jax.methods.connectors."""
 
 import jax
 import numpy as np
 import pytest
 
-from adain_kd_jax import connectors
+from adain_kd_jax.methods import connectors
 
 
 def _rand(shape, seed):

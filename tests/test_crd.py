@@ -1,4 +1,4 @@
-"""Tests for adain_kd_jax.crd: the CRD loss, memory bank, negative sampler and
+"""Tests for adain_kd_jax.losses.crd: the CRD loss, memory bank, negative sampler and
 embedding heads, against a numpy re-implementation of RepDistiller's crd/."""
 
 import jax
@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adain_kd_jax import crd
+from adain_kd_jax.losses import crd
+from adain_kd_jax.methods import crd_heads
 from tests.conftest import JIT
 from tests.conftest import maybe_jit
 from tests.conftest import rand
@@ -291,7 +292,7 @@ def test_crd_sample_contrast_rejects_too_many_negatives():
 
 def test_crd_heads_embed_and_normalise():
   """Two linear heads (embed_s, embed_t) to `dim`, then unit-norm rows."""
-  heads = crd.CRDHeads(dim=8)
+  heads = crd_heads.CRDHeads(dim=8)
   f_s, f_t = rand((3, 5), seed=20), rand((3, 7), seed=21)
   variables = heads.init(jax.random.key(0), f_s, f_t)
   assert set(variables['params']) == {'embed_s', 'embed_t'}

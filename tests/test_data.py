@@ -240,8 +240,8 @@ def test_fetch_data_already_installed(tmp_path, monkeypatch):
 
 
 def test_fetch_data_old_command_name():
-  """`python -m adain_kd_jax.fetch_data` (the old name) still runs fetch."""
-  result = run_python('-m', 'adain_kd_jax.fetch_data', '--help', timeout=60)
+  """`python -m adain_kd_jax.data.fetch` (the old name) still runs fetch."""
+  result = run_python('-m', 'adain_kd_jax.data.fetch', '--help', timeout=60)
   assert result.returncode == 0, result.stderr
   assert 'python -m adain_kd_jax.data.fetch' in result.stdout
 

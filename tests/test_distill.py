@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adain_kd_jax import distill
-from adain_kd_jax import steps
+from adain_kd_jax.methods import objective as distill
+from adain_kd_jax.training import steps
 from configs import smoke
 from tests.conftest import jit_train_step
 from tests.conftest import make_teacher_variables
@@ -150,7 +150,7 @@ def test_teacher_batch_norm_statistics_never_change():
                              variables['batch_stats'], teacher_vars, images,
                              batch['label'])
   z_s, _ = _student_train(distiller, variables, images)
-  from adain_kd_jax import losses  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import losses
   np.testing.assert_allclose(metrics['kd'], losses.kd(z_s, z_t), rtol=1e-5)
 
 
@@ -225,7 +225,7 @@ def test_a_zero_weight_term_computes_nothing():
 
 def test_dkd_warm_up_and_at_sum_are_wired_as_published():
   """DKD is scaled by min(epoch / 20, 1); AT sums every stage pair."""
-  from adain_kd_jax import losses_baselines  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.losses import baselines as losses_baselines
   teacher_vars = make_teacher_variables()
   batch = _batch()
   images = batch['image'].astype(np.float32) / 255.0
@@ -272,7 +272,7 @@ def _adain_parts(config, step=0):
 
 def test_adain_kl_takes_its_own_temperature_not_kds():
   """loss.adain_temperature sets AdaIN's KL; loss.temperature is KD's."""
-  from adain_kd_jax import losses  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import losses
   config = _config('adain_kd', adain_kind='kl', temperature=2.0,
                    adain_temperature=8.0)
   config.points, config.point_weights = (2,), (1.0,)
@@ -293,7 +293,7 @@ def test_adain_kl_takes_its_own_temperature_not_kds():
                                          (35, 1.0)])
 def test_adain_warm_up_scales_the_term_linearly(step, factor):
   """loss.adain_warmup_epochs=2 at 10 steps per epoch: min(step / 20, 1)."""
-  from adain_kd_jax import losses  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import losses
   config = _config('adain', adain_warmup_epochs=2.0)
   _, metrics, con, f_t, z_t, tail, labels = _adain_parts(config, step=step)
   plain = losses.adain_loss(f_t['stage3'], con['stage3'], z_t,
@@ -319,7 +319,7 @@ def test_the_authors_form_adds_a_mean_only_statistics_term():
 
 def test_connector_relu_changes_the_output_not_the_parameters():
   """A ReLU after the BN: relu(the plain connector), same parameter tree."""
-  from adain_kd_jax import connectors  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.methods import connectors
   x = jax.random.normal(jax.random.key(3), (4, 5, 5, 6))
   plain = connectors.Connector(8)
   relu = connectors.Connector(8, relu=True)
@@ -334,7 +334,7 @@ def test_connector_relu_changes_the_output_not_the_parameters():
 
 def test_fitnet_is_the_hint_regressor_then_a_plain_mse():
   """L_fitnet = sum_k w_k mean((ConvReg_k(f_s) - f_t)^2), params['hint']."""
-  from adain_kd_jax import losses_baselines  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.losses import baselines as losses_baselines
   config = _config('fitnet')
   config.points, config.point_weights = (1, 2), (1.0, 0.5)
   distiller = distill.create(config, 10, IMAGE_SHAPE)

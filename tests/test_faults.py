@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from adain_kd_jax import checkpoints
-from adain_kd_jax import preemption
-from adain_kd_jax import train_lib
+from adain_kd_jax.training import checkpoints
+from adain_kd_jax.training import loop as train_lib
+from adain_kd_jax.training import preemption
 from tests.conftest import idx_smoke_config
 from tests.conftest import make_teacher_variables
 from tests.conftest import run_python
@@ -134,7 +134,7 @@ _FALLBACK_SCRIPT = """
 import sys
 from absl import logging
 import jax
-from adain_kd_jax import checkpoints
+from adain_kd_jax.training import checkpoints
 from tests import test_faults
 logging.set_verbosity(logging.WARNING)  # As train.py.
 directory, how = sys.argv[1:]
@@ -160,7 +160,7 @@ def test_fallback_is_quiet_on_stderr(tmp_path, how):
 def test_no_recompilation_after_the_first_step(tmp_path, idx_data_dir,
                                                teacher_export, monkeypatch):
   """12 steps, 2 evaluations, checkpoints: each step function traced once."""
-  from adain_kd_jax import steps  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.training import steps
   traces = {'train': 0, 'eval': 0}
   train_step, eval_step = steps.train_step, steps.eval_step
 

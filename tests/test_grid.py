@@ -14,12 +14,12 @@ import jax
 import numpy as np
 import pytest
 
-from adain_kd_jax import distill
-from adain_kd_jax import grid
-from adain_kd_jax import grid_step
-from adain_kd_jax import preemption
-from adain_kd_jax import run as run_lib
-from adain_kd_jax import sweep
+from adain_kd_jax.experiments import sweep
+from adain_kd_jax.methods import objective as distill
+from adain_kd_jax.training import grid
+from adain_kd_jax.training import grid_step
+from adain_kd_jax.training import preemption
+from adain_kd_jax.training import run as run_lib
 from tests.conftest import idx_smoke_config
 
 _METHODS = tuple(distill.METHODS)
@@ -241,8 +241,8 @@ def test_campaign_packs_ready_runs_into_grids(tmp_path, idx_data_dir,
                                               teacher_export):
   """campaign --grid: ready runs that share go to one grid; a teacher run,
   a run waiting for a missing path and another student do not join it."""
-  from adain_kd_jax import campaign_grid  # pylint: disable=g-import-not-at-top
-  from adain_kd_jax import parallel  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.experiments import campaign_grid
+  from adain_kd_jax.experiments import parallel
   config = lambda m, **kw: _config(idx_data_dir, teacher_export, m, **kw)
   jobs = [parallel.Job(str(tmp_path / 'kd'), config('kd')),
           parallel.Job(str(tmp_path / 'dkd'), config('dkd', seed=1)),
@@ -260,7 +260,7 @@ def test_campaign_packs_ready_runs_into_grids(tmp_path, idx_data_dir,
 def test_member_names_keep_settings_of_one_method_and_seed_apart():
   """Three kd settings at seed 100 are three names, not 'kd/seed100' x 3."""
   import types  # pylint: disable=g-import-not-at-top
-  from adain_kd_jax import grid  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.training import grid
   members = [types.SimpleNamespace(
       run=types.SimpleNamespace(workdir=f'/w/tune/kd/t{t}/seed100'),
       name='kd/seed100') for t in (2, 4, 8)]

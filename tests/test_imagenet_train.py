@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from adain_kd_jax import checkpoints
 from adain_kd_jax import models
-from adain_kd_jax import train_lib
+from adain_kd_jax.training import checkpoints
+from adain_kd_jax.training import loop as train_lib
 from configs import imagenet_distill
 
 

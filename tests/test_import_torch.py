@@ -19,11 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adain_kd_jax import checkpoints
-from adain_kd_jax import import_torch
 from adain_kd_jax import models
-from adain_kd_jax import torch_convert
-from adain_kd_jax import torch_names
+from adain_kd_jax.torch_import import convert as torch_convert
+from adain_kd_jax.torch_import import key_maps as torch_names
+from adain_kd_jax.torch_import import zoo as import_torch
+from adain_kd_jax.training import checkpoints
 
 # The parameter names and shapes of the benchmark's PyTorch state dicts
 # (tests/data/README.md).

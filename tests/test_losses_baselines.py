@@ -1,4 +1,4 @@
-"""Tests for adain_kd_jax.losses_baselines: FitNet (the `fm` term and the hint
+"""Tests for adain_kd_jax.losses.baselines: FitNet (the `fm` term and the hint
 loss), attention transfer and decoupled KD."""
 
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from adain_kd_jax import losses
-from adain_kd_jax import losses_baselines
+from adain_kd_jax.losses import baselines as losses_baselines
 from tests.conftest import JIT
 from tests.conftest import maybe_jit
 from tests.conftest import rand

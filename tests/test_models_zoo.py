@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adain_kd_jax import import_torch
 from adain_kd_jax import models
+from adain_kd_jax.torch_import import zoo as import_torch
 
 # Trainable parameters for 3-channel input and 100 classes (1000 for the
 # ImageNet ResNets); the same counts as the PyTorch models.

@@ -6,7 +6,7 @@ import socket
 import numpy as np
 import pytest
 
-from adain_kd_jax import checkpoints
+from adain_kd_jax.training import checkpoints
 from tests.conftest import idx_smoke_flags
 from tests.conftest import run_train_py
 
@@ -25,7 +25,7 @@ def _flags(idx_data_dir, teacher_export):
 
 def _load(workdir):
   import jax  # pylint: disable=g-import-not-at-top
-  from adain_kd_jax import models  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import models
   model = models.create_model('resnet8', 10)
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from adain_kd_jax import paired
+from adain_kd_jax.experiments import paired
 
 
 def test_t_quantiles_known_values():

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from adain_kd_jax import methods
-from adain_kd_jax import run as run_lib
+from adain_kd_jax.training import run as run_lib
 from tests.conftest import idx_smoke_config
 
 

@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from adain_kd_jax import campaign
-from adain_kd_jax import parallel
+from adain_kd_jax.experiments import campaign
+from adain_kd_jax.experiments import parallel
 from configs import from_json
 from configs import smoke
 from tests.conftest import idx_smoke_flags
@@ -128,7 +128,7 @@ def test_from_json_round_trips_a_config(tmp_path):
 def _plan(tmp_path, teacher_dir):
   plan = tmp_path / 'plan.py'
   plan.write_text(textwrap.dedent(f'''
-      from adain_kd_jax.parallel import Run
+      from adain_kd_jax.experiments.parallel import Run
       def get_plan(workdir=None):
         return [
             Run('teacher/resnet8', 'configs/teacher.py',
@@ -191,7 +191,7 @@ def test_sweep_parallel_matches_sequential(tmp_path, idx_data_dir,
   results = {}
   for n in (1, 2):
     workdir = str(tmp_path / f'p{n}')
-    proc = run_python('-m', 'adain_kd_jax.sweep', *flags,
+    proc = run_python('-m', 'adain_kd_jax.experiments.sweep', *flags,
                       f'--workdir={workdir}', f'--parallel={n}', timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results[n] = {}

@@ -3,7 +3,7 @@
 import json
 import os
 
-from adain_kd_jax import published
+from adain_kd_jax.experiments import published
 
 
 def _run(row_dir, method, seed, best, last, teacher=0.7561):

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from adain_kd_jax import preemption
-from adain_kd_jax import train_lib
+from adain_kd_jax.training import loop as train_lib
+from adain_kd_jax.training import preemption
 from tests.conftest import idx_smoke_config
 from tests.conftest import read_events
 

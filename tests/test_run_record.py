@@ -8,8 +8,8 @@ import os
 import pytest
 
 from adain_kd_jax import cli
-from adain_kd_jax import run_record
-from adain_kd_jax import train_lib
+from adain_kd_jax.training import loop as train_lib
+from adain_kd_jax.training import run_record
 from configs import default
 from tests.conftest import idx_smoke_config
 from tests.conftest import idx_smoke_flags

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adain_kd_jax import losses
-from adain_kd_jax import stats_swap
+from adain_kd_jax.experiments import stats_swap
 from tests.conftest import rand
 
 

@@ -10,11 +10,11 @@ import jax
 import numpy as np
 import pytest
 
-from adain_kd_jax import plots
-from adain_kd_jax import report
-from adain_kd_jax import steps
-from adain_kd_jax import sweep
-from adain_kd_jax import train_lib
+from adain_kd_jax.experiments import plots
+from adain_kd_jax.experiments import report
+from adain_kd_jax.experiments import sweep
+from adain_kd_jax.training import loop as train_lib
+from adain_kd_jax.training import steps
 from configs import default
 from tests.conftest import make_teacher_variables
 from tests.conftest import read_events
@@ -286,10 +286,10 @@ def test_insertion_point_stats(tmp_path, teacher_export, idx_data_dir):
   The saved state is the run's initial one with the connector's BatchNorm
   bias raised by 1: every channel mean moves by 1, the stds stay.
   """
-  from adain_kd_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import losses
   from adain_kd_jax.data import augment  # pylint: disable=g-import-not-at-top
-  from adain_kd_jax import losses  # pylint: disable=g-import-not-at-top
-  from adain_kd_jax import run as run_lib  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.training import checkpoints
+  from adain_kd_jax.training import run as run_lib
   config = _config()
   config.update(data_dir=idx_data_dir, batch_size=16, eval_batch_size=32)
   config.teacher = 'resnet8'

@@ -4,9 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from adain_kd_jax import distill
 from adain_kd_jax import models
-from adain_kd_jax import steps
+from adain_kd_jax.methods import objective as distill
+from adain_kd_jax.training import steps
 from configs import smoke
 from tests.conftest import jit_train_step
 

@@ -14,10 +14,39 @@ what the interrupted one would have.
 
 from typing import Any, Callable, Iterator
 
-from adain_kd_jax import preflight
+import numpy as np
+
 from adain_kd_jax.data import batching
 from adain_kd_jax.data import registry
 from adain_kd_jax.data import sources
+
+
+def check_arrays(images, labels, *, what: str, num_classes: int,
+                 image_shape) -> None:
+  """Validates a split's arrays: uint8 NHWC images, integer labels in range."""
+  images, labels = np.asarray(images), np.asarray(labels)
+  if images.ndim != 4:
+    raise ValueError(
+        f'{what}: images must have rank 4 (N, H, W, C), got shape '
+        f'{images.shape}; add the channel axis (e.g. images[..., None]).')
+  if images.dtype != np.uint8:
+    raise ValueError(
+        f'{what}: images must be uint8 pixels (0..255), got {images.dtype}; '
+        'convert them (normalisation happens on the device).')
+  if tuple(images.shape[1:]) != tuple(image_shape):
+    raise ValueError(
+        f'{what}: images have shape {images.shape[1:]} but the data set '
+        f'expects {tuple(image_shape)}; check config.dataset.')
+  if labels.ndim != 1 or len(labels) != len(images):
+    raise ValueError(
+        f'{what}: labels must be a vector of {len(images)} integers, got '
+        f'shape {labels.shape}.')
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f'{what}: labels must be integers, got {labels.dtype}.')
+  if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(
+        f'{what}: labels must be in [0, {num_classes}), found '
+        f'{labels.min()}..{labels.max()}; is config.dataset right?')
 
 
 def holdout_seed(config) -> int:
@@ -63,7 +92,7 @@ class InMemoryData:
     if val is not None:
       self.splits['val'] = val
     for what, (x, y) in self.splits.items():
-      preflight.check_arrays(x, y, what=f'{config.dataset} {what}',
+      check_arrays(x, y, what=f'{config.dataset} {what}',
                              num_classes=info.num_classes,
                              image_shape=info.image_shape)
     self.train_images, self.train_labels = train

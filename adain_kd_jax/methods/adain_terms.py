@@ -9,7 +9,7 @@ import dataclasses
 import jax.numpy as jnp
 
 from adain_kd_jax import losses
-from adain_kd_jax import losses_baselines
+from adain_kd_jax.losses import baselines as losses_baselines
 from adain_kd_jax.methods import base
 
 

@@ -10,9 +10,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from adain_kd_jax import crd as crd_lib
 from adain_kd_jax import losses
-from adain_kd_jax import losses_baselines
+from adain_kd_jax.losses import baselines as losses_baselines
+from adain_kd_jax.losses import crd as crd_lib
 from adain_kd_jax.methods import base
 
 _TEACHER = base.Needs(teacher=True)

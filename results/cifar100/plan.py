@@ -1,6 +1,6 @@
 """Every run of the published CIFAR-100 table, every method, its recipe.
 
-  python -m adain_kd_jax.campaign --plan=results/cifar100/plan.py \
+  python -m adain_kd_jax.experiments.campaign --plan=results/cifar100/plan.py \
       --workdir=results/cifar100/runs [--only=wrn_40_2-wrn_16_2/] [--list]
 
 (`results/cifar100/run_table.py` runs a selection of it and writes the
@@ -9,7 +9,7 @@ workdir:
   <teacher>-<student>/<method>/seed<k>  one row of the table
                                  (configs/cifar100_distill.py's TABLE), each
                                  a sweep directory that
-                                 `python -m adain_kd_jax.report` reads;
+                                 `python -m adain_kd_jax.experiments.report` reads;
   teacher/<model>                only where teachers/cifar100/<model> holds
                                  no export (none imported): the teacher
                                  trained with the same recipe
@@ -21,8 +21,8 @@ and loss weights of each baseline), seeds 0, 1 and 2.
 
 import os
 
-from adain_kd_jax.parallel import Run
-from adain_kd_jax.parallel import resolve
+from adain_kd_jax.experiments.parallel import resolve
+from adain_kd_jax.experiments.parallel import Run
 
 CELL = 'configs/cifar100_distill.py'
 TEACHER_CELL = 'configs/cifar100_teacher.py'

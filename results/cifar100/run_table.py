@@ -9,8 +9,8 @@ Trains what results/cifar100/plan.py lists for the chosen rows (default:
 every row), methods (default: plan.METHODS) and seeds (default 0, 1, 2) and
 is unfinished (finished runs are skipped, stopped ones resume; teachers not
 imported into teachers/cifar100/ are trained first), N at once
-(adain_kd_jax/parallel.py). Then, for every row with finished runs:
-WORKDIR/<row>/report.md (adain_kd_jax.report) and WORKDIR/<row>/published.md
+(adain_kd_jax/experiments/parallel.py). Then, for every row with finished runs:
+WORKDIR/<row>/report.md (adain_kd_jax.experiments.report) and WORKDIR/<row>/published.md
 (ours beside the published numbers of configs/cifar100_distill.py, at each
 paper's epoch: last for the CRD table, best for DKD), and WORKDIR/table.md,
 every row's published.md in the table's order. `--toy` is the campaign's
@@ -29,10 +29,10 @@ if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from adain_kd_jax import campaign
-from adain_kd_jax import parallel
-from adain_kd_jax import published
-from adain_kd_jax import report
+from adain_kd_jax.experiments import campaign
+from adain_kd_jax.experiments import parallel
+from adain_kd_jax.experiments import published
+from adain_kd_jax.experiments import report
 from configs import cifar100_distill
 
 PLAN = os.path.join(_HERE, 'plan.py')

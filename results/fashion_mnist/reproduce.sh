@@ -14,7 +14,7 @@ common=(--config=configs/default.py --config.holdout=5000 --config.compare_to=
         --config.eval_every_epochs=0.5)
 for weight in 0.03 0.1 0.3; do
   for point in 2 3; do
-    python -m adain_kd_jax.sweep "${common[@]}" --methods=adain --seeds=0 \
+    python -m adain_kd_jax.experiments.sweep "${common[@]}" --methods=adain --seeds=0 \
       --config.num_epochs=1 --config.loss.adain=$weight \
       "--config.points=($point,)" --workdir="$w/tune/w${weight}_p${point}"
   done
@@ -29,9 +29,9 @@ print(tag[1:tag.index('_p')], tag[tag.index('_p') + 2:])
 PY
 )
 echo "Chosen on val: loss.adain=$weight, points=($point,)"
-python -m adain_kd_jax.sweep "${common[@]}" \
+python -m adain_kd_jax.experiments.sweep "${common[@]}" \
   --methods=none,kd,stat_l2,adain,adain_kd --seeds=0,1,2 \
   --config.num_epochs=1 --config.loss.adain=$weight \
   "--config.points=($point,)" --workdir="$w/grid"
-python -m adain_kd_jax.report "$w/grid"
-for d in "$w"/tune/*/; do python -m adain_kd_jax.report --nostats --notensorboard "$d"; done
+python -m adain_kd_jax.experiments.report "$w/grid"
+for d in "$w"/tune/*/; do python -m adain_kd_jax.experiments.report --nostats --notensorboard "$d"; done

@@ -13,7 +13,7 @@ finished and skipped, and for it the committed config.json is what ran.
   tune/<method>/<setting>/seed100  six settings per baseline (pair P1);
   final/<teacher>-<student>/<method>/seed<s>  the final grid, seeds 0-4
                              (each pair's directory is a sweep directory
-                             that `python -m adain_kd_jax.report` reads);
+                             that `python -m adain_kd_jax.experiments.report` reads);
                              the student alone now, the other methods once
                              tuning has chosen their settings.
 A run waits for its teacher; the runner fills free slots with the next run
@@ -23,8 +23,8 @@ grid.
 
 import os
 
-from adain_kd_jax.campaign import best_on_val
-from adain_kd_jax.parallel import Run
+from adain_kd_jax.experiments.campaign import best_on_val
+from adain_kd_jax.experiments.parallel import Run
 
 DISTILL = 'configs/fashion_mnist_distill.py'
 TEACHERS = ('wrn_40_2', 'resnet56')

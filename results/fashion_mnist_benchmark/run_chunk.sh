@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 export ADAIN_KD_DATA_DIR=${ADAIN_KD_DATA_DIR:-$PWD/data} PYTHONUNBUFFERED=1
 mkdir -p "$out"
 python3 -c 'import jax, flax, optax; print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__, jax.devices())' 2>&1 | tee "$out/versions.txt"
-python3 -m adain_kd_jax.campaign \
+python3 -m adain_kd_jax.experiments.campaign \
   --plan=results/fashion_mnist_benchmark/plan.py \
   --workdir=results/fashion_mnist_benchmark/runs \
   --parallel=14 --minutes="$minutes" --tail_minutes=2.5 \

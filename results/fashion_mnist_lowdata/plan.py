@@ -1,6 +1,6 @@
 """Every run of the low-data Fashion-MNIST benchmark, in the order they run.
 
-  python -m adain_kd_jax.campaign --plan=results/fashion_mnist_lowdata/plan.py \
+  python -m adain_kd_jax.experiments.campaign --plan=results/fashion_mnist_lowdata/plan.py \
       --workdir=results/fashion_mnist_lowdata/runs [--only=curve/] [--list]
 
 Names are directories under runs/; a run whose summary.json is there is
@@ -14,7 +14,7 @@ finished and skipped, and its committed config.json is what ran.
                                  validation by code (`chosen`);
   final/<teacher>-<student>/<arm>/seed<s>  the final grid, seeds 0-4, each
                                  pair a sweep directory that
-                                 `python -m adain_kd_jax.report` reads.
+                                 `python -m adain_kd_jax.experiments.report` reads.
 An arm is a method with fixed extra settings (the AdaIN variants are arms of
 the method adain). Every arm but `none` gets the same budget: three
 settings on tuning seed 100, which never enters the final grid. P2 reuses
@@ -23,8 +23,8 @@ P1's choices (a selection effect the README states).
 
 import os
 
-from adain_kd_jax.campaign import best_on_val
-from adain_kd_jax.parallel import Run
+from adain_kd_jax.experiments.campaign import best_on_val
+from adain_kd_jax.experiments.parallel import Run
 
 CELL = 'configs/fashion_mnist_lowdata.py'
 TEACHER = 'resnet20'
@@ -130,7 +130,7 @@ def chosen(workdir):
 def best_adain_arm(workdir):
   """The AdaIN arm with the best tuned validation top-1 on P1 (None until
   every AdaIN arm has finished tuning)."""
-  from adain_kd_jax import parallel  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.experiments import parallel
   best, best_val = None, None
   for arm in ADAIN_ARMS:
     dirs = [_tune_dir(workdir, arm, n) for n in ARMS[arm][2]]

@@ -40,10 +40,10 @@ def main(out):
   from tests import conftest  # Eight simulated CPU devices, as the tests.
   import jax
   import numpy as np
-  from adain_kd_jax import checkpoints
   from adain_kd_jax import idx
-  from adain_kd_jax import preemption
-  from adain_kd_jax import train_lib
+  from adain_kd_jax.training import checkpoints
+  from adain_kd_jax.training import loop as train_lib
+  from adain_kd_jax.training import preemption
   # pylint: enable=g-import-not-at-top
   tmp = tempfile.mkdtemp()
   data_dir = os.path.join(tmp, 'idx')

@@ -8,7 +8,7 @@ used, every variable filled, every shape checked), and writes it as a teacher
 export that distillation configs can point at:
 
   pip install -r requirements-torch.txt
-  python -m adain_kd_jax.import_torch --arch=resnet32x4 \\
+  python -m adain_kd_jax.torch_import.zoo --arch=resnet32x4 \\
       --checkpoint=save/models/resnet32x4_vanilla/ckpt_epoch_240.pth \\
       --out=teachers/cifar100_resnet32x4 --test_accuracy=0.7942
 
@@ -30,11 +30,11 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from adain_kd_jax import checkpoints
-from adain_kd_jax.data import registry
 from adain_kd_jax import models
-from adain_kd_jax import torch_convert
-from adain_kd_jax import torch_names
+from adain_kd_jax.data import registry
+from adain_kd_jax.torch_import import convert as torch_convert
+from adain_kd_jax.torch_import import key_maps as torch_names
+from adain_kd_jax.training import checkpoints
 
 # Where they are defined; importable from here as before the split.
 IMAGENET_MODELS = torch_names.IMAGENET_MODELS
@@ -213,7 +213,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run():
   """The console script `adain-kd-import`."""
-  from adain_kd_jax import cli  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import cli
   cli.run(main)
 
 

@@ -1,6 +1,6 @@
 r"""How much a teacher's tail uses the channel statistics of its own map.
 
-  python -m adain_kd_jax.stats_swap \
+  python -m adain_kd_jax.experiments.stats_swap \
       --config=configs/fashion_mnist_lowdata.py:teacher=resnet20 \
       --split=val --examples=2000 --out=results/x/stats_swap.json
 
@@ -63,8 +63,8 @@ def teacher_table(config, split: str, examples: int, batch_size: int = 500
   """`swap_errors` at every stage of `config.teacher`, averaged over the
   first `examples` images of `split` ('val' or 'test') in batches."""
   # pylint: disable=g-import-not-at-top
-  from adain_kd_jax import run as run_lib
   from adain_kd_jax.data import augment
+  from adain_kd_jax.training import run as run_lib
   # pylint: enable=g-import-not-at-top
   run = run_lib.create_run(config, None)
   run.close()

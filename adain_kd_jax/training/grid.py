@@ -42,12 +42,12 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from adain_kd_jax import grid_step
-from adain_kd_jax import metric_writer
-from adain_kd_jax import preemption
-from adain_kd_jax import run as run_lib
-from adain_kd_jax import train_lib
 from adain_kd_jax.data import loader
+from adain_kd_jax.training import grid_step
+from adain_kd_jax.training import loop as train_lib
+from adain_kd_jax.training import metric_writer
+from adain_kd_jax.training import preemption
+from adain_kd_jax.training import run as run_lib
 
 # Fields in which the members of one grid may differ. Everything else (the
 # student, the teacher, the data, the batch size, the schedule, the logging

@@ -25,10 +25,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from adain_kd_jax import connectors as connectors_lib
-from adain_kd_jax import crd as crd_lib
 from adain_kd_jax import methods
 from adain_kd_jax import models
+from adain_kd_jax.methods import connectors as connectors_lib
+from adain_kd_jax.methods import crd_heads as crd_heads_lib
 
 METHODS = methods.METHODS
 check_method = methods.check_method
@@ -51,7 +51,7 @@ class Distiller:
   terms: tuple[tuple[str, methods.Term, float], ...]
   connectors: connectors_lib.Connectors | None = None
   hints: connectors_lib.HintRegressors | None = None
-  crd_heads: crd_lib.CRDHeads | None = None
+  crd_heads: crd_heads_lib.CRDHeads | None = None
 
   @property
   def term(self) -> dict[str, methods.Term]:
@@ -220,7 +220,7 @@ def create(config, num_classes: int, image_shape,
       hints = _hint_regressors(student, t_feats, hint_stages, image_shape,
                                dtype)
   if embed:
-    crd_heads = crd_lib.CRDHeads(dim=embed)
+    crd_heads = crd_heads_lib.CRDHeads(dim=embed)
   return Distiller(student=student, teacher=teacher, terms=terms,
                    connectors=connectors, hints=hints, crd_heads=crd_heads)
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adain_kd_jax import models
-from adain_kd_jax import torch_names
+from adain_kd_jax.torch_import import key_maps as torch_names
 
 # Keys under which training scripts wrap the state dict (RepDistiller saves
 # {'epoch', 'model', 'best_acc' or 'accuracy', 'optimizer'}).

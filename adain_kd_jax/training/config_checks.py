@@ -26,12 +26,12 @@ anything is compiled or written:
 """
 
 from adain_kd_jax import cli
-from adain_kd_jax.data import registry
-from adain_kd_jax.data import sources
 from adain_kd_jax import losses
 from adain_kd_jax import methods
 from adain_kd_jax import models
-from adain_kd_jax import steps
+from adain_kd_jax.data import registry
+from adain_kd_jax.data import sources
+from adain_kd_jax.training import steps
 
 # Fields that are counts of at least one.
 _POSITIVE_INTS = ('batch_size', 'eval_batch_size', 'log_every_steps',

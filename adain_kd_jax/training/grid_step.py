@@ -28,8 +28,8 @@ import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from adain_kd_jax import steps
 from adain_kd_jax.data import augment
+from adain_kd_jax.training import steps
 
 
 @dataclasses.dataclass(frozen=True)

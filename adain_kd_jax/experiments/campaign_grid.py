@@ -11,12 +11,12 @@ the campaign's other commands (--list, --archive, report) see no difference.
 
 from typing import Sequence
 
-from adain_kd_jax import parallel
+from adain_kd_jax.experiments import parallel
 
 
 def pack(jobs: Sequence[parallel.Job]) -> list[list[parallel.Job]]:
   """The ready, unfinished, non-exporting jobs, packed into grids."""
-  from adain_kd_jax import grid  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.training import grid
   packs = {}
   for job in jobs:
     if job.finished or job.export_to or not job.ready():
@@ -29,7 +29,7 @@ def run_jobs_as_grids(jobs: Sequence[parallel.Job], num_parallel: int,
                       log=print) -> dict[str, str]:
   """Trains the teachers (parallel.run_jobs), then every pack as a grid,
   until no job is ready; returns {run_dir: status}."""
-  from adain_kd_jax import grid  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.training import grid
   teachers = [j for j in jobs if j.export_to]
   status = parallel.run_jobs(teachers, num_parallel, log=log) if teachers \
       else {}

@@ -13,7 +13,7 @@ spatial, `C` channels, `K` classes.
 import jax
 import jax.numpy as jnp
 
-from adain_kd_jax import losses
+from adain_kd_jax.losses import adain_family as losses
 
 # ------------------------------------------------------------------ FitNet
 

@@ -20,11 +20,11 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
-from adain_kd_jax import checkpoints
-from adain_kd_jax import metric_writer
-from adain_kd_jax import preemption
-from adain_kd_jax import progress as progress_lib
-from adain_kd_jax import run as run_lib
+from adain_kd_jax.training import checkpoints
+from adain_kd_jax.training import metric_writer
+from adain_kd_jax.training import preemption
+from adain_kd_jax.training import progress as progress_lib
+from adain_kd_jax.training import run as run_lib
 
 # Kept in the checkpoints' meta, so that a resumed run adds up all its
 # segments: wall time, training time (compilation and evaluation excluded)

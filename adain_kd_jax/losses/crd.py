@@ -1,9 +1,7 @@
 """Contrastive representation distillation (CRD; Tian et al., ICLR 2020).
 
-Everything the `crd` method adds to the student, as RepDistiller's `crd/`:
-  - the embedding heads trained with the student (`CRDHeads`, a linear map
-    of each `pre_logits` feature to 128 dimensions, then L2 normalisation;
-    params under params['crd']);
+CRD's pure parts, as RepDistiller's `crd/` (the embedding heads trained with
+the student are `methods/crd_heads.py`):
   - the memory bank of every training example, as explicit state
     (`crd_memory_init`; it lives in `TrainState.aux`, never optimised);
   - the negative sampler (`crd_sample_contrast`);
@@ -16,11 +14,10 @@ docs/method.md, section "Baselines". Losses are computed in float32 (float64
 stays float64).
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from adain_kd_jax import losses
+from adain_kd_jax.losses import adain_family as losses
 
 CRD_EPS = 1e-7  # RepDistiller crd/criterion.py `eps`.
 
@@ -350,22 +347,3 @@ def crd_sample_contrast(rng: jax.Array,
     _, neg_NK = jax.lax.top_k(keys_NM, num_negatives)
     neg_NK = neg_NK.astype(jnp.int32)
   return jnp.concatenate([idx_N[:, None], neg_NK], axis=1)
-
-
-class CRDHeads(nn.Module):
-  """CRD's linear embeddings of student and teacher features, L2-normalised.
-
-  Both heads (`embed_s`, `embed_t`) are trained with the student (the
-  teacher's backbone is not), as RepDistiller's `Embed` + `Normalize`.
-
-  Attributes:
-    dim: the embedding size (128 as published; `config.crd.dim`).
-  """
-  dim: int = 128
-
-  @nn.compact
-  def __call__(self, f_s_NC, f_t_NC):
-    """Returns the unit-norm embeddings (e_s_ND, e_t_ND), float32."""
-    e_s = nn.Dense(self.dim, name='embed_s')(f_s_NC.astype(jnp.float32))
-    e_t = nn.Dense(self.dim, name='embed_t')(f_t_NC.astype(jnp.float32))
-    return crd_embed_normalize(e_s), crd_embed_normalize(e_t)

@@ -1,6 +1,6 @@
 r"""Tables and figures of a sweep (see sweep.py): one row per method.
 
-  python -m adain_kd_jax.report runs/sweep [--nostats] [--notensorboard]
+  python -m adain_kd_jax.experiments.report runs/sweep [--nostats] [--notensorboard]
 
 Reads every DIR/<method>/seed<k>/summary.json (finished runs; unfinished ones
 are left out) with its metrics.jsonl, or, for DIR a single run (train.py's
@@ -43,8 +43,8 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from adain_kd_jax import paired
-from adain_kd_jax import plots
+from adain_kd_jax.experiments import paired
+from adain_kd_jax.experiments import plots
 
 _STATS = flags.DEFINE_bool(
     'stats', True, 'Plot the insertion point statistics (loads JAX, the '
@@ -353,7 +353,7 @@ def write_report(directory: str, runs, rows, figures=(),
 
 def run_config(directory: str, run: dict[str, Any]):
   """The run's config: its config.json, else sweep.json's (None if neither)."""
-  from adain_kd_jax import run_record  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.training import run_record
   path = os.path.join(run['dir'], 'config.json')
   if os.path.exists(path):
     return run_record.load(path)
@@ -451,7 +451,7 @@ def make_report(directory: str, *, stats: bool = True,
 
 def main(argv):
   if len(argv) != 2:
-    raise app.UsageError('Usage: python -m adain_kd_jax.report SWEEP_DIR')
+    raise app.UsageError('Usage: python -m adain_kd_jax.experiments.report SWEEP_DIR')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   try:
@@ -461,14 +461,14 @@ def main(argv):
                         paired_with=_PAIRED_WITH.value)
   except FileNotFoundError as e:
     # One line on stderr, exit status 2: the directory is wrong, not the usage.
-    from adain_kd_jax import cli  # pylint: disable=g-import-not-at-top
+    from adain_kd_jax import cli
     cli.fail(e, argv)
   print(table)
 
 
 def run():
   """The console script `adain-kd-report`."""
-  from adain_kd_jax import cli  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import cli
   cli.run(main)
 
 

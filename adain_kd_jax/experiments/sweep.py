@@ -1,10 +1,10 @@
 r"""Runs a grid of methods x seeds: one after the other in one process, or
 N at once on one accelerator (`--parallel=N`, one process each).
 
-  python -m adain_kd_jax.sweep --config=configs/default.py \
+  python -m adain_kd_jax.experiments.sweep --config=configs/default.py \
       --methods=none,kd,stat_l2,adain,adain_kd --seeds=0,1,2 \
       --workdir=runs/sweep [--config.num_epochs=2 ...]
-  python -m adain_kd_jax.report runs/sweep
+  python -m adain_kd_jax.experiments.report runs/sweep
 
 Small models leave an accelerator mostly idle: `--parallel=10` trains ten
 cells at once, each in its own `train.py` process with a tenth of the device
@@ -26,12 +26,12 @@ On a cluster, one job per accelerator: give every job one cell of the grid
 and the same --workdir (on a shared file system), e.g. with SLURM
 
   for m in none kd stat_l2 adain adain_kd; do for s in 0 1 2; do
-    sbatch --gres=gpu:1 --wrap="python -m adain_kd_jax.sweep \
+    sbatch --gres=gpu:1 --wrap="python -m adain_kd_jax.experiments.sweep \
         --config=configs/default.py --methods=$m --seeds=$s \
         --workdir=/shared/sweep --config.num_epochs=200"
   done; done
 
-and once they have all finished, `python -m adain_kd_jax.report
+and once they have all finished, `python -m adain_kd_jax.experiments.report
 /shared/sweep`. Jobs never write to the same run directory; each merges its
 cell into `sweep.json`. A requeued job resumes its run.
 """
@@ -46,9 +46,9 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
-from adain_kd_jax import cli  # --traceback
-from adain_kd_jax import host_setup  # --cpu_devices, --cpu_ynnpack, ...
-from adain_kd_jax import run_record
+from adain_kd_jax import cli
+from adain_kd_jax import host_setup
+from adain_kd_jax.training import run_record
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A configs/*.py file; override fields with --config.x=y '
@@ -152,13 +152,13 @@ def run_grid(config: ml_collections.ConfigDict, methods: Sequence[str],
     before the sweep ended; a preempted run ends it (its value has
     'preempted_at').
   """
-  from adain_kd_jax import config_checks  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.training import config_checks
   # Every cell's config is checked before the first run starts.
   for method in methods:
     for seed in seeds:
       config_checks.check(run_config(config, method, seed))
   if train_fn is None:
-    from adain_kd_jax import train_lib  # pylint: disable=g-import-not-at-top
+    from adain_kd_jax.training import loop as train_lib
     train_fn = train_lib.train_and_evaluate
   write_sweep_json(workdir, config, methods, seeds)
   results = {}
@@ -193,8 +193,8 @@ def run_table_as_grid(config: ml_collections.ConfigDict,
   ones are skipped, stopped ones resume. Returns {(method, seed): summary,
   'skipped' or {'failed': message}}.
   """
-  from adain_kd_jax import config_checks  # pylint: disable=g-import-not-at-top
-  from adain_kd_jax import grid  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.training import config_checks
+  from adain_kd_jax.training import grid
   cells = [(m, s) for m in methods for s in seeds]
   configs = {c: run_config(config, *c) for c in cells}
   for cell_config in configs.values():
@@ -225,8 +225,8 @@ def run_grid_parallel(config: ml_collections.ConfigDict,
   (configs/from_json.py); finished cells are skipped and stopped ones
   resume, as in run_grid. Returns {run_dir: status} (parallel.run_jobs).
   """
-  from adain_kd_jax import config_checks  # pylint: disable=g-import-not-at-top
-  from adain_kd_jax import parallel  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.experiments import parallel
+  from adain_kd_jax.training import config_checks
   jobs = []
   for method in methods:
     for seed in seeds:

@@ -21,16 +21,16 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import ml_collections
 
-from adain_kd_jax import checkpoints
 from adain_kd_jax import cli
-from adain_kd_jax import config_checks
-from adain_kd_jax import distill
-from adain_kd_jax import preflight
-from adain_kd_jax import run_record
-from adain_kd_jax import steps
 from adain_kd_jax.data import batching
 from adain_kd_jax.data import loader
 from adain_kd_jax.data import registry
+from adain_kd_jax.methods import objective as distill
+from adain_kd_jax.training import checkpoints
+from adain_kd_jax.training import config_checks
+from adain_kd_jax.training import preflight
+from adain_kd_jax.training import run_record
+from adain_kd_jax.training import steps
 
 
 @dataclasses.dataclass

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import matplotlib
 import numpy as np
 
-from adain_kd_jax import metric_writer
+from adain_kd_jax.training import metric_writer
 
 matplotlib.use('Agg')
 # pylint: disable-next=g-import-not-at-top,wrong-import-position
@@ -187,10 +187,10 @@ def insertion_point_stats(config, workdir: str, images: np.ndarray
   # pylint: disable=g-import-not-at-top
   import jax
   import jax.numpy as jnp
-  from adain_kd_jax import checkpoints
-  from adain_kd_jax.data import augment
   from adain_kd_jax import losses
-  from adain_kd_jax import run as run_lib
+  from adain_kd_jax.data import augment
+  from adain_kd_jax.training import checkpoints
+  from adain_kd_jax.training import run as run_lib
   # pylint: enable=g-import-not-at-top
   with run_lib.mock_data(config):
     run = run_lib.create_run(config, None)

@@ -1,6 +1,6 @@
 r"""A campaign: many runs, spread over short accelerator slots, that add up.
 
-  python -m adain_kd_jax.campaign --plan=results/fashion_mnist_benchmark/plan.py \
+  python -m adain_kd_jax.experiments.campaign --plan=results/fashion_mnist_benchmark/plan.py \
       --workdir=results/fashion_mnist_benchmark/runs --parallel=12 \
       --minutes=9 --archive=/tmp/chunk.tar.gz \
       [--only=tune/] [--set=device_data=True,steps_per_call=16] [--toy]
@@ -34,7 +34,7 @@ from absl import app
 from absl import flags
 import ml_collections
 
-from adain_kd_jax import parallel
+from adain_kd_jax.experiments import parallel
 
 FLAGS = flags.FLAGS
 
@@ -125,7 +125,7 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
 def build_jobs(runs: Sequence[Run], workdir: str, sets: dict[str, Any],
                toy: bool = False) -> list[parallel.Job]:
   """The parallel.Jobs of a plan (configs built and checked here)."""
-  from adain_kd_jax import config_checks  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.training import config_checks
   # A toy run's teachers go to the workdir, never to the repository's.
   moved = (lambda p: os.path.join(workdir, 'toy', p)) if toy else (
       lambda p: p)
@@ -220,8 +220,8 @@ def main(argv):
   minutes = FLAGS.minutes or float('inf')
   start = time.time()
   if FLAGS.grid:
-    from adain_kd_jax import campaign_grid  # pylint: disable=g-import-not-at-top
-    from adain_kd_jax import host_setup  # pylint: disable=g-import-not-at-top
+    from adain_kd_jax import host_setup
+    from adain_kd_jax.experiments import campaign_grid
     host_setup.set_xla_cpu_flags(ynnpack=True)
     status = campaign_grid.run_jobs_as_grids(
         jobs, FLAGS.parallel, log=lambda line: print(line, flush=True))

@@ -1,6 +1,6 @@
 r"""Our numbers beside the published ones, for one row of a benchmark table.
 
-  from adain_kd_jax import published
+  from adain_kd_jax.experiments import published
   published.write_beside('runs/c100/wrn_40_2-wrn_16_2',
                          {'teacher': 75.61, 'none': 73.26, 'kd': 74.92, ...},
                          at={'dkd': 'best'})
@@ -18,7 +18,7 @@ number still get their row, with '-' there.
 import os
 from typing import Any, Mapping
 
-from adain_kd_jax import report
+from adain_kd_jax.experiments import report
 
 FILE = 'published.md'
 HEADER = ('| method | n | ours @ last epoch (%) | ours @ best epoch (%) '

@@ -29,9 +29,10 @@ from typing import Any, Callable, Sequence
 import ml_collections
 
 from adain_kd_jax import cli
-from adain_kd_jax import run_record
+from adain_kd_jax.training import run_record
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 # Where this package is imported from (the clone, or site-packages).
 _PACKAGE_PARENT = REPO_ROOT
 MEM_FRACTION_ENV = 'XLA_PYTHON_CLIENT_MEM_FRACTION'

@@ -1,0 +1,42 @@
+"""Pure losses: array functions with no config and no Flax state.
+
+Family modules, one test file each:
+  * `adain_family`: channel statistics, AdaIN, the AdaIN loss, the
+    statistics L2s, and the terms every method shares (cross-entropy, KD);
+  * `baselines`: FitNet, attention transfer, decoupled KD;
+  * `crd`: CRD's loss, memory bank and negative sampler.
+This module is their public face: `losses.<name>` for every public name.
+"""
+
+from adain_kd_jax.losses.adain_family import (
+    ADAIN_LOSS_KINDS,
+    ADAIN_STATS,
+    as_float,
+    check_4d,
+    check_same_channels_and_batch,
+    cross_entropy,
+    kd,
+    channel_stats,
+    adain,
+    adain_loss,
+    stat_l2,
+    stat_mean_l2,
+)
+from adain_kd_jax.losses.baselines import (
+    fitnet,
+    hint_mse,
+    attention_map,
+    at,
+    dkd_terms,
+    dkd,
+    dkd_warmup_factor,
+)
+from adain_kd_jax.losses.crd import (
+    CRD_EPS,
+    crd_embed_normalize,
+    crd_memory_init,
+    crd_contrast_scores,
+    crd_memory_rows,
+    crd_loss,
+    crd_sample_contrast,
+)
