@@ -196,7 +196,7 @@ def _in_memory(monkeypatch, **fields):
   labels = np.arange(200, dtype=np.int32) % 10
   monkeypatch.setattr(loader.sources, 'load',
                       lambda *a, **k: (images, labels))
-  monkeypatch.setattr(loader.preflight, 'check_arrays', lambda *a, **k: None)
+  monkeypatch.setattr(loader, 'check_arrays', lambda *a, **k: None)
   config = default.get_config()
   config.update(fields)
   return loader.InMemoryData(config, 0, 1)
