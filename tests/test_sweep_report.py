@@ -10,9 +10,11 @@ import jax
 import numpy as np
 import pytest
 
+from adain_kd_jax.experiments import finished_runs
 from adain_kd_jax.experiments import plots
 from adain_kd_jax.experiments import report
 from adain_kd_jax.experiments import sweep
+from adain_kd_jax.experiments import tables
 from adain_kd_jax.training import loop as train_lib
 from adain_kd_jax.training import steps
 from configs import default
@@ -77,11 +79,11 @@ def sweep_dir(tmp_path):
 
 
 def test_aggregate_by_hand(sweep_dir):
-  runs = report.collect(sweep_dir)
+  runs = finished_runs.collect(sweep_dir)
   assert [(r['method'], r['seed']) for r in runs] == [
       ('none', 0), ('none', 1), ('none', 2), ('kd', 0),
       ('adain', 0), ('adain', 1), ('adain', 2)]
-  rows = {r['method']: r for r in report.aggregate(runs)}
+  rows = {r['method']: r for r in tables.aggregate(runs)}
   none, adain, kd = rows['none'], rows['adain'], rows['kd']
   # none: last (0.80, 0.82, 0.84), best (0.81, 0.85, 0.84).
   assert none['n'] == 3 and none['seeds'] == [0, 1, 2]
@@ -105,7 +107,7 @@ def test_aggregate_by_hand(sweep_dir):
   assert kd['last_mean'] == pytest.approx(0.855)
   assert kd['best_mean'] == pytest.approx(0.855)
 
-  md = report.to_markdown(list(rows.values()))
+  md = tables.to_markdown(list(rows.values()))
   assert 'chosen on test' in md
   assert ('| none | 3 | 82.00 ± 2.00 | 83.33 ± 2.08 | - | 1100.00 | '
           '2.00 |') in md
@@ -113,8 +115,8 @@ def test_aggregate_by_hand(sweep_dir):
           '2.00 |') in md
   assert '| kd | 1 | 85.50 ± - | 85.50 ± - | 91.23 | 1000.00 | 1.00 |' in md
 
-  table = list(csv.DictReader(io.StringIO(report.to_csv(
-      report.aggregate(runs)))))
+  table = list(csv.DictReader(io.StringIO(tables.to_csv(
+      tables.aggregate(runs)))))
   assert [r['method'] for r in table] == ['none', 'kd', 'adain']
   assert table[0]['last_top1_mean'] == '82.00'
   assert table[0]['best_top1_std'] == '2.08'
@@ -127,8 +129,8 @@ def test_aggregate_by_hand(sweep_dir):
 
 def test_paired_rows_by_hand(sweep_dir):
   """adain minus none per seed: last (7, 7, 1), best (7, 4, 6) points."""
-  runs = report.collect(sweep_dir)
-  rows = {r['method']: r for r in report.paired_rows(runs, 'adain')}
+  runs = finished_runs.collect(sweep_dir)
+  rows = {r['method']: r for r in tables.paired_rows(runs, 'adain')}
   assert list(rows) == ['none', 'kd']
   last, best = rows['none']['last'], rows['none']['best']
   assert last['seeds'] == [0, 1, 2]
@@ -141,10 +143,10 @@ def test_paired_rows_by_hand(sweep_dir):
   # kd has one seed (0): one difference, no interval.
   assert rows['kd']['last']['diffs'] == pytest.approx([87.0 - 85.5])
   assert rows['kd']['last']['ci_low'] is None
-  md = report.paired_markdown('adain', list(rows.values()))
+  md = tables.paired_markdown('adain', list(rows.values()))
   assert '| none | 3 | +5.00 [' in md and '+7.00 +7.00 +1.00 |' in md
   assert 'adain and none are not distinguishable' in md
-  assert report.paired_rows(runs, 'crd') == []
+  assert tables.paired_rows(runs, 'crd') == []
 
 
 def test_report_rows_are_directories(tmp_path):
@@ -152,7 +154,7 @@ def test_report_rows_are_directories(tmp_path):
   directory = str(tmp_path)
   _write_run(directory, 'w0.1', 0, [0.8, 0.85])
   _write_run(directory, 'w0.3', 0, [0.8, 0.87])
-  rows = report.aggregate(report.collect(directory))
+  rows = tables.aggregate(finished_runs.collect(directory))
   assert [r['method'] for r in rows] == ['w0.1', 'w0.3']
 
 
@@ -166,14 +168,14 @@ def test_best_chosen_on_val_reports_test_accuracy_there(tmp_path):
   with open(os.path.join(directory, 'adain', 'seed0', 'summary.json'),
             'w') as f:
     json.dump(summary, f)
-  rows = report.aggregate(report.collect(directory))
+  rows = tables.aggregate(finished_runs.collect(directory))
   assert rows[0]['best_mean'] == pytest.approx(0.83)
   assert rows[0]['best_on'] == 'val'
   assert rows[0]['val_mean'] == pytest.approx(0.9)
-  md = report.to_markdown(rows)
+  md = tables.to_markdown(rows)
   assert 'chosen on val' in md
   assert '| adain | 1 | 90.00 ± - | 83.00 ± - |' in md
-  assert list(csv.DictReader(io.StringIO(report.to_csv(rows))))[0][
+  assert list(csv.DictReader(io.StringIO(tables.to_csv(rows))))[0][
       'val_top1_mean'] == '90.00'
 
 
@@ -198,7 +200,7 @@ def test_make_report_writes_everything(sweep_dir):
 
 def test_plots_write_png(sweep_dir, tmp_path):
   path = str(tmp_path / 'curves.png')
-  plots.accuracy_curves(report.collect(sweep_dir), path)
+  plots.accuracy_curves(finished_runs.collect(sweep_dir), path)
   rng = np.random.default_rng(0)
   stats = lambda: {'mean': rng.normal(size=16), 'std': rng.uniform(size=16)}
   scatter = str(tmp_path / 'scatter.png')
@@ -345,7 +347,7 @@ def _single_run(tmp_path, curve_adain, curve_none):
 def test_report_of_a_single_run_directory(tmp_path):
   """train.py's workdir (with its compare_none run) is a report of two rows."""
   workdir = _single_run(tmp_path, [0.80, 0.88], [0.70, 0.81])
-  runs = report.collect(workdir)
+  runs = finished_runs.collect(workdir)
   assert [(r['method'], r['seed']) for r in runs] == [('adain', 0),
                                                       ('none', 0)]
   table = report.make_report(workdir, stats=False, tensorboard=False)
@@ -368,12 +370,12 @@ def test_one_evaluation_figure_is_bars_with_values(tmp_path, monkeypatch):
   monkeypatch.setattr(plots, '_final_accuracy_bars',
                       lambda runs, methods, path: drawn.update(
                           methods=methods, path=path))
-  plots.accuracy_curves(report.collect(workdir), str(tmp_path / 'a.png'))
+  plots.accuracy_curves(finished_runs.collect(workdir), str(tmp_path / 'a.png'))
   assert drawn['methods'] == ['adain', 'none']
   monkeypatch.undo()
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   texts = []
   monkeypatch.setattr(plt.Axes, 'annotate',
                       lambda self, text, *a, **k: texts.append(text))
-  plots.accuracy_curves(report.collect(workdir), str(tmp_path / 'b.png'))
+  plots.accuracy_curves(finished_runs.collect(workdir), str(tmp_path / 'b.png'))
   assert texts == ['82.34', '70.12']

@@ -6,7 +6,7 @@ r"""Our numbers beside the published ones, for one row of a benchmark table.
                          at={'dkd': 'best'})
 
 A row's directory is a sweep directory (`<method>/seed<k>/summary.json`, as
-`report.collect` reads it). Each published number is set beside ours under
+`finished_runs.collect` reads it). Each published number is set beside ours under
 its paper's convention: top-1 at the last epoch (the CRD table), or at the
 best test epoch (`at[method] = 'best'`, the DKD table). The row `teacher` is
 the teacher's test top-1 as its teacher.json records it (for an imported
@@ -18,7 +18,8 @@ number still get their row, with '-' there.
 import os
 from typing import Any, Mapping
 
-from adain_kd_jax.experiments import report
+from adain_kd_jax.experiments import finished_runs
+from adain_kd_jax.experiments import tables
 
 FILE = 'published.md'
 HEADER = ('| method | n | ours @ last epoch (%) | ours @ best epoch (%) '
@@ -34,10 +35,10 @@ def _cell(mean, std=None):
 def beside_rows(rows: list[dict[str, Any]],
                 published: Mapping[str, float],
                 at: Mapping[str, str] | None = None) -> str:
-  """A markdown table of `report.aggregate`'s rows beside `published`.
+  """A markdown table of `tables.aggregate`'s rows beside `published`.
 
   Args:
-    rows: `report.aggregate(report.collect(row_dir))`.
+    rows: `tables.aggregate(finished_runs.collect(row_dir))`.
     published: {method: top-1 in %}, with 'teacher' for the teacher and
       'none' for the student alone.
     at: {method: 'best'} for numbers published at the best epoch; 'last'
@@ -78,7 +79,7 @@ def write_beside(row_dir: str, published: Mapping[str, float],
                  title: str = '') -> str:
   """Writes ROW_DIR/published.md (our finished runs beside `published`);
   returns its text."""
-  rows = report.aggregate(report.collect(row_dir))
+  rows = tables.aggregate(finished_runs.collect(row_dir))
   text = (f'## {title}\n\n' if title else '') + beside_rows(
       rows, published, at)
   with open(os.path.join(row_dir, FILE), 'w') as f:

@@ -30,6 +30,7 @@ if _REPO not in sys.path:
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from adain_kd_jax.experiments import campaign
+from adain_kd_jax.experiments import finished_runs
 from adain_kd_jax.experiments import parallel
 from adain_kd_jax.experiments import published
 from adain_kd_jax.experiments import report
@@ -87,7 +88,7 @@ def write_tables(workdir, rows, numbers=None):
   parts = []
   for row in rows:
     row_dir = os.path.join(workdir, plan.row_name(row))
-    if not os.path.isdir(row_dir) or not report.collect(row_dir):
+    if not os.path.isdir(row_dir) or not finished_runs.collect(row_dir):
       continue
     report.make_report(row_dir, stats=False, tensorboard=False)
     parts.append(published.write_beside(
