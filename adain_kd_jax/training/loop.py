@@ -208,6 +208,35 @@ def _evaluate_and_log(run, state, step, meta, writer, clock):
   return results, meta
 
 
+def _start(run: run_lib.Run, start_step: int, meta: dict[str, Any],
+           start_time: float):
+  """Announces the run; its clock, batches and metric writer from
+  `start_step`."""
+  config, is_main = run.config, jax.process_index() == 0
+  if is_main:
+    _announce(run, start_step, meta)
+  clock = _Clock(start_time, {k: meta.get(k, 0) for k in _TOTALS})
+  batches = _Batches(run, start_step)
+  writer = metric_writer.MetricWriter(run.workdir, start_step,
+                                      enabled=is_main)
+  logging.info('Training %s with %s for %d steps (%d per epoch) on %d '
+               'device(s), from step %d.', config.model, config.method,
+               run.total_steps, run.steps_per_epoch, jax.device_count(),
+               start_step)
+  return clock, batches, writer
+
+
+def _stopped_early(run: run_lib.Run, step: int, interrupted: bool,
+                   is_main: bool) -> dict[str, Any]:
+  """Says where a stopped run saved; the summary of a stopped run."""
+  if is_main:
+    why = 'Interrupted (Ctrl-C)' if interrupted else 'Preempted'
+    print(f'{why}: saved step {step} in {run.workdir}; run the '
+          'same command again to resume.', flush=True)
+  return {'model': run.config.model, 'method': run.config.method,
+          'preempted_at': step, 'interrupted': interrupted}
+
+
 def train(run: run_lib.Run, state, meta: dict[str, Any],
           start_time: float | None = None) -> dict[str, Any]:
   """Trains `run` from `state` (with its checkpoint `meta`: best accuracy,
@@ -221,18 +250,9 @@ def train(run: run_lib.Run, state, meta: dict[str, Any],
   config, is_main = run.config, jax.process_index() == 0
   meta = dict(meta)
   start_step = int(state.step)
-  if is_main:
-    _announce(run, start_step, meta)
-  clock = _Clock(start_time, {k: meta.get(k, 0) for k in _TOTALS})
-  batches = _Batches(run, start_step)
+  clock, batches, writer = _start(run, start_step, meta, start_time)
   boundaries = (config.log_every_steps, config.checkpoint_every_steps,
                 run.eval_every)
-  writer = metric_writer.MetricWriter(run.workdir, start_step,
-                                      enabled=is_main)
-  logging.info('Training %s with %s for %d steps (%d per epoch) on %d '
-               'device(s), from step %d.', config.model, config.method,
-               run.total_steps, run.steps_per_epoch, jax.device_count(),
-               start_step)
 
   settle = functools.partial(_settle, run, writer, clock)
   progress = _progress_bar(run, start_step, compiling=True)
@@ -279,13 +299,7 @@ def train(run: run_lib.Run, state, meta: dict[str, Any],
     writer.close()
 
   if preempted_at is not None:
-    if is_main:
-      why = 'Interrupted (Ctrl-C)' if watcher.interrupted else 'Preempted'
-      print(f'{why}: saved step {preempted_at} in {run.workdir}; run the '
-            'same command again to resume.', flush=True)
-    return {'model': config.model, 'method': config.method,
-            'preempted_at': preempted_at,
-            'interrupted': watcher.interrupted}
+    return _stopped_early(run, preempted_at, watcher.interrupted, is_main)
   if last_eval is None:  # Resumed an already finished run.
     last_eval = evaluate(run, state)
   return _finish(run, state, meta, last_eval, clock, start_time)
