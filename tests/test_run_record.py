@@ -161,3 +161,16 @@ def test_train_py_refuses_in_one_line(tmp_path, idx_data_dir, teacher_export):
   assert len(lines) == 1, proc.stderr
   assert 'method: "none" there, "kd" now' in lines[0]
   assert 'nothing was changed' in lines[0]
+
+
+def test_write_json_is_atomic(tmp_path):
+  path = str(tmp_path / 'summary.json')
+  run_record.write_json(path, {'test_accuracy': 0.5})
+  with open(path) as f:
+    assert f.read() == '{\n  "test_accuracy": 0.5\n}\n'
+  # A record that cannot be written leaves the old file whole, no temporary.
+  with pytest.raises(TypeError):
+    run_record.write_json(path, {'test_accuracy': object()})
+  with open(path) as f:
+    assert json.load(f) == {'test_accuracy': 0.5}
+  assert os.listdir(tmp_path) == ['summary.json']

@@ -16,7 +16,6 @@ from adain_kd_jax.experiments import report
 from adain_kd_jax.experiments import sweep
 from adain_kd_jax.experiments import tables
 from adain_kd_jax.training import loop as train_lib
-from adain_kd_jax.training import steps
 from configs import default
 from tests.conftest import make_teacher_variables
 from tests.conftest import read_events

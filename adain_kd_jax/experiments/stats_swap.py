@@ -17,7 +17,6 @@ small beside `mean` judges it weakly. Pure part: `swap_errors`; the rest
 loads the teacher and the data through `run.create_run`.
 """
 
-import json
 import os
 from typing import Callable
 
@@ -29,6 +28,7 @@ from ml_collections import config_flags
 
 from adain_kd_jax import cli
 from adain_kd_jax import losses
+from adain_kd_jax.training import run_record
 
 SWAPS = ('mean', 'std', 'both')
 
@@ -112,12 +112,6 @@ def to_markdown(table: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def _write(path: str, text: str) -> None:
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -126,8 +120,8 @@ def main(argv):
   text = to_markdown(table)
   print(text, end='')
   if _OUT.value:
-    _write(_OUT.value, json.dumps(table, indent=2) + '\n')
-    _write(os.path.splitext(_OUT.value)[0] + '.md', text)
+    run_record.write_json(_OUT.value, table)
+    run_record.write_text(os.path.splitext(_OUT.value)[0] + '.md', text)
 
 
 if __name__ == '__main__':

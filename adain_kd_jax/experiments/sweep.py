@@ -126,11 +126,7 @@ def write_sweep_json(workdir: str, config: ml_collections.ConfigDict,
           print(f'Warning: the config differs from the one in {path} in '
                 f'{", ".join(changed)}; finished runs keep their results.',
                 flush=True)
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(record, f, indent=2)
-    f.write('\n')
-  os.replace(tmp, path)
+  run_record.write_json(path, record)
   return record
 
 

@@ -30,6 +30,8 @@ from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
+from adain_kd_jax.training import run_record
+
 TEACHER_JSON = 'teacher.json'
 _VARIABLES = 'variables'
 
@@ -198,11 +200,7 @@ def save_teacher(directory: str, variables: Any, meta: dict[str, Any],
   mngr.close()
   if jax.process_index() == 0:
     meta = dict(meta, step=step, sha256=_file_hashes(var_dir))
-    tmp = os.path.join(directory, TEACHER_JSON + '.tmp')
-    with open(tmp, 'w') as f:
-      json.dump(meta, f, indent=2)
-      f.write('\n')
-    os.replace(tmp, os.path.join(directory, TEACHER_JSON))
+    run_record.write_json(os.path.join(directory, TEACHER_JSON), meta)
 
 
 def read_teacher_meta(directory: str) -> dict[str, Any]:

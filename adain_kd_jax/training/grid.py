@@ -48,6 +48,7 @@ from adain_kd_jax.training import loop as train_lib
 from adain_kd_jax.training import metric_writer
 from adain_kd_jax.training import preemption
 from adain_kd_jax.training import run as run_lib
+from adain_kd_jax.training import run_record
 
 # Fields in which the members of one grid may differ. Everything else (the
 # student, the teacher, the data, the batch size, the schedule, the logging
@@ -345,13 +346,8 @@ def train_grid(members: Sequence[_Member], start_time: float
                                 start_time)
     summary['grid'] = _grid_record(members, m)
     if is_main:
-      _write_json(os.path.join(m.run.workdir, 'summary.json'), summary)
+      run_record.write_json(os.path.join(m.run.workdir, 'summary.json'), summary)
     out[m.run.workdir] = summary
   return out
 
 
-def _write_json(path, record):
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(record, f, indent=2)
-  os.replace(tmp, path)

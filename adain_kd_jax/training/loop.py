@@ -9,7 +9,6 @@ replicated. BatchNorm statistics are therefore over the global batch.
 """
 
 import functools
-import json
 import os
 import time
 from typing import Any
@@ -25,6 +24,7 @@ from adain_kd_jax.training import metric_writer
 from adain_kd_jax.training import preemption
 from adain_kd_jax.training import progress as progress_lib
 from adain_kd_jax.training import run as run_lib
+from adain_kd_jax.training import run_record
 
 # Kept in the checkpoints' meta, so that a resumed run adds up all its
 # segments: wall time, training time (compilation and evaluation excluded)
@@ -334,8 +334,7 @@ def _finish(run, state, meta, last_eval, clock, start_time):
   if config.export:
     summary['export'] = _export(run, state, summary, last_eval, wall)
   if jax.process_index() == 0:
-    with open(os.path.join(run.workdir, 'summary.json'), 'w') as f:
-      json.dump(summary, f, indent=2)
+    run_record.write_json(os.path.join(run.workdir, 'summary.json'), summary)
     print(f'[{config.method}] {config.model} on {config.dataset}: test '
           f'accuracy {summary["test_accuracy"]:.4f} after '
           f'{run.total_steps} steps ({wall:.0f} s); best '

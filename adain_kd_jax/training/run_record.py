@@ -182,14 +182,25 @@ def check_resume(workdir: str, config, allowed: Iterable[str] = ()
   return [{'field': k, 'was': was, 'now': now} for k, was, now in diffs]
 
 
+def write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` atomically: a temporary file beside it, then a
+  rename, so a reader (or a killed writer) never sees half a file."""
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_json(path: str, record: Any) -> None:
+  """Writes `record` as indented JSON to `path` atomically (`write_text`)."""
+  write_text(path, json.dumps(record, indent=2) + '\n')
+
+
 def write(workdir: str, config) -> str:
   """Writes WORKDIR/config.json atomically; returns its path."""
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, CONFIG_JSON)
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(config.to_json_best_effort(indent=2) + '\n')
-  os.replace(tmp, path)
+  write_text(path, config.to_json_best_effort(indent=2) + '\n')
   return path
 
 
