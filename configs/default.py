@@ -9,7 +9,8 @@ distillation (`compare_to`) and prints both test accuracies:
 
 The schedule is sized for a 2-core CPU (about 5 minutes for both runs): one
 short epoch, not a converged model. Fashion-MNIST is read from the IDX files of
-the Debian package `dataset-fashion-mnist` (`python -m adain_kd_jax.data.fetch`).
+the Debian package `dataset-fashion-mnist`
+(`python -m adain_kd_jax.data.fetch`).
 """
 
 import ml_collections

@@ -104,7 +104,8 @@ def test_traceback_flag_shows_the_traceback(tmp_path):
 ])
 def test_sweep_bad_input_is_one_line(flags_, pattern, tmp_path):
   """The sweep prints one line and exits 2 too."""
-  proc = run_python('-m', 'adain_kd_jax.experiments.sweep', '--config=configs/smoke.py',
+  proc = run_python('-m', 'adain_kd_jax.experiments.sweep',
+                    '--config=configs/smoke.py',
                     f'--workdir={tmp_path / "sweep"}', '--seeds=0', *flags_,
                     timeout=120)
   _assert_one_line(proc, pattern, prog='sweep.py')
@@ -112,7 +113,8 @@ def test_sweep_bad_input_is_one_line(flags_, pattern, tmp_path):
 
 def test_report_without_finished_runs_is_one_line(tmp_path):
   """report on a directory without finished runs: one line, no help text."""
-  proc = run_python('-m', 'adain_kd_jax.experiments.report', str(tmp_path), timeout=120)
+  proc = run_python('-m', 'adain_kd_jax.experiments.report', str(tmp_path),
+                    timeout=120)
   _assert_one_line(proc, f'No finished run under {re.escape(str(tmp_path))}: '
                    r'name a sweep directory \(\*/seed\*/summary\.json\) or a '
                    r'run directory \(summary\.json\)', prog='report.py')

@@ -1,4 +1,4 @@
-"""FitNet's hint regressor (RepDistiller ConvReg) in adain_kd_jax.methods.connectors."""
+"""FitNet's hint regressor (RepDistiller ConvReg) in methods/connectors.py."""
 
 import jax
 import numpy as np

@@ -1,5 +1,5 @@
-"""Tests for adain_kd_jax.losses.crd: the CRD loss, memory bank, negative sampler and
-embedding heads, against a numpy re-implementation of RepDistiller's crd/."""
+"""Tests for losses/crd.py and methods/crd_heads.py: the CRD loss, memory
+bank, negative sampler and embedding heads, against a numpy re-implementation of RepDistiller's crd/."""
 
 import jax
 import jax.numpy as jnp

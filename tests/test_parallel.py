@@ -128,15 +128,15 @@ def test_from_json_round_trips_a_config(tmp_path):
 def _plan(tmp_path, teacher_dir):
   plan = tmp_path / 'plan.py'
   plan.write_text(textwrap.dedent(f'''
-      from adain_kd_jax.experiments.parallel import Run
+      from adain_kd_jax.experiments.parallel import PlannedRun
       def get_plan(workdir=None):
         return [
-            Run('teacher/resnet8', 'configs/teacher.py',
-                {{'model': 'resnet8'}}, export_to={teacher_dir!r}),
-            Run('kd/seed3', 'configs/fashion_mnist_distill.py:'
-                'teacher=resnet8,student=resnet8,method=kd',
-                {{'seed': 3, 'loss.temperature': 2.0}},
-                needs=({teacher_dir!r},)),
+            PlannedRun('teacher/resnet8', 'configs/teacher.py',
+                       {{'model': 'resnet8'}}, export_to={teacher_dir!r}),
+            PlannedRun('kd/seed3', 'configs/fashion_mnist_distill.py:'
+                       'teacher=resnet8,student=resnet8,method=kd',
+                       {{'seed': 3, 'loss.temperature': 2.0}},
+                       needs=({teacher_dir!r},)),
         ]
   '''))
   return str(plan)

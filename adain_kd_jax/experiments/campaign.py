@@ -1,13 +1,15 @@
 r"""A campaign: many runs, spread over short accelerator slots, that add up.
 
-  python -m adain_kd_jax.experiments.campaign --plan=results/fashion_mnist_benchmark/plan.py \
+  python -m adain_kd_jax.experiments.campaign \
+      --plan=results/fashion_mnist_benchmark/plan.py \
       --workdir=results/fashion_mnist_benchmark/runs --parallel=12 \
       --minutes=9 --archive=/tmp/chunk.tar.gz \
       [--only=tune/] [--set=device_data=True,steps_per_call=16] [--toy]
 
-A plan file's `get_plan(workdir)` returns `Run`s in priority order: each
-names a config file (with its argument), field overrides, the paths it needs
-(a teacher) and, for a teacher, where its export goes. Every invocation trains
+A plan file's `get_plan(workdir)` returns `parallel.PlannedRun`s in
+priority order: each names a config file (with its argument), field
+overrides, the paths it needs (a teacher) and, for a teacher, where its
+export goes. Every invocation trains
 what is unfinished (in `--workdir/<name>`, N processes at once on one
 accelerator, see parallel.py) until its time is up: no run starts in the
 last `--tail_minutes` minutes, and at `--minutes` the running ones save a
@@ -44,9 +46,6 @@ TOY = {'num_train_steps': 6, 'train_limit': 768, 'test_limit': 500,
        'eval_every_epochs': 1.0, 'eval_batch_size': 250, 'batch_size': 64,
        'log_every_steps': 3, 'checkpoint_every_steps': 3,
        'crd.num_negatives': 64}
-
-
-Run = parallel.Run  # A plan lists these.
 
 
 def best_on_val(settings: dict[str, Sequence[str]]) -> str | None:
@@ -122,7 +121,8 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
   return out
 
 
-def build_jobs(runs: Sequence[Run], workdir: str, sets: dict[str, Any],
+def build_jobs(runs: Sequence[parallel.PlannedRun], workdir: str,
+               sets: dict[str, Any],
                toy: bool = False) -> list[parallel.Job]:
   """The parallel.Jobs of a plan (configs built and checked here)."""
   from adain_kd_jax.training import config_checks

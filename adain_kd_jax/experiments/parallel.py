@@ -43,8 +43,8 @@ _MEMORY_IN_USE = 0.9
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
-  """One run of a plan."""
+class PlannedRun:
+  """One run of a campaign's plan (see campaign.py), before it is a `Job`."""
   name: str  # Its directory under the workdir, e.g. 'tune/kd/t4/seed100'.
   config: str  # 'configs/x.py' or 'configs/x.py:arg'.
   overrides: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -6,8 +6,8 @@ r"""Our numbers beside the published ones, for one row of a benchmark table.
                          at={'dkd': 'best'})
 
 A row's directory is a sweep directory (`<method>/seed<k>/summary.json`, as
-`finished_runs.collect` reads it). Each published number is set beside ours under
-its paper's convention: top-1 at the last epoch (the CRD table), or at the
+`finished_runs.collect` reads it). Each published number is set beside ours
+under its paper's convention: top-1 at the last epoch (the CRD table), or at the
 best test epoch (`at[method] = 'best'`, the DKD table). The row `teacher` is
 the teacher's test top-1 as its teacher.json records it (for an imported
 teacher, the `--test_accuracy` given to the importer), `none` the student

@@ -1,6 +1,7 @@
 r"""Tables and figures of a sweep (see sweep.py): one row per method.
 
-  python -m adain_kd_jax.experiments.report runs/sweep [--nostats] [--notensorboard]
+  python -m adain_kd_jax.experiments.report runs/sweep [--nostats] \
+      [--notensorboard]
 
 Reads every DIR/<method>/seed<k>/summary.json (finished runs; unfinished ones
 are left out) with its metrics.jsonl, or, for DIR a single run (train.py's

@@ -40,7 +40,8 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     summaries = [r['summary'] for r in group]
     last_mean, last_std = _mean_std([s.get('test_accuracy')
                                      for s in summaries])
-    best_mean, best_std = _mean_std([finished_runs.best_test_accuracy(r) for r in group])
+    best_mean, best_std = _mean_std(
+        [finished_runs.best_test_accuracy(r) for r in group])
     val_mean, val_std = _mean_std([s.get('val_accuracy') for s in summaries])
     walls = [s['wall_seconds'] / 60 for s in summaries
              if s.get('wall_seconds') is not None]

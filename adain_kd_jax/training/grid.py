@@ -346,7 +346,8 @@ def train_grid(members: Sequence[_Member], start_time: float
                                 start_time)
     summary['grid'] = _grid_record(members, m)
     if is_main:
-      run_record.write_json(os.path.join(m.run.workdir, 'summary.json'), summary)
+      run_record.write_json(os.path.join(m.run.workdir, 'summary.json'),
+                            summary)
     out[m.run.workdir] = summary
   return out
 

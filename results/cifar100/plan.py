@@ -9,7 +9,8 @@ workdir:
   <teacher>-<student>/<method>/seed<k>  one row of the table
                                  (configs/cifar100_distill.py's TABLE), each
                                  a sweep directory that
-                                 `python -m adain_kd_jax.experiments.report` reads;
+                                 `python -m adain_kd_jax.experiments.report`
+                                 reads;
   teacher/<model>                only where teachers/cifar100/<model> holds
                                  no export (none imported): the teacher
                                  trained with the same recipe
@@ -22,7 +23,7 @@ and loss weights of each baseline), seeds 0, 1 and 2.
 import os
 
 from adain_kd_jax.experiments.parallel import resolve
-from adain_kd_jax.experiments.parallel import Run
+from adain_kd_jax.experiments.parallel import PlannedRun
 
 CELL = 'configs/cifar100_distill.py'
 TEACHER_CELL = 'configs/cifar100_teacher.py'
@@ -53,12 +54,13 @@ def get_plan(workdir, rows=None, methods=METHODS, seeds=SEEDS):
   runs = []
   for teacher in dict.fromkeys(t for t, _ in rows):
     if not os.path.isdir(resolve(teacher_dir(teacher))):
-      runs.append(Run(f'teacher/{teacher}', f'{TEACHER_CELL}:model={teacher}',
-                      export_to=teacher_dir(teacher)))
+      runs.append(PlannedRun(f'teacher/{teacher}',
+                             f'{TEACHER_CELL}:model={teacher}',
+                             export_to=teacher_dir(teacher)))
   for row in rows:
     for seed in seeds:
       for method in methods:
-        runs.append(Run(
+        runs.append(PlannedRun(
             f'{row_name(row)}/{method}/seed{seed}',
             f'{CELL}:teacher={row[0]},student={row[1]},method={method}',
             {'seed': seed},

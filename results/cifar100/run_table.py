@@ -10,8 +10,8 @@ every row), methods (default: plan.METHODS) and seeds (default 0, 1, 2) and
 is unfinished (finished runs are skipped, stopped ones resume; teachers not
 imported into teachers/cifar100/ are trained first), N at once
 (adain_kd_jax/experiments/parallel.py). Then, for every row with finished runs:
-WORKDIR/<row>/report.md (adain_kd_jax.experiments.report) and WORKDIR/<row>/published.md
-(ours beside the published numbers of configs/cifar100_distill.py, at each
+WORKDIR/<row>/report.md (adain_kd_jax.experiments.report) and
+WORKDIR/<row>/published.md (ours beside the published numbers of configs/cifar100_distill.py, at each
 paper's epoch: last for the CRD table, best for DKD), and WORKDIR/table.md,
 every row's published.md in the table's order. `--toy` is the campaign's
 dry run (a few steps per run); with `--set=mock_data=64` it needs no data.

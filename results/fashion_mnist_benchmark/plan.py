@@ -13,7 +13,8 @@ finished and skipped, and for it the committed config.json is what ran.
   tune/<method>/<setting>/seed100  six settings per baseline (pair P1);
   final/<teacher>-<student>/<method>/seed<s>  the final grid, seeds 0-4
                              (each pair's directory is a sweep directory
-                             that `python -m adain_kd_jax.experiments.report` reads);
+                             that `python -m adain_kd_jax.experiments.report`
+                             reads);
                              the student alone now, the other methods once
                              tuning has chosen their settings.
 A run waits for its teacher; the runner fills free slots with the next run
@@ -24,7 +25,7 @@ grid.
 import os
 
 from adain_kd_jax.experiments.campaign import best_on_val
-from adain_kd_jax.experiments.parallel import Run
+from adain_kd_jax.experiments.parallel import PlannedRun
 
 DISTILL = 'configs/fashion_mnist_distill.py'
 TEACHERS = ('wrn_40_2', 'resnet56')
@@ -80,8 +81,9 @@ def _needs(pair):
 
 
 def _curve(student, epochs, seed):
-  return Run(f'curve/{student}/e{epochs}/seed{seed}', _cell(P1, 'none'),
-             {'model': student, 'num_epochs': float(epochs), 'seed': seed})
+  return PlannedRun(f'curve/{student}/e{epochs}/seed{seed}', _cell(P1, 'none'),
+                    {'model': student, 'num_epochs': float(epochs),
+                     'seed': seed})
 
 
 def design_variants():
@@ -98,8 +100,8 @@ def design_variants():
 
 
 def _design(seed):
-  return [Run(f'design/{name}/seed{seed}', _cell(P1, 'adain'),
-              dict(overrides, seed=seed), needs=_needs(P1))
+  return [PlannedRun(f'design/{name}/seed{seed}', _cell(P1, 'adain'),
+                     dict(overrides, seed=seed), needs=_needs(P1))
           for name, overrides in design_variants().items()]
 
 
@@ -130,19 +132,20 @@ def chosen(workdir):
 
 def _tune(method):
   seed = TUNING_SEEDS[0]
-  return [Run(f'tune/{method}/{name}/seed{seed}', _cell(P1, method),
-              dict(overrides, seed=seed), needs=_needs(P1))
+  return [PlannedRun(f'tune/{method}/{name}/seed{seed}', _cell(P1, method),
+                     dict(overrides, seed=seed), needs=_needs(P1))
           for name, overrides in TUNE[method].items()]
 
 
 def get_plan(workdir):
   """The runs, in priority order; the final grid of a method once its
   tuning has finished in `workdir`."""
-  runs = [Run(f'teacher/{m}', f'configs/fashion_mnist_teacher.py:{m}',
-              export_to=f'teachers/fashion_mnist_{m}') for m in TEACHERS]
+  runs = [PlannedRun(f'teacher/{m}', f'configs/fashion_mnist_teacher.py:{m}',
+                     export_to=f'teachers/fashion_mnist_{m}') for m in TEACHERS]
   # Finished in the first chunk (15-epoch schedule, 20-epoch teachers).
-  runs += [Run(f'teacher/{m}_e20', f'configs/fashion_mnist_teacher.py:{m}',
-               {'num_epochs': 20.0}) for m in TEACHERS]
+  runs += [PlannedRun(f'teacher/{m}_e20',
+                      f'configs/fashion_mnist_teacher.py:{m}',
+                      {'num_epochs': 20.0}) for m in TEACHERS]
   runs += [_curve(s, 15, seed) for s in ('resnet8', 'resnet20')
            for seed in (*FINAL_SEEDS, TUNING_SEEDS[0])]
   runs += [_curve(s, 30, TUNING_SEEDS[0]) for s in ('resnet8', 'resnet20')]
@@ -152,13 +155,14 @@ def get_plan(workdir):
            _curve('wrn_16_1', 60, TUNING_SEEDS[0])]
   runs += _design(TUNING_SEEDS[0]) + _tune('kd') + _design(TUNING_SEEDS[1])
   # The student alone: no tuning choice, no teacher; fills free slots.
-  runs += [Run(f'final/{t}-{s}/none/seed{seed}', _cell((t, s), 'none'),
-               {'seed': seed}) for t, s in PAIRS for seed in FINAL_SEEDS]
+  runs += [PlannedRun(f'final/{t}-{s}/none/seed{seed}', _cell((t, s), 'none'),
+                      {'seed': seed}) for t, s in PAIRS for seed in FINAL_SEEDS]
   for method in TUNE:
     if method != 'kd':
       runs += _tune(method)
   for method, overrides in chosen(workdir).items():
-    runs += [Run(f'final/{t}-{s}/{method}/seed{seed}', _cell((t, s), method),
-                 dict(overrides, seed=seed), needs=_needs((t, s)))
+    runs += [PlannedRun(f'final/{t}-{s}/{method}/seed{seed}',
+                        _cell((t, s), method),
+                        dict(overrides, seed=seed), needs=_needs((t, s)))
              for t, s in PAIRS for seed in FINAL_SEEDS]
   return runs

@@ -1,6 +1,7 @@
 """Every run of the low-data Fashion-MNIST benchmark, in the order they run.
 
-  python -m adain_kd_jax.experiments.campaign --plan=results/fashion_mnist_lowdata/plan.py \
+  python -m adain_kd_jax.experiments.campaign \
+      --plan=results/fashion_mnist_lowdata/plan.py \
       --workdir=results/fashion_mnist_lowdata/runs [--only=curve/] [--list]
 
 Names are directories under runs/; a run whose summary.json is there is
@@ -14,7 +15,8 @@ finished and skipped, and its committed config.json is what ran.
                                  validation by code (`chosen`);
   final/<teacher>-<student>/<arm>/seed<s>  the final grid, seeds 0-4, each
                                  pair a sweep directory that
-                                 `python -m adain_kd_jax.experiments.report` reads.
+                                 `python -m adain_kd_jax.experiments.report`
+                                 reads.
 An arm is a method with fixed extra settings (the AdaIN variants are arms of
 the method adain). Every arm but `none` gets the same budget: three
 settings on tuning seed 100, which never enters the final grid. P2 reuses
@@ -24,7 +26,7 @@ P1's choices (a selection effect the README states).
 import os
 
 from adain_kd_jax.experiments.campaign import best_on_val
-from adain_kd_jax.experiments.parallel import Run
+from adain_kd_jax.experiments.parallel import PlannedRun
 
 CELL = 'configs/fashion_mnist_lowdata.py'
 TEACHER = 'resnet20'
@@ -148,22 +150,23 @@ def p2_arms(workdir):
 
 
 def _curve(student, epochs):
-  return Run(f'curve/{student}/e{epochs}/seed{TUNING_SEED}',
-             _cell((TEACHER, student), 'none'),
-             {'num_epochs': float(epochs), 'seed': TUNING_SEED})
+  return PlannedRun(f'curve/{student}/e{epochs}/seed{TUNING_SEED}',
+                    _cell((TEACHER, student), 'none'),
+                    {'num_epochs': float(epochs), 'seed': TUNING_SEED})
 
 
 def _tune(arm):
   _, fixed, settings = ARMS[arm]
-  return [Run(f'tune/{arm}/{name}/seed{TUNING_SEED}', _cell(P1, arm),
-              {**fixed, **overrides, 'seed': TUNING_SEED}, needs=_needs(P1))
+  return [PlannedRun(f'tune/{arm}/{name}/seed{TUNING_SEED}', _cell(P1, arm),
+                     {**fixed, **overrides, 'seed': TUNING_SEED},
+                     needs=_needs(P1))
           for name, overrides in settings.items()]
 
 
 def _final(pair, arm, overrides):
   needs = () if arm == 'none' else _needs(pair)
-  return [Run(f'final/{pair[0]}-{pair[1]}/{arm}/seed{seed}', _cell(pair, arm),
-              dict(overrides, seed=seed), needs=needs)
+  return [PlannedRun(f'final/{pair[0]}-{pair[1]}/{arm}/seed{seed}',
+                     _cell(pair, arm), dict(overrides, seed=seed), needs=needs)
           for seed in FINAL_SEEDS]
 
 
@@ -171,9 +174,9 @@ def get_plan(workdir):
   """The runs in priority order: the decisive arms first (none, kd,
   logit_mse, the AdaIN arms, adain_kd), then the other baselines; a final
   run once its arm's tuning has chosen."""
-  runs = [Run(f'teacher/{TEACHER}',
-              f'configs/fashion_mnist_teacher.py:{TEACHER}',
-              export_to=f'teachers/fashion_mnist_{TEACHER}_55k')]
+  runs = [PlannedRun(f'teacher/{TEACHER}',
+                     f'configs/fashion_mnist_teacher.py:{TEACHER}',
+                     export_to=f'teachers/fashion_mnist_{TEACHER}_55k')]
   runs += [_curve(s, e) for s, epochs in CURVE.items() for e in epochs]
   decisive = ('kd', 'logit_mse', *ADAIN_ARMS, 'adain_kd')
   others = tuple(a for a in ARMS if a not in decisive and a != 'none')
