@@ -9,6 +9,7 @@ import pytest
 
 from adain_kd_jax import cli
 from adain_kd_jax.data import idx
+from adain_kd_jax.data import loader
 from adain_kd_jax.training import checkpoints
 from adain_kd_jax.training import loop as train_lib
 from adain_kd_jax.training import preflight
@@ -283,6 +284,6 @@ def test_unknown_config_field_suggests_the_right_one():
 def test_bad_arrays(images, labels, pattern):
   """Input arrays of the wrong rank, dtype, shape or label range."""
   with pytest.raises(ValueError, match=pattern):
-    preflight.check_arrays(images, labels, what='x', num_classes=10,
-                           image_shape=(28, 28, 1))
+    loader.check_arrays(images, labels, what='x', num_classes=10,
+                        image_shape=(28, 28, 1))
 
