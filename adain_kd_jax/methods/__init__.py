@@ -11,9 +11,11 @@ name. docs/architecture.md walks through it.
 
 from adain_kd_jax.methods import adain_terms
 from adain_kd_jax.methods import baseline_terms
+from adain_kd_jax.methods.base import Adapter
 from adain_kd_jax.methods.base import Context
 from adain_kd_jax.methods.base import Needs
 from adain_kd_jax.methods.base import Outputs
+from adain_kd_jax.methods.base import Shapes
 from adain_kd_jax.methods.base import Term
 
 TERMS = {
@@ -69,5 +71,5 @@ def create_terms(config, context: Context) -> tuple[tuple[str, Term, float],
   return tuple(out)
 
 
-__all__ = ['METHODS', 'POINT_TERMS', 'TERMS', 'Context', 'Needs', 'Outputs', 'Term',
-           'check_method', 'create_terms']
+__all__ = ['METHODS', 'POINT_TERMS', 'TERMS', 'Adapter', 'Context', 'Needs',
+           'Outputs', 'Shapes', 'Term', 'check_method', 'create_terms']

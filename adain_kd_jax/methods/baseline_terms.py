@@ -14,6 +14,8 @@ from adain_kd_jax import losses
 from adain_kd_jax.losses import baselines as losses_baselines
 from adain_kd_jax.losses import crd as crd_lib
 from adain_kd_jax.methods import base
+from adain_kd_jax.methods import connectors
+from adain_kd_jax.methods import crd_heads
 
 _TEACHER = base.Needs(teacher=True)
 
@@ -65,11 +67,12 @@ class FitNet(base.PointTerm):
 
   @property
   def needs(self):
-    return base.Needs(teacher=True, same_stages=True, hint=self.points)
+    return base.Needs(teacher=True, same_stages=True, adapters=(
+        connectors.HintAdapter(stages=self.points),))
 
   def __call__(self, out):
     return self.weighted_sum(lambda k: losses_baselines.hint_mse(
-        out.feats_t[f'stage{k}'], out.hinted[f'stage{k}']))
+        out.feats_t[f'stage{k}'], out.adapted['hint'][f'stage{k}']))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +142,8 @@ class CRD(base.Term):
 
   @property
   def needs(self):
-    return base.Needs(teacher=True, embed=self.dim)
+    return base.Needs(teacher=True, adapters=(
+        crd_heads.CRDAdapter(dim=self.dim),))
 
   @classmethod
   def from_config(cls, config, context):
@@ -166,7 +170,7 @@ class CRD(base.Term):
     return state
 
   def __call__(self, out, state):
-    e_s, e_t = out.embedded
+    e_s, e_t = out.adapted['crd']
     contrast = crd_lib.crd_sample_contrast(
         out.rng, out.index_N, out.labels_N, len(state['memory_s']),
         self.num_negatives, data_labels_M=state.get('labels'))
