@@ -92,7 +92,8 @@ def _method(config):
   """The distillation method and where its feature terms are taken."""
   # --- Method ---
   # A key of adain_kd_jax.methods.METHODS: none | kd | logit_mse | fitnet | at |
-  # stat_l2 | adain | adain_kd | crd | dkd (each adds up its loss terms).
+  # stat_l2 | adain | adain_kd | crd | dkd | vid (each adds up its loss
+  # terms).
   config.method = 'adain'
   # Feature points (a tuple of stage numbers, 1..S for a model of S stages, or
   # counted from the last stage: 0 = S, -1 = S-1) for adain, stat_l2 and
@@ -149,10 +150,13 @@ def _loss(config):
   config.loss.at = 1000.0  # Attention transfer, summed over all stages.
   config.loss.crd = 0.8  # Contrastive representation distillation.
   config.loss.dkd = 1.0  # Scales alpha * TCKD + beta * NCKD (with warm-up).
+  # Variational information distillation, summed over every stage (weight 1
+  # each; RepDistiller's -b 1 with CE 1 and no KD).
+  config.loss.vid = 1.0
 
 
 def _baselines(config):
-  """The settings of the DKD and CRD baselines."""
+  """The settings of the DKD, CRD and VID baselines."""
   # DKD (method dkd): loss.dkd * min(epoch / warmup_epochs, 1) *
   # (alpha * TCKD + beta * NCKD), at loss.temperature.
   config.dkd = ml_collections.ConfigDict()
@@ -170,6 +174,12 @@ def _baselines(config):
   # Negatives from other classes ('exact'; True or False). Needs every label
   # up front: False for streamed data sets (imagenet2012).
   config.crd.class_aware = True
+  # VID (method vid): per stage, a regressor predicts the teacher's map as
+  # a Gaussian mean with a learnt per-channel variance softplus(alpha) + eps.
+  config.vid = ml_collections.ConfigDict()
+  # The variance every channel starts at (> eps), as published.
+  config.vid.init_pred_var = 5.0
+  config.vid.eps = 1e-5  # The variance's floor (> 0), as published.
 
 
 def _optimisation(config):

@@ -285,5 +285,5 @@ def test_bad_arrays(images, labels, pattern):
   """Input arrays of the wrong rank, dtype, shape or label range."""
   with pytest.raises(ValueError, match=pattern):
     loader.check_arrays(images, labels, what='x', num_classes=10,
-                           image_shape=(28, 28, 1))
+                        image_shape=(28, 28, 1))
 

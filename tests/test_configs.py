@@ -41,10 +41,10 @@ def test_every_method_parses_on_the_first_row(method):
   distill.create(config, 100, (32, 32, 3))
 
 
-@pytest.mark.parametrize('method', ['adain', 'at', 'fitnet'])
+@pytest.mark.parametrize('method', ['adain', 'at', 'fitnet', 'vid'])
 @pytest.mark.parametrize('row', ROWS, ids=['-'.join(r) for r in ROWS])
 def test_table_row_traces(row, method):
-  """The loss of each row traces: connector, AT and tail shapes agree."""
+  """The loss of each row traces: connector, AT, VID and tail shapes agree."""
   config = cifar100_distill.get_config(_arg(*row, method))
   config_checks.check(config)
   d = distill.create(config, 100, (32, 32, 3))

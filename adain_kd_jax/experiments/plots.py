@@ -196,11 +196,12 @@ def insertion_point_stats(config, workdir: str, images: np.ndarray
     run = run_lib.create_run(config, None)
   run.close()
   distiller = run.distiller
-  if distiller.connectors is None:
+  connectors = distiller.adapter('connector')
+  if connectors is None:
     raise ValueError(f'config.method={config.method!r} has no connector, so '
                      'no insertion point statistics.')
-  name = 'stage%d' % next(t.needs.connector[0] for _, t, _ in
-                          distiller.terms if t.needs.connector)
+  name = 'stage%d' % next(a.stages[0] for _, t, _ in distiller.terms
+                          for a in t.needs.adapters if a.key == 'connector')
   ckpt = checkpoints.RunCheckpointer(os.path.join(workdir, 'checkpoints'),
                                      keep=config.keep_checkpoints)
   try:
@@ -219,7 +220,7 @@ def insertion_point_stats(config, workdir: str, images: np.ndarray
     _, feats = distiller.student.apply(
         {'params': state.params['student'],
          'batch_stats': state.batch_stats['student']}, x, train=False)
-    out = distiller.connectors.apply(
+    out = connectors.apply(
         {'params': state.params['connector'],
          'batch_stats': state.batch_stats['connector']}, feats, train=False)
     return [s.mean(0) for s in losses.channel_stats(out[name])]

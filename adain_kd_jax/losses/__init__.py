@@ -4,7 +4,8 @@ Family modules, one test file each:
   * `adain_family`: channel statistics, AdaIN, the AdaIN loss, the
     statistics L2s, and the terms every method shares (cross-entropy, KD);
   * `baselines`: FitNet, attention transfer, decoupled KD;
-  * `crd`: CRD's loss, memory bank and negative sampler.
+  * `crd`: CRD's loss, memory bank and negative sampler;
+  * `vid`: VID's Gaussian likelihood loss and adaptive average pooling.
 This module is their public face: `losses.<name>` for every public name.
 """
 
@@ -39,4 +40,12 @@ from adain_kd_jax.losses.crd import (
     crd_memory_rows,
     crd_loss,
     crd_sample_contrast,
+)
+from adain_kd_jax.losses.vid import (
+    VID_EPS,
+    VID_INIT_PRED_VAR,
+    adaptive_avg_pool,
+    vid_alpha_init,
+    vid_variance,
+    vid_loss,
 )

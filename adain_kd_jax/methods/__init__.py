@@ -5,15 +5,19 @@ outputs, see `base.py`); `METHODS` maps a method name to the terms it adds
 up, each weighted by `config.loss.<term>`. Adding a method: write its term in
 `adain_terms.py` or `baseline_terms.py` (or a module of its own), register it
 in `TERMS`, name the method in `METHODS`, and declare its weight (and
-settings, if any) in `configs/default.py`. Nothing else knows a method by
-name. docs/architecture.md walks through it.
+settings, if any) in `configs/default.py`. A module trained with the
+student (VID's regressors, say) is declared by its term (`Needs.adapters`,
+an `Adapter` next to its module) and built by the objective. Nothing else
+knows a method by name. docs/architecture.md walks through it.
 """
 
 from adain_kd_jax.methods import adain_terms
 from adain_kd_jax.methods import baseline_terms
+from adain_kd_jax.methods.base import Adapter
 from adain_kd_jax.methods.base import Context
 from adain_kd_jax.methods.base import Needs
 from adain_kd_jax.methods.base import Outputs
+from adain_kd_jax.methods.base import Shapes
 from adain_kd_jax.methods.base import Term
 
 TERMS = {
@@ -28,6 +32,7 @@ TERMS = {
     'stat_mean': adain_terms.StatMean,
     'crd': baseline_terms.CRD,
     'dkd': baseline_terms.DKD,
+    'vid': baseline_terms.VID,
 }
 
 # The terms each method adds up, in this order (weights: config.loss).
@@ -42,6 +47,7 @@ METHODS = {
     'adain_kd': ('ce', 'adain', 'fm', 'stat_mean', 'kd'),
     'crd': ('ce', 'crd'),
     'dkd': ('ce', 'dkd'),
+    'vid': ('ce', 'vid'),
 }
 # The terms that read config.points (feature points with their weights).
 POINT_TERMS = tuple(name for name, cls in TERMS.items() if cls.reads_points)
@@ -69,5 +75,5 @@ def create_terms(config, context: Context) -> tuple[tuple[str, Term, float],
   return tuple(out)
 
 
-__all__ = ['METHODS', 'POINT_TERMS', 'TERMS', 'Context', 'Needs', 'Outputs', 'Term',
-           'check_method', 'create_terms']
+__all__ = ['METHODS', 'POINT_TERMS', 'TERMS', 'Adapter', 'Context', 'Needs',
+           'Outputs', 'Shapes', 'Term', 'check_method', 'create_terms']

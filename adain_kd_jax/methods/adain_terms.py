@@ -11,6 +11,13 @@ import jax.numpy as jnp
 from adain_kd_jax import losses
 from adain_kd_jax.losses import baselines as losses_baselines
 from adain_kd_jax.methods import base
+from adain_kd_jax.methods import connectors
+
+
+def _through_connectors(stages) -> base.Needs:
+  """The teacher, and connectors at `stages` (`out.adapted['connector']`)."""
+  return base.Needs(teacher=True, same_stages=True, adapters=(
+      connectors.ConnectorAdapter(stages=tuple(stages)),))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +35,7 @@ class AdaIN(base.PointTerm):
 
   @property
   def needs(self):
-    return base.Needs(teacher=True, same_stages=True, connector=self.points)
+    return _through_connectors(self.points)
 
   @classmethod
   def from_config(cls, config, context):
@@ -42,7 +49,7 @@ class AdaIN(base.PointTerm):
 
   def __call__(self, out):
     value = self.weighted_sum(lambda k: losses.adain_loss(
-        out.feats_t[f'stage{k}'], out.connected[f'stage{k}'],
+        out.feats_t[f'stage{k}'], out.adapted['connector'][f'stage{k}'],
         out.logits_t_NK, lambda h: out.tail(k, h), kind=self.kind,
         temperature=self.temperature, stats=self.stats,
         labels_N=out.labels_N))
@@ -61,8 +68,7 @@ class FeatureMatching(base.Term):
 
   @property
   def needs(self):
-    return base.Needs(teacher=True, same_stages=True,
-                      connector=(self.point,))
+    return _through_connectors((self.point,))
 
   @classmethod
   def from_config(cls, config, context):
@@ -71,7 +77,8 @@ class FeatureMatching(base.Term):
 
   def __call__(self, out):
     name = f'stage{self.point}'
-    return losses_baselines.fitnet(out.feats_t[name], out.connected[name])
+    return losses_baselines.fitnet(out.feats_t[name],
+                                   out.adapted['connector'][name])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,11 +89,11 @@ class StatMean(base.PointTerm):
 
   @property
   def needs(self):
-    return base.Needs(teacher=True, same_stages=True, connector=self.points)
+    return _through_connectors(self.points)
 
   def __call__(self, out):
     return self.weighted_sum(lambda k: losses.stat_mean_l2(
-        out.feats_t[f'stage{k}'], out.connected[f'stage{k}']))
+        out.feats_t[f'stage{k}'], out.adapted['connector'][f'stage{k}']))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +102,8 @@ class StatL2(base.PointTerm):
 
   @property
   def needs(self):
-    return base.Needs(teacher=True, same_stages=True, connector=self.points)
+    return _through_connectors(self.points)
 
   def __call__(self, out):
     return self.weighted_sum(lambda k: losses.stat_l2(
-        out.feats_t[f'stage{k}'], out.connected[f'stage{k}']))
+        out.feats_t[f'stage{k}'], out.adapted['connector'][f'stage{k}']))

@@ -6,12 +6,81 @@ calling it on the step's `Outputs` returns its value. A term with state of
 its own that is not optimised (CRD's memory bank) sets `stateful`, defines
 `init_state` and returns `(value, new_state)` from `__call__(out, state)`.
 Terms are pure: they read `Outputs` and their settings, nothing else.
+
+Modules trained with the student (e.g. connectors, FitNet's hint
+regressors, CRD's embedding heads) are declared, not hand-wired: a
+term's `needs.adapters` lists `Adapter` declarations, each naming its
+module (`key`: its entry in params / batch_stats and in `Outputs.adapted`),
+the student stages it maps and how it is built from the feature shapes; the
+objective builds, initialises and applies every declared adapter in one
+loop.
 """
 
 import dataclasses
 from typing import Any, Callable, ClassVar
 
 import jax
+
+
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+  """What an adapter is built from: the networks' feature shapes.
+
+  Attributes:
+    student: the student's feature shapes for one image ('stage<k>',
+      'pre_logits', ...: `jax.ShapeDtypeStruct`s).
+    teacher: the teacher's, or None without a teacher.
+    dtype: the computation dtype (config.dtype).
+  """
+  student: dict[str, Any]
+  teacher: dict[str, Any] | None
+  dtype: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Adapter:
+  """A declaration of a module trained with the student, in `Needs`.
+
+  Subclasses set `key` (the module's entry in params / batch_stats and in
+  `Outputs.adapted`) and `init_stream` (which key initialises it, see
+  `objective.Distiller.init`), and define `build`; the fields are the
+  module's settings. Declarations of one `key` (several terms through one
+  set of connectors) make one module: `merge` joins them, by default the
+  union of the stages, the other fields equal. The module's output is
+  `Outputs.adapted[key]`.
+
+  Attributes:
+    stages: the student stages it maps, 1..S.
+  """
+  key: ClassVar[str]
+  init_stream: ClassVar[int]
+  # The module has BatchNorm: it takes `train=`, its running statistics are
+  # batch_stats[key] (updated in training).
+  batch_norm: ClassVar[bool] = True
+  stages: tuple[int, ...] = ()
+
+  def __post_init__(self):
+    # Sorted and without repeats: the same stages, the same declaration.
+    object.__setattr__(self, 'stages', tuple(sorted(set(self.stages))))
+
+  def merge(self, other: 'Adapter') -> 'Adapter':
+    """One declaration for both; ValueError when their settings differ."""
+    if dataclasses.replace(other, stages=self.stages) != self:
+      raise ValueError(
+          f'Two terms declare the adapter {self.key!r} with different '
+          f'settings: {self} and {other}.')
+    return dataclasses.replace(self, stages=self.stages + other.stages)
+
+  def build(self, config, shapes: Shapes) -> Any:
+    """The Flax module (checked against `shapes`; ValueError if unfit)."""
+    raise NotImplementedError
+
+  def inputs(self, feats_s: dict[str, Any],
+             feats_t: dict[str, Any] | None) -> tuple[Any, ...]:
+    """The module's positional arguments: by default the student's
+    features at `stages`, as one dict."""
+    del feats_t
+    return ({f'stage{k}': feats_s[f'stage{k}'] for k in self.stages},)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,17 +91,12 @@ class Needs:
     teacher: the frozen teacher's logits, features and tail.
     same_stages: student and teacher must have the same number of stages
       (the term pairs stage k with stage k).
-    connector: student stages given a connector (1x1 conv + BN to the
-      teacher's channels); `Outputs.connected['stage<k>']`.
-    hint: student stages given FitNet's hint regressor (to the teacher's
-      shape); `Outputs.hinted['stage<k>']`.
-    embed: CRD's embedding size (0: none); `Outputs.embedded`.
+    adapters: the modules trained with the student that the term reads
+      (`Adapter` declarations); their outputs are `Outputs.adapted[key]`.
   """
   teacher: bool = False
   same_stages: bool = False
-  connector: tuple[int, ...] = ()
-  hint: tuple[int, ...] = ()
-  embed: int = 0
+  adapters: tuple[Adapter, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +113,8 @@ class Outputs:
   Shape suffixes: N batch, K classes. Features are dicts 'stage<k>' ->
   (N, H, W, C) and 'pre_logits' -> (N, D). Teacher-side values are already
   wrapped in `stop_gradient`; `tail(k, h)` runs the frozen teacher from
-  after stage k on a map `h` (gradients flow through it into `h`).
+  after stage k on a map `h` (gradients flow through it into `h`);
+  `adapted` holds the outputs of the trained modules the terms declared.
   """
   logits_s_NK: jax.Array
   feats_s: dict[str, jax.Array]
@@ -60,9 +125,9 @@ class Outputs:
   logits_t_NK: jax.Array | None = None
   feats_t: dict[str, jax.Array] | None = None
   tail: Callable[[int, jax.Array], jax.Array] | None = None
-  connected: dict[str, jax.Array] | None = None
-  hinted: dict[str, jax.Array] | None = None
-  embedded: tuple[jax.Array, jax.Array] | None = None  # (e_s_ND, e_t_ND)
+  # The declared adapters' outputs by key (`Adapter`), e.g. 'connector' ->
+  # {'stage<k>': (N, H, W, C_t)}, 'crd' -> (e_s_ND, e_t_ND).
+  adapted: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""The terms of the baselines: CE, KD, logit MSE, FitNet, AT, DKD and CRD.
+"""The terms of the baselines: CE, KD, logit MSE, FitNet, AT, DKD, CRD, VID.
 
 Published recipes: docs/method.md, section "Baselines". The math is in
-`losses.py`, `losses_baselines.py` and `crd.py`; this module binds it to a
-step's outputs and the config.
+`losses/` (`adain_family.py`, `baselines.py`, `crd.py`, `vid.py`); this
+module binds it to a step's outputs and the config.
 """
 
 import dataclasses
@@ -13,7 +13,11 @@ import jax.numpy as jnp
 from adain_kd_jax import losses
 from adain_kd_jax.losses import baselines as losses_baselines
 from adain_kd_jax.losses import crd as crd_lib
+from adain_kd_jax.losses import vid as losses_vid
 from adain_kd_jax.methods import base
+from adain_kd_jax.methods import connectors
+from adain_kd_jax.methods import crd_heads
+from adain_kd_jax.methods import vid_regressor
 
 _TEACHER = base.Needs(teacher=True)
 
@@ -65,11 +69,12 @@ class FitNet(base.PointTerm):
 
   @property
   def needs(self):
-    return base.Needs(teacher=True, same_stages=True, hint=self.points)
+    return base.Needs(teacher=True, same_stages=True, adapters=(
+        connectors.HintAdapter(stages=self.points),))
 
   def __call__(self, out):
     return self.weighted_sum(lambda k: losses_baselines.hint_mse(
-        out.feats_t[f'stage{k}'], out.hinted[f'stage{k}']))
+        out.feats_t[f'stage{k}'], out.adapted['hint'][f'stage{k}']))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +144,8 @@ class CRD(base.Term):
 
   @property
   def needs(self):
-    return base.Needs(teacher=True, embed=self.dim)
+    return base.Needs(teacher=True, adapters=(
+        crd_heads.CRDAdapter(dim=self.dim),))
 
   @classmethod
   def from_config(cls, config, context):
@@ -166,7 +172,7 @@ class CRD(base.Term):
     return state
 
   def __call__(self, out, state):
-    e_s, e_t = out.embedded
+    e_s, e_t = out.adapted['crd']
     contrast = crd_lib.crd_sample_contrast(
         out.rng, out.index_N, out.labels_N, len(state['memory_s']),
         self.num_negatives, data_labels_M=state.get('labels'))
@@ -175,3 +181,38 @@ class CRD(base.Term):
         e_s, e_t, out.index_N, contrast, memory,
         temperature=self.temperature, momentum=self.momentum)
     return value, dict(state, **new_memory)
+
+
+@dataclasses.dataclass(frozen=True)
+class VID(base.Term):
+  """Variational information distillation, as RepDistiller: a regressor per
+  stage output (`vid_regressor.VIDRegressor`) and the Gaussian negative
+  log-likelihood of the teacher's map, summed over every stage with weight
+  1 each (RepDistiller's `feat[1:-1]`, as AT)."""
+  num_stages: int
+  init_pred_var: float = losses_vid.VID_INIT_PRED_VAR
+  eps: float = losses_vid.VID_EPS
+
+  @property
+  def needs(self):
+    return base.Needs(teacher=True, same_stages=True, adapters=(
+        vid_regressor.VIDAdapter(
+            stages=tuple(range(1, self.num_stages + 1)),
+            init_pred_var=self.init_pred_var, eps=self.eps),))
+
+  @classmethod
+  def from_config(cls, config, context):
+    init_pred_var, eps = float(config.vid.init_pred_var), float(config.vid.eps)
+    if not init_pred_var > eps > 0:
+      raise ValueError(
+          f'config.vid.init_pred_var={init_pred_var} and config.vid.eps='
+          f'{eps} must satisfy init_pred_var > eps > 0 (published: 5.0 and '
+          '1e-5).')
+    return cls(num_stages=context.num_stages, init_pred_var=init_pred_var,
+               eps=eps)
+
+  def __call__(self, out):
+    return sum(losses_vid.vid_loss(out.feats_t[f'stage{k}'],
+                                   *out.adapted['vid'][f'stage{k}'],
+                                   eps=self.eps)
+               for k in range(1, self.num_stages + 1))

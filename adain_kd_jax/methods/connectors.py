@@ -9,14 +9,22 @@
   (RepDistiller `models/util.py` `ConvReg`, also mdistiller's), which maps
   the student's map onto the teacher's channels *and* spatial size, for the
   `fitnet` method.
+
+Terms ask for them by declaration (`methods.base.Adapter`):
+`ConnectorAdapter` (params / batch_stats['connector']) and `HintAdapter`
+(params / batch_stats['hint']), with their outputs in
+`Outputs.adapted['connector' | 'hint']['stage<k>']`.
 """
 
+import dataclasses
 import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from adain_kd_jax.methods import base
 
 
 class Connector(nn.Module):
@@ -168,3 +176,52 @@ class HintRegressors(nn.Module):
   def __call__(self, features: dict[str, Any], *, train: bool):
     return {name: HintRegressor(c, (h, w), dtype=self.dtype, name=name)(
         features[name], train=train) for name, c, h, w in self.shapes}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectorAdapter(base.Adapter):
+  """Connectors at `stages`, to the teacher's channels (a ReLU at the end
+  when config.connector_relu)."""
+  key = 'connector'
+  init_stream = 1
+
+  def build(self, config, shapes):
+    return Connectors(
+        channels=tuple((f'stage{k}', shapes.teacher[f'stage{k}'].shape[-1])
+                       for k in self.stages), dtype=shapes.dtype,
+        relu=bool(config.connector_relu))
+
+
+@dataclasses.dataclass(frozen=True)
+class HintAdapter(base.Adapter):
+  """FitNet's hint regressors at `stages`, to the teacher's shape.
+
+  `build` raises ValueError naming the stage where no regressor maps the
+  student's map to the teacher's shape. Shares the connectors' init key: no
+  method has both.
+  """
+  key = 'hint'
+  init_stream = 1
+
+  def build(self, config, shapes):
+    del config
+    s_feats, t_feats = shapes.student, shapes.teacher
+    names = [f'stage{k}' for k in self.stages]
+    layout = []
+    for name in names:  # ConvReg's cases, or an error naming the stage.
+      hint_layout(name, s_feats[name].shape[1:3], t_feats[name].shape[1:3])
+      _, t_h, t_w, t_c = t_feats[name].shape
+      layout.append((name, int(t_c), int(t_h), int(t_w)))
+    hints = HintRegressors(shapes=tuple(layout), dtype=shapes.dtype)
+    out = jax.eval_shape(
+        lambda f: hints.init_with_output(jax.random.key(0), f,
+                                         train=False)[0],
+        {name: s_feats[name] for name in names})
+    for name in names:
+      if out[name].shape[1:] != t_feats[name].shape[1:]:
+        raise ValueError(
+            f'FitNet hint at {name}: the regressor maps the student map '
+            f'{s_feats[name].shape[1:]} to {out[name].shape[1:]}, not to the '
+            f'teacher map {t_feats[name].shape[1:]} (H, W, C); use another '
+            'stage in config.points.')
+    return hints

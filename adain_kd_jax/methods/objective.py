@@ -1,8 +1,10 @@
 """The model set of a run and its training objective.
 
 A `Distiller` holds the student, the frozen teacher (None for 'none'), the
-modules trained with the student that its terms need (connectors, FitNet's
-hint regressors, CRD's embedding heads) and the method's terms
+modules trained with the student that its terms declare (`Needs.adapters`,
+e.g. connectors or CRD's embedding heads: built, initialised and applied in
+one loop, each under its declaration's key in params / batch_stats) and the
+method's terms
 (`methods.METHODS`, each a pure function of the step's outputs, weighted by
 `config.loss.<term>`):
   L = sum_t weight_t * term_t(outputs)
@@ -27,8 +29,6 @@ import jax.numpy as jnp
 
 from adain_kd_jax import methods
 from adain_kd_jax import models
-from adain_kd_jax.methods import connectors as connectors_lib
-from adain_kd_jax.methods import crd_heads as crd_heads_lib
 
 METHODS = methods.METHODS
 check_method = methods.check_method
@@ -41,17 +41,14 @@ class Distiller:
   Attributes:
     student, teacher: the networks (teacher None for a method without one).
     terms: ((name, term, weight), ...) in summation order.
-    connectors: connectors of the stages some term needs (params /
-      batch_stats['connector']), or None.
-    hints: FitNet's hint regressors (params / batch_stats['hint']), or None.
-    crd_heads: CRD's embedding heads (params['crd']), or None.
+    adapters: ((declaration, module), ...): the modules trained with the
+      student that the terms declare (`methods.Adapter`), one per key
+      (params / batch_stats[key], `Outputs.adapted[key]`).
   """
   student: nn.Module
   teacher: nn.Module | None
   terms: tuple[tuple[str, methods.Term, float], ...]
-  connectors: connectors_lib.Connectors | None = None
-  hints: connectors_lib.HintRegressors | None = None
-  crd_heads: crd_heads_lib.CRDHeads | None = None
+  adapters: tuple[tuple[methods.Adapter, nn.Module], ...] = ()
 
   @property
   def term(self) -> dict[str, methods.Term]:
@@ -62,28 +59,46 @@ class Distiller:
   def weights(self) -> dict[str, float]:
     return {name: w for name, _, w in self.terms}
 
+  def adapter(self, key: str) -> nn.Module | None:
+    """The trained module declared under `key`, or None."""
+    return next((m for a, m in self.adapters if a.key == key), None)
+
+  @property
+  def connectors(self):
+    """`adapter('connector')`: the AdaIN family's connectors, or None."""
+    return self.adapter('connector')
+
+  @property
+  def hints(self):
+    """`adapter('hint')`: FitNet's hint regressors, or None."""
+    return self.adapter('hint')
+
   def init(self, rng, images_NHWC):
-    """Returns {'params': {'student', ...}, 'batch_stats': ...}."""
-    s_rng, c_rng, h_rng = jax.random.split(rng, 3)
-    s_vars = self.student.init(s_rng, images_NHWC, train=False)
+    """Returns {'params': {'student', ...}, 'batch_stats': ...}.
+
+    The student is initialised with `split(rng, 3)[0]`, an adapter with
+    `split(rng, 3)[init_stream]` for streams 1 and 2 (the keys of the
+    connectors / hint regressors and of CRD's heads before adapters were
+    declared, kept so that runs start as before) and with
+    `fold_in(rng, init_stream)` for later streams.
+    """
+    keys = jax.random.split(rng, 3)
+    s_vars = self.student.init(keys[0], images_NHWC, train=False)
     params = {'student': s_vars['params']}
     batch_stats = {'student': s_vars['batch_stats']}
-    if (self.connectors is not None or self.crd_heads is not None
-        or self.hints is not None):
+    if self.adapters:
       _, s_feats = self.student.apply(s_vars, images_NHWC, train=False)
-    # c_rng for both: connectors and hint regressors; no method has both.
-    for key, module in (('connector', self.connectors),
-                        ('hint', self.hints)):
-      if module is not None:
-        variables = module.init(c_rng, s_feats, train=False)
-        params[key] = variables['params']
-        batch_stats[key] = variables['batch_stats']
-    if self.crd_heads is not None:
-      t_dim = feature_shapes(self.teacher,
-                           images_NHWC.shape[1:])['pre_logits']
-      params['crd'] = self.crd_heads.init(
-          h_rng, s_feats['pre_logits'],
-          jnp.zeros(t_dim.shape, jnp.float32))['params']
+      t_feats = None if self.teacher is None else {
+          name: jnp.zeros(f.shape, jnp.float32) for name, f in
+          feature_shapes(self.teacher, images_NHWC.shape[1:]).items()}
+    for decl, module in self.adapters:
+      key = (keys[decl.init_stream] if decl.init_stream < 3 else
+             jax.random.fold_in(rng, decl.init_stream))
+      variables = module.init(key, *decl.inputs(s_feats, t_feats),
+                              **_train_arg(decl, False))
+      params[decl.key] = variables['params']
+      if 'batch_stats' in variables:
+        batch_stats[decl.key] = variables['batch_stats']
     return {'params': params, 'batch_stats': batch_stats}
 
   def init_aux(self, rng, num_train: int, train_labels=None):
@@ -155,17 +170,18 @@ class Distiller:
       fields.update(logits_t_NK=z_t, feats_t=f_t, tail=lambda k, h: (
           self.teacher.apply(t_vars, h, start=k, train=False,
                              method='tail')))
-    for key, field, module in (('connector', 'connected', self.connectors),
-                               ('hint', 'hinted', self.hints)):
-      if module is not None:
-        fields[field], updates = module.apply(
-            {'params': params[key], 'batch_stats': bs[key]}, f_s,
-            train=True, mutable=['batch_stats'])
-        new_bs[key] = updates['batch_stats']
-    if self.crd_heads is not None:
-      fields['embedded'] = self.crd_heads.apply(
-          {'params': params['crd']}, f_s['pre_logits'],
-          fields['feats_t']['pre_logits'])
+    adapted = fields['adapted'] = {}
+    for decl, module in self.adapters:
+      args = decl.inputs(f_s, fields.get('feats_t'))
+      kwargs = _train_arg(decl, True)
+      if decl.batch_norm:  # Batch statistics, updated.
+        adapted[decl.key], updates = module.apply(
+            {'params': params[decl.key], 'batch_stats': bs[decl.key]},
+            *args, mutable=['batch_stats'], **kwargs)
+        new_bs[decl.key] = updates['batch_stats']
+      else:
+        adapted[decl.key] = module.apply({'params': params[decl.key]},
+                                         *args, **kwargs)
     out = methods.Outputs(logits_s_NK=z_s, feats_s=f_s,
                           labels_N=batch['label'], step=step, rng=rng,
                           index_N=batch.get('index'), **fields)
@@ -205,24 +221,33 @@ def create(config, num_classes: int, image_shape,
         f'config.model={config.model!r} has {student.num_stages} stages but '
         f'config.teacher={config.teacher!r} has {teacher.num_stages}; '
         'feature methods pair stage k with stage k.')
-  connector_stages = sorted({k for n in needs for k in n.connector})
-  hint_stages = sorted({k for n in needs for k in n.hint})
-  embed = max((n.embed for n in needs), default=0)
-  connectors = hints = crd_heads = None
-  if connector_stages or hint_stages:
-    t_feats = feature_shapes(teacher, image_shape)
-    if connector_stages:
-      connectors = connectors_lib.Connectors(
-          channels=tuple((f'stage{k}', t_feats[f'stage{k}'].shape[-1])
-                         for k in connector_stages), dtype=dtype,
-          relu=bool(config.connector_relu))
-    if hint_stages:
-      hints = _hint_regressors(student, t_feats, hint_stages, image_shape,
-                               dtype)
-  if embed:
-    crd_heads = crd_heads_lib.CRDHeads(dim=embed)
+  adapters = _declared_adapters(needs)
+  if adapters:
+    shapes = methods.Shapes(
+        student=feature_shapes(student, image_shape),
+        teacher=None if teacher is None else feature_shapes(teacher,
+                                                            image_shape),
+        dtype=dtype)
+    adapters = tuple((a, a.build(config, shapes)) for a in adapters)
   return Distiller(student=student, teacher=teacher, terms=terms,
-                   connectors=connectors, hints=hints, crd_heads=crd_heads)
+                   adapters=adapters)
+
+
+def _declared_adapters(needs) -> tuple[methods.Adapter, ...]:
+  """The terms' adapter declarations, one per key (merged), in the order
+  they are first declared."""
+  merged = {}
+  for n in needs:
+    for a in n.adapters:
+      merged[a.key] = merged[a.key].merge(a) if a.key in merged else a
+  if 'student' in merged:
+    raise ValueError("An adapter's key may not be 'student'.")
+  return tuple(merged.values())
+
+
+def _train_arg(decl: methods.Adapter, train: bool) -> dict[str, bool]:
+  """`train=` for a module with BatchNorm, else nothing."""
+  return {'train': train} if decl.batch_norm else {}
 
 
 def feature_shapes(model, image_shape):
@@ -231,46 +256,6 @@ def feature_shapes(model, image_shape):
       lambda x: model.init_with_output(
           jax.random.key(0), x, train=False)[0][1],
       jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
-
-
-def _hint_regressors(student, t_feats, stages, image_shape, dtype):
-  """FitNet's hint regressors at `stages`, checked against the teacher.
-
-  Args:
-    student: the student module.
-    t_feats: the teacher's feature shapes (`feature_shapes`).
-    stages: the stage numbers.
-    image_shape: (H, W, C) of an input image.
-    dtype: computation dtype.
-
-  Returns:
-    The `connectors.HintRegressors` for `stages`.
-
-  Raises:
-    ValueError: naming the stage, where no regressor maps the student's map
-      to the teacher's shape.
-  """
-  s_feats = feature_shapes(student, image_shape)
-  names = [f'stage{k}' for k in sorted(set(stages))]
-  shapes = []
-  for name in names:  # ConvReg's cases, or an error naming the stage.
-    connectors_lib.hint_layout(name, s_feats[name].shape[1:3],
-                               t_feats[name].shape[1:3])
-    _, t_h, t_w, t_c = t_feats[name].shape
-    shapes.append((name, int(t_c), int(t_h), int(t_w)))
-  hints = connectors_lib.HintRegressors(shapes=tuple(shapes), dtype=dtype)
-  out = jax.eval_shape(
-      lambda f: hints.init_with_output(jax.random.key(0), f,
-                                       train=False)[0],
-      {name: s_feats[name] for name in names})
-  for name in names:
-    if out[name].shape[1:] != t_feats[name].shape[1:]:
-      raise ValueError(
-          f'FitNet hint at {name}: the regressor maps the student map '
-          f'{s_feats[name].shape[1:]} to {out[name].shape[1:]}, not to the '
-          f'teacher map {t_feats[name].shape[1:]} (H, W, C); use another '
-          'stage in config.points.')
-  return hints
 
 
 def teacher_variables_struct(distiller: Distiller, image_shape) -> Any:
