@@ -60,8 +60,7 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   import jax  # pylint: disable=g-import-not-at-top
-  from adain_kd_jax.training import loop as train_lib
-
+  from adain_kd_jax.training import loop
   host_setup.enable_compilation_cache()
   # Multi-host: one process per host, each started with the same command.
   # jax.distributed.initialize() must run before anything touches a device.
@@ -71,7 +70,7 @@ def main(argv):
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
-  summary = train_lib.train_and_evaluate(config, _WORKDIR.value,
+  summary = loop.train_and_evaluate(config, _WORKDIR.value,
                                          tuple(_RESUME_CHANGE.value))
   if config.compare_to and 'preempted_at' not in summary:
     summary = _compare(config, summary)
@@ -88,11 +87,10 @@ def _compare(config, summary):
   """
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from adain_kd_jax.training import loop as train_lib
-
+  from adain_kd_jax.training import loop
   other = ml_collections.ConfigDict(config.to_dict())
   other.method, other.compare_to, other.export = config.compare_to, '', False
-  other_summary = train_lib.train_and_evaluate(
+  other_summary = loop.train_and_evaluate(
       other, os.path.join(_WORKDIR.value, f'compare_{config.compare_to}'))
   if 'preempted_at' in other_summary or jax.process_index() != 0:
     return other_summary

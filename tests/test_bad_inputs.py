@@ -11,7 +11,7 @@ from adain_kd_jax import cli
 from adain_kd_jax.data import idx
 from adain_kd_jax.data import loader
 from adain_kd_jax.training import checkpoints
-from adain_kd_jax.training import loop as train_lib
+from adain_kd_jax.training import loop
 from adain_kd_jax.training import preflight
 from adain_kd_jax.training import run as run_lib
 from configs import smoke
@@ -212,7 +212,7 @@ def test_bad_config(name, overrides, error, pattern, request, tmp_path,
     node[leaf] = value
   workdir = str(tmp_path / 'run')
   with pytest.raises(error, match=pattern) as info:
-    train_lib.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
   assert '\n' not in str(info.value)
   assert cli.is_user_error(info.value)  # train.py: one line, exit status 2.
   assert not os.path.exists(workdir)
@@ -226,7 +226,7 @@ def test_unwritable_workdir(tmp_path, idx_data_dir, teacher_export,
   blocker.write_text('x')
   with pytest.raises(OSError, match=r"Cannot write to --workdir='.*a_file/"
                      r"run'.*choose a directory you can write to"):
-    train_lib.train_and_evaluate(_config(idx_data_dir, teacher_export),
+    loop.train_and_evaluate(_config(idx_data_dir, teacher_export),
                                  str(blocker / 'run'))
 
 
@@ -238,7 +238,7 @@ def test_workdir_is_a_file(tmp_path, idx_data_dir, teacher_export,
   blocker.write_text('x')
   with pytest.raises(OSError, match=r"--workdir='.*a_file' is an existing "
                      r'file, not a directory; choose a directory'):
-    train_lib.train_and_evaluate(_config(idx_data_dir, teacher_export),
+    loop.train_and_evaluate(_config(idx_data_dir, teacher_export),
                                  str(blocker))
   assert blocker.read_text() == 'x'
 
@@ -252,7 +252,7 @@ def test_full_disk(tmp_path, idx_data_dir, teacher_export, no_compile,
   workdir = str(tmp_path / 'run')
   with pytest.raises(OSError, match=r'Only 0 MiB free on the disk of '
                      r'--workdir=.*free some space'):
-    train_lib.train_and_evaluate(_config(idx_data_dir, teacher_export),
+    loop.train_and_evaluate(_config(idx_data_dir, teacher_export),
                                  workdir)
   assert not os.path.exists(workdir)
 

@@ -157,7 +157,7 @@ def test_a_checkpoint_of_an_older_version_resumes(tmp_path, idx_data_dir,
   own resume gave (round-off of another CPU allowed). Resuming logs no
   orbax warning.
   """
-  from adain_kd_jax.training import loop as train_lib
+  from adain_kd_jax.training import loop
   from tests.conftest import idx_smoke_config  # pylint: disable=g-import-not-at-top
   from tests.data import make_checkpoint_v1  # pylint: disable=g-import-not-at-top
   source = os.path.join(os.path.dirname(__file__), 'data', 'checkpoint_v1')
@@ -170,7 +170,7 @@ def test_a_checkpoint_of_an_older_version_resumes(tmp_path, idx_data_dir,
       idx_data_dir, teacher_export,
       **make_checkpoint_v1.settings(idx_data_dir, teacher_export))
   with caplog.at_level(logging.WARNING):
-    summary = train_lib.train_and_evaluate(config, workdir)
+    summary = loop.train_and_evaluate(config, workdir)
   assert not [r.getMessage() for r in caplog.records
               if r.levelno >= logging.WARNING], caplog.text
   assert summary['resumes'] == 1 and summary['steps'] == 4

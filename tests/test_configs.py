@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adain_kd_jax.methods import objective as distill
+from adain_kd_jax.methods import objective
 from adain_kd_jax.training import config_checks
 from adain_kd_jax.training import run_record
 from configs import cifar100_distill
@@ -30,7 +30,7 @@ def _arg(t, s, m):
   return f'teacher={t},student={s},method={m}'
 
 
-@pytest.mark.parametrize('method', list(distill.METHODS))
+@pytest.mark.parametrize('method', list(objective.METHODS))
 def test_every_method_parses_on_the_first_row(method):
   """get_config(teacher=..,student=..,method=..) for each method."""
   config = cifar100_distill.get_config(_arg('wrn_40_2', 'wrn_16_2', method))
@@ -38,7 +38,7 @@ def test_every_method_parses_on_the_first_row(method):
   assert (config.method, config.model, config.teacher) == (
       method, 'wrn_16_2', 'wrn_40_2')
   assert config.teacher_checkpoint == 'teachers/cifar100/wrn_40_2'
-  distill.create(config, 100, (32, 32, 3))
+  objective.create(config, 100, (32, 32, 3))
 
 
 @pytest.mark.parametrize('method', ['adain', 'at', 'fitnet', 'vid'])
@@ -47,10 +47,10 @@ def test_table_row_traces(row, method):
   """The loss of each row traces: connector, AT, VID and tail shapes agree."""
   config = cifar100_distill.get_config(_arg(*row, method))
   config_checks.check(config)
-  d = distill.create(config, 100, (32, 32, 3))
+  d = objective.create(config, 100, (32, 32, 3))
   x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
   variables = jax.eval_shape(d.init, jax.random.key(0), x)
-  t_vars = distill.teacher_variables_struct(d, (32, 32, 3))
+  t_vars = objective.teacher_variables_struct(d, (32, 32, 3))
   frozen = {'batch_stats': variables['batch_stats'], 'aux': {},
             'teacher': t_vars}
   loss, _ = jax.eval_shape(
@@ -72,7 +72,7 @@ def test_recipe_matches_the_benchmark():
   assert low.learning_rate == 0.01 and low.loss.crd == 0.8
   assert low.points == (-1,)  # S-1: stage 3 of the 4-stage MobileNetV2.
   low.method = 'adain'
-  assert distill.create(low, 100, (32, 32, 3)).term['adain'].points == (3,)
+  assert objective.create(low, 100, (32, 32, 3)).term['adain'].points == (3,)
   assert cifar100_distill.get_config(_arg('vgg13', 'vgg8',
                                           'fitnet')).points == (2,)
 
@@ -104,7 +104,7 @@ def test_imagenet_config_is_the_published_recipe():
   assert (config.num_epochs, config.learning_rate, config.weight_decay,
           tuple(config.decay_epochs), config.batch_size) == (
               100.0, 0.1, 1e-4, (30, 60, 90), 256)
-  distill.create(config, 1000, (224, 224, 3))
+  objective.create(config, 1000, (224, 224, 3))
 
 
 # DKD's beta per pair of the table, as mdistiller's configs/cifar100/dkd/*.yaml
@@ -128,7 +128,7 @@ def test_dkd_beta_is_mdistillers_for_every_row(row):
   assert config.dkd.beta == PUBLISHED_DKD_BETA[row]
   assert (config.dkd.alpha, config.dkd.warmup_epochs, config.loss.temperature,
           config.loss.ce, config.loss.dkd) == (1.0, 20.0, 4.0, 1.0, 1.0)
-  d = distill.create(config, 100, (32, 32, 3))
+  d = objective.create(config, 100, (32, 32, 3))
   dkd = d.term['dkd']
   assert (dkd.beta, dkd.alpha, dkd.warmup_epochs, dkd.temperature) == (
       PUBLISHED_DKD_BETA[row], 1.0, 20.0, 4.0)
@@ -148,8 +148,8 @@ def test_adain_kd_weights_ce_and_kd_as_kd(row):
   for config in (kd, adain_kd):
     assert (config.loss.ce, config.loss.kd, config.loss.temperature) == (
         0.1, 0.9, 4.0)
-  d_kd = distill.create(kd, 100, (32, 32, 3))
-  d_adain_kd = distill.create(adain_kd, 100, (32, 32, 3))
+  d_kd = objective.create(kd, 100, (32, 32, 3))
+  d_adain_kd = objective.create(adain_kd, 100, (32, 32, 3))
   for term in ('ce', 'kd'):
     assert d_kd.weights[term] == d_adain_kd.weights[term]
   assert d_kd.term['kd'] == d_adain_kd.term['kd']  # The same temperature.
@@ -171,10 +171,10 @@ def test_imagenet_kd_dkd_and_adain_kd_are_mdistillers():
   assert (dkd.dkd.beta, dkd.dkd.alpha, dkd.dkd.warmup_epochs,
           dkd.loss.temperature, dkd.loss.ce, dkd.loss.dkd) == (
               0.5, 1.0, 1.0, 1.0, 1.0, 1.0)
-  d = distill.create(dkd, 1000, (224, 224, 3)).term['dkd']
+  d = objective.create(dkd, 1000, (224, 224, 3)).term['dkd']
   assert (d.beta, d.alpha, d.warmup_epochs, d.temperature) == (
       0.5, 1.0, 1.0, 1.0)
-  assert distill.create(kd, 1000,
+  assert objective.create(kd, 1000,
                         (224, 224, 3)).term['kd'].temperature == 1.0
   assert '70.66' in imagenet_distill.__doc__
 

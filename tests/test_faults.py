@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from adain_kd_jax.training import checkpoints
-from adain_kd_jax.training import loop as train_lib
+from adain_kd_jax.training import loop
 from adain_kd_jax.training import preemption
 from tests.conftest import idx_smoke_config
 from tests.conftest import make_teacher_variables
@@ -52,20 +52,20 @@ def test_non_finite_loss_names_step_and_terms(tmp_path, idx_data_dir,
   teacher = str(tmp_path / 'teacher')
   _install_teacher(teacher_export, teacher)
   longer = ('num_train_steps',)
-  train_lib.train_and_evaluate(
+  loop.train_and_evaluate(
       _config(idx_data_dir, teacher, num_train_steps=4), workdir)
   _install_teacher(nan_teacher, teacher)  # The teacher breaks.
   with pytest.raises(FloatingPointError,
                      match=r'Non-finite adain, grad_norm, kd, loss at step 5 '
                      r'.*last good checkpoint \(step 4\).*skip_nonfinite'):
-    train_lib.train_and_evaluate(
+    loop.train_and_evaluate(
         _config(idx_data_dir, teacher, num_train_steps=8), workdir, longer)
   steps = sorted(int(os.path.basename(p)) for p in
                  glob.glob(os.path.join(workdir, 'checkpoints', '[0-9]*')))
   assert steps[-1] == 4
   # And the run resumes from it (with the good teacher) to the end.
   _install_teacher(teacher_export, teacher)
-  summary = train_lib.train_and_evaluate(
+  summary = loop.train_and_evaluate(
       _config(idx_data_dir, teacher, num_train_steps=6), workdir, longer)
   assert summary['steps'] == 6 and summary['skipped_steps'] == 0
 
@@ -74,7 +74,7 @@ def test_skip_nonfinite_counts_and_leaves_params(tmp_path, idx_data_dir,
                                                  nan_teacher):
   """With skip_nonfinite, every NaN step is skipped, counted, not applied."""
   workdir = str(tmp_path / 'skip')
-  summary = train_lib.train_and_evaluate(
+  summary = loop.train_and_evaluate(
       _config(idx_data_dir, nan_teacher, num_train_steps=4,
               skip_nonfinite=True), workdir)
   assert summary['skipped_steps'] == 4
@@ -174,7 +174,7 @@ def test_no_recompilation_after_the_first_step(tmp_path, idx_data_dir,
 
   monkeypatch.setattr(steps, 'train_step', counted_train)
   monkeypatch.setattr(steps, 'eval_step', counted_eval)
-  summary = train_lib.train_and_evaluate(
+  summary = loop.train_and_evaluate(
       _config(idx_data_dir, teacher_export, num_train_steps=12,
               eval_every_epochs=0.5, log_every_steps=3,
               checkpoint_every_steps=4), str(tmp_path / 'run'))

@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 
 from adain_kd_jax import models
 from adain_kd_jax.training import checkpoints
-from adain_kd_jax.training import loop as train_lib
+from adain_kd_jax.training import loop
 from configs import imagenet_distill
 
 
@@ -46,7 +46,7 @@ def test_imagenet_config_trains_on_mock_data(method, tmp_path,
   config.test_limit = 12
   workdir = str(tmp_path / 'run')
   with tfds.testing.mock_data(num_examples=24):
-    summary = train_lib.train_and_evaluate(config, workdir)
+    summary = loop.train_and_evaluate(config, workdir)
   assert summary['steps'] == 2 and np.isfinite(summary['test_accuracy'])
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     records = [json.loads(line) for line in f]
@@ -66,4 +66,4 @@ def test_device_data_is_refused_for_streamed_sets(tmp_path,
   with tfds.testing.mock_data(num_examples=24):
     with pytest.raises(ValueError, match='config.device_data=True is '
                        'invalid for imagenet2012: it is for the in-memory'):
-      train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
+      loop.train_and_evaluate(config, str(tmp_path / 'run'))

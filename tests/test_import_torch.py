@@ -21,7 +21,7 @@ import pytest
 
 from adain_kd_jax import models
 from adain_kd_jax.torch_import import convert as torch_convert
-from adain_kd_jax.torch_import import key_maps as torch_names
+from adain_kd_jax.torch_import import key_maps
 from adain_kd_jax.torch_import import zoo as import_torch
 from adain_kd_jax.training import checkpoints
 
@@ -118,7 +118,7 @@ def _check_values(name, state_dict, variables):
   for key, value in state_dict.items():
     if key.endswith('num_batches_tracked'):
       continue
-    collection, path, _ = import_torch.torch_key_to_flax(name, key,
+    collection, path, _ = key_maps.torch_key_to_flax(name, key,
                                                          value.shape)
     got = variables[collection]
     for k in path:
@@ -129,13 +129,13 @@ def _check_values(name, state_dict, variables):
 
 
 @pytest.mark.parametrize('name', sorted(
-    set(models.MODEL_NAMES) - set(import_torch.IMAGENET_MODELS)))
+    set(models.MODEL_NAMES) - set(key_maps.IMAGENET_MODELS)))
 def test_convert_every_zoo_state_dict(name):
   """Each zoo state dict converts to exactly our model's variables."""
   shapes = _zoo_shapes()[name]
   seed = 0 if name in _RANDOM_VALUES else None
   state_dict = _fake_state_dict(shapes, seed)
-  variables = import_torch.convert(name, state_dict)
+  variables = torch_convert.convert(name, state_dict)
   _assert_matches_model(variables, name, 100)
   # Every tensor but the counters consumed, each by one variable.
   used = [k for k in shapes if not k.endswith('num_batches_tracked')]
@@ -144,7 +144,7 @@ def test_convert_every_zoo_state_dict(name):
     _check_values(name, state_dict, variables)
 
 
-@pytest.mark.parametrize('name', import_torch.IMAGENET_MODELS)
+@pytest.mark.parametrize('name', key_maps.IMAGENET_MODELS)
 def test_convert_torchvision_resnets(name):
   """torchvision's key names (conv1, layer{s}.{b}, downsample, fc) convert."""
   shapes = _torchvision_shapes(name, num_classes=10)
@@ -155,7 +155,7 @@ def test_convert_torchvision_resnets(name):
   assert trainable == _TORCHVISION_PARAMS[name]
   seed = 0 if name == 'resnet18' else None
   state_dict = _fake_state_dict(shapes, seed)
-  variables = import_torch.convert(name, state_dict)
+  variables = torch_convert.convert(name, state_dict)
   _assert_matches_model(variables, name, 10)
   if seed is not None:
     _check_values(name, state_dict, variables)
@@ -166,10 +166,10 @@ def test_flax_to_torch_key_inverts_the_mapping():
   for name, shapes in _zoo_shapes().items():
     for key, shape in shapes.items():
       if not key.endswith('num_batches_tracked'):
-        collection, path, flax_shape = import_torch.torch_key_to_flax(
+        collection, path, flax_shape = key_maps.torch_key_to_flax(
             name, key, shape)
-        assert import_torch.flax_to_torch_key(name, collection, path) == key
-        assert torch_names.to_torch_shape(flax_shape) == tuple(shape), key
+        assert key_maps.flax_to_torch_key(name, collection, path) == key
+        assert key_maps.to_torch_shape(flax_shape) == tuple(shape), key
 
 
 def test_brief_list_counts_what_it_leaves_out():
@@ -186,12 +186,12 @@ def _resnet8():
 def test_wrapped_and_data_parallel_state_dicts():
   """{'model': ...}, {'state_dict': ...} and 'module.' prefixes are unwrapped."""
   state_dict = _resnet8()
-  want = import_torch.convert('resnet8', state_dict)
+  want = torch_convert.convert('resnet8', state_dict)
   prefixed = {f'module.{k}': v for k, v in state_dict.items()}
   for wrapped in ({'epoch': 240, 'model': prefixed, 'accuracy': 71.2,
                    'optimizer': {'state': {}}},
                   {'state_dict': state_dict}, prefixed):
-    got = import_torch.convert('resnet8', wrapped)
+    got = torch_convert.convert('resnet8', wrapped)
     jax.tree.map(np.testing.assert_array_equal, got, want)
 
 
@@ -199,7 +199,7 @@ def test_num_classes_and_channels_come_from_the_state_dict():
   """A 10-class, 1-channel resnet8 converts to a model of those sizes."""
   shapes = dict(_zoo_shapes()['resnet8'], **{
       'conv1.weight': [16, 1, 3, 3], 'fc.weight': [10, 64], 'fc.bias': [10]})
-  variables = import_torch.convert('resnet8', _fake_state_dict(shapes))
+  variables = torch_convert.convert('resnet8', _fake_state_dict(shapes))
   _assert_matches_model(variables, 'resnet8', 10, channels=1)
 
 
@@ -210,7 +210,7 @@ def test_missing_key_is_an_error():
   with pytest.raises(ValueError, match=r'resnet8 .*1 key\(s\) missing '
                      r'\[layer2\.0\.downsample\.1\.running_var \(32,\)\], '
                      r'0 unexpected'):
-    import_torch.convert('resnet8', state_dict)
+    torch_convert.convert('resnet8', state_dict)
 
 
 def test_unexpected_key_is_an_error():
@@ -220,7 +220,7 @@ def test_unexpected_key_is_an_error():
   with pytest.raises(ValueError, match=r'resnet8 .*0 key\(s\) missing \[\], '
                      r'1 unexpected \[layer1\.0\.conv3\.weight '
                      r'\(16, 16, 3, 3\)\]'):
-    import_torch.convert('resnet8', state_dict)
+    torch_convert.convert('resnet8', state_dict)
 
 
 def test_another_architecture_is_an_error():
@@ -229,7 +229,7 @@ def test_another_architecture_is_an_error():
   with pytest.raises(ValueError, match=r'a resnet8 with 100 classes: 0 key'
                      r'.*60 unexpected \[layer1\.1\.conv1\.weight.*'
                      r'\.\.\. \(55 more\)\]'):
-    import_torch.convert('resnet8', state_dict)
+    torch_convert.convert('resnet8', state_dict)
 
 
 def test_wrong_shape_is_an_error():
@@ -238,12 +238,12 @@ def test_wrong_shape_is_an_error():
   state_dict['layer3.0.conv2.weight'] = np.zeros((64, 32, 3, 3), np.float32)
   with pytest.raises(ValueError, match=r'layer3\.0\.conv2\.weight has shape '
                      r'\(64, 32, 3, 3\), expected \(64, 64, 3, 3\)'):
-    import_torch.convert('resnet8', state_dict)
+    torch_convert.convert('resnet8', state_dict)
 
 
 def test_unknown_arch_is_an_error():
   with pytest.raises(ValueError, match='Unknown model .resnet9.'):
-    import_torch.convert('resnet9', _resnet8())
+    torch_convert.convert('resnet9', _resnet8())
 
 
 def test_load_state_dict_without_torch_says_what_to_install(monkeypatch):
@@ -328,7 +328,7 @@ def test_logits_match_pytorch(name, torch_checkpoints):
   num_classes = _NUMERICS[name][0]
   state_dict = import_torch.load_state_dict(path)
   assert all(isinstance(v, np.ndarray) for v in state_dict.values())
-  variables = import_torch.convert(name, state_dict)
+  variables = torch_convert.convert(name, state_dict)
   got = np.asarray(_flax_logits_fn(name, num_classes)(
       variables, x.transpose(0, 2, 3, 1)))
   assert got.shape == want.shape == (x.shape[0], num_classes)
@@ -341,7 +341,7 @@ def test_logits_match_pytorch(name, torch_checkpoints):
 def test_reference_models_have_the_zoo_state_dicts(torch_zoo):
   """The PyTorch definitions of the tests have RepDistiller's keys/shapes."""
   for name in sorted(_NUMERICS):
-    if name in import_torch.IMAGENET_MODELS:
+    if name in key_maps.IMAGENET_MODELS:
       want = _torchvision_shapes(name, num_classes=100)
     else:
       want = _zoo_shapes()[name]

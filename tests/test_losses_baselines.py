@@ -174,17 +174,17 @@ def test_hint_mse_rejects_other_shapes(s_shape):
 
 
 @JIT
-def test_fitnet_same_size_hand_value(jit):
+def test_feature_mse_same_size_hand_value(jit):
   """Same sizes: plain MSE, [[1,2],[3,4]] vs zeros is (1+4+9+16)/4."""
-  got = maybe_jit(losses_baselines.fitnet, jit)(
+  got = maybe_jit(losses_baselines.feature_mse, jit)(
       np.zeros((1, 2, 2, 1), np.float32), _MAP_1221)
   np.testing.assert_allclose(got, 7.5, rtol=1e-6)
 
 
 @JIT
-def test_fitnet_resizes_student(jit):
+def test_feature_mse_resizes_student(jit):
   """Spatial mismatch: the student is bilinearly resized to the teacher."""
-  fn = maybe_jit(losses_baselines.fitnet, jit)
+  fn = maybe_jit(losses_baselines.feature_mse, jit)
   # Width 2 -> 4, half-pixel centres at x = -0.25, 0.25, 0.75, 1.25 in the
   # input (edges clamped): [1, 2] becomes [1, 1.25, 1.75, 2].
   f_s = np.array([1., 2.], np.float32).reshape(1, 1, 2, 1)
@@ -200,16 +200,16 @@ def test_fitnet_resizes_student(jit):
                                 _MAP_1221), 2.5**2, rtol=1e-6)
 
 
-def test_fitnet_gradient_and_channel_check():
+def test_feature_mse_gradient_and_channel_check():
   """FitNet gives f_t no gradient and rejects mismatched channels."""
   f_t = rand((2, 4, 4, 3), seed=38)
   f_s = rand((2, 2, 2, 3), seed=39)
-  g_t, g_s = jax.jit(jax.grad(losses_baselines.fitnet, argnums=(0, 1)))(
+  g_t, g_s = jax.jit(jax.grad(losses_baselines.feature_mse, argnums=(0, 1)))(
       f_t, f_s)
   np.testing.assert_array_equal(g_t, np.zeros_like(f_t))
   assert np.abs(g_s).max() > 1e-4
   with pytest.raises(ValueError, match='Channel mismatch'):
-    losses_baselines.fitnet(f_t, rand((2, 4, 4, 2), seed=40))
+    losses_baselines.feature_mse(f_t, rand((2, 4, 4, 2), seed=40))
 
 
 # --------------------------------------------------------------------- DKD

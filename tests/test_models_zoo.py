@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from adain_kd_jax import models
-from adain_kd_jax.torch_import import zoo as import_torch
+from adain_kd_jax.torch_import import key_maps
 
 # Trainable parameters for 3-channel input and 100 classes (1000 for the
 # ImageNet ResNets); the same counts as the PyTorch models.
@@ -299,7 +299,7 @@ def test_every_torch_tensor_has_its_flax_counterpart():
     theirs = {}
     for key, shape in state_dict.items():
       if not key.endswith('num_batches_tracked'):
-        collection, path, flax_shape = import_torch.torch_key_to_flax(
+        collection, path, flax_shape = key_maps.torch_key_to_flax(
             name, key, shape)
         theirs[collection, path] = flax_shape
     assert theirs == ours, name

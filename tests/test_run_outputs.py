@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from adain_kd_jax.training import loop as train_lib
+from adain_kd_jax.training import loop
 from adain_kd_jax.training import preemption
 from tests.conftest import idx_smoke_config
 from tests.conftest import read_events
@@ -52,9 +52,9 @@ def stopped_and_resumed(tmp_path_factory, idx_data_dir, teacher_export):
       return step == _STOP_AT
 
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(train_lib.preemption, 'PreemptionWatcher', StopAt)
-    first = train_lib.train_and_evaluate(config, workdir)
-  second = train_lib.train_and_evaluate(config, workdir)
+    patch.setattr(loop.preemption, 'PreemptionWatcher', StopAt)
+    first = loop.train_and_evaluate(config, workdir)
+  second = loop.train_and_evaluate(config, workdir)
   return {'workdir': workdir, 'first': first, 'second': second,
           'live': seen['scalars']}
 
@@ -111,7 +111,7 @@ def test_progress_bar_says_compiling_before_the_first_step(
                             num_train_steps=2, compare_to='')
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(sys.stderr, 'isatty', lambda: True)
-    train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
+    loop.train_and_evaluate(config, str(tmp_path / 'run'))
   err = capsys.readouterr().err
   compiling = err.index('[compiling...]')
   assert '<' not in err[:compiling]  # tqdm's ETA reads 'elapsed<remaining'.
@@ -125,7 +125,7 @@ def test_progress_in_a_log_is_a_line_every_n_steps(tmp_path, idx_data_dir,
   config = idx_smoke_config(idx_data_dir, teacher_export, method='none',
                             num_train_steps=10, log_every_steps=4,
                             compare_to='')
-  train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
+  loop.train_and_evaluate(config, str(tmp_path / 'run'))
   err = capsys.readouterr().err
   assert '\r' not in err
   lines = [l for l in err.splitlines() if l.startswith('none:resnet8: step')]

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from adain_kd_jax import cli
-from adain_kd_jax.training import loop as train_lib
+from adain_kd_jax.training import loop
 from adain_kd_jax.training import run_record
 from configs import default
 from tests.conftest import idx_smoke_config
@@ -123,14 +123,14 @@ def test_reused_workdir_cannot_relabel(tmp_path, idx_data_dir, teacher_export):
   workdir = str(tmp_path / 'run')
   config = idx_smoke_config(idx_data_dir, teacher_export, method='none',
                             num_train_steps=4, checkpoint_every_steps=4)
-  train_lib.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   assert run_record.read(workdir)['method'] == 'none'
   before = _snapshot(workdir)
   other = idx_smoke_config(idx_data_dir, teacher_export, method='kd',
                            learning_rate=0.5, num_train_steps=4,
                            checkpoint_every_steps=4)
   with pytest.raises(ValueError) as e:
-    train_lib.train_and_evaluate(other, workdir)
+    loop.train_and_evaluate(other, workdir)
   assert cli.is_user_error(e.value)
   assert 'learning_rate: 0.05 there, 0.5 now' in str(e.value)
   assert 'method: "none" there, "kd" now' in str(e.value)
@@ -138,7 +138,7 @@ def test_reused_workdir_cannot_relabel(tmp_path, idx_data_dir, teacher_export):
   # Training longer is allowed when asked for, and the summary says so.
   longer = idx_smoke_config(idx_data_dir, teacher_export, method='none',
                             num_train_steps=8, checkpoint_every_steps=4)
-  summary = train_lib.train_and_evaluate(longer, workdir,
+  summary = loop.train_and_evaluate(longer, workdir,
                                          resume_changes=('num_train_steps',))
   assert summary['steps'] == 8
   assert summary['config_changes'] == [

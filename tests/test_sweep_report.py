@@ -15,7 +15,7 @@ from adain_kd_jax.experiments import plots
 from adain_kd_jax.experiments import report
 from adain_kd_jax.experiments import sweep
 from adain_kd_jax.experiments import tables
-from adain_kd_jax.training import loop as train_lib
+from adain_kd_jax.training import loop
 from configs import default
 from tests.conftest import make_teacher_variables
 from tests.conftest import read_events
@@ -244,7 +244,7 @@ def test_sweep_skips_finished_runs_and_trains_the_rest(tmp_path, monkeypatch):
     calls.append((config.method, config.seed, config.compare_to, directory))
     return {'test_accuracy': 0.5}
 
-  monkeypatch.setattr(train_lib, 'train_and_evaluate', fake_train)
+  monkeypatch.setattr(loop, 'train_and_evaluate', fake_train)
   results = sweep.run_grid(_config(), ['none', 'adain'], [0, 1], workdir)
   assert calls == [('adain', 1, '', os.path.join(workdir, 'adain', 'seed1'))]
   assert results[('none', 0)] == 'skipped'
@@ -272,7 +272,7 @@ def test_sweep_stops_when_preempted_and_checks_configs_first(tmp_path,
     calls.append(directory)
     return {'preempted_at': 1}
 
-  monkeypatch.setattr(train_lib, 'train_and_evaluate', fake_train)
+  monkeypatch.setattr(loop, 'train_and_evaluate', fake_train)
   results = sweep.run_grid(_config(), ['kd', 'adain'], [0],
                            str(tmp_path / 'a'))
   assert len(calls) == 1 and ('adain', 0) not in results

@@ -10,7 +10,7 @@ import pytest
 
 from adain_kd_jax import losses
 from adain_kd_jax.methods import base
-from adain_kd_jax.methods import objective as distill
+from adain_kd_jax.methods import objective
 from adain_kd_jax.methods import vid_regressor
 from adain_kd_jax.training import steps
 from configs import smoke
@@ -155,7 +155,7 @@ def _config(**vid):
 
 def test_bad_settings_name_the_field():
   with pytest.raises(ValueError, match=r'config.vid.init_pred_var=1e-06'):
-    distill.create(_config(init_pred_var=1e-6), 10, IMAGE_SHAPE)
+    objective.create(_config(init_pred_var=1e-6), 10, IMAGE_SHAPE)
 
 
 def _batch(seed):
@@ -167,7 +167,7 @@ def _batch(seed):
 
 def test_the_term_is_the_sum_over_every_stage():
   """vid = sum_k L_vid(f_t^k, regressor_k(f_s^k)), CE + 1 x vid."""
-  distiller = distill.create(_config(), 10, IMAGE_SHAPE)
+  distiller = objective.create(_config(), 10, IMAGE_SHAPE)
   assert [(n, w) for n, _, w in distiller.terms] == [('ce', 1.0),
                                                     ('vid', 1.0)]
   variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
@@ -196,7 +196,7 @@ def test_vid_trains_a_few_steps():
   """Four jitted steps: finite, every regressor leaf moves, the VID term
   goes down on a repeated batch."""
   config = _config()
-  distiller = distill.create(config, 10, IMAGE_SHAPE)
+  distiller = objective.create(config, 10, IMAGE_SHAPE)
   tx, schedule = steps.create_optimizer(config, 10, 100)
   state = steps.init_state(distiller, tx, IMAGE_SHAPE, jax.random.key(0))
   prep = steps.Prep(key=jax.random.key(1), mean=(0.3,), std=(0.35,),

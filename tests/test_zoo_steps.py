@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from adain_kd_jax import models
-from adain_kd_jax.methods import objective as distill
+from adain_kd_jax.methods import objective
 from adain_kd_jax.training import steps
 from configs import smoke
 from tests.conftest import jit_train_step
@@ -48,7 +48,7 @@ def test_family_step(teacher, student, baseline):
     config.update(model=student, teacher=teacher, method=method)
     config.points = (-1,)  # S-1.
     config.crd.num_negatives = 8
-    distiller = distill.create(config, NUM_CLASSES, SHAPE)
+    distiller = objective.create(config, NUM_CLASSES, SHAPE)
     tx, schedule = steps.create_optimizer(config, 4, 4)
     state = steps.init_state(distiller, tx, SHAPE, jax.random.key(0),
                              train_labels=labels)

@@ -12,7 +12,7 @@ memory (see parallel.py); each one resumable as below.
 
 Every run gets a copy of the config (the `--config.x=y` overrides apply to all
 of them) with `method` and `seed` set and `compare_to=''`, and trains in
-`WORKDIR/<method>/seed<k>/` through `train_lib.train_and_evaluate`. A run
+`WORKDIR/<method>/seed<k>/` through `loop.train_and_evaluate`. A run
 whose `summary.json` exists is finished and skipped; any other run is started
 or, when it has checkpoints, resumed. So re-running the same command after a
 crash or a preemption continues where the grid stopped. A preempted run
@@ -154,8 +154,8 @@ def run_grid(config: ml_collections.ConfigDict, methods: Sequence[str],
     for seed in seeds:
       config_checks.check(run_config(config, method, seed))
   if train_fn is None:
-    from adain_kd_jax.training import loop as train_lib
-    train_fn = train_lib.train_and_evaluate
+    from adain_kd_jax.training import loop
+    train_fn = loop.train_and_evaluate
   write_sweep_json(workdir, config, methods, seeds)
   results = {}
   cells = [(m, s) for m in methods for s in seeds]

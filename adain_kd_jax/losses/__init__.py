@@ -24,7 +24,7 @@ from adain_kd_jax.losses.adain_family import (
     stat_mean_l2,
 )
 from adain_kd_jax.losses.baselines import (
-    fitnet,
+    feature_mse,
     hint_mse,
     attention_map,
     at,

@@ -9,7 +9,6 @@ import dataclasses
 import jax.numpy as jnp
 
 from adain_kd_jax import losses
-from adain_kd_jax.losses import baselines as losses_baselines
 from adain_kd_jax.methods import base
 from adain_kd_jax.methods import connectors
 
@@ -77,8 +76,8 @@ class FeatureMatching(base.Term):
 
   def __call__(self, out):
     name = f'stage{self.point}'
-    return losses_baselines.fitnet(out.feats_t[name],
-                                   out.adapted['connector'][name])
+    return losses.feature_mse(out.feats_t[name],
+                              out.adapted['connector'][name])
 
 
 @dataclasses.dataclass(frozen=True)

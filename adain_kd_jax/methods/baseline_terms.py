@@ -11,9 +11,6 @@ import jax
 import jax.numpy as jnp
 
 from adain_kd_jax import losses
-from adain_kd_jax.losses import baselines as losses_baselines
-from adain_kd_jax.losses import crd as crd_lib
-from adain_kd_jax.losses import vid as losses_vid
 from adain_kd_jax.methods import base
 from adain_kd_jax.methods import connectors
 from adain_kd_jax.methods import crd_heads
@@ -73,7 +70,7 @@ class FitNet(base.PointTerm):
         connectors.HintAdapter(stages=self.points),))
 
   def __call__(self, out):
-    return self.weighted_sum(lambda k: losses_baselines.hint_mse(
+    return self.weighted_sum(lambda k: losses.hint_mse(
         out.feats_t[f'stage{k}'], out.adapted['hint'][f'stage{k}']))
 
 
@@ -92,8 +89,8 @@ class AT(base.Term):
     return cls(num_stages=context.num_stages)
 
   def __call__(self, out):
-    return sum(losses_baselines.at(out.feats_t[f'stage{k}'],
-                                   out.feats_s[f'stage{k}'])
+    return sum(losses.at(out.feats_t[f'stage{k}'],
+                         out.feats_s[f'stage{k}'])
                for k in range(1, self.num_stages + 1))
 
 
@@ -120,8 +117,8 @@ class DKD(base.Term):
   def __call__(self, out):
     epoch = (jnp.asarray(out.step) // self.steps_per_epoch + 1).astype(
         jnp.float32)
-    return losses_baselines.dkd_warmup_factor(
-        epoch, self.warmup_epochs) * losses_baselines.dkd(
+    return losses.dkd_warmup_factor(
+        epoch, self.warmup_epochs) * losses.dkd(
             out.logits_s_NK, out.logits_t_NK, out.labels_N, alpha=self.alpha,
             beta=self.beta, temperature=self.temperature)
 
@@ -161,7 +158,7 @@ class CRD(base.Term):
       raise ValueError(
           f'config.crd.num_negatives={self.num_negatives} needs more '
           f'training examples than the {num_train} here; lower it.')
-    state = crd_lib.crd_memory_init(rng, num_train, self.dim)
+    state = losses.crd_memory_init(rng, num_train, self.dim)
     if self.class_aware:
       if train_labels is None:
         raise ValueError(
@@ -173,11 +170,11 @@ class CRD(base.Term):
 
   def __call__(self, out, state):
     e_s, e_t = out.adapted['crd']
-    contrast = crd_lib.crd_sample_contrast(
+    contrast = losses.crd_sample_contrast(
         out.rng, out.index_N, out.labels_N, len(state['memory_s']),
         self.num_negatives, data_labels_M=state.get('labels'))
     memory = {k: v for k, v in state.items() if k != 'labels'}
-    value, new_memory = crd_lib.crd_loss(
+    value, new_memory = losses.crd_loss(
         e_s, e_t, out.index_N, contrast, memory,
         temperature=self.temperature, momentum=self.momentum)
     return value, dict(state, **new_memory)
@@ -190,8 +187,8 @@ class VID(base.Term):
   log-likelihood of the teacher's map, summed over every stage with weight
   1 each (RepDistiller's `feat[1:-1]`, as AT)."""
   num_stages: int
-  init_pred_var: float = losses_vid.VID_INIT_PRED_VAR
-  eps: float = losses_vid.VID_EPS
+  init_pred_var: float = losses.VID_INIT_PRED_VAR
+  eps: float = losses.VID_EPS
 
   @property
   def needs(self):
@@ -212,7 +209,7 @@ class VID(base.Term):
                eps=eps)
 
   def __call__(self, out):
-    return sum(losses_vid.vid_loss(out.feats_t[f'stage{k}'],
-                                   *out.adapted['vid'][f'stage{k}'],
-                                   eps=self.eps)
+    return sum(losses.vid_loss(out.feats_t[f'stage{k}'],
+                               *out.adapted['vid'][f'stage{k}'],
+                               eps=self.eps)
                for k in range(1, self.num_stages + 1))

@@ -14,8 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adain_kd_jax import models
-from adain_kd_jax.torch_import import key_maps as torch_names
-
+from adain_kd_jax.torch_import import key_maps
 # Keys under which training scripts wrap the state dict (RepDistiller saves
 # {'epoch', 'model', 'best_acc' or 'accuracy', 'optimizer'}).
 _WRAPPER_KEYS = ('state_dict', 'model')
@@ -92,11 +91,11 @@ def _model_sizes(arch: str,
   Defaults (for a state dict that lacks those tensors, which `convert` then
   reports as missing): 1 class, 3 channels.
   """
-  fc_key = torch_names.flax_to_torch_key(arch, 'params', ('fc', 'kernel'))
+  fc_key = key_maps.flax_to_torch_key(arch, 'params', ('fc', 'kernel'))
   num_classes = _first_dim(state_dict, fc_key, 0, None) or _first_dim(
       state_dict, fc_key.replace('weight', 'bias'), 0, 1)
-  stem_key = torch_names.flax_to_torch_key(
-      arch, 'params', (torch_names.stem_conv(arch), 'kernel'))
+  stem_key = key_maps.flax_to_torch_key(
+      arch, 'params', (key_maps.stem_conv(arch), 'kernel'))
   in_channels = _first_dim(state_dict, stem_key, 1, 3)
   return num_classes, in_channels
 
@@ -119,7 +118,7 @@ def _match(arch: str, state_dict: Mapping[str, Any],
       continue
     if key.endswith('num_batches_tracked'):
       continue
-    leaf = torch_names.torch_key_to_flax(arch, key, np.shape(value))
+    leaf = key_maps.torch_key_to_flax(arch, key, np.shape(value))
     target = leaf and leaf[:2]
     if target not in expected or target in found:
       unexpected.append(f'{key} {tuple(np.shape(value))}')
@@ -133,8 +132,8 @@ def _check_keys(arch: str, where: str, expected: Mapping[_Target, Any],
                 ) -> None:
   """ValueError naming the missing and unexpected keys, if there are any."""
   # Parameters first: a missing module shows as its weight, not its stats.
-  missing = [f'{torch_names.flax_to_torch_key(arch, *target)} '
-             f'{torch_names.to_torch_shape(expected[target].shape)}'
+  missing = [f'{key_maps.flax_to_torch_key(arch, *target)} '
+             f'{key_maps.to_torch_shape(expected[target].shape)}'
              for target in sorted(expected, key=lambda t: t[0] != 'params')
              if target not in found]
   if missing or unexpected:
@@ -149,7 +148,7 @@ def _check_shapes(where: str, expected: Mapping[_Target, Any],
                   found: Mapping[_Target, Any]) -> None:
   """ValueError naming the entries whose shapes differ, if there are any."""
   wrong = [f'{key} has shape {tuple(np.shape(value))}, expected '
-           f'{torch_names.to_torch_shape(expected[target].shape)}'
+           f'{key_maps.to_torch_shape(expected[target].shape)}'
            for target, (key, value, flax_shape) in found.items()
            if flax_shape != tuple(expected[target].shape)]
   if wrong:
@@ -177,7 +176,7 @@ def convert(arch: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
       unfilled; a shape that does not match. The message names the arch and
       the first few offending keys.
   """
-  torch_names.family_of(arch)  # An unknown arch is the first error.
+  key_maps.family_of(arch)  # An unknown arch is the first error.
   state_dict = unwrap_state_dict(state_dict)
   num_classes, in_channels = _model_sizes(arch, state_dict)
   abstract = _abstract_variables(arch, num_classes, in_channels)

@@ -12,11 +12,10 @@ export that distillation configs can point at:
       --checkpoint=save/models/resnet32x4_vanilla/ckpt_epoch_240.pth \\
       --out=teachers/cifar100_resnet32x4 --test_accuracy=0.7942
 
-The work is shared by three modules: `torch_names` (PyTorch state-dict keys
-<-> our variable paths, per model family), `torch_convert` (a state dict ->
-our variables, strictly; numpy only, no torch) and this one (reading `.pth`
-files, which needs torch, and the command line). The public names of the
-first two stay importable from here (`import_torch.convert`, ...).
+The work is shared by three modules: `key_maps` (PyTorch state-dict keys
+<-> our variable paths, per model family), `convert` (a state dict -> our
+variables, strictly; numpy only, no torch) and this one (reading `.pth`
+files, which needs torch, and the command line).
 """
 
 import argparse
@@ -32,16 +31,10 @@ import numpy as np
 
 from adain_kd_jax import models
 from adain_kd_jax.data import registry
-from adain_kd_jax.torch_import import convert as torch_convert
-from adain_kd_jax.torch_import import key_maps as torch_names
+from adain_kd_jax.torch_import import convert
+from adain_kd_jax.torch_import import key_maps
 from adain_kd_jax.training import checkpoints
 
-# Where they are defined; importable from here as before the split.
-IMAGENET_MODELS = torch_names.IMAGENET_MODELS
-torch_key_to_flax = torch_names.torch_key_to_flax
-flax_to_torch_key = torch_names.flax_to_torch_key
-unwrap_state_dict = torch_convert.unwrap_state_dict
-convert = torch_convert.convert
 
 # ----------------------------------------------------------------------------
 # Reading .pth files (needs torch).
@@ -68,7 +61,7 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
 
   Args:
     path: a file written by `torch.save`, holding a state dict or a dict that
-      wraps one (see `unwrap_state_dict`).
+      wraps one (see `convert.unwrap_state_dict`).
 
   Returns:
     The state dict, without 'module.' prefixes, as float32-or-native numpy
@@ -91,13 +84,13 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
         'unpickling them could run code. If you trust the file, re-save its '
         "weights with torch.save(model.state_dict(), path) (or "
         "{'model': model.state_dict()}) and import that.") from e
-  state_dict = torch_convert.unwrap_state_dict(obj)
+  state_dict = convert.unwrap_state_dict(obj)
   bad = [f'{k} ({type(v).__name__})' for k, v in state_dict.items()
          if not isinstance(v, torch.Tensor)]
   if bad:
     raise ValueError(
         f'{path!r} is not a state dict of tensors: {len(bad)} entr(y/ies) '
-        f'are not tensors [{torch_convert.brief_list(bad)}].')
+        f'are not tensors [{convert.brief_list(bad)}].')
   out = {}
   for k, v in state_dict.items():
     v = v.detach().cpu()
@@ -155,9 +148,9 @@ def import_checkpoint(arch: str, checkpoint: str, out: str, *,
   if len(image_shape) != 3:
     raise ValueError(f'image_shape must be H,W,C, got {image_shape}.')
 
-  variables = convert(arch, load_state_dict(checkpoint))
+  variables = convert.convert(arch, load_state_dict(checkpoint))
   num_classes = int(variables['params']['fc']['bias'].shape[0])
-  stem = torch_names.stem_conv(arch)
+  stem = key_maps.stem_conv(arch)
   in_channels = int(variables['params'][stem]['kernel'].shape[2])
   if info is not None and num_classes != info.num_classes:
     raise ValueError(

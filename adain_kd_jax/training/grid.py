@@ -44,7 +44,7 @@ import tqdm
 
 from adain_kd_jax.data import loader
 from adain_kd_jax.training import grid_step
-from adain_kd_jax.training import loop as train_lib
+from adain_kd_jax.training import loop
 from adain_kd_jax.training import metric_writer
 from adain_kd_jax.training import preemption
 from adain_kd_jax.training import run as run_lib
@@ -79,8 +79,8 @@ class _Member:
     self.run = run
     self.state = run.state
     self.meta = dict(run.meta)
-    self.clock = train_lib._Clock(  # pylint: disable=protected-access
-        start_time, {k: self.meta.get(k, 0) for k in train_lib._TOTALS})  # pylint: disable=protected-access
+    self.clock = loop._Clock(  # pylint: disable=protected-access
+        start_time, {k: self.meta.get(k, 0) for k in loop._TOTALS})  # pylint: disable=protected-access
     self.writer = None
     self.failed = None  # The non-finite message, once it happened.
     self.last_eval = None
@@ -95,7 +95,7 @@ def train_members(entries: Sequence[tuple[ml_collections.ConfigDict, str]],
   """Trains every unfinished (config, workdir), packed into grids.
 
   Returns:
-    {workdir: summary (as train_lib.train_and_evaluate returns it),
+    {workdir: summary (as loop.train_and_evaluate returns it),
     'skipped' (finished before), or {'failed': message}}. A preempted grid
     ends the call: its members' values have 'preempted_at', later grids'
     members are left out.
@@ -200,7 +200,7 @@ def _grid_record(members, member):
 def train_grid(members: Sequence[_Member], start_time: float
                ) -> dict[str, Any]:
   """Trains `members` (one group, all at the same step) to the end, as
-  `train_lib.train` trains one run; returns {workdir: summary}."""
+  `loop.train` trains one run; returns {workdir: summary}."""
   # pylint: disable=protected-access
   first = members[0].run
   config, is_main = first.config, jax.process_index() == 0
@@ -224,7 +224,7 @@ def train_grid(members: Sequence[_Member], start_time: float
   hosts = [r.data.train_batches(start_step) for r in slot_runs]
   for m in members:
     if is_main:
-      train_lib._announce(m.run, start_step, m.meta)
+      loop._announce(m.run, start_step, m.meta)
     m.writer = metric_writer.MetricWriter(m.run.workdir, start_step,
                                           enabled=is_main)
   if is_main:
@@ -246,7 +246,7 @@ def train_grid(members: Sequence[_Member], start_time: float
       if m.failed:
         continue
       try:
-        train_lib._check_finite(m.run, first_step, mm,
+        loop._check_finite(m.run, first_step, mm,
                                 m.run.checkpointer.latest_step())
       except FloatingPointError as e:
         m.failed = str(e)
@@ -342,7 +342,7 @@ def train_grid(members: Sequence[_Member], start_time: float
     if m.failed:
       out[m.run.workdir] = {'failed': m.failed}
       continue
-    summary = train_lib._finish(m.run, m.state, m.meta, m.last_eval, m.clock,
+    summary = loop._finish(m.run, m.state, m.meta, m.last_eval, m.clock,
                                 start_time)
     summary['grid'] = _grid_record(members, m)
     if is_main:

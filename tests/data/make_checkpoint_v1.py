@@ -42,7 +42,7 @@ def main(out):
   import numpy as np
   from adain_kd_jax import idx
   from adain_kd_jax.training import checkpoints
-  from adain_kd_jax.training import loop as train_lib
+  from adain_kd_jax.training import loop
   from adain_kd_jax.training import preemption
   # pylint: enable=g-import-not-at-top
   tmp = tempfile.mkdtemp()
@@ -70,18 +70,18 @@ def main(out):
     def should_stop(self, step):
       return step == STOP_AT
 
-  real = train_lib.preemption.PreemptionWatcher
-  train_lib.preemption.PreemptionWatcher = StopAt
+  real = loop.preemption.PreemptionWatcher
+  loop.preemption.PreemptionWatcher = StopAt
   try:
-    stopped = train_lib.train_and_evaluate(config, workdir)
+    stopped = loop.train_and_evaluate(config, workdir)
   finally:
-    train_lib.preemption.PreemptionWatcher = real
+    loop.preemption.PreemptionWatcher = real
   assert stopped.get('preempted_at') == STOP_AT, stopped
   os.makedirs(out, exist_ok=True)
   shutil.rmtree(os.path.join(out, 'checkpoints'), ignore_errors=True)
   shutil.copytree(os.path.join(workdir, 'checkpoints'),
                   os.path.join(out, 'checkpoints'))
-  summary = train_lib.train_and_evaluate(config, workdir)
+  summary = loop.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     records = [json.loads(line) for line in f]
   train = [r for r in records if r['split'] == 'train']
