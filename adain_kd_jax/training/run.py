@@ -7,8 +7,9 @@ frozen teacher's variables, the optimiser, the state (restored from the
 newest checkpoint in WORKDIR, or new), the jitted steps and the
 checkpointer. Training (`train_lib.train`), the grid and the plots start
 here. The model set, optimiser, initialiser and jitted steps come from
-`step_builder.build_step`, which the step tests call too: they test the
-steps that train.
+`step_builder.build_step`, which the step benchmark
+(benchmarks/step_throughput.py) and the step tests call too: they time and
+test the steps that train.
 """
 
 import contextlib

@@ -4,9 +4,10 @@ From a config, the mesh and what the inputs are (the image shape, the number
 of classes, the device-side preprocessing, the training set's size and
 labels), `build_step` builds the model set (`objective.Distiller`), the
 optimiser and its schedule, the state initialiser and the jitted train and
-eval steps: a `StepParts`. `run.create_run` builds every run's step with it,
-and the step tests (tests/test_distill.py, tests/test_zoo_steps.py) build
-theirs with it too, so they test the step that trains.
+eval steps: a `StepParts`. `run.create_run` builds every run's step with it;
+the step benchmark (benchmarks/step_throughput.py) and the step tests
+(tests/test_distill.py, tests/test_zoo_steps.py) build theirs with it too,
+so they time and test the step that trains.
 
 The frozen teacher's variables are not built here: they are an argument of
 every step call, loaded (`run.create_run`) or drawn at random (the
