@@ -53,22 +53,18 @@ def _rel(a, b):
   return diff / scale if scale else (0. if diff == 0 else float('inf'))
 
 
-def main(argv):
-  del argv
-  host_setup.set_cpu_devices((_BATCH.value,))
-  host_setup.set_xla_cpu_flags()
+def _copy(tree):
+  """A copy of every array (the steps donate their states)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(lambda x: x.copy(), tree)
+
+
+def _runs(methods, seeds):
+  """Every method for every seed, built as the sweep builds its runs."""
   # pylint: disable=g-import-not-at-top
-  import jax
-  import numpy as np
-  from jax.sharding import PartitionSpec as P
-  from adain_kd_jax.methods import objective as distill
-  from adain_kd_jax.training import grid_step
   from adain_kd_jax.training import run as run_lib
   from configs import default
   # pylint: enable=g-import-not-at-top
-  wall = time.perf_counter()
-  methods = list(_METHODS.value or distill.METHODS)
-  seeds = [int(s) for s in _SEEDS.value]
 
   def config_of(method, seed):
     c = default.get_config()
@@ -79,17 +75,29 @@ def main(argv):
     c.crd.num_negatives = _CRD_NEG.value
     return c
 
-  configs = [config_of(m, s) for s in seeds for m in methods]
-  runs = [run_lib.create_run(c, None) for c in configs]
-  copy = lambda t: jax.tree.map(lambda x: x.copy(), t)
-  slot_runs = [next(r for r in runs if r.config.seed == s) for s in seeds]
-  batches = [[r.to_global(jax.tree.map(lambda x: np.asarray(x)[None], b),
-                          P(None, 'data'))
-              for _, b in zip(range(_STEPS.value), r.data.train_batches(0))]
-             for r in slot_runs]
+  return [run_lib.create_run(config_of(m, s), None)
+          for s in seeds for m in methods]
+
+
+def _batches(slot_runs):
+  """Per seed slot, its first --steps batches, one step each."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+  from jax.sharding import PartitionSpec as P
+  # pylint: enable=g-import-not-at-top
+  return [[r.to_global(jax.tree.map(lambda x: np.asarray(x)[None], b),
+                       P(None, 'data'))
+           for _, b in zip(range(_STEPS.value), r.data.train_batches(0))]
+          for r in slot_runs]
+
+
+def _solo(runs, batches, seeds):
+  """Each run alone for --steps steps: per run, (state, [metrics])."""
+  import jax  # pylint: disable=g-import-not-at-top
   solo = []
   for r in runs:
-    state, metrics = copy(r.state), []
+    state, metrics = _copy(r.state), []
     for t in range(_STEPS.value):
       state, m = r.multi_step(state, r.teacher_vars, None,
                               batches[seeds.index(r.config.seed)][t])
@@ -97,6 +105,16 @@ def main(argv):
     solo.append((jax.device_get(state), jax.device_get(metrics)))
     print(f'solo {r.config.method} seed {r.config.seed} done',
           file=sys.stderr, flush=True)
+  return solo
+
+
+def _grid(runs, slot_runs, batches, seeds):
+  """All runs as one grid for --steps steps: (states, [metrics])."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from adain_kd_jax.training import grid_step
+  from adain_kd_jax.training import run as run_lib
+  # pylint: enable=g-import-not-at-top
   members = [grid_step.Member(r.distiller, r.tx, r.schedule, False,
                               seeds.index(r.config.seed)) for r in runs]
   preps = [run_lib.make_prep(r.config, r.info) for r in slot_runs]
@@ -104,14 +122,21 @@ def main(argv):
   teachers = tuple(next(r.teacher_vars for r in runs
                         if r.config.seed == s and r.teacher_vars is not None)
                    for s in seeds)
-  states, grid_metrics = tuple(copy(r.state) for r in runs), []
+  states, grid_metrics = tuple(_copy(r.state) for r in runs), []
   for t in range(_STEPS.value):
     states, m = multi(states, teachers, tuple(b[t] for b in batches))
     grid_metrics.append(m)
-  states, grid_metrics = jax.device_get((states, grid_metrics))
+  return jax.device_get((states, grid_metrics))
 
+
+def _compare(runs, solo, states, grid_metrics):
+  """Per member: bit_identical and the largest relative differences."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+  # pylint: enable=g-import-not-at-top
   out = {}
-  for i, (config, (s_state, s_metrics)) in enumerate(zip(configs, solo)):
+  for i, (r, (s_state, s_metrics)) in enumerate(zip(runs, solo)):
     g_state, g_metrics = states[i], [m[i] for m in grid_metrics]
     leaves = lambda t: jax.tree.leaves(t)
     state_rel = max(_rel(a, b) for a, b in zip(leaves(g_state),
@@ -120,9 +145,29 @@ def main(argv):
                                                  leaves(s_metrics)))
     exact = all(np.array_equal(a, b) for a, b in zip(
         leaves((g_state, g_metrics)), leaves((s_state, s_metrics))))
-    out[f'{config.method}/seed{config.seed}'] = {
+    out[f'{r.config.method}/seed{r.config.seed}'] = {
         'bit_identical': exact, 'state_max_rel_diff': state_rel,
         'metrics_max_rel_diff': metrics_rel}
+  return out
+
+
+def main(argv):
+  del argv
+  host_setup.set_cpu_devices((_BATCH.value,))
+  host_setup.set_xla_cpu_flags()
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from adain_kd_jax.methods import objective as distill
+  # pylint: enable=g-import-not-at-top
+  wall = time.perf_counter()
+  methods = list(_METHODS.value or distill.METHODS)
+  seeds = [int(s) for s in _SEEDS.value]
+  runs = _runs(methods, seeds)
+  slot_runs = [next(r for r in runs if r.config.seed == s) for s in seeds]
+  batches = _batches(slot_runs)
+  solo = _solo(runs, batches, seeds)
+  states, grid_metrics = _grid(runs, slot_runs, batches, seeds)
+  out = _compare(runs, solo, states, grid_metrics)
   result = {
       'device': jax.devices()[0].device_kind, 'jax': jax.__version__,
       'xla_flags': os.environ.get('XLA_FLAGS', ''), 'teacher': 'resnet20',

@@ -32,7 +32,6 @@ each member's state bytes (`state_bytes`: parameters, batch statistics,
 optimiser and method state such as CRD's memory bank).
 """
 
-import functools
 import json
 import os
 import statistics
@@ -117,59 +116,78 @@ class _Entry:
     return statistics.median(self.times)
 
 
-def main(argv):
-  del argv
-  host_setup.set_cpu_devices((_BATCH.value,))
-  host_setup.set_xla_cpu_flags()
+def _copy(tree):
+  """A copy of every array (the steps donate their states)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(lambda x: x.copy(), tree)
+
+
+def _nbytes(tree):
+  """The bytes of every array in `tree`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return int(sum(x.nbytes for x in jax.tree.leaves(tree)))
+
+
+class _Runs:
+  """One run per method, built on first use as the sweep builds its runs."""
+
+  def __init__(self):
+    self._runs = {}
+
+  def __call__(self, method):
+    # pylint: disable=g-import-not-at-top
+    from adain_kd_jax.training import run as run_lib
+    from configs import default
+    # pylint: enable=g-import-not-at-top
+    if method not in self._runs:
+      c = default.get_config()
+      c.update(method=method, model=_STUDENT.value, teacher=_TEACHER.value,
+               teacher_checkpoint=_TEACHER_CKPT.value,
+               batch_size=_BATCH.value, train_limit=_TRAIN_LIMIT.value,
+               test_limit=500, compare_to='')
+      c.crd.num_negatives = _CRD_NEG.value
+      self._runs[method] = run_lib.create_run(c, None)
+    return self._runs[method]
+
+  def close(self):
+    for r in self._runs.values():
+      r.close()
+
+
+def _first_batch(base):
+  """(the first training batch as one step, its augmented images, the
+  run's preprocessing) of the run `base`."""
   # pylint: disable=g-import-not-at-top
   import jax
   import numpy as np
   from jax.sharding import PartitionSpec as P
   from adain_kd_jax.data import augment
-  from adain_kd_jax.training import grid_step
   from adain_kd_jax.training import run as run_lib
-  from adain_kd_jax.training import steps
-  from configs import default
   # pylint: enable=g-import-not-at-top
-  wall = time.perf_counter()
-
-  def config_of(method):
-    c = default.get_config()
-    c.update(method=method, model=_STUDENT.value, teacher=_TEACHER.value,
-             teacher_checkpoint=_TEACHER_CKPT.value,
-             batch_size=_BATCH.value, train_limit=_TRAIN_LIMIT.value,
-             test_limit=500, compare_to='')
-    c.crd.num_negatives = _CRD_NEG.value
-    return c
-
-  runs = {}
-
-  def run_of(method):
-    if method not in runs:
-      runs[method] = run_lib.create_run(config_of(method), None)
-    return runs[method]
-
-  base = run_of('kd')
   batch = base.to_global(jax.tree.map(
       lambda x: np.asarray(x)[None], next(base.data.train_batches(0))),
                          P(None, 'data'))
   prep = run_lib.make_prep(base.config, base.info)
-  copy = lambda t: jax.tree.map(lambda x: x.copy(), t)
-  nbytes = lambda t: int(sum(x.nbytes for x in jax.tree.leaves(t)))
   images = augment.preprocess_train(
       batch['image'][0], jax.random.key(0), mean=prep.mean, std=prep.std,
       crop_padding=prep.crop_padding, flip=prep.flip)
-  t_fwd = jax.jit(lambda tv, x: (base.distiller.teacher_outputs(tv, x), 0))
-  entries = [_Entry('teacher_forward', t_fwd, (base.teacher_vars, images),
-                    None)]
-  _log(f'teacher_forward compiled in {entries[0].compile_s:.1f} s')
+  return batch, images, prep
+
+
+def _solo_and_side(runs, methods, t_fwd, batch, images):
+  """({method: solo entry}, {method: student-side entry}, {method: state
+  bytes}): each method's own step, and its step with the teacher's outputs
+  given."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from adain_kd_jax.training import steps
+  # pylint: enable=g-import-not-at-top
   solo, side, state_bytes = {}, {}, {}
-  methods = list(dict.fromkeys(list(_MIX.value) + ['kd']))
   for method in methods:
-    r = run_of(method)
-    state_bytes[method] = nbytes(r.state)
+    r = runs(method)
+    state_bytes[method] = _nbytes(r.state)
     solo[method] = _Entry(f'solo/{method}', r.multi_step,
-                          (copy(r.state), r.teacher_vars, None, batch), 0)
+                          (_copy(r.state), r.teacher_vars, None, batch), 0)
     t_out = (t_fwd(r.teacher_vars, images)[0]
              if r.distiller.teacher is not None else None)
     upd = jax.jit(lambda s, tv, b, key, t, r=r: steps.update_step(
@@ -177,61 +195,97 @@ def main(argv):
         teacher_out=t), donate_argnums=(0,))
     b0 = dict(jax.tree.map(lambda x: x[0], batch), image=images)
     side[method] = _Entry(f'side/{method}', upd, (
-        copy(r.state), r.teacher_vars, b0, jax.random.key(1), t_out), 0)
-    entries += [solo[method], side[method]]
+        _copy(r.state), r.teacher_vars, b0, jax.random.key(1), t_out), 0)
     _log(f'{method}: compiled solo in {solo[method].compile_s:.1f} s, '
          f'student side in {side[method].compile_s:.1f} s')
+  return solo, side, state_bytes
 
-  grids = {f'kd_x{k}': ['kd'] * int(k) for k in _KD_SIZES.value}
-  grids['mix'] = list(_MIX.value)
+
+def _grid_entries(runs, grids, base, prep, batch):
+  """{grid name: the grid's step as an entry} for `grids` ({name:
+  [method of each member]})."""
+  # pylint: disable-next=g-import-not-at-top
+  from adain_kd_jax.training import grid_step
   grid_entries = {}
   for name, members in grids.items():
-    rs = [run_of(m) for m in members]
+    rs = [runs(m) for m in members]
     spec = [grid_step.Member(r.distiller, r.tx, r.schedule, False, 0)
             for r in rs]
     multi = grid_step.jit_grid_multi_step(base.mesh, spec, [prep])
     grid_entries[name] = _Entry(
         f'grid/{name}', multi,
-        (tuple(copy(r.state) for r in rs), (base.teacher_vars,), (batch,)), 0)
-    entries.append(grid_entries[name])
+        (tuple(_copy(r.state) for r in rs), (base.teacher_vars,), (batch,)), 0)
     _log(f'grid {name}: compiled in {grid_entries[name].compile_s:.1f} s')
+  return grid_entries
 
+
+def _grid_figures(name, members, entry, runs, solo, side, teacher_ms,
+                  state_bytes):
+  """A grid's figures beside its members solo and the floor."""
+  k = len(members)
+  has_teacher = any(runs(m).distiller.teacher is not None for m in members)
+  solo_ms = sum(solo[m].ms for m in members)
+  if k == 1:
+    floor_parts = {'solo': solo[members[0]].ms}
+  else:
+    floor_parts = {'teacher_forward': teacher_ms if has_teacher else 0.0,
+                   'student_sides': sum(side[m].ms for m in members)}
+  floor_ms = sum(floor_parts.values())
+  figures = {
+      'members': members, 'compile_s': entry.compile_s,
+      'memory': entry.memory,
+      'memory_per_member': {key: v / k for key, v in entry.memory.items()},
+      'state_bytes': [state_bytes[m] for m in members],
+      'ms_per_step': entry.ms, 'ms_all': entry.times,
+      'images_per_sec': k * _BATCH.value / entry.ms * 1e3,
+      'images_per_sec_per_member': _BATCH.value / entry.ms * 1e3,
+      'solo_ms': solo_ms,
+      'solo_images_per_sec': k * _BATCH.value / solo_ms * 1e3,
+      'floor_ms': floor_ms, 'floor_parts_ms': floor_parts,
+      'grid_over_solo': entry.ms / solo_ms,
+      'grid_over_floor': entry.ms / floor_ms}
+  _log(name, json.dumps({key: figures[key] for key in (
+      'ms_per_step', 'solo_ms', 'floor_ms', 'grid_over_solo',
+      'grid_over_floor', 'compile_s')}))
+  return figures
+
+
+def _entry_out(e):
+  return {'ms': e.ms, 'ms_all': e.times,
+          'images_per_sec': _BATCH.value / e.ms * 1e3,
+          'compile_s': e.compile_s, 'memory': e.memory}
+
+
+def main(argv):
+  del argv
+  host_setup.set_cpu_devices((_BATCH.value,))
+  host_setup.set_xla_cpu_flags()
+  import jax  # pylint: disable=g-import-not-at-top
+  wall = time.perf_counter()
+  runs = _Runs()
+  base = runs('kd')
+  batch, images, prep = _first_batch(base)
+  t_fwd = jax.jit(lambda tv, x: (base.distiller.teacher_outputs(tv, x), 0))
+  teacher = _Entry('teacher_forward', t_fwd, (base.teacher_vars, images),
+                   None)
+  _log(f'teacher_forward compiled in {teacher.compile_s:.1f} s')
+  methods = list(dict.fromkeys(list(_MIX.value) + ['kd']))
+  solo, side, state_bytes = _solo_and_side(runs, methods, t_fwd, batch,
+                                           images)
+  grids = {f'kd_x{k}': ['kd'] * int(k) for k in _KD_SIZES.value}
+  grids['mix'] = list(_MIX.value)
+  grid_entries = _grid_entries(runs, grids, base, prep, batch)
+  entries = [teacher] + [e for m in methods for e in (solo[m], side[m])]
+  entries += grid_entries.values()
   for i in range(_STEPS.value):
     for e in entries:
       e.timed()
     _log(f'round {i + 1} of {_STEPS.value}: ' + ', '.join(
         f'{e.name} {e.times[-1]:.0f}' for e in entries))
 
-  teacher_ms = entries[0].ms
-  out_grids = {}
-  for name, members in grids.items():
-    e, k = grid_entries[name], len(members)
-    has_teacher = any(run_of(m).distiller.teacher is not None
-                      for m in members)
-    solo_ms = sum(solo[m].ms for m in members)
-    if k == 1:
-      floor_parts = {'solo': solo[members[0]].ms}
-    else:
-      floor_parts = {'teacher_forward': teacher_ms if has_teacher else 0.0,
-                     'student_sides': sum(side[m].ms for m in members)}
-    floor_ms = sum(floor_parts.values())
-    out_grids[name] = {
-        'members': members, 'compile_s': e.compile_s, 'memory': e.memory,
-        'memory_per_member': {key: v / k for key, v in e.memory.items()},
-        'state_bytes': [state_bytes[m] for m in members],
-        'ms_per_step': e.ms, 'ms_all': e.times,
-        'images_per_sec': k * _BATCH.value / e.ms * 1e3,
-        'images_per_sec_per_member': _BATCH.value / e.ms * 1e3,
-        'solo_ms': solo_ms,
-        'solo_images_per_sec': k * _BATCH.value / solo_ms * 1e3,
-        'floor_ms': floor_ms, 'floor_parts_ms': floor_parts,
-        'grid_over_solo': e.ms / solo_ms, 'grid_over_floor': e.ms / floor_ms}
-    _log(name, json.dumps({key: out_grids[name][key] for key in (
-        'ms_per_step', 'solo_ms', 'floor_ms', 'grid_over_solo',
-        'grid_over_floor', 'compile_s')}))
-  entry_out = lambda e: {'ms': e.ms, 'ms_all': e.times,
-                         'images_per_sec': _BATCH.value / e.ms * 1e3,
-                         'compile_s': e.compile_s, 'memory': e.memory}
+  out_grids = {name: _grid_figures(name, members, grid_entries[name], runs,
+                                   solo, side, teacher.ms, state_bytes)
+               for name, members in grids.items()}
   result = {
       'device': jax.devices()[0].device_kind, 'num_devices':
           jax.device_count(), 'jax': jax.__version__,
@@ -240,9 +294,9 @@ def main(argv):
       'batch_size': _BATCH.value, 'image_shape': list(images.shape[1:]),
       'crd_negatives': _CRD_NEG.value, 'train_limit': _TRAIN_LIMIT.value,
       'steps': _STEPS.value, 'warmup': _WARMUP.value,
-      'teacher_forward': entry_out(entries[0]),
-      'solo': {m: entry_out(e) for m, e in solo.items()},
-      'student_side': {m: entry_out(e) for m, e in side.items()},
+      'teacher_forward': _entry_out(teacher),
+      'solo': {m: _entry_out(e) for m, e in solo.items()},
+      'student_side': {m: _entry_out(e) for m, e in side.items()},
       'state_bytes': state_bytes, 'grids': out_grids,
       'wall_s': time.perf_counter() - wall}
   text = json.dumps(result, indent=2)
@@ -250,8 +304,7 @@ def main(argv):
   if _OUT.value:
     with open(_OUT.value, 'w') as f:
       f.write(text + '\n')
-  for r in runs.values():
-    r.close()
+  runs.close()
 
 
 if __name__ == '__main__':

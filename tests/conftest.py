@@ -36,7 +36,6 @@ import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 from adain_kd_jax import models
 from adain_kd_jax.training import checkpoints
-from adain_kd_jax.training import steps
 
 
 def make_teacher_variables(name='resnet8', num_classes=10,
@@ -113,18 +112,16 @@ def run_train_py(workdir, *flags_, timeout=300, wait=True):
   return run_python(*args, timeout=timeout)
 
 
-def jit_train_step(distiller, tx, schedule, prep, mesh=None):
-  """The training loop's jitted step (`steps.jit_multi_step`), one step a call.
+def one_step(multi_step):
+  """A jitted multi-step (`StepParts.multi_step`), one step a call.
 
   Returns `step(state, teacher_vars, batch) -> (state, metrics)` with an
   unstacked batch and unstacked metrics.
   """
-  p_multi = steps.jit_multi_step(mesh or steps.create_mesh(), distiller, tx,
-                                 schedule, prep)
 
   def step(state, teacher_vars, batch):
-    state, metrics = p_multi(state, teacher_vars, None,
-                             jax.tree.map(lambda x: x[None], batch))
+    state, metrics = multi_step(state, teacher_vars, None,
+                                jax.tree.map(lambda x: x[None], batch))
     return state, jax.tree.map(lambda m: m[0], metrics)
 
   return step

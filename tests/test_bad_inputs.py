@@ -20,15 +20,16 @@ from tests.conftest import make_teacher_variables
 
 
 class _Reached(Exception):
-  """Raised if a run gets as far as checkpointing or compiling steps."""
+  """Raised if a run gets as far as its checkpointer, past every check."""
 
 
 @pytest.fixture(name='no_compile')
 def _no_compile(monkeypatch):
+  """A run with a workdir stops at its checkpointer: after the checks and
+  before anything compiles (the jitted steps are built earlier, in
+  `step_builder.build_step`, but compile only on their first call)."""
   def fail(*args, **kwargs):
     raise _Reached('got past the checks')
-  for name in ('jit_multi_step', 'jit_eval_step'):
-    monkeypatch.setattr(run_lib.steps, name, fail)
   monkeypatch.setattr(run_lib.checkpoints, 'RunCheckpointer', fail)
 
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from adain_kd_jax.methods import objective as distill
+from adain_kd_jax.training import step_builder
 from adain_kd_jax.training import steps
 from configs import smoke
-from tests.conftest import jit_train_step
 from tests.conftest import make_teacher_variables
+from tests.conftest import one_step
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -61,20 +62,31 @@ def _student_train(distiller, variables, images):
       images, train=True, mutable=['batch_stats'])[0]
 
 
+def _build(config, mesh):
+  """`config`'s step as a run builds it (`step_builder.build_step`).
+
+  One step per epoch: the terms scheduled in epochs (DKD's warm-up) count
+  steps, and the cosine schedule without warm-up does not depend on it.
+  """
+  return step_builder.build_step(
+      config, mesh, num_classes=10, image_shape=IMAGE_SHAPE,
+      prep=_prep(config), steps_per_epoch=1, total_steps=100,
+      train_labels=TRAIN_LABELS)
+
+
 def _setup(config, mesh):
-  distiller = distill.create(config, 10, IMAGE_SHAPE)
-  tx, schedule = steps.create_optimizer(config, 10, 100)
-  state = steps.init_state(distiller, tx, IMAGE_SHAPE, jax.random.key(0),
-                           train_labels=TRAIN_LABELS)
-  jitted = jit_train_step(distiller, tx, schedule, _prep(config), mesh)
-  return distiller, state, jitted
+  """(fresh state, the jitted step one step a call) of `config` on `mesh`."""
+  parts = _build(config, mesh)
+  return parts.init_state(jax.random.key(0)), one_step(parts.multi_step)
 
 
 @pytest.mark.parametrize('method', list(distill.METHODS))
 def test_one_step_updates_student_only(method):
   """Every student (and connector) leaf moves; teacher variables do not."""
   config = _config(method)
-  distiller, state, p_train_step = _setup(config, steps.create_mesh())
+  parts = _build(config, steps.create_mesh())
+  distiller, state = parts.distiller, parts.init_state(jax.random.key(0))
+  p_train_step = one_step(parts.multi_step)
   teacher_vars = make_teacher_variables()
   teacher_before = jax.device_get(teacher_vars)
   params_before = jax.device_get(state.params)
@@ -161,8 +173,7 @@ def test_sharded_step_equals_single_device_step():
   teacher_vars = make_teacher_variables()
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
-    _, state, p_train_step = _setup(
-        config, steps.create_mesh(devices))
+    state, p_train_step = _setup(config, steps.create_mesh(devices))
     for i in range(2):
       state, metrics = p_train_step(state, teacher_vars, _batch(32, seed=i))
     results.append(jax.device_get((state.params, state.batch_stats,
@@ -396,28 +407,22 @@ def test_fitnet_without_a_regressor_names_the_stage():
 
 def test_multi_step_on_device_data_equals_single_steps():
   """3 steps in one scan, batches gathered on device == 3 host-fed steps."""
-  config = _config('adain_kd')
-  mesh = steps.create_mesh()
-  distiller = distill.create(config, 10, IMAGE_SHAPE)
-  tx, schedule = steps.create_optimizer(config, 10, 100)
+  parts = _build(_config('adain_kd'), steps.create_mesh())
   rng = np.random.default_rng(5)
   images = rng.integers(0, 256, (64, *IMAGE_SHAPE), dtype=np.uint8)
   idx = np.stack([rng.permutation(64)[:16] for _ in range(3)]).astype(np.int32)
   teacher_vars = make_teacher_variables()
 
   def fresh():
-    return steps.init_state(distiller, tx, IMAGE_SHAPE, jax.random.key(0),
-                            train_labels=TRAIN_LABELS)
+    return parts.init_state(jax.random.key(0))
 
-  p_train_step = jit_train_step(distiller, tx, schedule, _prep(config),
-                                mesh)
+  p_train_step = one_step(parts.multi_step)
   state = fresh()
   for i in range(3):
     state, last = p_train_step(state, teacher_vars, {
         'image': images[idx[i]], 'label': TRAIN_LABELS[idx[i]],
         'index': idx[i]})
-  p_multi = steps.jit_multi_step(mesh, distiller, tx, schedule,
-                                 _prep(config))
+  p_multi = parts.multi_step
   multi_state, metrics = p_multi(
       fresh(), teacher_vars,
       {'image': images, 'label': TRAIN_LABELS}, {'index': idx})

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from adain_kd_jax import models
-from adain_kd_jax.methods import objective
+from adain_kd_jax.training import step_builder
 from adain_kd_jax.training import steps
 from configs import smoke
-from tests.conftest import jit_train_step
+from tests.conftest import one_step
 
 # (teacher, student, baseline or None), one pair per family; the baselines
 # where the architectures meet them differently (spatial sizes, channels).
@@ -48,19 +48,18 @@ def test_family_step(teacher, student, baseline):
     config.update(model=student, teacher=teacher, method=method)
     config.points = (-1,)  # S-1.
     config.crd.num_negatives = 8
-    distiller = objective.create(config, NUM_CLASSES, SHAPE)
-    tx, schedule = steps.create_optimizer(config, 4, 4)
-    state = steps.init_state(distiller, tx, SHAPE, jax.random.key(0),
-                             train_labels=labels)
+    parts = step_builder.build_step(
+        config, steps.create_mesh(), num_classes=NUM_CLASSES,
+        image_shape=SHAPE, steps_per_epoch=1, total_steps=4,
+        prep=steps.Prep(key=jax.random.key(2), mean=(0.5,) * 3,
+                        std=(0.25,) * 3, crop_padding=4, flip=True),
+        train_labels=labels)
+    state = parts.init_state(jax.random.key(0))
     before = jax.device_get(state.params['student'])
-    p_step = jit_train_step(
-        distiller, tx, schedule,
-        steps.Prep(key=jax.random.key(2), mean=(0.5,) * 3, std=(0.25,) * 3,
-                   crop_padding=4, flip=True))
-    state, metrics = p_step(state, t_vars, batch)
+    state, metrics = one_step(parts.multi_step)(state, t_vars, batch)
     metrics = jax.device_get(metrics)
     assert bool(metrics['finite']), (method, metrics)
-    assert all(np.isfinite(metrics[t]) for t, _, _ in distiller.terms)
+    assert all(np.isfinite(metrics[t]) for t, _, _ in parts.distiller.terms)
     moved = [not np.array_equal(a, b) for a, b in zip(
         jax.tree.leaves(before),
         jax.tree.leaves(jax.device_get(state.params['student'])))]

@@ -5,13 +5,15 @@ workdir or compiles anything (errors are the user's: `cli.user_errors`), and
 returns a `Run`: the mesh, the data, the model set (`distill.Distiller`), the
 frozen teacher's variables, the optimiser, the state (restored from the
 newest checkpoint in WORKDIR, or new), the jitted steps and the
-checkpointer. Training (`train_lib.train`), the plots and the step benchmark
-all start here; the steps are the ones production uses.
+checkpointer. Training (`train_lib.train`), the grid and the plots start
+here. The model set, optimiser, initialiser and jitted steps come from
+`step_builder.build_step`, which the step benchmark
+(benchmarks/step_throughput.py) and the step tests call too: they time and
+test the steps that train.
 """
 
 import contextlib
 import dataclasses
-import functools
 import os
 from typing import Any
 
@@ -30,6 +32,7 @@ from adain_kd_jax.training import checkpoints
 from adain_kd_jax.training import config_checks
 from adain_kd_jax.training import preflight
 from adain_kd_jax.training import run_record
+from adain_kd_jax.training import step_builder
 from adain_kd_jax.training import steps
 
 
@@ -101,7 +104,7 @@ def create_run(config: ml_collections.ConfigDict, workdir: str | None,
   """Builds the run of `config` in `workdir` (see the module docstring).
 
   With `workdir` None nothing is written or restored: the state is new and
-  there is no checkpointer (the step benchmark, the plots' "before").
+  there is no checkpointer (the grid benchmarks, the plots' "before").
   Otherwise WORKDIR/config.json records `config`; a resume under another
   config is refused (run_record.py) unless the fields that differ are named
   in `resume_changes` and may change.
@@ -146,17 +149,14 @@ def _create(config, workdir, mesh, data, changes):
                                              config.batch_size)
   total_steps = (config.num_train_steps if config.num_train_steps > 0 else
                  int(round(config.num_epochs * steps_per_epoch)))
-  distiller = distill.create(config, info.num_classes, data.image_shape,
-                             steps_per_epoch=steps_per_epoch)
+  parts = step_builder.build_step(
+      config, mesh, num_classes=info.num_classes,
+      image_shape=data.image_shape, prep=make_prep(config, info),
+      steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+      num_train=data.num_train, train_labels=data.train_labels)
   teacher_vars, teacher_meta, random_teacher = _teacher(
-      config, distiller, info, data.image_shape, mesh)
-  tx, schedule = steps.create_optimizer(config, steps_per_epoch, total_steps)
-  init = functools.partial(steps.init_state, distiller, tx, data.image_shape,
-                           num_train=data.num_train,
-                           train_labels=data.train_labels)
-  init_key = jax.random.key(config.seed)
-  replicated = NamedSharding(mesh, P())
-  abstract_state = _placed(jax.eval_shape(init, init_key), replicated)
+      config, parts.distiller, info, data.image_shape, mesh)
+  abstract_state = _placed(parts.state_shapes, NamedSharding(mesh, P()))
   ckpt, state, meta = None, None, {'best_accuracy': -1.0, 'best_step': 0}
   if workdir is not None:
     state_bytes = sum(x.size * x.dtype.itemsize
@@ -175,20 +175,17 @@ def _create(config, workdir, mesh, data, changes):
     if jax.process_index() == 0:
       run_record.write(workdir, config)
   if state is None:
-    state = jax.jit(init, out_shardings=replicated)(init_key)
-  prep = make_prep(config, info)
+    state = parts.init_state(jax.random.key(config.seed))
   return Run(
       config=config, workdir=workdir, mesh=mesh, data=data, info=info,
       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
       eval_every=max(1, int(round(config.eval_every_epochs
                                   * steps_per_epoch))),
-      distiller=distiller, teacher_vars=teacher_vars,
-      teacher_meta=teacher_meta, tx=tx, schedule=schedule, state=state,
-      meta=meta,
-      multi_step=steps.jit_multi_step(mesh, distiller, tx, schedule, prep,
-                                      skip_nonfinite=config.skip_nonfinite),
-      eval_step=steps.jit_eval_step(mesh, distiller, prep),
-      checkpointer=ckpt, random_teacher=random_teacher)
+      distiller=parts.distiller, teacher_vars=teacher_vars,
+      teacher_meta=teacher_meta, tx=parts.tx, schedule=parts.schedule,
+      state=state, meta=meta, multi_step=parts.multi_step,
+      eval_step=parts.eval_step, checkpointer=ckpt,
+      random_teacher=random_teacher)
 
 
 def make_prep(config, info) -> steps.Prep:
