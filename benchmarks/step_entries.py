@@ -21,7 +21,7 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from adain_kd_jax.data import batching
-from adain_kd_jax.methods import objective as distill
+from adain_kd_jax.methods import objective
 from adain_kd_jax.training import config_checks
 from adain_kd_jax.training import step_builder
 from adain_kd_jax.training import steps as steps_lib
@@ -165,7 +165,7 @@ class Teacher:
 
   def __init__(self, settings: Settings, replicated, sharded, init_key):
     image_shape, points = settings.image_shape, settings.points
-    teacher = distill.create(make_config(settings, 'kd', points),
+    teacher = objective.create(make_config(settings, 'kd', points),
                              settings.num_classes, image_shape).teacher
     for k in points:
       if not 1 <= k <= teacher.num_stages:

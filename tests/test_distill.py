@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adain_kd_jax.methods import objective as distill
+from adain_kd_jax.methods import objective
 from adain_kd_jax.training import step_builder
 from adain_kd_jax.training import steps
 from configs import smoke
@@ -80,7 +80,7 @@ def _setup(config, mesh):
   return parts.init_state(jax.random.key(0)), one_step(parts.multi_step)
 
 
-@pytest.mark.parametrize('method', list(distill.METHODS))
+@pytest.mark.parametrize('method', list(objective.METHODS))
 def test_one_step_updates_student_only(method):
   """Every student (and connector) leaf moves; teacher variables do not."""
   config = _config(method)
@@ -96,7 +96,7 @@ def test_one_step_updates_student_only(method):
 
   assert int(new_state.step) == 1
   # Terms of weight 0 (fm, stat_mean by default) are left out.
-  expected_terms = set(t for t in distill.METHODS[method]
+  expected_terms = set(t for t in objective.METHODS[method]
                        if t == 'ce' or config.loss[t] != 0)
   assert expected_terms <= set(metrics)
   assert all(np.isfinite(v) for v in metrics.values())
@@ -121,7 +121,7 @@ def test_one_step_updates_student_only(method):
 def test_adain_gradients_reach_student_and_connector_not_teacher():
   """d L_adain / d(student, connector) != 0 and d L_adain / d teacher == 0."""
   config = _config('adain', ce=0.0, adain=1.0)  # The AdaIN term alone.
-  distiller = distill.create(config, 10, IMAGE_SHAPE)
+  distiller = objective.create(config, 10, IMAGE_SHAPE)
   variables = distiller.init(jax.random.key(0),
                              jnp.zeros((1, *IMAGE_SHAPE)))
   teacher_vars = make_teacher_variables()
@@ -146,7 +146,7 @@ def test_adain_gradients_reach_student_and_connector_not_teacher():
 def test_teacher_batch_norm_statistics_never_change():
   """loss_fn returns no teacher statistics; its BN runs on running stats."""
   config = _config('adain_kd')
-  distiller = distill.create(config, 10, IMAGE_SHAPE)
+  distiller = objective.create(config, 10, IMAGE_SHAPE)
   variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
   teacher_vars = make_teacher_variables()
   batch = _batch()
@@ -157,7 +157,7 @@ def test_teacher_batch_norm_statistics_never_change():
   assert set(new_stats) == {'student', 'connector'}
   # The teacher's logits inside the loss are its inference-mode logits.
   z_t, _ = distiller.teacher.apply(teacher_vars, images, train=False)
-  kd_distiller = distill.create(_config('kd', ce=0.0), 10, IMAGE_SHAPE)
+  kd_distiller = objective.create(_config('kd', ce=0.0), 10, IMAGE_SHAPE)
   _, (metrics, _, _) = _loss(kd_distiller, variables['params'],
                              variables['batch_stats'], teacher_vars, images,
                              batch['label'])
@@ -194,7 +194,7 @@ def test_bad_method_config(field, value, message):
   config = _config('adain')
   config[field] = value
   with pytest.raises(ValueError, match=message):
-    distill.create(config, 10, IMAGE_SHAPE)
+    objective.create(config, 10, IMAGE_SHAPE)
 
 
 def test_points_may_count_from_the_last_stage():
@@ -203,14 +203,14 @@ def test_points_may_count_from_the_last_stage():
                       ('fitnet', 'fitnet')):
     config = _config(method)
     config.points, config.point_weights = (0, -1), (1.0, 0.5)
-    term = distill.create(config, 10, IMAGE_SHAPE).term[key]
+    term = objective.create(config, 10, IMAGE_SHAPE).term[key]
     assert (term.points, term.point_weights) == ((3, 2), (1.0, 0.5))
 
 
 def test_logit_mse_is_one_term_and_one_config_block():
   """The method added as a term: CE + w * mean((z_s - z_t)^2)."""
   config = _config('logit_mse', logit_mse=0.5)
-  distiller = distill.create(config, 10, IMAGE_SHAPE)
+  distiller = objective.create(config, 10, IMAGE_SHAPE)
   assert [(n, w) for n, _, w in distiller.terms] == [('ce', 1.0),
                                                     ('logit_mse', 0.5)]
   variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
@@ -229,7 +229,7 @@ def test_logit_mse_is_one_term_and_one_config_block():
 
 def test_a_zero_weight_term_computes_nothing():
   """kd with loss.kd=0 is CE alone: no teacher is built or loaded."""
-  distiller = distill.create(_config('kd', kd=0.0), 10, IMAGE_SHAPE)
+  distiller = objective.create(_config('kd', kd=0.0), 10, IMAGE_SHAPE)
   assert [n for n, _, _ in distiller.terms] == ['ce']
   assert distiller.teacher is None
 
@@ -242,7 +242,7 @@ def test_dkd_warm_up_and_at_sum_are_wired_as_published():
   images = batch['image'].astype(np.float32) / 255.0
   for method, epoch, factor in (('dkd', 10.0, 0.5), ('dkd', 30.0, 1.0),
                                 ('at', 1.0, 1.0)):
-    distiller = distill.create(_config(method), 10, IMAGE_SHAPE)
+    distiller = objective.create(_config(method), 10, IMAGE_SHAPE)
     variables = distiller.init(jax.random.key(0),
                                jnp.zeros((1, *IMAGE_SHAPE)))
     _, (metrics, _, _) = _loss(distiller, variables['params'],
@@ -262,7 +262,7 @@ def test_dkd_warm_up_and_at_sum_are_wired_as_published():
 def _adain_parts(config, step=0):
   """(loss, metrics, connected features, teacher features, teacher logits,
   tail, labels) of one loss_fn call, for checking the AdaIN family by hand."""
-  distiller = distill.create(config, 10, IMAGE_SHAPE, steps_per_epoch=10)
+  distiller = objective.create(config, 10, IMAGE_SHAPE, steps_per_epoch=10)
   variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
   teacher_vars = make_teacher_variables()
   batch = _batch()
@@ -271,7 +271,7 @@ def _adain_parts(config, step=0):
                                 variables['batch_stats'], teacher_vars,
                                 images, batch['label'], step=step)
   _, f_s = _student_train(distiller, variables, images)
-  connected = distiller.connectors.apply(
+  connected = distiller.adapter('connector').apply(
       {'params': variables['params']['connector'],
        'batch_stats': variables['batch_stats']['connector']}, f_s,
       train=True, mutable=['batch_stats'])[0]
@@ -296,7 +296,7 @@ def test_adain_kl_takes_its_own_temperature_not_kds():
                             lambda h: tail(2, h), kind='kl',
                             temperature=2.0, labels_N=labels)
   assert abs(float(other) - float(expected)) > 1e-3 * abs(float(expected))
-  term = distill.create(config, 10, IMAGE_SHAPE).term
+  term = objective.create(config, 10, IMAGE_SHAPE).term
   assert (term['adain'].temperature, term['kd'].temperature) == (8.0, 2.0)
 
 
@@ -348,8 +348,8 @@ def test_fitnet_is_the_hint_regressor_then_a_plain_mse():
   from adain_kd_jax.losses import baselines as losses_baselines
   config = _config('fitnet')
   config.points, config.point_weights = (1, 2), (1.0, 0.5)
-  distiller = distill.create(config, 10, IMAGE_SHAPE)
-  assert distiller.connectors is None
+  distiller = objective.create(config, 10, IMAGE_SHAPE)
+  assert distiller.adapter('connector') is None
   variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
   assert set(variables['params']) == {'student', 'hint'}
   assert set(variables['params']['hint']) == {'stage1', 'stage2'}
@@ -361,7 +361,7 @@ def test_fitnet_is_the_hint_regressor_then_a_plain_mse():
                                      images, batch['label'])
   assert set(new_stats) == {'student', 'hint'}
   _, f_s = _student_train(distiller, variables, images)
-  h_out, _ = distiller.hints.apply(
+  h_out, _ = distiller.adapter('hint').apply(
       {'params': variables['params']['hint'],
        'batch_stats': variables['batch_stats']['hint']},
       f_s, train=True, mutable=['batch_stats'])
@@ -385,12 +385,12 @@ def test_fitnet_regressor_maps_to_the_teacher_shape(student, teacher, point,
   shape = (28, 28, 1) if student == 'resnet8' else (32, 32, 3)
   config = _config('fitnet')
   config.update(model=student, teacher=teacher, points=(point,))
-  d = distill.create(config, 10, shape)
+  d = objective.create(config, 10, shape)
   x = jax.ShapeDtypeStruct((2, *shape), jnp.float32)
   variables = jax.eval_shape(d.init, jax.random.key(0), x)
   name = f'stage{point}'
   assert variables['params']['hint'][name]['conv']['kernel'].shape == kernel
-  t_vars = distill.teacher_variables_struct(d, shape)
+  t_vars = objective.teacher_variables_struct(d, shape)
   loss, _ = jax.eval_shape(functools.partial(_loss, d), variables['params'],
                            variables['batch_stats'], t_vars, x,
                            jax.ShapeDtypeStruct((2,), jnp.int32))
@@ -402,7 +402,7 @@ def test_fitnet_without_a_regressor_names_the_stage():
   config = _config('fitnet')
   config.update(model='resnet18', teacher='vgg8', points=(4,))
   with pytest.raises(ValueError, match='FitNet hint at stage4'):
-    distill.create(config, 10, (32, 32, 3))
+    objective.create(config, 10, (32, 32, 3))
 
 
 def test_multi_step_on_device_data_equals_single_steps():

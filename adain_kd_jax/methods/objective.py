@@ -63,16 +63,6 @@ class Distiller:
     """The trained module declared under `key`, or None."""
     return next((m for a, m in self.adapters if a.key == key), None)
 
-  @property
-  def connectors(self):
-    """`adapter('connector')`: the AdaIN family's connectors, or None."""
-    return self.adapter('connector')
-
-  @property
-  def hints(self):
-    """`adapter('hint')`: FitNet's hint regressors, or None."""
-    return self.adapter('hint')
-
   def init(self, rng, images_NHWC):
     """Returns {'params': {'student', ...}, 'batch_stats': ...}.
 

@@ -19,7 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from adain_kd_jax.losses import vid as losses_vid
+from adain_kd_jax import losses
 from adain_kd_jax.methods import base
 
 # PyTorch's default conv init, U(+-1 / sqrt(fan_in)) (kaiming_uniform_ with
@@ -47,7 +47,7 @@ class VIDRegressor(nn.Module):
     """Returns (mean_NHWC, alpha_C)."""
     t_h, t_w = self.teacher_hw
     if x_NHWC.shape[1] > t_h:  # RepDistiller decides on the heights.
-      x_NHWC = losses_vid.adaptive_avg_pool(x_NHWC, t_h, t_w)
+      x_NHWC = losses.adaptive_avg_pool(x_NHWC, t_h, t_w)
     x = x_NHWC
     for i in range(3):
       if i:
@@ -89,8 +89,8 @@ class VIDAdapter(base.Adapter):
   key = 'vid'
   init_stream = 3
   batch_norm = False
-  init_pred_var: float = losses_vid.VID_INIT_PRED_VAR
-  eps: float = losses_vid.VID_EPS
+  init_pred_var: float = losses.VID_INIT_PRED_VAR
+  eps: float = losses.VID_EPS
 
   def build(self, config, shapes):
     del config
@@ -107,4 +107,4 @@ class VIDAdapter(base.Adapter):
       layout.append((name, int(t_c), int(t_h), int(t_w)))
     return VIDRegressors(
         shapes=tuple(layout), dtype=shapes.dtype,
-        alpha_init=losses_vid.vid_alpha_init(self.init_pred_var, self.eps))
+        alpha_init=losses.vid_alpha_init(self.init_pred_var, self.eps))

@@ -2,7 +2,7 @@
 
 It checks the config, devices, data, teacher and disk before it touches the
 workdir or compiles anything (errors are the user's: `cli.user_errors`), and
-returns a `Run`: the mesh, the data, the model set (`distill.Distiller`), the
+returns a `Run`: the mesh, the data, the model set (`objective.Distiller`), the
 frozen teacher's variables, the optimiser, the state (restored from the
 newest checkpoint in WORKDIR, or new), the jitted steps and the
 checkpointer. Training (`train_lib.train`), the grid and the plots start
@@ -27,7 +27,7 @@ from adain_kd_jax import cli
 from adain_kd_jax.data import batching
 from adain_kd_jax.data import loader
 from adain_kd_jax.data import registry
-from adain_kd_jax.methods import objective as distill
+from adain_kd_jax.methods import objective
 from adain_kd_jax.training import checkpoints
 from adain_kd_jax.training import config_checks
 from adain_kd_jax.training import preflight
@@ -53,7 +53,7 @@ class Run:
   steps_per_epoch: int
   total_steps: int
   eval_every: int
-  distiller: distill.Distiller
+  distiller: objective.Distiller
   teacher_vars: Any
   teacher_meta: dict[str, Any]
   tx: Any
@@ -217,7 +217,7 @@ def _teacher(config, distiller, info, image_shape, mesh):
   variables, meta = checkpoints.load_teacher(
       teacher_dir, model=config.teacher, num_classes=info.num_classes,
       abstract_variables=_placed(
-          distill.teacher_variables_struct(distiller, image_shape),
+          objective.teacher_variables_struct(distiller, image_shape),
           replicated))
   return variables, meta, False
 

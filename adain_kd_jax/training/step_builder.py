@@ -24,7 +24,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import ml_collections
 
-from adain_kd_jax.methods import objective as distill
+from adain_kd_jax.methods import objective
 from adain_kd_jax.training import steps
 
 
@@ -48,7 +48,7 @@ class StepParts:
     eval_step: `eval_step(state, batch)` -> sums of correct predictions, loss
       and examples (`steps.jit_eval_step`).
   """
-  distiller: distill.Distiller
+  distiller: objective.Distiller
   tx: Any
   schedule: Any
   prep: steps.Prep
@@ -86,7 +86,7 @@ def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
     ValueError: naming the config field, for a method, model, point or
       schedule that `objective.create` or `steps.create_optimizer` refuses.
   """
-  distiller = distill.create(config, num_classes, image_shape,
+  distiller = objective.create(config, num_classes, image_shape,
                              steps_per_epoch=steps_per_epoch)
   tx, schedule = steps.create_optimizer(config, steps_per_epoch, total_steps)
   init = functools.partial(steps.init_state, distiller, tx, image_shape,
