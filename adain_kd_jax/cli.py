@@ -13,8 +13,11 @@
     0 (absl's own exits 1).
   * A `--config=FILE` inside a configs/ package works from any directory:
     the directory above that package goes on the import path (the configs
-    import each other as `configs.x`) and is `project_root()`, against which
-    relative paths in a config (a teacher checkpoint) are resolved.
+    import each other as `configs.x`) and is `project_root()`. Every
+    relative path the project reads or writes (a config's teacher
+    checkpoint, a plan, a plan's runs and exports) is resolved by one rule,
+    `resolve_path`: as given if it exists from the working directory, else
+    under `project_root()`.
   * Ctrl-C that reaches `main` (before training starts, or a second one
     during training; see preemption.py) ends it with one line and exit status
     130 (`EXIT_INTERRUPTED`, the shell's code for SIGINT).
@@ -38,8 +41,9 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C.
 _HELP = ('-h', '-help', '--help', '-?', '--helpshort', '-helpshort')
 _HELPFULL = ('--helpfull', '-helpfull')
-# The repository this package lives in (an editable install or a clone).
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The directory above this package: the clone (or an editable install's
+# source), or site-packages for an installed wheel.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _project_root = None
 
 TRACEBACK = flags.DEFINE_bool(
@@ -185,7 +189,15 @@ def fail(error: BaseException | str, argv: Sequence[str] = ()) -> None:
 def project_root() -> str:
   """The directory holding the configs/ of --config (see the module
   docstring); without one, the repository this package lives in."""
-  return _project_root or _PACKAGE_ROOT
+  return _project_root or PACKAGE_ROOT
+
+
+def resolve_path(path: str) -> str:
+  """The one rule for relative paths: as given if it exists from the
+  working directory, else under `project_root()`; absolute ones unchanged."""
+  if not path or os.path.isabs(path) or os.path.exists(path):
+    return path
+  return os.path.join(project_root(), path)
 
 
 def use_config_root(argv: Sequence[str]) -> None:

@@ -86,10 +86,8 @@ def _compare(config, summary):
   Returns its summary (a stopped one, if it was stopped).
   """
   import jax  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
   from adain_kd_jax.training import loop
-  other = ml_collections.ConfigDict(config.to_dict())
-  other.method, other.compare_to, other.export = config.compare_to, '', False
+  other = run_record.one_run(config, method=config.compare_to, export=False)
   other_summary = loop.train_and_evaluate(
       other, os.path.join(_WORKDIR.value, f'compare_{config.compare_to}'))
   if 'preempted_at' in other_summary or jax.process_index() != 0:

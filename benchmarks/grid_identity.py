@@ -3,7 +3,7 @@ r"""For which methods a mixed grid's member is its solo run bit for bit.
   python benchmarks/grid_identity.py [--seeds=0,1] [--steps=2] \
       [--methods=...] [--out=FILE.json]
 
-Builds every method of `objective.METHODS` (or --methods) for every seed as
+Builds every method of `methods.METHODS` (or --methods) for every seed as
 the sweep does (`run.create_run`: configs/default.py, resnet20 teacher export
 -> resnet8, Fashion-MNIST, batch --batch_size), trains each alone for --steps
 steps (`Run.multi_step`) and all of them as one grid
@@ -34,7 +34,7 @@ from adain_kd_jax import host_setup
 
 _TEACHER_CKPT = flags.DEFINE_string(
     'teacher_checkpoint', 'teachers/fashion_mnist_resnet20', 'Its export.')
-_METHODS = flags.DEFINE_list('methods', [], 'Default: objective.METHODS.')
+_METHODS = flags.DEFINE_list('methods', [], 'Default: methods.METHODS.')
 _SEEDS = flags.DEFINE_list('seeds', ['0'], 'Seeds (one grid slot each).')
 _STEPS = flags.DEFINE_integer('steps', 2, 'Training steps.')
 _BATCH = flags.DEFINE_integer('batch_size', 64, 'Batch size.')
@@ -157,10 +157,10 @@ def main(argv):
   host_setup.set_xla_cpu_flags()
   # pylint: disable=g-import-not-at-top
   import jax
-  from adain_kd_jax.methods import objective
+  from adain_kd_jax import methods as methods_lib
   # pylint: enable=g-import-not-at-top
   wall = time.perf_counter()
-  methods = list(_METHODS.value or objective.METHODS)
+  methods = list(_METHODS.value or methods_lib.METHODS)
   seeds = [int(s) for s in _SEEDS.value]
   runs = _runs(methods, seeds)
   slot_runs = [next(r for r in runs if r.config.seed == s) for s in seeds]

@@ -66,7 +66,7 @@ _BATCH_SIZES = flags.DEFINE_list(
     'Global batch sizes; each must be divisible by the device count.')
 _METHODS = flags.DEFINE_list(
     'methods', ['none', 'kd', 'adain', 'stat_l2', 'fitnet'],
-    'Methods (objective.METHODS) whose train step is timed. adain_kd (adain '
+    'Methods (methods.METHODS) whose train step is timed. adain_kd (adain '
     'plus the KD term) costs what adain costs (0.96-1.07x, benchmarks/'
     'README.md); add it here to time it.')
 _POINTS = flags.DEFINE_list(
@@ -102,13 +102,13 @@ def _settings(batch_sizes, *, on_cpu: bool, num_devices: int):
   """The flags as a checked `step_entries.Settings` (app.UsageError for a
   bad one)."""
   # pylint: disable=g-import-not-at-top
-  from adain_kd_jax.methods import objective
+  from adain_kd_jax import methods as methods_lib
   from benchmarks import step_entries
   # pylint: enable=g-import-not-at-top
   points = [int(k) for k in _POINTS.value]
   methods = list(dict.fromkeys(_METHODS.value))  # Dedup, keep order.
   for method in methods:
-    objective.check_method(method)
+    methods_lib.check_method(method)
   image_shape = tuple(int(d) for d in _IMAGE_SHAPE.value)
   if len(image_shape) != 3:
     raise app.UsageError(f'--image_shape must be H,W,C; got {image_shape}.')

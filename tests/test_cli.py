@@ -166,3 +166,14 @@ def test_help_exits_0_and_says_where_the_fields_are():
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert 'configs/default.py' in proc.stdout
   assert '--workdir' in proc.stdout and '--resume_change' in proc.stdout
+
+
+def test_one_rule_for_relative_paths(tmp_path, monkeypatch):
+  """resolve_path: from the working directory if there, else the project's."""
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / 'teachers').mkdir()
+  assert cli.resolve_path('teachers') == 'teachers'
+  assert cli.resolve_path('runs/new') == os.path.join(cli.project_root(),
+                                                      'runs/new')
+  assert cli.resolve_path(str(tmp_path / 'x')) == str(tmp_path / 'x')
+  assert cli.resolve_path('') == ''

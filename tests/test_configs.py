@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from adain_kd_jax import methods
 from adain_kd_jax.methods import objective
 from adain_kd_jax.training import config_checks
 from adain_kd_jax.training import run_record
@@ -30,7 +31,7 @@ def _arg(t, s, m):
   return f'teacher={t},student={s},method={m}'
 
 
-@pytest.mark.parametrize('method', list(objective.METHODS))
+@pytest.mark.parametrize('method', list(methods.METHODS))
 def test_every_method_parses_on_the_first_row(method):
   """get_config(teacher=..,student=..,method=..) for each method."""
   config = cifar100_distill.get_config(_arg('wrn_40_2', 'wrn_16_2', method))

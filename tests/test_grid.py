@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 
 from adain_kd_jax.experiments import sweep
-from adain_kd_jax.methods import objective
+from adain_kd_jax import methods
 from adain_kd_jax.training import grid
 from adain_kd_jax.training import grid_step
 from adain_kd_jax.training import preemption
 from adain_kd_jax.training import run as run_lib
 from tests.conftest import idx_smoke_config
 
-_METHODS = tuple(objective.METHODS)
+_METHODS = tuple(methods.METHODS)
 
 
 def _config(idx_data_dir, teacher_export, method='kd', seed=0, **overrides):

@@ -174,3 +174,14 @@ def test_write_json_is_atomic(tmp_path):
   with open(path) as f:
     assert json.load(f) == {'test_accuracy': 0.5}
   assert os.listdir(tmp_path) == ['summary.json']
+
+
+def test_one_run_is_a_copy_with_its_fields():
+  config = default.get_config()
+  config.compare_to = 'none'
+  one = run_record.one_run(config, method='kd', seed=3)
+  assert (one.method, one.seed, one.compare_to) == ('kd', 3, '')
+  assert (config.seed, config.compare_to) == (default.get_config().seed,
+                                              'none')
+  one.loss.kd = 123.0  # Nested fields are copies too.
+  assert config.loss.kd != 123.0

@@ -36,7 +36,9 @@ from absl import app
 from absl import flags
 import ml_collections
 
+from adain_kd_jax import cli
 from adain_kd_jax.experiments import parallel
+from adain_kd_jax.training import run_record
 
 FLAGS = flags.FLAGS
 
@@ -77,10 +79,9 @@ def best_on_val(settings: dict[str, Sequence[str]]) -> str | None:
 
 
 def _load_module(path: str):
-  path = path if os.path.isabs(path) else os.path.join(parallel.REPO_ROOT,
-                                                       path)
-  if parallel.REPO_ROOT not in sys.path:
-    sys.path.insert(0, parallel.REPO_ROOT)
+  path = cli.resolve_path(path)
+  if cli.project_root() not in sys.path:
+    sys.path.insert(0, cli.project_root())
   name = 'adain_kd_plan_' + os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
@@ -141,7 +142,7 @@ def build_jobs(runs: Sequence[parallel.PlannedRun], workdir: str,
       if config.teacher_checkpoint:
         config.teacher_checkpoint = os.path.abspath(
             moved(config.teacher_checkpoint))
-    config.compare_to = ''
+    config = run_record.one_run(config)
     config_checks.check(config)
     jobs.append(parallel.Job(
         os.path.join(workdir, run.name), config,
@@ -153,8 +154,9 @@ def build_jobs(runs: Sequence[parallel.PlannedRun], workdir: str,
 def _arcname(path: str) -> str:
   """Repository-relative where possible, so that the archive unpacks in it."""
   path = os.path.abspath(path)
-  if path.startswith(parallel.REPO_ROOT + os.sep):
-    return os.path.relpath(path, parallel.REPO_ROOT)
+  root = cli.project_root()
+  if path.startswith(root + os.sep):
+    return os.path.relpath(path, root)
   return os.path.relpath(path)
 
 
@@ -169,7 +171,7 @@ def write_archive(path: str, jobs: Sequence[parallel.Job]) -> int:
         if os.path.exists(file):
           tar.add(file, arcname=_arcname(file))
           count += 1
-      teacher = job.export_to and parallel.resolve(job.export_to)
+      teacher = job.export_to and cli.resolve_path(job.export_to)
       if teacher and os.path.isdir(teacher):
         tar.add(teacher, arcname=_arcname(teacher))
         count += 1

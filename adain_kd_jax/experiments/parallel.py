@@ -31,10 +31,6 @@ import ml_collections
 from adain_kd_jax import cli
 from adain_kd_jax.training import run_record
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-# Where this package is imported from (the clone, or site-packages).
-_PACKAGE_PARENT = REPO_ROOT
 MEM_FRACTION_ENV = 'XLA_PYTHON_CLIENT_MEM_FRACTION'
 # train.py's exit status after Ctrl-C (it saved a checkpoint first).
 INTERRUPTED_EXIT = 130
@@ -66,16 +62,11 @@ class Job:
     return os.path.exists(os.path.join(self.run_dir, 'summary.json'))
 
   def ready(self) -> bool:
-    return all(os.path.exists(resolve(p)) for p in self.needs)
+    return all(os.path.exists(cli.resolve_path(p)) for p in self.needs)
 
 
 # A running job: the job, its train.py process and the file it logs to.
 _Child = tuple[Job, subprocess.Popen, Any]
-
-
-def resolve(path: str) -> str:
-  """Relative paths are relative to the repository (as config paths are)."""
-  return path if os.path.isabs(path) else os.path.join(REPO_ROOT, path)
 
 
 def write_config(run_dir: str, config: ml_collections.ConfigDict) -> str:
@@ -97,14 +88,14 @@ def child_env(parallel: int) -> dict[str, str]:
   env = dict(os.environ)
   env.setdefault(MEM_FRACTION_ENV, f'{_MEMORY_IN_USE / max(parallel, 1):.3f}')
   env['PYTHONPATH'] = os.pathsep.join(
-      p for p in (cli.project_root(), _PACKAGE_PARENT, env.get('PYTHONPATH'))
+      p for p in (cli.project_root(), cli.PACKAGE_ROOT, env.get('PYTHONPATH'))
       if p)
   return env
 
 
 def _publish(export_dir: str, dest: str) -> None:
   """Copies a finished run's export to dest (atomically: copy, rename)."""
-  dest = resolve(dest)
+  dest = cli.resolve_path(dest)
   if os.path.exists(dest):
     return
   tmp = f'{dest}.tmp{os.getpid()}'
@@ -161,7 +152,7 @@ def _exit_status(job: Job, code: int) -> str:
 
 def _unstarted_status(job: Job) -> str:
   """'waiting for <path>' (the first missing need) or 'not started'."""
-  missing = [p for p in job.needs if not os.path.exists(resolve(p))]
+  missing = [p for p in job.needs if not os.path.exists(cli.resolve_path(p))]
   return f'waiting for {missing[0]}' if missing else 'not started'
 
 

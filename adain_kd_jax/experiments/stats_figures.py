@@ -26,11 +26,9 @@ def run_config(directory: str, run: dict[str, Any]):
   path = os.path.join(directory, 'sweep.json')
   if not os.path.exists(path):
     return None
-  config = run_record.from_dict(finished_runs.read_json(path)['config'])
-  config.method = run['method']
-  config.seed = run['seed']
-  config.compare_to = ''
-  return config
+  return run_record.one_run(
+      run_record.from_dict(finished_runs.read_json(path)['config']),
+      method=run['method'], seed=run['seed'])
 
 
 def _load_stats(path):

@@ -55,7 +55,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     '(for every run of the grid).', lock_config=True)
 _METHODS = flags.DEFINE_list(
     'methods', ['none', 'kd', 'stat_l2', 'adain', 'adain_kd'],
-    'Comma-separated methods (config.method values, see distill.METHODS).')
+    'Comma-separated methods (config.method values, see methods.METHODS).')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'],
                            'Comma-separated integer seeds.')
 _PARALLEL = flags.DEFINE_integer(
@@ -80,11 +80,7 @@ def run_dir(workdir: str, method: str, seed: int) -> str:
 def run_config(config: ml_collections.ConfigDict, method: str,
                seed: int) -> ml_collections.ConfigDict:
   """A copy of `config` for one cell of the grid."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.method = method
-  config.seed = seed
-  config.compare_to = ''
-  return config
+  return run_record.one_run(config, method=method, seed=seed)
 
 
 def _unique(items):

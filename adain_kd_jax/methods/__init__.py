@@ -53,9 +53,10 @@ METHODS = {
 POINT_TERMS = tuple(name for name, cls in TERMS.items() if cls.reads_points)
 
 
-def check_method(method: str) -> None:
+def check_method(method: str, field: str = 'method') -> None:
+  """ValueError naming `config.<field>` unless `method` is in METHODS."""
   if method not in METHODS:
-    raise ValueError(f'Unknown method {method!r} (config.method). Valid '
+    raise ValueError(f'Unknown method {method!r} (config.{field}). Valid '
                      f'methods: {", ".join(METHODS)}.')
 
 
@@ -64,9 +65,9 @@ def create_terms(config, context: Context) -> tuple[tuple[str, Term, float],
   """(name, term, weight) for each term of `config.method` that counts.
 
   A term with weight 0 is left out (and computes nothing), except 'ce',
-  which is always computed for the metrics.
+  which is always computed for the metrics. The method is checked by the
+  caller (`check_method`).
   """
-  check_method(config.method)
   out = []
   for name in METHODS[config.method]:
     weight = float(config.loss[name])

@@ -31,7 +31,6 @@ from adain_kd_jax import methods
 from adain_kd_jax import models
 
 METHODS = methods.METHODS
-check_method = methods.check_method
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +191,7 @@ def create(config, num_classes: int, image_shape,
     ValueError: naming the config field, for an unknown method or model, a
       missing teacher, stage counts that do not pair, or bad points.
   """
-  check_method(config.method)
+  methods.check_method(config.method)
   dtype = jnp.dtype(config.dtype)
   student = models.create_model(config.model, num_classes, dtype=dtype)
   terms = methods.create_terms(

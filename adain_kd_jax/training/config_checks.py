@@ -122,10 +122,7 @@ def _check_models(config) -> None:
 def _check_method(config) -> None:
   """method and compare_to: names of methods.METHODS ('' = no comparison)."""
   for field in ('method',) + (('compare_to',) if config.compare_to else ()):
-    if config[field] not in methods.METHODS:
-      raise ValueError(
-          f'Unknown method {config[field]!r} (config.{field}). Valid '
-          f'methods: {", ".join(methods.METHODS)}.')
+    methods.check_method(config[field], field)
 
 
 def _check_points(config) -> None:

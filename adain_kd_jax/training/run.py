@@ -83,14 +83,6 @@ class Run:
       self.checkpointer.close()
 
 
-def resolve_path(path: str) -> str:
-  """Relative paths: against the cwd if they exist there, else against the
-  project of the --config file (`cli.project_root`)."""
-  if not path or os.path.isabs(path) or os.path.exists(path):
-    return path
-  return os.path.join(cli.project_root(), path)
-
-
 def mock_data(config: ml_collections.ConfigDict):
   """tfds.testing.mock_data with config.mock_data examples (0: no mock)."""
   if not config.get('mock_data', 0):
@@ -205,7 +197,7 @@ def _teacher(config, distiller, info, image_shape, mesh):
   if distiller.teacher is None:
     return None, {}, False
   replicated = NamedSharding(mesh, P())
-  teacher_dir = resolve_path(config.teacher_checkpoint)
+  teacher_dir = cli.resolve_path(config.teacher_checkpoint)
   if config.get('mock_data', 0) and not os.path.isfile(
       os.path.join(teacher_dir, checkpoints.TEACHER_JSON)):
     variables = jax.jit(

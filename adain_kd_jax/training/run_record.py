@@ -182,6 +182,17 @@ def check_resume(workdir: str, config, allowed: Iterable[str] = ()
   return [{'field': k, 'was': was, 'now': now} for k, was, now in diffs]
 
 
+def one_run(config: ml_collections.ConfigDict,
+            **fields: Any) -> ml_collections.ConfigDict:
+  """A copy of `config` for one run: `fields` set (e.g. method, seed) and
+  no follow-up comparison run (`compare_to=''`); `config` is unchanged."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for field, value in fields.items():
+    config[field] = value
+  config.compare_to = ''
+  return config
+
+
 def write_text(path: str, text: str) -> None:
   """Writes `text` to `path` atomically: a temporary file beside it, then a
   rename, so a reader (or a killed writer) never sees half a file."""

@@ -22,7 +22,7 @@ and loss weights of each baseline), seeds 0, 1 and 2.
 
 import os
 
-from adain_kd_jax.experiments.parallel import resolve
+from adain_kd_jax.cli import resolve_path
 from adain_kd_jax.experiments.parallel import PlannedRun
 
 CELL = 'configs/cifar100_distill.py'
@@ -53,7 +53,7 @@ def get_plan(workdir, rows=None, methods=METHODS, seeds=SEEDS):
   rows = _rows() if rows is None else rows
   runs = []
   for teacher in dict.fromkeys(t for t, _ in rows):
-    if not os.path.isdir(resolve(teacher_dir(teacher))):
+    if not os.path.isdir(resolve_path(teacher_dir(teacher))):
       runs.append(PlannedRun(f'teacher/{teacher}',
                              f'{TEACHER_CELL}:model={teacher}',
                              export_to=teacher_dir(teacher)))
