@@ -38,6 +38,16 @@ from adain_kd_jax import models
 from adain_kd_jax.training import checkpoints
 
 
+def first_of_each_family(exclude=()):
+  """The first registry model of each family (its smallest), in registry
+  order; families in `exclude` are left out."""
+  firsts = {}
+  for name, info in models.MODELS.items():
+    if info.family not in exclude:
+      firsts.setdefault(info.family, name)
+  return list(firsts.values())
+
+
 def make_teacher_variables(name='resnet8', num_classes=10,
                            image_shape=(28, 28, 1), seed=0):
   """Random teacher variables with non-trivial BatchNorm running stats."""

@@ -128,8 +128,15 @@ def _check_values(name, state_dict, variables):
     np.testing.assert_array_equal(got, want, err_msg=key)
 
 
-@pytest.mark.parametrize('name', sorted(
-    set(models.MODEL_NAMES) - set(key_maps.IMAGENET_MODELS)))
+def test_the_zoo_is_importable():
+  """The zoo's models and torchvision's are registry models with a PyTorch
+  layout (the registry may hold models without one)."""
+  zoo = set(_zoo_shapes()) | set(_TORCHVISION_PARAMS)
+  assert zoo <= set(key_maps.TORCH_MODELS) <= set(models.MODEL_NAMES)
+  assert set(_TORCHVISION_PARAMS) <= set(models.IMAGENET_MODELS)
+
+
+@pytest.mark.parametrize('name', sorted(_zoo_shapes()))
 def test_convert_every_zoo_state_dict(name):
   """Each zoo state dict converts to exactly our model's variables."""
   shapes = _zoo_shapes()[name]
@@ -144,7 +151,7 @@ def test_convert_every_zoo_state_dict(name):
     _check_values(name, state_dict, variables)
 
 
-@pytest.mark.parametrize('name', key_maps.IMAGENET_MODELS)
+@pytest.mark.parametrize('name', sorted(_TORCHVISION_PARAMS))
 def test_convert_torchvision_resnets(name):
   """torchvision's key names (conv1, layer{s}.{b}, downsample, fc) convert."""
   shapes = _torchvision_shapes(name, num_classes=10)
@@ -246,6 +253,15 @@ def test_unknown_arch_is_an_error():
     torch_convert.convert('resnet9', _resnet8())
 
 
+def test_a_model_without_a_pytorch_layout_is_an_error(monkeypatch):
+  """A registry model of a family the key maps lack has nothing to import."""
+  monkeypatch.setitem(models.MODELS, 'plain8', models.ModelInfo(
+      models.MODELS['resnet8'].build, 'plain'))
+  with pytest.raises(ValueError, match=r"'plain8' \(family 'plain'\) has no "
+                     r'PyTorch layout to import\. Models with one: '):
+    torch_convert.convert('plain8', _resnet8())
+
+
 def test_load_state_dict_without_torch_says_what_to_install(monkeypatch):
   """Without torch, the ImportError names requirements-torch.txt."""
   monkeypatch.setitem(sys.modules, 'torch', None)
@@ -341,7 +357,7 @@ def test_logits_match_pytorch(name, torch_checkpoints):
 def test_reference_models_have_the_zoo_state_dicts(torch_zoo):
   """The PyTorch definitions of the tests have RepDistiller's keys/shapes."""
   for name in sorted(_NUMERICS):
-    if name in key_maps.IMAGENET_MODELS:
+    if name in _TORCHVISION_PARAMS:
       want = _torchvision_shapes(name, num_classes=100)
     else:
       want = _zoo_shapes()[name]

@@ -42,6 +42,41 @@ def test_model_names_cover_zoo():
   assert set(_PARAM_COUNTS) <= set(models.MODEL_NAMES)
 
 
+def test_derived_lists_come_from_the_registry():
+  """MODEL_NAMES and IMAGENET_MODELS are the registry's rows."""
+  assert models.MODEL_NAMES == tuple(sorted(models.MODELS))
+  assert models.IMAGENET_MODELS == tuple(
+      name for name in models.MODEL_NAMES if models.MODELS[name].imagenet)
+
+
+@pytest.mark.parametrize('name', models.MODEL_NAMES)
+def test_every_registry_model_has_the_interface(name):
+  """(logits, features) with stem, stage1..S, pre_logits; float32 logits;
+  tail(features[k], start=k) gives the logits' shape for every k."""
+  model = models.create_model(name, num_classes=10)
+  variables = _abstract_variables(model)
+
+  def run(v, x):
+    logits, features = model.apply(v, x, train=False)
+    tails = [model.apply(v, features['stem' if k == 0 else f'stage{k}'],
+                         start=k, train=False, method='tail')
+             for k in range(model.num_stages + 1)]
+    return logits, features, tails
+
+  logits, features, tails = jax.eval_shape(
+      run, variables, jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32))
+  assert model.num_stages >= 1
+  assert set(features) == {'stem', 'pre_logits', *(
+      f'stage{k}' for k in range(1, model.num_stages + 1))}
+  assert all(h.ndim == 4 and h.shape[0] == 2
+             for k, h in features.items() if k != 'pre_logits')
+  assert features['pre_logits'].ndim == 2
+  assert (logits.shape, logits.dtype) == ((2, 10), jnp.float32)
+  assert [t.shape for t in tails] == [(2, 10)] * (model.num_stages + 1)
+  assert all(x.dtype == jnp.float32
+             for x in jax.tree.leaves(variables['params']))
+
+
 @pytest.mark.parametrize('name', sorted(_PARAM_COUNTS))
 def test_param_count(name):
   model = models.create_model(name, num_classes=100)

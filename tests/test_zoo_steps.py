@@ -1,4 +1,4 @@
-"""A real distillation step for every model family of the zoo."""
+"""A real distillation step for every model family of the registry."""
 
 import jax
 import numpy as np
@@ -8,6 +8,7 @@ from adain_kd_jax import models
 from adain_kd_jax.training import step_builder
 from adain_kd_jax.training import steps
 from configs import smoke
+from tests.conftest import first_of_each_family
 from tests.conftest import one_step
 
 # (teacher, student, baseline or None), one pair per family; the baselines
@@ -21,6 +22,9 @@ PAIRS = [
     ('ResNet50', 'MobileNetV2', None),
     ('resnet18', 'resnet18', None),
 ]
+# A registry family that no pair above has: its first model with itself.
+PAIRS += [(name, name, None) for name in first_of_each_family(
+    exclude={models.MODELS[m].family for pair in PAIRS for m in pair[:2]})]
 SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
 N_DATA = 32

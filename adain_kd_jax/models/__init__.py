@@ -1,12 +1,18 @@
-"""Model registry: the CIFAR-100 KD benchmark (RepDistiller) teachers/students
-and torchvision's ImageNet ResNets.
+"""Model registry: the one list of the models, one `ModelInfo` row each.
+
+The CIFAR-100 KD benchmark (RepDistiller) teachers/students and
+torchvision's ImageNet ResNets. Every other list of model names is derived
+from `MODELS` (`MODEL_NAMES`, `IMAGENET_MODELS`, the importable models of
+`torch_import.key_maps`); the models with published PyTorch weights are a
+subset of it.
 
 Every model maps an NHWC batch to `(logits, features)` and has a `tail` method
-that finishes the forward pass from any stage's output; see `cifar_resnet` and
-`wrn`. Names are case-sensitive: the CIFAR `ResNet50` (RepDistiller's
-resnetv2) is not the ImageNet `resnet50`.
+that finishes the forward pass from any stage's output; see `layers`,
+`cifar_resnet` and `wrn`. Names are case-sensitive: the CIFAR `ResNet50`
+(RepDistiller's resnetv2) is not the ImageNet `resnet50`.
 """
 
+import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -20,38 +26,69 @@ from adain_kd_jax.models import shufflenet
 from adain_kd_jax.models import vgg
 from adain_kd_jax.models import wrn
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {
-    'resnet8': cifar_resnet.resnet8,
-    'resnet14': cifar_resnet.resnet14,
-    'resnet20': cifar_resnet.resnet20,
-    'resnet32': cifar_resnet.resnet32,
-    'resnet44': cifar_resnet.resnet44,
-    'resnet56': cifar_resnet.resnet56,
-    'resnet110': cifar_resnet.resnet110,
-    'resnet8x4': cifar_resnet.resnet8x4,
-    'resnet32x4': cifar_resnet.resnet32x4,
-    'wrn_16_1': wrn.wrn_16_1,
-    'wrn_16_2': wrn.wrn_16_2,
-    'wrn_40_1': wrn.wrn_40_1,
-    'wrn_40_2': wrn.wrn_40_2,
-    'vgg8': vgg.vgg8,
-    'vgg11': vgg.vgg11,
-    'vgg13': vgg.vgg13,
-    'vgg16': vgg.vgg16,
-    'vgg19': vgg.vgg19,
-    'MobileNetV2': mobilenetv2.mobile_half,
-    'ShuffleV1': shufflenet.shuffle_v1,
-    'ShuffleV2': shufflenet.shuffle_v2,
-    'ResNet50': resnet_bottleneck.resnet50,
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+  """Static facts about one model.
+
+  Attributes:
+    build: the constructor, `build(num_classes=..., dtype=...)` -> module.
+    family: the architecture family, which fixes the PyTorch layout of its
+      parameter names; `torch_import.key_maps` maps the families that have
+      PyTorch weights, and a model of any other family has none to import.
+    imagenet: True for a model made for ImageNet (224x224 input, 1000
+      classes); False for one made for CIFAR's 32x32 input.
+  """
+  build: Callable[..., nn.Module]
+  family: str
+  imagenet: bool = False
+
+
+# The first row of a family is its smallest model (the tests' representative).
+MODELS: dict[str, ModelInfo] = {
+    'resnet8': ModelInfo(cifar_resnet.resnet8, 'cifar_resnet'),
+    'resnet14': ModelInfo(cifar_resnet.resnet14, 'cifar_resnet'),
+    'resnet20': ModelInfo(cifar_resnet.resnet20, 'cifar_resnet'),
+    'resnet32': ModelInfo(cifar_resnet.resnet32, 'cifar_resnet'),
+    'resnet44': ModelInfo(cifar_resnet.resnet44, 'cifar_resnet'),
+    'resnet56': ModelInfo(cifar_resnet.resnet56, 'cifar_resnet'),
+    'resnet110': ModelInfo(cifar_resnet.resnet110, 'cifar_resnet'),
+    'resnet8x4': ModelInfo(cifar_resnet.resnet8x4, 'cifar_resnet'),
+    'resnet32x4': ModelInfo(cifar_resnet.resnet32x4, 'cifar_resnet'),
+    'wrn_16_1': ModelInfo(wrn.wrn_16_1, 'wrn'),
+    'wrn_16_2': ModelInfo(wrn.wrn_16_2, 'wrn'),
+    'wrn_40_1': ModelInfo(wrn.wrn_40_1, 'wrn'),
+    'wrn_40_2': ModelInfo(wrn.wrn_40_2, 'wrn'),
+    'vgg8': ModelInfo(vgg.vgg8, 'vgg'),
+    'vgg11': ModelInfo(vgg.vgg11, 'vgg'),
+    'vgg13': ModelInfo(vgg.vgg13, 'vgg'),
+    'vgg16': ModelInfo(vgg.vgg16, 'vgg'),
+    'vgg19': ModelInfo(vgg.vgg19, 'vgg'),
+    'MobileNetV2': ModelInfo(mobilenetv2.mobile_half, 'mobilenetv2'),
+    'ShuffleV1': ModelInfo(shufflenet.shuffle_v1, 'shufflev1'),
+    'ShuffleV2': ModelInfo(shufflenet.shuffle_v2, 'shufflev2'),
+    'ResNet50': ModelInfo(resnet_bottleneck.resnet50, 'resnetv2'),
     # ImageNet (torchvision layouts).
-    'resnet18': imagenet_resnet.resnet18,
-    'resnet34': imagenet_resnet.resnet34,
-    'resnet50': imagenet_resnet.resnet50,
+    'resnet18': ModelInfo(imagenet_resnet.resnet18, 'imagenet_resnet',
+                          imagenet=True),
+    'resnet34': ModelInfo(imagenet_resnet.resnet34, 'imagenet_resnet',
+                          imagenet=True),
+    'resnet50': ModelInfo(imagenet_resnet.resnet50, 'imagenet_resnet',
+                          imagenet=True),
 }
 
-MODEL_NAMES = tuple(sorted(_MODELS))
+MODEL_NAMES = tuple(sorted(MODELS))
+IMAGENET_MODELS = tuple(name for name in MODEL_NAMES if MODELS[name].imagenet)
 # Computation dtypes (config.dtype); parameters stay float32.
 DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+def get_info(name: str) -> ModelInfo:
+  """Returns `MODELS[name]`, or a ValueError naming the valid names."""
+  if name not in MODELS:
+    raise ValueError(
+        f"Unknown model {name!r}. Valid names: {', '.join(MODEL_NAMES)}")
+  return MODELS[name]
 
 
 def create_model(name: str, num_classes: int,
@@ -69,9 +106,7 @@ def create_model(name: str, num_classes: int,
   Raises:
     ValueError: for an unknown name or num_classes < 1.
   """
-  if name not in _MODELS:
-    raise ValueError(
-        f"Unknown model {name!r}. Valid names: {', '.join(MODEL_NAMES)}")
+  info = get_info(name)
   if num_classes < 1:
     raise ValueError(f'num_classes must be >= 1, got {num_classes}.')
-  return _MODELS[name](num_classes=num_classes, dtype=dtype)
+  return info.build(num_classes=num_classes, dtype=dtype)

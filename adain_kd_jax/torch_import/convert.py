@@ -160,7 +160,7 @@ def convert(arch: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
   """Converts a PyTorch state dict of `arch` to our variables.
 
   Args:
-    arch: a `models.MODEL_NAMES` entry, e.g. 'wrn_40_2' or 'resnet18'.
+    arch: a `key_maps.TORCH_MODELS` entry, e.g. 'wrn_40_2' or 'resnet18'.
     state_dict: PyTorch key -> array (numpy, or anything `np.asarray` takes),
       as `load_state_dict` returns; may be wrapped and prefixed as
       `unwrap_state_dict` accepts.
@@ -172,9 +172,9 @@ def convert(arch: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
     channels the first conv's).
 
   Raises:
-    ValueError: unknown arch; a tensor without a counterpart; a variable left
-      unfilled; a shape that does not match. The message names the arch and
-      the first few offending keys.
+    ValueError: unknown arch, or one without a PyTorch layout; a tensor
+      without a counterpart; a variable left unfilled; a shape that does not
+      match. The message names the arch and the first few offending keys.
   """
   key_maps.family_of(arch)  # An unknown arch is the first error.
   state_dict = unwrap_state_dict(state_dict)

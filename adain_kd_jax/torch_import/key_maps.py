@@ -11,6 +11,10 @@ PyTorch's (O, I/g, kH, kW) is Flax's (kH, kW, I/g, O)), linear (out, in) ->
 (in, out), BatchNorm weight, bias, running_mean, running_var -> scale, bias,
 mean, var; `num_batches_tracked` has no counterpart.
 
+A registry model has PyTorch weights to import when the maps know its
+family (`models.ModelInfo.family`): `TORCH_MODELS`, a subset of
+`models.MODEL_NAMES`.
+
 Names and shapes only: `torch_convert` moves the values.
 """
 
@@ -19,9 +23,7 @@ from typing import Sequence
 
 from adain_kd_jax import models
 
-IMAGENET_MODELS = ('resnet18', 'resnet34', 'resnet50')
-
-# Top-level modules (outside the stages) and a block's shortcut modules.
+# Top-level modules (outside the stages), per family.
 _TOP = {
     'cifar_resnet': {'conv1': 'stem_conv', 'bn1': 'stem_bn', 'fc': 'fc'},
     'imagenet_resnet': {'conv1': 'stem_conv', 'bn1': 'stem_bn', 'fc': 'fc'},
@@ -36,6 +38,10 @@ _TOP = {
                     'classifier.0': 'fc'},
     'vgg': {'classifier': 'fc'},
 }
+# The registry's models whose family has a PyTorch layout here.
+TORCH_MODELS = tuple(name for name in models.MODEL_NAMES
+                     if models.MODELS[name].family in _TOP)
+# A block's shortcut modules.
 _DOWNSAMPLE = {'downsample.0': 'shortcut_conv', 'downsample.1': 'shortcut_bn'}
 _SHORTCUTS = {
     'cifar_resnet': _DOWNSAMPLE,
@@ -82,23 +88,15 @@ def family_of(arch: str) -> str:
   """The naming family of a registry name, e.g. 'wrn' for 'wrn_40_2'.
 
   Raises:
-    ValueError: `arch` is not a `models.MODEL_NAMES` entry.
+    ValueError: `arch` is not a `models.MODEL_NAMES` entry, or its family has
+      no PyTorch layout here (it is not in `TORCH_MODELS`).
   """
-  if arch not in models.MODEL_NAMES:
-    raise ValueError(f'Unknown model {arch!r}. Valid names: '
-                     f'{", ".join(models.MODEL_NAMES)}')
-  if arch in IMAGENET_MODELS:
-    return 'imagenet_resnet'
-  if arch == 'ResNet50':
-    return 'resnetv2'
-  if arch.startswith('resnet'):
-    return 'cifar_resnet'
-  if arch.startswith('wrn'):
-    return 'wrn'
-  if arch.startswith('vgg'):
-    return 'vgg'
-  return {'MobileNetV2': 'mobilenetv2', 'ShuffleV1': 'shufflev1',
-          'ShuffleV2': 'shufflev2'}[arch]
+  family = models.get_info(arch).family
+  if family not in _TOP:
+    raise ValueError(
+        f'Model {arch!r} (family {family!r}) has no PyTorch layout to import. '
+        f'Models with one: {", ".join(TORCH_MODELS)}')
+  return family
 
 
 def stem_conv(arch: str) -> str:
@@ -172,7 +170,7 @@ def torch_key_to_flax(
   """(collection, Flax path, Flax shape) of one PyTorch state-dict entry.
 
   Args:
-    arch: a `models.MODEL_NAMES` entry.
+    arch: a `TORCH_MODELS` entry.
     key: a state-dict key without any 'module.' prefix, e.g.
       'layer1.0.conv1.weight'.
     shape: the tensor's PyTorch shape.

@@ -29,7 +29,6 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from adain_kd_jax import models
 from adain_kd_jax.data import registry
 from adain_kd_jax.torch_import import convert
 from adain_kd_jax.torch_import import key_maps
@@ -120,7 +119,7 @@ def import_checkpoint(arch: str, checkpoint: str, out: str, *,
   """Converts a PyTorch checkpoint file and exports it as a teacher.
 
   Args:
-    arch: a `models.MODEL_NAMES` entry.
+    arch: a `key_maps.TORCH_MODELS` entry.
     checkpoint: the .pth file.
     out: the export directory to create (must not hold anything yet).
     dataset: the data set the teacher was trained on; a `registry.DATASETS`
@@ -173,7 +172,7 @@ def import_checkpoint(arch: str, checkpoint: str, out: str, *,
   return meta
 
 
-_ARCH = flags.DEFINE_enum('arch', None, models.MODEL_NAMES,
+_ARCH = flags.DEFINE_enum('arch', None, key_maps.TORCH_MODELS,
                           'Architecture of the checkpoint (registry name).')
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', None, 'PyTorch checkpoint (.pth) holding a state dict, or '
