@@ -76,11 +76,12 @@ class _Member:
   """One member's run and what its loop keeps (state, meta, writer, clock)."""
 
   def __init__(self, run, start_time):
+    # pylint: disable=protected-access
     self.run = run
     self.state = run.state
     self.meta = dict(run.meta)
-    self.clock = loop._Clock(  # pylint: disable=protected-access
-        start_time, {k: self.meta.get(k, 0) for k in loop._TOTALS})  # pylint: disable=protected-access
+    self.clock = loop._Clock(
+        start_time, {k: self.meta.get(k, 0) for k in loop._TOTALS})
     self.writer = None
     self.failed = None  # The non-finite message, once it happened.
     self.last_eval = None
@@ -197,31 +198,11 @@ def _grid_record(members, member):
           'xla_flags': os.environ.get('XLA_FLAGS', '')}
 
 
-def train_grid(members: Sequence[_Member], start_time: float
-               ) -> dict[str, Any]:
-  """Trains `members` (one group, all at the same step) to the end, as
-  `loop.train` trains one run; returns {workdir: summary}."""
+def _open_writers(members: Sequence[_Member], start_step: int) -> None:
+  """Announces every member (mock data, resume) and the grid; opens each
+  member's metric writer at `start_step`."""
   # pylint: disable=protected-access
-  first = members[0].run
-  config, is_main = first.config, jax.process_index() == 0
-  start_step = int(members[0].state.step)
-  seeds = list(dict.fromkeys(int(m.run.config.seed) for m in members))
-  slots = [[i for i, m in enumerate(members)
-            if int(m.run.config.seed) == seed] for seed in seeds]
-  slot_runs = [members[idx[0]].run for idx in slots]
-  preps = [run_lib.make_prep(r.config, r.info) for r in slot_runs]
-  spec = [grid_step.Member(
-      distiller=m.run.distiller, tx=m.run.tx, schedule=m.run.schedule,
-      skip_nonfinite=bool(m.run.config.skip_nonfinite),
-      slot=seeds.index(int(m.run.config.seed))) for m in members]
-  multi_step = grid_step.jit_grid_multi_step(first.mesh, spec, preps)
-  eval_steps = [grid_step.jit_grid_eval_step(
-      first.mesh, [members[i].run.distiller for i in idx], preps[s])
-                for s, idx in enumerate(slots)]
-  teacher_vars = tuple(next(
-      (members[i].run.teacher_vars for i in idx
-       if members[i].run.teacher_vars is not None), None) for idx in slots)
-  hosts = [r.data.train_batches(start_step) for r in slot_runs]
+  is_main = jax.process_index() == 0
   for m in members:
     if is_main:
       loop._announce(m.run, start_step, m.meta)
@@ -230,87 +211,126 @@ def train_grid(members: Sequence[_Member], start_time: float
   if is_main:
     print(f'Grid of {len(members)} ({", ".join(member_names(members))}) '
           f'from step {start_step}.', flush=True)
+
+
+def _train_call(members: Sequence[_Member], jitted: grid_step.GridSteps,
+                hosts: Sequence[Any], k: int) -> tuple[Any, ...]:
+  """Runs k steps of every member in one call; returns their metrics.
+
+  The first call's time is compilation: each member's training clock starts
+  when it is done.
+  """
+  batches = tuple(_stacked(r, [next(h) for _ in range(k)])
+                  for r, h in zip(jitted.slot_runs, hosts))
+  states, metrics = jitted.multi_step(tuple(m.state for m in members),
+                                      jitted.teacher_vars, batches)
+  for m, s in zip(members, states):
+    m.state = s
+  if members[0].clock.train_start is None:
+    jax.block_until_ready(metrics)
+    train_start = time.time()
+    for m in members:
+      m.clock.train_start = train_start
+  else:
+    for m in members:
+      m.clock.images += k * m.run.config.batch_size
+  return metrics
+
+
+def _settle(members: Sequence[_Member], done) -> None:
+  """`loop._settle` for every member that has not failed: a member whose
+  metrics are not finite fails (and says so); the others log the last step
+  when asked. `done`: (first step, metrics per member, whether to log)."""
+  # pylint: disable=protected-access
+  first_step, metrics, log = done
+  for m, mm in zip(members, metrics):
+    if m.failed:
+      continue
+    try:
+      loop._check_finite(m.run, first_step, mm,
+                         m.run.checkpointer.latest_step())
+    except FloatingPointError as e:
+      m.failed = str(e)
+      print(f'{m.name}: {e}', flush=True)
+      continue
+    if log:
+      values = {k: float(v[-1]) for k, v in jax.device_get(mm).items()
+                if k != 'finite'}
+      last = first_step + len(mm['finite']) - 1
+      m.writer.write(dict(step=last, split='train',
+                          epoch=last / m.run.steps_per_epoch,
+                          images_per_sec=m.clock.images_per_sec(),
+                          **values))
+
+
+def _evaluate_and_log(members: Sequence[_Member], jitted: grid_step.GridSteps,
+                      step: int) -> None:
+  """Evaluates every member at `step`, logs it and keeps its best step in
+  its meta (chosen on val where there is one, else on test)."""
+  eval_start = time.time()
+  evals = _evaluate(members, jitted.slots, jitted.eval_steps)
+  seconds = time.time() - eval_start
+  for m, results in zip(members, evals):
+    m.clock.eval_seconds += seconds
+    if m.failed:
+      continue
+    m.last_eval = results
+    for split, result in results.items():
+      m.writer.write(dict(step=step, split=split,
+                          epoch=step / m.run.steps_per_epoch, **result))
+    acc = results['val' if 'val' in results else 'test']['accuracy']
+    if acc > m.meta['best_accuracy']:
+      m.meta = dict(m.meta, best_accuracy=acc, best_step=step)
+
+
+def _save(members: Sequence[_Member], step: int) -> None:
+  """Checkpoints every member that has not failed; flushes its metrics."""
+  for m in members:
+    if not m.failed:
+      m.run.checkpointer.save(step, m.state,
+                              dict(m.meta, **m.clock.totals()))
+      m.writer.flush()
+
+
+def _train_steps(members: Sequence[_Member], jitted: grid_step.GridSteps,
+                 hosts: Sequence[Any], start_step: int
+                 ) -> tuple[int | None, bool]:
+  """Trains `members` from `start_step` to the end, as `loop.train` trains
+  one run: checkpoints at every log/checkpoint/eval boundary, evaluates at
+  the eval ones, stops cleanly on SIGTERM or Ctrl-C.
+
+  Returns:
+    (the step it stopped at, or None if it trained to the end; whether the
+    stop was Ctrl-C).
+  """
+  first = members[0].run
+  config, total_steps = first.config, first.total_steps
   boundaries = (config.log_every_steps, config.checkpoint_every_steps,
                 first.eval_every)
-  total_steps = first.total_steps
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
-                       disable=not is_main, mininterval=2.0,
+                       disable=jax.process_index() != 0, mininterval=2.0,
                        desc=f'grid of {len(members)}')
   watcher = preemption.PreemptionWatcher(sync_every=config.log_every_steps)
   pending, preempted_at, step = None, None, start_step
-  train_start = None
-
-  def settle(done):
-    first_step, metrics, log = done
-    for m, mm in zip(members, metrics):
-      if m.failed:
-        continue
-      try:
-        loop._check_finite(m.run, first_step, mm,
-                                m.run.checkpointer.latest_step())
-      except FloatingPointError as e:
-        m.failed = str(e)
-        print(f'{m.name}: {e}', flush=True)
-        continue
-      if log:
-        values = {k: float(v[-1]) for k, v in jax.device_get(mm).items()
-                  if k != 'finite'}
-        last = first_step + len(mm['finite']) - 1
-        m.writer.write(dict(step=last, split='train',
-                            epoch=last / m.run.steps_per_epoch,
-                            images_per_sec=m.clock.images_per_sec(),
-                            **values))
-
   try:
     while step < total_steps:
       to_next = min(b - step % b for b in boundaries)
       k = min(config.steps_per_call, to_next, total_steps - step)
-      batches = tuple(_stacked(r, [next(h) for _ in range(k)])
-                      for r, h in zip(slot_runs, hosts))
-      states, metrics = multi_step(tuple(m.state for m in members),
-                                   teacher_vars, batches)
-      for m, s in zip(members, states):
-        m.state = s
+      metrics = _train_call(members, jitted, hosts, k)
       first_step, step = step + 1, step + k
-      if train_start is None:
-        jax.block_until_ready(metrics)
-        train_start = time.time()
-        for m in members:
-          m.clock.train_start = train_start
-      else:
-        for m in members:
-          m.clock.images += k * config.batch_size
       progress.update(k)
       if pending is not None:
-        settle(pending)
+        _settle(members, pending)
       pending = (first_step, metrics, step % config.log_every_steps == 0
                  or step == total_steps)
       stop = watcher.should_stop(step)
       is_eval = step % first.eval_every == 0 or step == total_steps
       if is_eval or stop or step % config.checkpoint_every_steps == 0:
-        settle(pending)
+        _settle(members, pending)  # Never checkpoint a non-finite state.
         pending = None
         if is_eval:
-          eval_start = time.time()
-          evals = _evaluate(members, slots, eval_steps)
-          seconds = time.time() - eval_start
-          for m, results in zip(members, evals):
-            m.clock.eval_seconds += seconds
-            if m.failed:
-              continue
-            m.last_eval = results
-            for split, result in results.items():
-              m.writer.write(dict(step=step, split=split,
-                                  epoch=step / m.run.steps_per_epoch,
-                                  **result))
-            acc = results['val' if 'val' in results else 'test']['accuracy']
-            if acc > m.meta['best_accuracy']:
-              m.meta = dict(m.meta, best_accuracy=acc, best_step=step)
-        for m in members:
-          if not m.failed:
-            m.run.checkpointer.save(step, m.state,
-                                    dict(m.meta, **m.clock.totals()))
-            m.writer.flush()
+          _evaluate_and_log(members, jitted, step)
+        _save(members, step)
       if stop and step < total_steps:
         preempted_at = step
         break
@@ -319,36 +339,59 @@ def train_grid(members: Sequence[_Member], start_time: float
     watcher.close()
     for m in members:
       m.writer.close()
+  return preempted_at, watcher.interrupted
 
-  out = {}
-  if preempted_at is not None:
-    if is_main:
-      why = 'Interrupted (Ctrl-C)' if watcher.interrupted else 'Preempted'
-      print(f'{why}: saved step {preempted_at} of the grid of '
-            f'{len(members)}; run the same command again to resume.',
-            flush=True)
-    for m in members:
-      out[m.run.workdir] = {'model': m.run.config.model,
-                            'method': m.run.config.method,
-                            'preempted_at': preempted_at,
-                            'interrupted': watcher.interrupted}
-    return out
+
+def _stopped_early(members: Sequence[_Member], step: int,
+                   interrupted: bool) -> dict[str, Any]:
+  """Says where a stopped grid saved; {workdir: its stopped summary}."""
+  if jax.process_index() == 0:
+    why = 'Interrupted (Ctrl-C)' if interrupted else 'Preempted'
+    print(f'{why}: saved step {step} of the grid of '
+          f'{len(members)}; run the same command again to resume.',
+          flush=True)
+  return {m.run.workdir: {'model': m.run.config.model,
+                          'method': m.run.config.method,
+                          'preempted_at': step,
+                          'interrupted': interrupted} for m in members}
+
+
+def _finish(members: Sequence[_Member], jitted: grid_step.GridSteps,
+            start_time: float) -> dict[str, Any]:
+  """Every member's summary, export and summary.json (with its grid
+  record), or {'failed': message}; {workdir: that}."""
+  # pylint: disable=protected-access
   missing = [m for m in members if m.last_eval is None and not m.failed]
   if missing:  # Resumed already finished members.
-    for m, results in zip(members, _evaluate(members, slots, eval_steps)):
+    for m, results in zip(members, _evaluate(members, jitted.slots,
+                                             jitted.eval_steps)):
       if m in missing:
         m.last_eval = results
+  out = {}
   for m in members:
     if m.failed:
       out[m.run.workdir] = {'failed': m.failed}
       continue
     summary = loop._finish(m.run, m.state, m.meta, m.last_eval, m.clock,
-                                start_time)
+                           start_time)
     summary['grid'] = _grid_record(members, m)
-    if is_main:
+    if jax.process_index() == 0:
       run_record.write_json(os.path.join(m.run.workdir, 'summary.json'),
                             summary)
     out[m.run.workdir] = summary
   return out
 
 
+def train_grid(members: Sequence[_Member], start_time: float
+               ) -> dict[str, Any]:
+  """Trains `members` (one group, all at the same step) to the end, as
+  `loop.train` trains one run; returns {workdir: summary}."""
+  start_step = int(members[0].state.step)
+  jitted = grid_step.build_grid_steps([m.run for m in members])
+  hosts = [r.data.train_batches(start_step) for r in jitted.slot_runs]
+  _open_writers(members, start_step)
+  preempted_at, interrupted = _train_steps(members, jitted, hosts,
+                                           start_step)
+  if preempted_at is not None:
+    return _stopped_early(members, preempted_at, interrupted)
+  return _finish(members, jitted, start_time)

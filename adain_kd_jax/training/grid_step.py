@@ -22,13 +22,14 @@ member's own: they live in its TrainState and its static step arguments.
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from adain_kd_jax.data import augment
+from adain_kd_jax.training import run as run_lib
 from adain_kd_jax.training import steps
 
 
@@ -134,3 +135,35 @@ def jit_grid_eval_step(mesh, distillers, prep):
       in_shardings=(NamedSharding(mesh, P()),
                     NamedSharding(mesh, P('data'))),
       out_shardings=NamedSharding(mesh, P()))
+
+
+@dataclasses.dataclass(frozen=True)
+class GridSteps:
+  """A grid's jitted steps and what they read per seed slot."""
+  slots: list[list[int]]  # Per seed (first seen first), its members.
+  slot_runs: list[run_lib.Run]  # Per seed, its first member's run.
+  multi_step: Callable[..., Any]  # `jit_grid_multi_step`.
+  eval_steps: list[Callable[..., Any]]  # Per seed, `jit_grid_eval_step`.
+  teacher_vars: tuple[Any, ...]  # Per seed, the teacher's variables or None.
+
+
+def build_grid_steps(runs: Sequence[run_lib.Run]) -> GridSteps:
+  """The jitted train and eval steps of a grid of `runs` (its members, in
+  order), by seed slot."""
+  seeds = list(dict.fromkeys(int(r.config.seed) for r in runs))
+  slots = [[i for i, r in enumerate(runs) if int(r.config.seed) == seed]
+           for seed in seeds]
+  slot_runs = [runs[idx[0]] for idx in slots]
+  preps = [run_lib.make_prep(r.config, r.info) for r in slot_runs]
+  spec = [Member(distiller=r.distiller, tx=r.tx, schedule=r.schedule,
+                 skip_nonfinite=bool(r.config.skip_nonfinite),
+                 slot=seeds.index(int(r.config.seed))) for r in runs]
+  multi_step = jit_grid_multi_step(runs[0].mesh, spec, preps)
+  eval_steps = [
+      jit_grid_eval_step(runs[0].mesh, [runs[i].distiller for i in idx],
+                         preps[s]) for s, idx in enumerate(slots)]
+  teacher_vars = tuple(next(
+      (runs[i].teacher_vars for i in idx
+       if runs[i].teacher_vars is not None), None) for idx in slots)
+  return GridSteps(slots=slots, slot_runs=slot_runs, multi_step=multi_step,
+                   eval_steps=eval_steps, teacher_vars=teacher_vars)
