@@ -75,16 +75,16 @@ def _finished(workdir: str) -> bool:
 class _Member:
   """One member's run and what its loop keeps (state, meta, writer, clock)."""
 
-  def __init__(self, run, start_time):
+  def __init__(self, run: run_lib.Run, start_time: float):
     # pylint: disable=protected-access
     self.run = run
     self.state = run.state
     self.meta = dict(run.meta)
     self.clock = loop._Clock(
         start_time, {k: self.meta.get(k, 0) for k in loop._TOTALS})
-    self.writer = None
-    self.failed = None  # The non-finite message, once it happened.
-    self.last_eval = None
+    self.writer: metric_writer.MetricWriter | None = None
+    self.failed: str | None = None  # The non-finite message, once it happened.
+    self.last_eval: dict[str, dict[str, Any]] | None = None  # By split.
 
   @property
   def name(self) -> str:

@@ -9,7 +9,7 @@ small batches are not bound by per-call dispatch and host transfers.
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import jax
@@ -29,6 +29,20 @@ class TrainState:
   opt_state: Any
   skipped: jax.Array  # Steps skipped for a non-finite loss or gradient.
   aux: Any  # Method state that is not optimised (CRD's memory bank).
+
+
+# A network's flax variables: {'params': ..., 'batch_stats': ...}.
+Variables = dict[str, Any]
+# A batch of arrays: 'image', 'label'; 'mask' (evaluation), 'index'.
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]  # A step's metrics by name.
+# `jit_multi_step`'s: (state, teacher's variables or None, the training set
+# on the devices or None, batches stacked over k steps) -> (state, metrics
+# stacked over the k steps).
+MultiStep = Callable[[TrainState, Variables | None, Batch | None, Batch],
+                     tuple[TrainState, Metrics]]
+# `jit_eval_step`'s: (state, batch) -> {'correct', 'loss', 'count'} sums.
+EvalStep = Callable[[TrainState, Batch], Metrics]
 
 
 # Learning-rate schedules (config.schedule).
