@@ -174,10 +174,11 @@ def test_the_term_is_the_sum_over_every_stage():
   teacher_vars = make_teacher_variables()
   batch = _batch(0)
   images = batch['image'].astype(np.float32) / 255.0
-  frozen = {'batch_stats': variables['batch_stats'], 'aux': {},
-            'teacher': teacher_vars}
+  nondiff_vars = {'batch_stats': variables['batch_stats'], 'aux': {},
+                  'teacher': teacher_vars}
   loss, (metrics, _) = distiller.loss_fn(
-      variables['params'], frozen, {'image': images, 'label': batch['label']},
+      variables['params'], nondiff_vars,
+      {'image': images, 'label': batch['label']},
       jax.random.key(0), 0)
   _, f_s = distiller.student.apply(
       {'params': variables['params']['student'],

@@ -19,6 +19,7 @@ from jax.sharding import PartitionSpec as P
 import optax
 
 from adain_kd_jax.data import augment
+from adain_kd_jax.methods import objective
 
 
 @flax.struct.dataclass
@@ -122,13 +123,13 @@ def update_step(state, teacher_vars, batch, rng, *, distiller, tx, schedule,
   """`train_step` after the augmentation: `batch['image']` preprocessed,
   `rng` the loss's key; `teacher_out` (optional) the teacher's outputs on
   these images, computed once for a grid's members (grid_step.py)."""
-  frozen = {'batch_stats': state.batch_stats, 'aux': state.aux,
-            'teacher': teacher_vars}
+  nondiff_vars = objective.NondiffVars(batch_stats=state.batch_stats,
+                                       aux=state.aux, teacher=teacher_vars)
   grad_fn = jax.value_and_grad(
       functools.partial(distiller.loss_fn, teacher_out=teacher_out),
       has_aux=True)
   (_, (metrics, updated)), grads = grad_fn(
-      state.params, frozen, batch, rng, state.step)
+      state.params, nondiff_vars, batch, rng, state.step)
   batch_stats, aux = updated['batch_stats'], updated['aux']
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
