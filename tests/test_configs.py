@@ -52,10 +52,10 @@ def test_table_row_traces(row, method):
   x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
   variables = jax.eval_shape(d.init, jax.random.key(0), x)
   t_vars = objective.teacher_variables_struct(d, (32, 32, 3))
-  frozen = {'batch_stats': variables['batch_stats'], 'aux': {},
-            'teacher': t_vars}
+  nondiff_vars = {'batch_stats': variables['batch_stats'], 'aux': {},
+                  'teacher': t_vars}
   loss, _ = jax.eval_shape(
-      d.loss_fn, variables['params'], frozen,
+      d.loss_fn, variables['params'], nondiff_vars,
       {'image': x, 'label': jax.ShapeDtypeStruct((2,), jnp.int32)},
       jax.random.key(0), 0)
   assert loss.shape == ()

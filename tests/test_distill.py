@@ -48,9 +48,10 @@ def _loss(distiller, params, batch_stats, teacher_vars, images, labels_N,
           step=0):
   """distiller.loss_fn on a batch without indices; (loss, (metrics,
   new_batch_stats, new_aux))."""
-  frozen = {'batch_stats': batch_stats, 'aux': {}, 'teacher': teacher_vars}
+  nondiff_vars = {'batch_stats': batch_stats, 'aux': {},
+                  'teacher': teacher_vars}
   loss, (metrics, updated) = distiller.loss_fn(
-      params, frozen, {'image': images, 'label': labels_N},
+      params, nondiff_vars, {'image': images, 'label': labels_N},
       jax.random.key(0), step)
   return loss, (metrics, updated['batch_stats'], updated['aux'])
 

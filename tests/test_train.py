@@ -1,11 +1,14 @@
 """train.py end to end on tfds mock data: metrics, summary, comparison, resume."""
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
 
 import pytest
+
+from adain_kd_jax.training import summary as summary_lib
 from tests.conftest import run_python
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,6 +76,28 @@ def test_metrics_and_summary(finished_run):
   assert summary['test_accuracy'] == tests[-1]['accuracy']
   assert summary['best_accuracy'] == max(r['accuracy'] for r in tests)
   assert summary['teacher_test_accuracy'] == 0.5
+  # The keys are RunSummary's fields, in its order.
+  fields = [f.name for f in dataclasses.fields(summary_lib.RunSummary)]
+  assert list(summary) == [k for k in fields if k in summary]
+  assert set(fields) - set(summary) <= {'val_accuracy', 'export', 'grid'}
+
+
+def test_summary_record_leaves_out_absent_optional_keys():
+  """val_accuracy, export and grid are keys only where they apply; the
+  other None values are written (null)."""
+  summary = summary_lib.RunSummary(
+      model='resnet8', method='none', teacher='', dataset='fashion_mnist',
+      seed=0, steps=8, epochs=1.0, test_accuracy=0.5, best_accuracy=0.5,
+      best_step=8, best_on='test', teacher_test_accuracy=None,
+      skipped_steps=0, images_per_sec=None, wall_seconds=1.0,
+      wall_seconds_total=1.0, resumes=0, config_changes=[])
+  record = summary.to_json()
+  assert 'val_accuracy' not in record and 'grid' not in record
+  assert 'export' not in record
+  assert record['teacher_test_accuracy'] is None
+  assert record['images_per_sec'] is None
+  summary.val_accuracy, summary.export = 0.25, '/w/export'
+  assert list(summary.to_json())[-2:] == ['val_accuracy', 'export']
 
 
 def test_comparison_run(finished_run):

@@ -12,12 +12,13 @@ from adain_kd_jax import losses
 from adain_kd_jax.methods import base
 from adain_kd_jax.methods import objective
 from adain_kd_jax.methods import vid_regressor
+from adain_kd_jax.training import step_builder
 from adain_kd_jax.training import steps
 from configs import smoke
 from tests.conftest import JIT
-from tests.conftest import jit_train_step
 from tests.conftest import make_teacher_variables
 from tests.conftest import maybe_jit
+from tests.conftest import one_step
 from tests.conftest import rand
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -174,10 +175,11 @@ def test_the_term_is_the_sum_over_every_stage():
   teacher_vars = make_teacher_variables()
   batch = _batch(0)
   images = batch['image'].astype(np.float32) / 255.0
-  frozen = {'batch_stats': variables['batch_stats'], 'aux': {},
-            'teacher': teacher_vars}
+  nondiff_vars = {'batch_stats': variables['batch_stats'], 'aux': {},
+                  'teacher': teacher_vars}
   loss, (metrics, _) = distiller.loss_fn(
-      variables['params'], frozen, {'image': images, 'label': batch['label']},
+      variables['params'], nondiff_vars,
+      {'image': images, 'label': batch['label']},
       jax.random.key(0), 0)
   _, f_s = distiller.student.apply(
       {'params': variables['params']['student'],
@@ -196,13 +198,13 @@ def test_vid_trains_a_few_steps():
   """Four jitted steps: finite, every regressor leaf moves, the VID term
   goes down on a repeated batch."""
   config = _config()
-  distiller = objective.create(config, 10, IMAGE_SHAPE)
-  tx, schedule = steps.create_optimizer(config, 10, 100)
-  state = steps.init_state(distiller, tx, IMAGE_SHAPE, jax.random.key(0))
-  prep = steps.Prep(key=jax.random.key(1), mean=(0.3,), std=(0.35,),
-                    crop_padding=0, flip=False)
-  p_train_step = jit_train_step(distiller, tx, schedule, prep,
-                                steps.create_mesh())
+  parts = step_builder.build_step(
+      config, steps.create_mesh(), num_classes=10, image_shape=IMAGE_SHAPE,
+      prep=steps.Prep(key=jax.random.key(1), mean=(0.3,), std=(0.35,),
+                      crop_padding=0, flip=False),
+      steps_per_epoch=10, total_steps=100)
+  state = parts.init_state(jax.random.key(0))
+  p_train_step = one_step(parts.multi_step)
   teacher_vars = make_teacher_variables()
   before = jax.device_get(state.params['vid'])
   values = []

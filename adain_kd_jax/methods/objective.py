@@ -11,17 +11,20 @@ method's terms
 e.g. adain: CE + alpha L_fm + beta L_adain (docs/method.md, "The
 objective").
 
-`loss_fn(params, frozen, batch, rng, step) -> (loss, (metrics, updates))`
-differentiates `params` only: the student and its trained modules. The
-teacher's variables (in `frozen`) are wrapped in `stop_gradient`, its
-BatchNorm runs on running statistics (`train=False`) and nothing of it is
-ever returned for update; gradients of the AdaIN loss still flow *through*
-the frozen teacher tail into the student's statistics. Terms with state of
-their own (CRD's memory bank) keep it in `frozen['aux'][term]`.
+`loss_fn(params, nondiff_vars, batch, rng, step) -> (loss, (metrics,
+updates))` differentiates `params` only: the student and its trained
+modules. `nondiff_vars` (`NondiffVars`) holds the variables that are not
+differentiated: the batch statistics, the stateful terms' state (both
+returned updated) and the teacher's variables. The teacher's are wrapped in
+`stop_gradient`, its BatchNorm runs on running statistics (`train=False`)
+and nothing of it is ever returned for update; gradients of the AdaIN loss
+still flow *through* the frozen teacher tail into the student's statistics.
+Terms with state of their own (CRD's memory bank) keep it in
+`nondiff_vars['aux'][term]`.
 """
 
 import dataclasses
-from typing import Any
+from typing import Any, TypedDict
 
 import flax.linen as nn
 import jax
@@ -31,6 +34,17 @@ from adain_kd_jax import methods
 from adain_kd_jax import models
 
 METHODS = methods.METHODS
+
+
+class NondiffVars(TypedDict):
+  """The variables `Distiller.loss_fn` reads but does not differentiate.
+
+  `batch_stats` and `aux` come from the train state and go back to it
+  updated (`loss_fn`'s {'batch_stats', 'aux'}); the teacher's are read only.
+  """
+  batch_stats: Any  # BatchNorm statistics: {'student', adapter keys}.
+  aux: dict[str, Any]  # The stateful terms' state by name (CRD's memory).
+  teacher: Any  # The frozen teacher's variables; None without a teacher.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,13 +126,14 @@ class Distiller:
     return jax.lax.stop_gradient(
         self.teacher.apply(t_vars, images_NHWC, train=False))
 
-  def loss_fn(self, params, frozen, batch, rng, step, teacher_out=None):
+  def loss_fn(self, params, nondiff_vars: NondiffVars, batch, rng, step,
+              teacher_out=None):
     """The training objective.
 
     Args:
       params: the trained variables ({'student', ...}); differentiated.
-      frozen: {'batch_stats', 'aux' (the stateful terms' state), 'teacher'
-        (the frozen teacher's variables, None for 'none')}.
+      nondiff_vars: the batch statistics, the stateful terms' state and the
+        teacher's variables (`NondiffVars`); not differentiated.
       batch: {'image': preprocessed float images, 'label': integer labels,
         'index' (optional): positions in the training set}.
       rng: a key for the terms that sample (CRD's negatives).
@@ -130,12 +145,12 @@ class Distiller:
       (loss, (metrics, {'batch_stats', 'aux'})): metrics has every term's
       value, the loss and the batch accuracy.
     """
-    out, batch_stats = self._outputs(params, frozen, batch, rng, step,
+    out, batch_stats = self._outputs(params, nondiff_vars, batch, rng, step,
                                      teacher_out)
-    values, aux = {}, dict(frozen['aux'])
+    values, aux = {}, dict(nondiff_vars['aux'])
     for name, term, _ in self.terms:
       if term.stateful:
-        values[name], aux[name] = term(out, frozen['aux'][name])
+        values[name], aux[name] = term(out, nondiff_vars['aux'][name])
       else:
         values[name] = term(out)
     loss = sum(w * values[name] for name, _, w in self.terms)
@@ -143,18 +158,19 @@ class Distiller:
         jnp.argmax(out.logits_s_NK, -1) == batch['label']))
     return loss, (metrics, {'batch_stats': batch_stats, 'aux': aux})
 
-  def _outputs(self, params, frozen, batch, rng, step, teacher_out=None):
+  def _outputs(self, params, nondiff_vars, batch, rng, step,
+               teacher_out=None):
     """Runs the student, the teacher (unless given) and the trained
     modules once."""
-    images, bs = batch['image'], frozen['batch_stats']
+    images, bs = batch['image'], nondiff_vars['batch_stats']
     (z_s, f_s), updates = self.student.apply(
         {'params': params['student'], 'batch_stats': bs['student']},
         images, train=True, mutable=['batch_stats'])
     new_bs = {'student': updates['batch_stats']}
     fields = {}
     if self.teacher is not None:
-      t_vars = jax.lax.stop_gradient(frozen['teacher'])
-      z_t, f_t = (self.teacher_outputs(frozen['teacher'], images)
+      t_vars = jax.lax.stop_gradient(nondiff_vars['teacher'])
+      z_t, f_t = (self.teacher_outputs(nondiff_vars['teacher'], images)
                   if teacher_out is None else teacher_out)
       fields.update(logits_t_NK=z_t, feats_t=f_t, tail=lambda k, h: (
           self.teacher.apply(t_vars, h, start=k, train=False,

@@ -48,7 +48,7 @@ from adain_kd_jax.training import loop
 from adain_kd_jax.training import metric_writer
 from adain_kd_jax.training import preemption
 from adain_kd_jax.training import run as run_lib
-from adain_kd_jax.training import run_record
+from adain_kd_jax.training import summary as summary_lib
 
 # Fields in which the members of one grid may differ. Everything else (the
 # student, the teacher, the data, the batch size, the schedule, the logging
@@ -69,22 +69,22 @@ def group_key(config: ml_collections.ConfigDict) -> str:
 
 
 def _finished(workdir: str) -> bool:
-  return os.path.exists(os.path.join(workdir, 'summary.json'))
+  return os.path.exists(os.path.join(workdir, summary_lib.SUMMARY_JSON))
 
 
 class _Member:
   """One member's run and what its loop keeps (state, meta, writer, clock)."""
 
-  def __init__(self, run, start_time):
+  def __init__(self, run: run_lib.Run, start_time: float):
     # pylint: disable=protected-access
     self.run = run
     self.state = run.state
     self.meta = dict(run.meta)
     self.clock = loop._Clock(
         start_time, {k: self.meta.get(k, 0) for k in loop._TOTALS})
-    self.writer = None
-    self.failed = None  # The non-finite message, once it happened.
-    self.last_eval = None
+    self.writer: metric_writer.MetricWriter | None = None
+    self.failed: str | None = None  # The non-finite message, once it happened.
+    self.last_eval: dict[str, dict[str, Any]] | None = None  # By split.
 
   @property
   def name(self) -> str:
@@ -350,10 +350,8 @@ def _stopped_early(members: Sequence[_Member], step: int,
     print(f'{why}: saved step {step} of the grid of '
           f'{len(members)}; run the same command again to resume.',
           flush=True)
-  return {m.run.workdir: {'model': m.run.config.model,
-                          'method': m.run.config.method,
-                          'preempted_at': step,
-                          'interrupted': interrupted} for m in members}
+  return {m.run.workdir: summary_lib.stopped(m.run.config, step, interrupted)
+          for m in members}
 
 
 def _finish(members: Sequence[_Member], jitted: grid_step.GridSteps,
@@ -372,13 +370,9 @@ def _finish(members: Sequence[_Member], jitted: grid_step.GridSteps,
     if m.failed:
       out[m.run.workdir] = {'failed': m.failed}
       continue
-    summary = loop._finish(m.run, m.state, m.meta, m.last_eval, m.clock,
-                           start_time)
-    summary['grid'] = _grid_record(members, m)
-    if jax.process_index() == 0:
-      run_record.write_json(os.path.join(m.run.workdir, 'summary.json'),
-                            summary)
-    out[m.run.workdir] = summary
+    out[m.run.workdir] = loop._finish(m.run, m.state, m.meta, m.last_eval,
+                                      m.clock, start_time,
+                                      grid=_grid_record(members, m))
   return out
 
 

@@ -22,13 +22,15 @@ member's own: they live in its TrainState and its static step arguments.
 
 import dataclasses
 import functools
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import optax
 
 from adain_kd_jax.data import augment
+from adain_kd_jax.methods import objective
 from adain_kd_jax.training import run as run_lib
 from adain_kd_jax.training import steps
 
@@ -36,9 +38,9 @@ from adain_kd_jax.training import steps
 @dataclasses.dataclass(frozen=True)
 class Member:
   """A member's static step arguments and the seed slot it reads."""
-  distiller: Any
-  tx: Any
-  schedule: Any
+  distiller: objective.Distiller
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
   skip_nonfinite: bool
   slot: int  # Index into the grid's seeds (batches, preps, teachers).
 
@@ -137,14 +139,26 @@ def jit_grid_eval_step(mesh, distillers, prep):
       out_shardings=NamedSharding(mesh, P()))
 
 
+States = tuple[steps.TrainState, ...]  # One per member.
+# `jit_grid_multi_step`'s: (states, per seed slot the teacher's variables or
+# None, per slot its batches stacked over k steps) -> (states, per member
+# its metrics stacked over the k steps).
+GridMultiStep = Callable[
+    [States, tuple[steps.Variables | None, ...], tuple[steps.Batch, ...]],
+    tuple[States, tuple[steps.Metrics, ...]]]
+# `jit_grid_eval_step`'s: (states of one slot's members, batch) -> per
+# member the sums of `steps.eval_step`.
+GridEvalStep = Callable[[States, steps.Batch], tuple[steps.Metrics, ...]]
+
+
 @dataclasses.dataclass(frozen=True)
 class GridSteps:
   """A grid's jitted steps and what they read per seed slot."""
   slots: list[list[int]]  # Per seed (first seen first), its members.
   slot_runs: list[run_lib.Run]  # Per seed, its first member's run.
-  multi_step: Callable[..., Any]  # `jit_grid_multi_step`.
-  eval_steps: list[Callable[..., Any]]  # Per seed, `jit_grid_eval_step`.
-  teacher_vars: tuple[Any, ...]  # Per seed, the teacher's variables or None.
+  multi_step: GridMultiStep
+  eval_steps: list[GridEvalStep]  # Per seed.
+  teacher_vars: tuple[steps.Variables | None, ...]  # Per seed.
 
 
 def build_grid_steps(runs: Sequence[run_lib.Run]) -> GridSteps:

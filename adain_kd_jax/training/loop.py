@@ -24,7 +24,7 @@ from adain_kd_jax.training import metric_writer
 from adain_kd_jax.training import preemption
 from adain_kd_jax.training import progress as progress_lib
 from adain_kd_jax.training import run as run_lib
-from adain_kd_jax.training import run_record
+from adain_kd_jax.training import summary as summary_lib
 
 # Kept in the checkpoints' meta, so that a resumed run adds up all its
 # segments: wall time, training time (compilation and evaluation excluded)
@@ -36,23 +36,11 @@ def train_and_evaluate(config, workdir: str,
                        resume_changes: tuple[str, ...] = ()) -> dict[str, Any]:
   """Trains and evaluates; returns the run summary (also WORKDIR/summary.json).
 
-  summary.json holds: model, method, teacher, dataset, seed, steps, epochs;
-  test_accuracy (after the last step; val_accuracy too with a holdout),
-  best_accuracy and best_step (chosen on best_on: 'val' or 'test'),
-  teacher_test_accuracy, skipped_steps; and, over a run that was stopped and
-  resumed (each start of the command is a segment):
-    images_per_sec: training images per second over all segments (each
-      segment's first call, which compiles, and evaluations left out).
-    wall_seconds: this segment's wall time, from its start to the summary.
-    wall_seconds_total: every segment's wall time: the earlier ones up to
-      the checkpoint the next one resumed from (work a killed run did after
-      its last checkpoint is not counted), plus wall_seconds.
-    resumes: how many times the run was resumed (0: ran in one go).
-    config_changes: the fields a resume changed (allowed by naming them in
-      `resume_changes`, see run_record.py): [{field, was, now, at_step}].
-  WORKDIR/config.json holds the config (written at the start).
-  A run stopped by SIGTERM or Ctrl-C returns {'model', 'method',
-  'preempted_at': step, 'interrupted': whether it was Ctrl-C} instead.
+  The summary is a `summary.RunSummary`'s record (`to_json`): summary.json's
+  keys and values, described there. WORKDIR/config.json holds the config
+  (written at the start). A run stopped by SIGTERM or Ctrl-C returns
+  `summary.stopped(...)` instead: {'model', 'method', 'preempted_at': step,
+  'interrupted': whether it was Ctrl-C}.
   """
   start_time = time.time()
   with run_lib.mock_data(config):
@@ -233,8 +221,7 @@ def _stopped_early(run: run_lib.Run, step: int, interrupted: bool,
     why = 'Interrupted (Ctrl-C)' if interrupted else 'Preempted'
     print(f'{why}: saved step {step} in {run.workdir}; run the '
           'same command again to resume.', flush=True)
-  return {'model': run.config.model, 'method': run.config.method,
-          'preempted_at': step, 'interrupted': interrupted}
+  return summary_lib.stopped(run.config, step, interrupted)
 
 
 def train(run: run_lib.Run, state, meta: dict[str, Any],
@@ -305,45 +292,46 @@ def train(run: run_lib.Run, state, meta: dict[str, Any],
   return _finish(run, state, meta, last_eval, clock, start_time)
 
 
-def _finish(run, state, meta, last_eval, clock, start_time):
-  """The summary (see `train_and_evaluate`), the export and summary.json."""
+def _finish(run, state, meta, last_eval, clock, start_time, grid=None):
+  """The summary, the export and summary.json; returns the summary's record
+  (`summary.RunSummary.to_json`). `grid`: a grid member's grid record."""
   config = run.config
   wall = time.time() - start_time
   total = clock.totals()
-  summary = {
-      'model': config.model, 'method': config.method,
-      'teacher': config.teacher if run.distiller.teacher is not None else '',
-      'dataset': config.dataset, 'seed': config.seed,
-      'steps': run.total_steps,
-      'epochs': run.total_steps / run.steps_per_epoch,
-      'test_accuracy': last_eval['test']['accuracy'],
-      'best_accuracy': meta['best_accuracy'], 'best_step': meta['best_step'],
-      'best_on': 'val' if 'val' in last_eval else 'test',
-      'teacher_test_accuracy': run.teacher_meta.get('test_accuracy'),
-      'skipped_steps': int(state.skipped),
-      'images_per_sec': (
+  summary = summary_lib.RunSummary(
+      model=config.model, method=config.method,
+      teacher=config.teacher if run.distiller.teacher is not None else '',
+      dataset=config.dataset, seed=config.seed, steps=run.total_steps,
+      epochs=run.total_steps / run.steps_per_epoch,
+      test_accuracy=last_eval['test']['accuracy'],
+      best_accuracy=meta['best_accuracy'], best_step=meta['best_step'],
+      best_on='val' if 'val' in last_eval else 'test',
+      teacher_test_accuracy=run.teacher_meta.get('test_accuracy'),
+      skipped_steps=int(state.skipped),
+      images_per_sec=(
           total['train_images_total'] / total['train_seconds_total']
           if total['train_images_total'] else None),
-      'wall_seconds': wall,
-      'wall_seconds_total': total['wall_seconds_total'],
-      'resumes': meta.get('resumes', 0),
-      'config_changes': meta.get('config_changes', []),
-  }
-  if 'val' in last_eval:
-    summary['val_accuracy'] = last_eval['val']['accuracy']
+      wall_seconds=wall,
+      wall_seconds_total=total['wall_seconds_total'],
+      resumes=meta.get('resumes', 0),
+      config_changes=meta.get('config_changes', []),
+      val_accuracy=(last_eval['val']['accuracy'] if 'val' in last_eval
+                    else None),
+      grid=grid)
   if config.export:
-    summary['export'] = _export(run, state, summary, last_eval, wall)
+    summary.export = _export(run, state, summary, last_eval, wall)
   if jax.process_index() == 0:
-    run_record.write_json(os.path.join(run.workdir, 'summary.json'), summary)
+    summary_lib.write(run.workdir, summary)
     print(f'[{config.method}] {config.model} on {config.dataset}: test '
-          f'accuracy {summary["test_accuracy"]:.4f} after '
+          f'accuracy {summary.test_accuracy:.4f} after '
           f'{run.total_steps} steps ({wall:.0f} s); best '
-          f'{summary["best_accuracy"]:.4f} at step {summary["best_step"]}.',
+          f'{summary.best_accuracy:.4f} at step {summary.best_step}.',
           flush=True)
-  return summary
+  return summary.to_json()
 
 
-def _export(run, state, summary, last_eval, wall) -> str:
+def _export(run, state, summary: summary_lib.RunSummary, last_eval,
+            wall) -> str:
   """Writes WORKDIR/export (the student as a teacher); returns its path."""
   config = run.config
   export_dir = os.path.join(run.workdir, 'export')
@@ -352,7 +340,7 @@ def _export(run, state, summary, last_eval, wall) -> str:
   checkpoints.save_teacher(export_dir, variables, {
       'model': config.model, 'num_classes': run.info.num_classes,
       'dataset': config.dataset, 'image_shape': list(run.image_shape),
-      'test_accuracy': summary['test_accuracy'],
+      'test_accuracy': summary.test_accuracy,
       'test_examples': last_eval['test']['count'],
       'trained_with': {k: v for k, v in config.to_dict().items()
                        if not isinstance(v, dict)},

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import ml_collections
+import optax
 
 from adain_kd_jax import cli
 from adain_kd_jax.data import batching
@@ -48,22 +49,22 @@ class Run:
   config: ml_collections.ConfigDict
   workdir: str | None
   mesh: jax.sharding.Mesh
-  data: Any  # data.loader.InMemoryData | data.loader.StreamingData
+  data: loader.InMemoryData | loader.StreamingData
   info: registry.DatasetInfo
   steps_per_epoch: int
   total_steps: int
-  eval_every: int
+  eval_every: int  # Steps between evaluations.
   distiller: objective.Distiller
-  teacher_vars: Any
-  teacher_meta: dict[str, Any]
-  tx: Any
-  schedule: Any
+  teacher_vars: steps.Variables | None  # None without a teacher.
+  teacher_meta: dict[str, Any]  # Its teacher.json ({} for none or random).
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
   state: steps.TrainState
   meta: dict[str, Any]
-  multi_step: Any
-  eval_step: Any
-  checkpointer: checkpoints.RunCheckpointer | None
-  random_teacher: bool = False
+  multi_step: steps.MultiStep
+  eval_step: steps.EvalStep
+  checkpointer: checkpoints.RunCheckpointer | None  # None without workdir.
+  random_teacher: bool = False  # A mock-data run's teacher, drawn at random.
 
   @property
   def image_shape(self):
@@ -112,7 +113,7 @@ def create_run(config: ml_collections.ConfigDict, workdir: str | None,
     if data is not None:
       return _create(config, workdir, mesh, data, changes)
     data = loader.open_data(config, jax.process_index(),
-                                jax.process_count())
+                            jax.process_count())
     try:
       return _create(config, workdir, mesh, data, changes)
     except BaseException:

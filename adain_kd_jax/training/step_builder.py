@@ -17,12 +17,13 @@ without a teacher.
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import ml_collections
+import optax
 
 from adain_kd_jax.methods import objective
 from adain_kd_jax.training import steps
@@ -49,13 +50,13 @@ class StepParts:
       and examples (`steps.jit_eval_step`).
   """
   distiller: objective.Distiller
-  tx: Any
-  schedule: Any
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
   prep: steps.Prep
-  state_shapes: Any
+  state_shapes: steps.TrainState  # Of jax.ShapeDtypeStruct leaves.
   init_state: Callable[[jax.Array], steps.TrainState]
-  multi_step: Any
-  eval_step: Any
+  multi_step: steps.MultiStep
+  eval_step: steps.EvalStep
 
 
 def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
@@ -87,7 +88,7 @@ def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
       schedule that `objective.create` or `steps.create_optimizer` refuses.
   """
   distiller = objective.create(config, num_classes, image_shape,
-                             steps_per_epoch=steps_per_epoch)
+                               steps_per_epoch=steps_per_epoch)
   tx, schedule = steps.create_optimizer(config, steps_per_epoch, total_steps)
   init = functools.partial(steps.init_state, distiller, tx, image_shape,
                            num_train=num_train, train_labels=train_labels)

@@ -9,7 +9,7 @@ small batches are not bound by per-call dispatch and host transfers.
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import jax
@@ -19,6 +19,7 @@ from jax.sharding import PartitionSpec as P
 import optax
 
 from adain_kd_jax.data import augment
+from adain_kd_jax.methods import objective
 
 
 @flax.struct.dataclass
@@ -29,6 +30,20 @@ class TrainState:
   opt_state: Any
   skipped: jax.Array  # Steps skipped for a non-finite loss or gradient.
   aux: Any  # Method state that is not optimised (CRD's memory bank).
+
+
+# A network's flax variables: {'params': ..., 'batch_stats': ...}.
+Variables = dict[str, Any]
+# A batch of arrays: 'image', 'label'; 'mask' (evaluation), 'index'.
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]  # A step's metrics by name.
+# `jit_multi_step`'s: (state, teacher's variables or None, the training set
+# on the devices or None, batches stacked over k steps) -> (state, metrics
+# stacked over the k steps).
+MultiStep = Callable[[TrainState, Variables | None, Batch | None, Batch],
+                     tuple[TrainState, Metrics]]
+# `jit_eval_step`'s: (state, batch) -> {'correct', 'loss', 'count'} sums.
+EvalStep = Callable[[TrainState, Batch], Metrics]
 
 
 # Learning-rate schedules (config.schedule).
@@ -108,13 +123,13 @@ def update_step(state, teacher_vars, batch, rng, *, distiller, tx, schedule,
   """`train_step` after the augmentation: `batch['image']` preprocessed,
   `rng` the loss's key; `teacher_out` (optional) the teacher's outputs on
   these images, computed once for a grid's members (grid_step.py)."""
-  frozen = {'batch_stats': state.batch_stats, 'aux': state.aux,
-            'teacher': teacher_vars}
+  nondiff_vars = objective.NondiffVars(batch_stats=state.batch_stats,
+                                       aux=state.aux, teacher=teacher_vars)
   grad_fn = jax.value_and_grad(
       functools.partial(distiller.loss_fn, teacher_out=teacher_out),
       has_aux=True)
   (_, (metrics, updated)), grads = grad_fn(
-      state.params, frozen, batch, rng, state.step)
+      state.params, nondiff_vars, batch, rng, state.step)
   batch_stats, aux = updated['batch_stats'], updated['aux']
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
