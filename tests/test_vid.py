@@ -200,8 +200,8 @@ def test_vid_trains_a_few_steps():
   distiller = objective.create(config, 10, IMAGE_SHAPE)
   tx, schedule = steps.create_optimizer(config, 10, 100)
   state = steps.init_state(distiller, tx, IMAGE_SHAPE, jax.random.key(0))
-  prep = steps.Prep(key=jax.random.key(1), mean=(0.3,), std=(0.35,),
-                    crop_padding=0, flip=False)
+  prep = steps.Preprocess(key=jax.random.key(1), mean=(0.3,), std=(0.35,),
+                          crop_padding=0, flip=False)
   p_train_step = jit_train_step(distiller, tx, schedule, prep,
                                 steps.create_mesh())
   teacher_vars = make_teacher_variables()

@@ -152,7 +152,7 @@ def _create(config, workdir, mesh, data, changes):
                  int(round(config.num_epochs * steps_per_epoch)))
   parts = step_builder.build_step(
       config, mesh, num_classes=info.num_classes,
-      image_shape=data.image_shape, prep=make_prep(config, info),
+      image_shape=data.image_shape, prep=make_preprocess(config, info),
       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
       num_train=data.num_train, train_labels=data.train_labels)
   teacher_vars, teacher_meta, random_teacher = _teacher(
@@ -189,12 +189,12 @@ def _create(config, workdir, mesh, data, changes):
       random_teacher=random_teacher)
 
 
-def make_prep(config, info) -> steps.Prep:
+def make_preprocess(config, info) -> steps.Preprocess:
   """The device-side preprocessing of `config`'s run (augmentation key
   key(seed + 1), the data set's mean and std)."""
-  return steps.Prep(key=jax.random.key(config.seed + 1),
-                    mean=tuple(info.mean), std=tuple(info.std),
-                    crop_padding=config.crop_padding, flip=config.flip)
+  return steps.Preprocess(key=jax.random.key(config.seed + 1),
+                          mean=tuple(info.mean), std=tuple(info.std),
+                          crop_padding=config.crop_padding, flip=config.flip)
 
 
 def _teacher(config, distiller, info, image_shape, mesh):
