@@ -50,7 +50,7 @@ class Run:
   workdir: str | None
   mesh: jax.sharding.Mesh
   data: loader.InMemoryData | loader.StreamingData
-  info: registry.DatasetInfo
+  dataset_info: registry.DatasetInfo  # Classes, image shape, mean, std.
   steps_per_epoch: int
   total_steps: int
   eval_every: int  # Steps between evaluations.
@@ -178,7 +178,8 @@ def _create(config, workdir, mesh, data, changes):
   if state is None:
     state = parts.init_state(jax.random.key(config.seed))
   return Run(
-      config=config, workdir=workdir, mesh=mesh, data=data, info=info,
+      config=config, workdir=workdir, mesh=mesh, data=data,
+      dataset_info=info,
       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
       eval_every=max(1, int(round(config.eval_every_epochs
                                   * steps_per_epoch))),
@@ -189,7 +190,8 @@ def _create(config, workdir, mesh, data, changes):
       random_teacher=random_teacher)
 
 
-def make_preprocess(config, info) -> steps.Preprocess:
+def make_preprocess(config: ml_collections.ConfigDict,
+                    info: registry.DatasetInfo) -> steps.Preprocess:
   """The device-side preprocessing of `config`'s run (augmentation key
   key(seed + 1), the data set's mean and std)."""
   return steps.Preprocess(key=jax.random.key(config.seed + 1),
@@ -197,7 +199,9 @@ def make_preprocess(config, info) -> steps.Preprocess:
                           crop_padding=config.crop_padding, flip=config.flip)
 
 
-def _teacher(config, distiller, info, image_shape, mesh):
+def _teacher(config: ml_collections.ConfigDict,
+             distiller: objective.Distiller, info: registry.DatasetInfo,
+             image_shape: tuple[int, ...], mesh: jax.sharding.Mesh):
   """(variables, teacher.json meta, random?) of the frozen teacher.
 
   A mock-data run whose teacher_checkpoint holds no export gets a random
