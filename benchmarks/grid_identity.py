@@ -117,7 +117,8 @@ def _grid(runs, slot_runs, batches, seeds):
   # pylint: enable=g-import-not-at-top
   members = [grid_step.Member(r.distiller, r.tx, r.schedule, False,
                               seeds.index(r.config.seed)) for r in runs]
-  preps = [run_lib.make_prep(r.config, r.info) for r in slot_runs]
+  preps = [run_lib.make_preprocess(r.config, r.dataset_info)
+           for r in slot_runs]
   multi = grid_step.jit_grid_multi_step(runs[0].mesh, members, preps)
   teachers = tuple(next(r.teacher_vars for r in runs
                         if r.config.seed == s and r.teacher_vars is not None)

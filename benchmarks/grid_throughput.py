@@ -167,7 +167,7 @@ def _first_batch(base):
   batch = base.to_global(jax.tree.map(
       lambda x: np.asarray(x)[None], next(base.data.train_batches(0))),
                          P(None, 'data'))
-  prep = run_lib.make_prep(base.config, base.info)
+  prep = run_lib.make_preprocess(base.config, base.dataset_info)
   images = augment.preprocess_train(
       batch['image'][0], jax.random.key(0), mean=prep.mean, std=prep.std,
       crop_padding=prep.crop_padding, flip=prep.flip)

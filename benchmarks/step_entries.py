@@ -201,10 +201,11 @@ class Bench:
     self.process_index = jax.process_index()
     # Mean/std only shift the normalisation; any per-channel values do.
     channels = settings.image_shape[-1]
-    self.prep = steps_lib.Prep(key=jax.random.key(settings.seed + 1),
-                               mean=(0.5,) * channels, std=(0.25,) * channels,
-                               crop_padding=default.get_config().crop_padding,
-                               flip=default.get_config().flip)
+    self.prep = steps_lib.Preprocess(
+        key=jax.random.key(settings.seed + 1), mean=(0.5,) * channels,
+        std=(0.25,) * channels,
+        crop_padding=default.get_config().crop_padding,
+        flip=default.get_config().flip)
     self.rng = np.random.default_rng(settings.seed)
     # Random variables come from XLA's RngBitGenerator ('rbg'): its
     # initialisers compile in half the time of the default threefry ones

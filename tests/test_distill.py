@@ -40,8 +40,8 @@ def _batch(n=16, seed=0):
 
 
 def _prep(config):
-  return steps.Prep(key=jax.random.key(1), mean=(0.3,), std=(0.35,),
-                    crop_padding=config.crop_padding, flip=config.flip)
+  return steps.Preprocess(key=jax.random.key(1), mean=(0.3,), std=(0.35,),
+                          crop_padding=config.crop_padding, flip=config.flip)
 
 
 def _loss(distiller, params, batch_stats, teacher_vars, images, labels_N,

@@ -200,8 +200,8 @@ def test_vid_trains_a_few_steps():
   config = _config()
   parts = step_builder.build_step(
       config, steps.create_mesh(), num_classes=10, image_shape=IMAGE_SHAPE,
-      prep=steps.Prep(key=jax.random.key(1), mean=(0.3,), std=(0.35,),
-                      crop_padding=0, flip=False),
+      prep=steps.Preprocess(key=jax.random.key(1), mean=(0.3,),
+                            std=(0.35,), crop_padding=0, flip=False),
       steps_per_epoch=10, total_steps=100)
   state = parts.init_state(jax.random.key(0))
   p_train_step = one_step(parts.multi_step)

@@ -55,8 +55,8 @@ def test_family_step(teacher, student, baseline):
     parts = step_builder.build_step(
         config, steps.create_mesh(), num_classes=NUM_CLASSES,
         image_shape=SHAPE, steps_per_epoch=1, total_steps=4,
-        prep=steps.Prep(key=jax.random.key(2), mean=(0.5,) * 3,
-                        std=(0.25,) * 3, crop_padding=4, flip=True),
+        prep=steps.Preprocess(key=jax.random.key(2), mean=(0.5,) * 3,
+                              std=(0.25,) * 3, crop_padding=4, flip=True),
         train_labels=labels)
     state = parts.init_state(jax.random.key(0))
     before = jax.device_get(state.params['student'])

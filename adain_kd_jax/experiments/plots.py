@@ -212,8 +212,9 @@ def insertion_point_stats(config, workdir: str, images: np.ndarray
                                        sharding=x.sharding), run.state))
   finally:
     ckpt.close()
-  x = augment.preprocess_eval(jnp.asarray(images), mean=run.info.mean,
-                              std=run.info.std)
+  x = augment.preprocess_eval(jnp.asarray(images),
+                              mean=run.dataset_info.mean,
+                              std=run.dataset_info.std)
 
   @jax.jit
   def student_stats(state, x):

@@ -74,7 +74,8 @@ def teacher_table(config, split: str, examples: int, batch_size: int = 500
 
   @jax.jit
   def batch_errors(x):
-    x = augment.preprocess_eval(x, mean=run.info.mean, std=run.info.std)
+    x = augment.preprocess_eval(x, mean=run.dataset_info.mean,
+                                std=run.dataset_info.std)
     z_t, feats = teacher.apply(variables, x, train=False)
     return {k: swap_errors(feats[f'stage{k}'], z_t, lambda h, k=k: (
         teacher.apply(variables, h, start=k, train=False, method='tail')))

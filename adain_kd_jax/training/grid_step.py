@@ -59,7 +59,7 @@ def grid_train_step(states, teacher_vars, batches, *, members, preps):
       where no member of the slot has a teacher).
     batches: a tuple, per seed slot, of that seed's batch.
     members: the `Member`s (static).
-    preps: per seed slot, its `steps.Prep` (static).
+    preps: per seed slot, its `steps.Preprocess` (static).
 
   Returns:
     (states, metrics): tuples, one entry per member.
@@ -168,7 +168,8 @@ def build_grid_steps(runs: Sequence[run_lib.Run]) -> GridSteps:
   slots = [[i for i, r in enumerate(runs) if int(r.config.seed) == seed]
            for seed in seeds]
   slot_runs = [runs[idx[0]] for idx in slots]
-  preps = [run_lib.make_prep(r.config, r.info) for r in slot_runs]
+  preps = [run_lib.make_preprocess(r.config, r.dataset_info)
+           for r in slot_runs]
   spec = [Member(distiller=r.distiller, tx=r.tx, schedule=r.schedule,
                  skip_nonfinite=bool(r.config.skip_nonfinite),
                  slot=seeds.index(int(r.config.seed))) for r in runs]

@@ -338,7 +338,7 @@ def _export(run, state, summary: summary_lib.RunSummary, last_eval,
   variables = {'params': state.params['student'],
                'batch_stats': state.batch_stats['student']}
   checkpoints.save_teacher(export_dir, variables, {
-      'model': config.model, 'num_classes': run.info.num_classes,
+      'model': config.model, 'num_classes': run.dataset_info.num_classes,
       'dataset': config.dataset, 'image_shape': list(run.image_shape),
       'test_accuracy': summary.test_accuracy,
       'test_examples': last_eval['test']['count'],

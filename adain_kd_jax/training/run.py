@@ -50,7 +50,7 @@ class Run:
   workdir: str | None
   mesh: jax.sharding.Mesh
   data: loader.InMemoryData | loader.StreamingData
-  info: registry.DatasetInfo
+  dataset_info: registry.DatasetInfo  # Classes, image shape, mean, std.
   steps_per_epoch: int
   total_steps: int
   eval_every: int  # Steps between evaluations.
@@ -144,7 +144,7 @@ def _create(config, workdir, mesh, data, changes):
                  int(round(config.num_epochs * steps_per_epoch)))
   parts = step_builder.build_step(
       config, mesh, num_classes=info.num_classes,
-      image_shape=data.image_shape, prep=make_prep(config, info),
+      image_shape=data.image_shape, prep=make_preprocess(config, info),
       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
       num_train=data.num_train, train_labels=data.train_labels)
   teacher_vars, teacher_meta, random_teacher = _teacher(
@@ -170,7 +170,8 @@ def _create(config, workdir, mesh, data, changes):
   if state is None:
     state = parts.init_state(jax.random.key(config.seed))
   return Run(
-      config=config, workdir=workdir, mesh=mesh, data=data, info=info,
+      config=config, workdir=workdir, mesh=mesh, data=data,
+      dataset_info=info,
       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
       eval_every=max(1, int(round(config.eval_every_epochs
                                   * steps_per_epoch))),
@@ -181,15 +182,18 @@ def _create(config, workdir, mesh, data, changes):
       random_teacher=random_teacher)
 
 
-def make_prep(config, info) -> steps.Prep:
+def make_preprocess(config: ml_collections.ConfigDict,
+                    info: registry.DatasetInfo) -> steps.Preprocess:
   """The device-side preprocessing of `config`'s run (augmentation key
   key(seed + 1), the data set's mean and std)."""
-  return steps.Prep(key=jax.random.key(config.seed + 1),
-                    mean=tuple(info.mean), std=tuple(info.std),
-                    crop_padding=config.crop_padding, flip=config.flip)
+  return steps.Preprocess(key=jax.random.key(config.seed + 1),
+                          mean=tuple(info.mean), std=tuple(info.std),
+                          crop_padding=config.crop_padding, flip=config.flip)
 
 
-def _teacher(config, distiller, info, image_shape, mesh):
+def _teacher(config: ml_collections.ConfigDict,
+             distiller: objective.Distiller, info: registry.DatasetInfo,
+             image_shape: tuple[int, ...], mesh: jax.sharding.Mesh):
   """(variables, teacher.json meta, random?) of the frozen teacher.
 
   A mock-data run whose teacher_checkpoint holds no export gets a random

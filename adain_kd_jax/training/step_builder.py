@@ -52,7 +52,7 @@ class StepParts:
   distiller: objective.Distiller
   tx: optax.GradientTransformation
   schedule: optax.Schedule
-  prep: steps.Prep
+  prep: steps.Preprocess
   state_shapes: steps.TrainState  # Of jax.ShapeDtypeStruct leaves.
   init_state: Callable[[jax.Array], steps.TrainState]
   multi_step: steps.MultiStep
@@ -61,7 +61,7 @@ class StepParts:
 
 def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
                num_classes: int, image_shape: tuple[int, ...],
-               prep: steps.Prep, steps_per_epoch: int, total_steps: int,
+               prep: steps.Preprocess, steps_per_epoch: int, total_steps: int,
                num_train: int = 0, train_labels=None) -> StepParts:
   """Builds the model set, optimiser, initialiser and jitted steps of `config`.
 

@@ -188,9 +188,10 @@ def jit_eval_step(mesh, distiller, prep):
 
 
 @dataclasses.dataclass(frozen=True)
-class Prep:
-  """What the device-side preprocessing needs (static under jit)."""
-  key: Any
+class Preprocess:
+  """The settings of the on-device preprocessing (static under jit): the
+  augmentation key, the data set's mean and std, crop and flip."""
+  key: jax.Array  # Folded with the step for each step's augmentation.
   mean: tuple[float, ...]
   std: tuple[float, ...]
   crop_padding: int
