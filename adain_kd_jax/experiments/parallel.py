@@ -30,6 +30,7 @@ import ml_collections
 
 from adain_kd_jax import cli
 from adain_kd_jax.training import run_record
+from adain_kd_jax.training import summary as summary_lib
 
 MEM_FRACTION_ENV = 'XLA_PYTHON_CLIENT_MEM_FRACTION'
 # train.py's exit status after Ctrl-C (it saved a checkpoint first).
@@ -59,7 +60,7 @@ class Job:
 
   @property
   def finished(self) -> bool:
-    return os.path.exists(os.path.join(self.run_dir, 'summary.json'))
+    return summary_lib.finished(self.run_dir)
 
   def ready(self) -> bool:
     return all(os.path.exists(cli.resolve_path(p)) for p in self.needs)

@@ -49,6 +49,7 @@ from ml_collections import config_flags
 from adain_kd_jax import cli
 from adain_kd_jax import host_setup
 from adain_kd_jax.training import run_record
+from adain_kd_jax.training import summary as summary_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A configs/*.py file; override fields with --config.x=y '
@@ -158,7 +159,7 @@ def run_grid(config: ml_collections.ConfigDict, methods: Sequence[str],
   for i, (method, seed) in enumerate(cells):
     directory = run_dir(workdir, method, seed)
     tag = f'[{i + 1}/{len(cells)}] {method} seed {seed}'
-    if os.path.exists(os.path.join(directory, 'summary.json')):
+    if summary_lib.finished(directory):
       print(f'{tag}: finished ({directory}/summary.json), skipped.',
             flush=True)
       results[(method, seed)] = 'skipped'
@@ -195,7 +196,7 @@ def run_table_as_grid(config: ml_collections.ConfigDict,
   entries = []
   for (method, seed), cell_config in configs.items():
     directory = run_dir(workdir, method, seed)
-    if os.path.exists(os.path.join(directory, 'summary.json')):
+    if summary_lib.finished(directory):
       print(f'{method} seed {seed}: finished ({directory}/summary.json), '
             'skipped.', flush=True)
     else:

@@ -68,10 +68,6 @@ def group_key(config: ml_collections.ConfigDict) -> str:
   return json.dumps(fields, sort_keys=True, default=str)
 
 
-def _finished(workdir: str) -> bool:
-  return os.path.exists(os.path.join(workdir, summary_lib.SUMMARY_JSON))
-
-
 class _Member:
   """One member's run and what its loop keeps (state, meta, writer, clock)."""
 
@@ -104,7 +100,7 @@ def train_members(entries: Sequence[tuple[ml_collections.ConfigDict, str]],
   start_time = time.time() if start_time is None else start_time
   results, groups = {}, {}
   for config, workdir in entries:
-    if _finished(workdir):
+    if summary_lib.finished(workdir):
       results[workdir] = 'skipped'
     else:
       groups.setdefault(group_key(config), []).append((config, workdir))

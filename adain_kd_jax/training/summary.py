@@ -71,6 +71,11 @@ def write(workdir: str, summary: RunSummary) -> None:
                         summary.to_json())
 
 
+def finished(workdir: str) -> bool:
+  """Whether the run in `workdir` has finished: its summary.json exists."""
+  return os.path.exists(os.path.join(workdir, SUMMARY_JSON))
+
+
 def stopped(config: ml_collections.ConfigDict, step: int,
             interrupted: bool) -> dict[str, Any]:
   """What a run stopped at `step` returns instead of its summary
