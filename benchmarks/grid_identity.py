@@ -115,11 +115,12 @@ def _grid(runs, slot_runs, batches, seeds):
   from adain_kd_jax.training import grid_step
   from adain_kd_jax.training import run as run_lib
   # pylint: enable=g-import-not-at-top
-  members = [grid_step.Member(r.distiller, r.tx, r.schedule, False,
-                              seeds.index(r.config.seed)) for r in runs]
+  members = [grid_step.Member(r.distiller, r.tx, r.schedule, False)
+             for r in runs]
   preps = [run_lib.make_preprocess(r.config, r.dataset_info)
            for r in slot_runs]
-  multi = grid_step.jit_grid_multi_step(runs[0].mesh, members, preps)
+  multi = grid_step.jit_grid_multi_step(runs[0].mesh, members, preps,
+                                        grid_step.seed_slots(runs))
   teachers = tuple(next(r.teacher_vars for r in runs
                         if r.config.seed == s and r.teacher_vars is not None)
                    for s in seeds)

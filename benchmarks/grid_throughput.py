@@ -209,9 +209,10 @@ def _grid_entries(runs, grids, base, prep, batch):
   grid_entries = {}
   for name, members in grids.items():
     rs = [runs(m) for m in members]
-    spec = [grid_step.Member(r.distiller, r.tx, r.schedule, False, 0)
+    spec = [grid_step.Member(r.distiller, r.tx, r.schedule, False)
             for r in rs]
-    multi = grid_step.jit_grid_multi_step(base.mesh, spec, [prep])
+    multi = grid_step.jit_grid_multi_step(base.mesh, spec, [prep],
+                                          [list(range(len(rs)))])
     grid_entries[name] = _Entry(
         f'grid/{name}', multi,
         (tuple(_copy(r.state) for r in rs), (base.teacher_vars,), (batch,)), 0)

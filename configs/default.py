@@ -222,3 +222,8 @@ def _run(config):
   # Write WORKDIR/export (params + batch stats + teacher.json) at the end, for
   # use as a teacher (True or False).
   config.export = False
+  # How `sweep --grid` / `campaign --grid` lay out a table's members in one
+  # step: 'loop' (each member's step in turn, one program) or 'vmap' (a full
+  # methods x seeds table with its seeds stacked under jax.vmap). On XLA:CPU
+  # the loop is the faster (benchmarks/README.md); solo runs ignore it.
+  config.grid_layout = 'loop'

@@ -8,6 +8,7 @@ bit-identical.
 
 import json
 import os
+import shutil
 import signal
 
 import jax
@@ -36,7 +37,7 @@ def _copy(tree):
   return jax.tree.map(lambda x: x.copy(), tree)
 
 
-def _solo_and_grid(configs, steps=1):
+def _solo_and_grid(configs, steps=1, layout='loop'):
   """Runs the solo step of each config and one grid of all of them from the
   same states on the same batches; returns (solo, grid) lists of
   (state, metrics)."""
@@ -57,11 +58,16 @@ def _solo_and_grid(configs, steps=1):
             state, r.teacher_vars, None,
             stacked(r, batches[seeds.index(r.config.seed)][t]))
       solo.append((state, metrics))
-    members = [grid_step.Member(r.distiller, r.tx, r.schedule, False,
-                                seeds.index(r.config.seed)) for r in runs]
+    members = [grid_step.Member(r.distiller, r.tx, r.schedule, False)
+               for r in runs]
     preps = [run_lib.make_preprocess(r.config, r.dataset_info)
              for r in slot_runs]
-    multi = grid_step.jit_grid_multi_step(runs[0].mesh, members, preps)
+    slots = grid_step.seed_slots(runs)
+    if layout == 'vmap':
+      slots, why = grid_step.vmap_slots(runs, slots)
+      assert slots is not None, why
+    multi = grid_step.jit_grid_multi_step(runs[0].mesh, members, preps,
+                                          slots, layout)
     teachers = tuple(next((r.teacher_vars for r in runs
                            if r.config.seed == s and
                            r.teacher_vars is not None), None) for s in seeds)
@@ -84,18 +90,25 @@ def test_grid_of_one_is_the_solo_step_bit_for_bit(method, idx_data_dir,
   jax.tree.map(np.testing.assert_array_equal, solo, grid_out)
 
 
-def test_mixed_grid_agrees_with_solo_after_one_step(idx_data_dir,
-                                                    teacher_export):
+@pytest.mark.parametrize('layout,grid_methods,rtol', [
+    ('loop', _METHODS, 1e-6),
+    # The seeds stacked under vmap: the stateful, the step-dependent and the
+    # teacher-sharing terms. Every convolution becomes a grouped one, whose
+    # sums XLA orders otherwise: kd's term was 2.8e-6 off (relative).
+    ('vmap', ('crd', 'none', 'kd', 'adain', 'dkd', 'at'), 1e-5)])
+def test_mixed_grid_agrees_with_solo_after_one_step(
+    layout, grid_methods, rtol, idx_data_dir, teacher_export):
   """Every method x 2 seeds in one grid: each member's loss and parameters
-  after the first step agree with its solo run (loss within 1e-6)."""
+  after the first step agree with its solo run (loss terms within 1e-6
+  relative in the loop layout, 1e-5 under vmap)."""
   configs = [_config(idx_data_dir, teacher_export, m, s)
-             for m in _METHODS for s in (0, 1)]
-  solo, grid_out = _solo_and_grid(configs)
+             for m in grid_methods for s in (0, 1)]
+  solo, grid_out = _solo_and_grid(configs, layout=layout)
   exact = []
   for config, (s_state, s_m), (g_state, g_m) in zip(configs, solo, grid_out):
     where = f'{config.method} seed {config.seed}'
     for name in s_m:
-      np.testing.assert_allclose(g_m[name], s_m[name], rtol=1e-6, atol=1e-7,
+      np.testing.assert_allclose(g_m[name], s_m[name], rtol=rtol, atol=1e-7,
                                  err_msg=f'{where}: {name}')
     jax.tree.map(lambda a, b, w=where: np.testing.assert_allclose(
         a, b, rtol=1e-5, atol=1e-6, err_msg=w), g_state.params,
@@ -105,7 +118,31 @@ def test_mixed_grid_agrees_with_solo_after_one_step(idx_data_dir,
       exact.append(where)
   # The two seeds differ (batches and init), so seeds share nothing wrongly.
   assert not np.array_equal(grid_out[0][1]['loss'], grid_out[1][1]['loss'])
-  print('bit-identical with solo:', exact)
+  print(f'{layout}: bit-identical with solo:', exact)
+
+
+def test_vmap_layout_needs_a_full_table(idx_data_dir, teacher_export):
+  """vmap stacks seeds that have the same members (in any order); a seed
+  with another member, or one seed, is not stacked and says why."""
+  configs = [_config(idx_data_dir, teacher_export, m, s)
+             for m, s in (('kd', 0), ('none', 1), ('none', 0), ('kd', 1),
+                          ('at', 2))]
+  runs = [run_lib.create_run(c, None) for c in configs]
+  try:
+    slots, why = grid_step.vmap_slots(runs[:4],
+                                      grid_step.seed_slots(runs[:4]))
+    assert why == '' and sorted(map(sorted, slots)) == [[0, 2], [1, 3]]
+    by_slot = [[(runs[i].config.method, runs[i].config.seed) for i in idx]
+               for idx in slots]
+    assert [m for m, _ in by_slot[0]] == [m for m, _ in by_slot[1]]
+    assert {s for _, s in by_slot[0]} == {0} and {s for _, s in by_slot[1]} == {1}
+    slots, why = grid_step.vmap_slots(runs, grid_step.seed_slots(runs))
+    assert slots is None and 'same members' in why
+    slots, why = grid_step.vmap_slots(runs[:1], [[0]])
+    assert slots is None and 'one seed' in why
+  finally:
+    for r in runs:
+      r.close()
 
 
 # --- the sweep: grid = solo within tolerance, rerun and resume exact ------
@@ -193,28 +230,58 @@ def test_grid_rerun_is_bit_identical(grid_table, tmp_path, idx_data_dir,
   _assert_same_bits(again, grid_table)
 
 
+def _stopped_at(stop_step, monkeypatch, config, workdir):
+  """The table trained as a grid that a real SIGTERM stops after
+  `stop_step`; the watcher is restored afterwards."""
+  should_stop = preemption.PreemptionWatcher.should_stop
+
+  def signal_at(self, step):
+    if step == stop_step:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return should_stop(self, step)
+
+  monkeypatch.setattr(preemption.PreemptionWatcher, 'should_stop', signal_at)
+  try:
+    return sweep.run_table_as_grid(config, *_TABLE, workdir)
+  finally:
+    monkeypatch.setattr(preemption.PreemptionWatcher, 'should_stop',
+                        should_stop)
+
+
+def test_killed_between_two_members_saves_resumes_as_one_grid(
+    grid_table, tmp_path, monkeypatch, idx_data_dir, teacher_export, capsys):
+  """Two members lack the newest checkpoint (a grid killed while it saved):
+  the others roll back to the newest step all saved, and the whole table
+  resumes there as one grid and ends with the uninterrupted bits."""
+  workdir = str(tmp_path / 'killed')
+  config = _table_config(idx_data_dir, teacher_export)
+  _stopped_at(4, monkeypatch, config, workdir)
+  for method, seed in (('kd', 0), ('adain', 1)):
+    shutil.rmtree(os.path.join(sweep.run_dir(workdir, method, seed),
+                               'checkpoints', '4'))
+  capsys.readouterr()
+  results = sweep.run_table_as_grid(config, *_TABLE, workdir)
+  out = capsys.readouterr().out
+  assert out.count('rolled back to step 2') == 4, out
+  assert 'Grid of 6 (' in out and 'Grid of 2 (' not in out
+  assert all(r['grid']['size'] == 6 for r in results.values())
+  _assert_same_bits(workdir, grid_table)
+  run = sweep.run_dir(workdir, 'crd', 0)
+  assert sorted(os.listdir(os.path.join(run, 'checkpoints'))) == [
+      '2', '4', '6']
+
+
 def test_sigterm_then_resume_is_bit_identical(grid_table, tmp_path,
                                               monkeypatch, idx_data_dir,
                                               teacher_export, capsys):
   """A real SIGTERM after step 3: every member saves step 3 and stops; the
   rerun resumes them all there and ends with the uninterrupted bits; a
   seed added to the finished table trains only its new members."""
-  should_stop = preemption.PreemptionWatcher.should_stop
-
-  def signal_at_3(self, step):
-    if step == 3:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return should_stop(self, step)
-
-  monkeypatch.setattr(preemption.PreemptionWatcher, 'should_stop',
-                      signal_at_3)
   workdir = str(tmp_path / 'stopped')
   config = _table_config(idx_data_dir, teacher_export)
-  results = sweep.run_table_as_grid(config, *_TABLE, workdir)
+  results = _stopped_at(3, monkeypatch, config, workdir)
   assert {r['preempted_at'] for r in results.values()} == {3}
   assert 'Preempted: saved step 3' in capsys.readouterr().out
-  monkeypatch.setattr(preemption.PreemptionWatcher, 'should_stop',
-                      should_stop)
   results = sweep.run_table_as_grid(config, *_TABLE, workdir)
   assert all(r['resumes'] == 1 for r in results.values())
   _assert_same_bits(workdir, grid_table)
@@ -268,3 +335,20 @@ def test_member_names_keep_settings_of_one_method_and_seed_apart():
   assert grid.member_names(members) == ['t2/seed100', 't4/seed100',
                                         't8/seed100']
   assert grid.member_names(members[:1]) == ['kd/seed100']
+
+
+def test_sweep_grid_in_the_vmap_layout_records_it(tmp_path, idx_data_dir,
+                                                  teacher_export, capsys):
+  """grid_layout 'vmap': a full table trains stacked and its summaries say
+  so; a seed added later (nothing to stack) trains as a loop and says why."""
+  config = _config(idx_data_dir, teacher_export, num_train_steps=2,
+                   grid_layout='vmap')
+  workdir = str(tmp_path / 'vmap')
+  results = sweep.run_table_as_grid(config, ('kd', 'none'), (0, 1), workdir)
+  assert {r['grid']['layout'] for r in results.values()} == {'vmap'}
+  assert all(0 <= r['test_accuracy'] <= 1 for r in results.values())
+  results = sweep.run_table_as_grid(config, ('kd', 'none'), (0, 1, 2),
+                                    workdir)
+  assert results[('kd', 2)]['grid']['layout'] == 'loop'
+  assert 'grid_layout vmap: one seed has nothing to stack' in (
+      capsys.readouterr().out)

@@ -56,6 +56,14 @@ class RunCheckpointer:
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._mngr.all_steps())
+
+  def delete_after(self, step: int) -> None:
+    """Deletes every saved step after `step` (a run rolled back to it)."""
+    for later in [s for s in self._mngr.all_steps() if s > step]:
+      self._mngr.delete(later)
+
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
     """Starts an asynchronous save of `state` at `step` (skips duplicates)."""
     if step in self._mngr.all_steps():
@@ -64,8 +72,10 @@ class RunCheckpointer:
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                     force=True)
 
-  def restore(self, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
-    """Restores the newest readable step onto `abstract_state`.
+  def restore(self, abstract_state: Any, at_most: int | None = None
+              ) -> tuple[Any, dict[str, Any]]:
+    """Restores the newest readable step (<= `at_most` if given) onto
+    `abstract_state`.
 
     A step that fails to restore (truncated or corrupted files) is deleted
     and the step before it is tried; once one restores, each skipped step
@@ -78,6 +88,8 @@ class RunCheckpointer:
     skipped = []
     with _failed_reads_to_debug():
       for step in sorted(self._mngr.all_steps(), reverse=True):
+        if at_most is not None and step > at_most:
+          continue
         saved = self._saved_shapes(step)
         if saved is not None and saved != expected:
           raise ValueError(

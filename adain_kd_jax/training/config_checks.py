@@ -39,6 +39,9 @@ _POSITIVE_INTS = ('batch_size', 'eval_batch_size', 'log_every_steps',
                   'steps_per_call')
 
 
+GRID_LAYOUTS = ('loop', 'vmap')  # config.grid_layout.
+
+
 def _fail(field, value, fix):
   raise ValueError(f'config.{field}={value!r} is invalid: {fix}')
 
@@ -200,7 +203,8 @@ def _check_optimisation(config) -> None:
 
 
 def _check_run(config) -> None:
-  """eval_every_epochs and dtype."""
+  """eval_every_epochs, dtype and grid_layout."""
   if config.eval_every_epochs <= 0:
     _fail('eval_every_epochs', config.eval_every_epochs, 'it must be > 0.')
   _one_of('dtype', config.dtype, models.DTYPES, quote=True)
+  _one_of('grid_layout', config.grid_layout, GRID_LAYOUTS, quote=True)

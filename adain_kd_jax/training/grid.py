@@ -12,10 +12,12 @@ the new members.
 Members go into one grid where they may share: the same config but for
 `MEMBER_FIELDS` (so the same student, teacher, data, batch size and
 schedule). Members of one seed share that seed's data, batches, augmentation
-and, in the step, the teacher's forward (grid_step.py). A grid starts from
-the step its members restored; members restored at different steps (a run
-killed between two members' saves) train as separate grids, one after the
-other.
+and, in the step, the teacher's forward (grid_step.py). A grid resumes from
+the newest step that all its unfinished members saved (a run killed between
+two members' saves rolls the newer ones back one checkpoint and resumes as
+one grid, bit for bit); members that never saved start at step 0, and
+members with no saved step in common train as separate grids by step, one
+after the other.
 
 What "equal" means: a grid of one is the solo step bit for bit. In a larger
 grid each member computes the same functions of the same inputs as its solo
@@ -57,7 +59,6 @@ MEMBER_FIELDS = ('method', 'seed', 'compare_to', 'loss', 'points',
                  'point_weights', 'connector_relu', 'dkd', 'crd',
                  'learning_rate', 'momentum', 'weight_decay',
                  'skip_nonfinite', 'export', 'keep_checkpoints')
-LAYOUT = 'loop'  # Members as a Python loop in one jitted program.
 
 
 def group_key(config: ml_collections.ConfigDict) -> str:
@@ -76,15 +77,55 @@ class _Member:
     self.run = run
     self.state = run.state
     self.meta = dict(run.meta)
-    self.clock = loop._Clock(
-        start_time, {k: self.meta.get(k, 0) for k in loop._TOTALS})
+    self.clock = self._clock(start_time)
     self.writer: metric_writer.MetricWriter | None = None
     self.failed: str | None = None  # The non-finite message, once it happened.
     self.last_eval: dict[str, dict[str, Any]] | None = None  # By split.
 
+  def _clock(self, start_time: float) -> 'loop._Clock':
+    # pylint: disable=protected-access
+    return loop._Clock(start_time,
+                       {k: self.meta.get(k, 0) for k in loop._TOTALS})
+
   @property
   def name(self) -> str:
     return f'{self.run.config.method}/seed{self.run.config.seed}'
+
+  def roll_back(self, step: int, start_time: float) -> None:
+    """Restores this member's checkpoint of `step` (an older one than it
+    resumed from) and deletes the newer ones, which the grid recomputes."""
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+        self.state)
+    ckpt = self.run.checkpointer
+    self.state, meta = ckpt.restore(abstract, at_most=step)
+    restored = int(self.state.step)
+    ckpt.delete_after(restored)
+    kept = {k: self.meta[k] for k in ('resumes', 'config_changes')
+            if k in self.meta}
+    self.meta = dict(meta, **kept)
+    self.clock = self._clock(start_time)
+    if jax.process_index() == 0:
+      print(f'{self.run.workdir}: rolled back to step {restored}, the '
+            'newest step every member of its grid saved.', flush=True)
+
+
+def align_steps(members: Sequence[_Member], start_time: float) -> None:
+  """Rolls back the members that resumed from checkpoints to the newest step
+  all of them saved (a grid killed between two members' saves resumes as
+  one grid, bit for bit). Members that never saved start at step 0; with no
+  step in common, members stay where they resumed (separate grids)."""
+  saved = [m for m in members if m.run.checkpointer is not None
+           and m.run.checkpointer.latest_step() is not None]
+  if len({int(m.state.step) for m in saved}) < 2:
+    return
+  common = set.intersection(
+      *(set(m.run.checkpointer.all_steps()) for m in saved))
+  if common:
+    step = max(common)
+    for m in saved:
+      if int(m.state.step) != step:
+        m.roll_back(step, start_time)
 
 
 def train_members(entries: Sequence[tuple[ml_collections.ConfigDict, str]],
@@ -129,6 +170,7 @@ def _train_group(group, start_time):
         members.append(_Member(
             run_lib.create_run(config, workdir, data=datas[seed]),
             start_time))
+      align_steps(members, start_time)
       by_step = {}
       for m in members:
         by_step.setdefault(int(m.state.step), []).append(m)
@@ -183,10 +225,10 @@ def member_names(members) -> list[str]:
   return [os.path.relpath(d, root) for d in dirs]
 
 
-def _grid_record(members, member):
+def _grid_record(members, member, layout):
   """What a member's summary.json says about its grid."""
   return {'members': member_names(members), 'size': len(members),
-          'layout': LAYOUT,
+          'layout': layout,
           'shared_teacher': sum(
               m.run.config.seed == member.run.config.seed
               and m.run.distiller.teacher is not None for m in members) > 1
@@ -366,9 +408,9 @@ def _finish(members: Sequence[_Member], jitted: grid_step.GridSteps,
     if m.failed:
       out[m.run.workdir] = {'failed': m.failed}
       continue
-    out[m.run.workdir] = loop._finish(m.run, m.state, m.meta, m.last_eval,
-                                      m.clock, start_time,
-                                      grid=_grid_record(members, m))
+    out[m.run.workdir] = loop._finish(
+        m.run, m.state, m.meta, m.last_eval, m.clock, start_time,
+        grid=_grid_record(members, m, jitted.layout))
   return out
 
 

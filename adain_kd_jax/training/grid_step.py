@@ -14,9 +14,12 @@ the grid step
 
 A member alone on its seed gets today's solo step unchanged: its teacher runs
 inside its loss, as in `steps.train_step`, so a grid of one is the solo step
-bit for bit. Members are laid out as a Python loop in one jitted program
-(stacking them under `jax.vmap` was 1.66x slower on XLA:CPU, and it cannot
-mix methods). Stateful terms, warm-ups and the non-finite guard are each
+bit for bit. `config.grid_layout` lays the members out in one jitted program
+as a Python loop ('loop', the default) or, for a full methods x seeds table,
+as one seed's program (its batch, teacher forward and every member's
+update) mapped over the seeds with `jax.vmap` ('vmap': each convolution
+becomes a grouped one; on XLA:CPU it was 1.66x slower than separate steps).
+Stateful terms, warm-ups and the non-finite guard are each
 member's own: they live in its TrainState and its static step arguments.
 """
 
@@ -24,7 +27,10 @@ import dataclasses
 import functools
 from typing import Callable, Sequence
 
+import json
+
 import jax
+import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import optax
@@ -37,20 +43,46 @@ from adain_kd_jax.training import steps
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-  """A member's static step arguments and the seed slot it reads."""
+  """A member's static step arguments."""
   distiller: objective.Distiller
   tx: optax.GradientTransformation
   schedule: optax.Schedule
   skip_nonfinite: bool
-  slot: int  # Index into the grid's seeds (batches, preps, teachers).
 
 
-def slot_members(members, slot):
-  """Indices of the members that read seed slot `slot`."""
-  return [i for i, m in enumerate(members) if m.slot == slot]
+def _slot_step(states, teacher_vars, batch, *, members, prep):
+  """One step of one seed's members (`states` and `members` in order).
+
+  One member alone gets the solo step unchanged. Otherwise the batch is
+  preprocessed once, the teacher's forward runs once where two or more
+  members distill, and each member's loss and update follow.
+  """
+  if len(members) == 1:
+    m = members[0]
+    state, metrics = steps.train_step(
+        states[0], teacher_vars, batch, distiller=m.distiller, tx=m.tx,
+        schedule=m.schedule, prep=prep, skip_nonfinite=m.skip_nonfinite)
+    return (state,), (metrics,)
+  rng = jax.random.fold_in(prep.key, states[0].step)
+  images = augment.preprocess_train(
+      batch['image'], rng, mean=prep.mean, std=prep.std,
+      crop_padding=prep.crop_padding, flip=prep.flip)
+  distilling = [m.distiller.teacher is not None for m in members]
+  teacher_out = None
+  if sum(distilling) > 1:
+    teacher_out = members[distilling.index(True)].distiller.teacher_outputs(
+        teacher_vars, images)
+  out = [steps.update_step(
+      state, teacher_vars, dict(batch, image=images),
+      jax.random.fold_in(rng, 1), distiller=m.distiller, tx=m.tx,
+      schedule=m.schedule, skip_nonfinite=m.skip_nonfinite,
+      teacher_out=teacher_out if shares else None)
+         for state, m, shares in zip(states, members, distilling)]
+  return tuple(o[0] for o in out), tuple(o[1] for o in out)
 
 
-def grid_train_step(states, teacher_vars, batches, *, members, preps):
+def grid_train_step(states, teacher_vars, batches, *, members, preps,
+                    slots, layout='loop'):
   """One training step of every member.
 
   Args:
@@ -60,36 +92,36 @@ def grid_train_step(states, teacher_vars, batches, *, members, preps):
     batches: a tuple, per seed slot, of that seed's batch.
     members: the `Member`s (static).
     preps: per seed slot, its `steps.Preprocess` (static).
+    slots: per seed slot, the indices of its members (static); with
+      layout 'vmap', every slot's members in the same order of settings.
+    layout: 'loop' (the slots one after the other) or 'vmap' (the slots
+      stacked under jax.vmap: one program for one seed, mapped over seeds).
 
   Returns:
     (states, metrics): tuples, one entry per member.
   """
-  new_states, metrics = list(states), [None] * len(members)
-  for slot, (prep, batch) in enumerate(zip(preps, batches)):
-    idx = slot_members(members, slot)
-    distilling = [i for i in idx if members[i].distiller.teacher is not None]
-    if len(idx) == 1:  # Nothing to share: the solo step as it is.
-      m = members[idx[0]]
-      new_states[idx[0]], metrics[idx[0]] = steps.train_step(
-          states[idx[0]], teacher_vars[slot], batch, distiller=m.distiller,
-          tx=m.tx, schedule=m.schedule, prep=prep,
-          skip_nonfinite=m.skip_nonfinite)
-      continue
-    rng = jax.random.fold_in(prep.key, states[idx[0]].step)
-    images = augment.preprocess_train(
-        batch['image'], rng, mean=prep.mean, std=prep.std,
-        crop_padding=prep.crop_padding, flip=prep.flip)
-    teacher_out = None
-    if len(distilling) > 1:
-      teacher_out = members[distilling[0]].distiller.teacher_outputs(
-          teacher_vars[slot], images)
-    for i in idx:
-      m = members[i]
-      new_states[i], metrics[i] = steps.update_step(
-          states[i], teacher_vars[slot], dict(batch, image=images),
-          jax.random.fold_in(rng, 1), distiller=m.distiller, tx=m.tx,
-          schedule=m.schedule, skip_nonfinite=m.skip_nonfinite,
-          teacher_out=teacher_out if i in distilling else None)
+  new_states, metrics = [None] * len(members), [None] * len(members)
+  if layout == 'vmap':
+    stack = lambda *xs: jnp.stack(xs)
+    stacked = tuple(jax.tree.map(stack, *(states[idx[j]] for idx in slots))
+                    for j in range(len(slots[0])))
+    keys = jnp.stack([p.key for p in preps])
+    one_seed = lambda st, batch, key: _slot_step(
+        st, teacher_vars[0], batch, members=[members[i] for i in slots[0]],
+        prep=dataclasses.replace(preps[0], key=key))
+    out_states, out_metrics = jax.vmap(one_seed)(
+        stacked, jax.tree.map(stack, *batches), keys)
+    for s, idx in enumerate(slots):
+      for j, i in enumerate(idx):
+        new_states[i] = jax.tree.map(lambda x, s=s: x[s], out_states[j])
+        metrics[i] = jax.tree.map(lambda x, s=s: x[s], out_metrics[j])
+    return tuple(new_states), tuple(metrics)
+  for slot, idx in enumerate(slots):
+    out_states, out_metrics = _slot_step(
+        tuple(states[i] for i in idx), teacher_vars[slot], batches[slot],
+        members=[members[i] for i in idx], prep=preps[slot])
+    for i, state, m in zip(idx, out_states, out_metrics):
+      new_states[i], metrics[i] = state, m
   return tuple(new_states), tuple(metrics)
 
 
@@ -104,12 +136,13 @@ def grid_multi_step(states, teacher_vars, batches, *, step_fn):
   return jax.lax.scan(body, states, batches)
 
 
-def jit_grid_multi_step(mesh, members, preps):
+def jit_grid_multi_step(mesh, members, preps, slots, layout='loop'):
   """`grid_multi_step` jitted: batches [k, B, ...] sharded on B, states
   replicated and donated."""
   replicated = NamedSharding(mesh, P())
-  step_fn = functools.partial(grid_train_step, members=tuple(members),
-                              preps=tuple(preps))
+  step_fn = functools.partial(
+      grid_train_step, members=tuple(members), preps=tuple(preps),
+      slots=tuple(tuple(idx) for idx in slots), layout=layout)
   return jax.jit(
       functools.partial(grid_multi_step, step_fn=step_fn),
       in_shardings=(replicated, replicated,
@@ -159,21 +192,57 @@ class GridSteps:
   multi_step: GridMultiStep
   eval_steps: list[GridEvalStep]  # Per seed.
   teacher_vars: tuple[steps.Variables | None, ...]  # Per seed.
+  layout: str  # The layout the training step uses ('loop' or 'vmap').
+
+
+def _setting(run: run_lib.Run) -> str:
+  """What a member is but for its seed (members of one setting at two seeds
+  are one program under vmap)."""
+  fields = run.config.to_dict()
+  fields.pop('seed')
+  return json.dumps(fields, sort_keys=True, default=str)
+
+
+def vmap_slots(runs: Sequence[run_lib.Run], slots: list[list[int]]
+               ) -> tuple[list[list[int]] | None, str]:
+  """The slots reordered so that every seed lists the same settings in the
+  same order (what the vmap layout stacks), or (None, why not)."""
+  ordered = [sorted(idx, key=lambda i: _setting(runs[i])) for idx in slots]
+  settings = [[_setting(runs[i]) for i in idx] for idx in ordered]
+  if len(slots) < 2:
+    return None, 'one seed has nothing to stack'
+  if any(s != settings[0] for s in settings[1:]):
+    return None, 'its seeds do not all have the same members'
+  return ordered, ''
+
+
+def seed_slots(runs: Sequence[run_lib.Run]) -> list[list[int]]:
+  """Per seed (first seen first), the indices of its runs."""
+  seeds = list(dict.fromkeys(int(r.config.seed) for r in runs))
+  return [[i for i, r in enumerate(runs) if int(r.config.seed) == seed]
+          for seed in seeds]
 
 
 def build_grid_steps(runs: Sequence[run_lib.Run]) -> GridSteps:
   """The jitted train and eval steps of a grid of `runs` (its members, in
-  order), by seed slot."""
-  seeds = list(dict.fromkeys(int(r.config.seed) for r in runs))
-  slots = [[i for i, r in enumerate(runs) if int(r.config.seed) == seed]
-           for seed in seeds]
+  order), by seed slot, in the layout `config.grid_layout` asks for (the
+  loop where the vmap layout cannot stack the grid; it says why)."""
+  slots = seed_slots(runs)
+  layout = runs[0].config.get('grid_layout', 'loop')
+  if layout == 'vmap':
+    ordered, why = vmap_slots(runs, slots)
+    if ordered is None:
+      print(f'grid_layout vmap: {why}; this grid of {len(runs)} runs as a '
+            'loop.', flush=True)
+      layout = 'loop'
+    else:
+      slots = ordered
   slot_runs = [runs[idx[0]] for idx in slots]
   preps = [run_lib.make_preprocess(r.config, r.dataset_info)
            for r in slot_runs]
   spec = [Member(distiller=r.distiller, tx=r.tx, schedule=r.schedule,
-                 skip_nonfinite=bool(r.config.skip_nonfinite),
-                 slot=seeds.index(int(r.config.seed))) for r in runs]
-  multi_step = jit_grid_multi_step(runs[0].mesh, spec, preps)
+                 skip_nonfinite=bool(r.config.skip_nonfinite)) for r in runs]
+  multi_step = jit_grid_multi_step(runs[0].mesh, spec, preps, slots, layout)
   eval_steps = [
       jit_grid_eval_step(runs[0].mesh, [runs[i].distiller for i in idx],
                          preps[s]) for s, idx in enumerate(slots)]
@@ -181,4 +250,5 @@ def build_grid_steps(runs: Sequence[run_lib.Run]) -> GridSteps:
       (runs[i].teacher_vars for i in idx
        if runs[i].teacher_vars is not None), None) for idx in slots)
   return GridSteps(slots=slots, slot_runs=slot_runs, multi_step=multi_step,
-                   eval_steps=eval_steps, teacher_vars=teacher_vars)
+                   eval_steps=eval_steps, teacher_vars=teacher_vars,
+                   layout=layout)

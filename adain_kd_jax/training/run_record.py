@@ -76,6 +76,7 @@ OLDER_RUNS = {
     'loss.adain_temperature': lambda c: c['loss']['temperature'],
     'loss.adain_warmup_epochs': 0.0,
     'loss.stat_mean': 0.0,
+    'grid_layout': 'loop',  # Grids were loops before the option.
 }
 
 
