@@ -26,9 +26,8 @@ member's own: they live in its TrainState and its static step arguments.
 
 import dataclasses
 import functools
-from typing import Callable, Sequence
-
 import json
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
