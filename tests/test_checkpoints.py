@@ -61,6 +61,18 @@ def test_checkpoints_of_another_config_are_an_error_and_kept(tmp_path):
   ckpt.close()
 
 
+def test_barrier_prefix_is_one_per_directory(tmp_path, monkeypatch):
+  """A run's checkpoints and its export (which save the same last step at
+  once) meet at barriers of their own; one directory, however it is
+  spelled, has one prefix on every host."""
+  monkeypatch.chdir(tmp_path)
+  run_dir = checkpoints.barrier_prefix('run/checkpoints')
+  assert run_dir == checkpoints.barrier_prefix(
+      str(tmp_path / 'run' / 'checkpoints'))
+  assert run_dir != checkpoints.barrier_prefix('run/export/variables')
+  assert run_dir.startswith('ckpt_') and len(run_dir) == 21
+
+
 def test_teacher_export_round_trip(teacher_export):
   """load_teacher returns exactly what save_teacher wrote, and its meta."""
   variables, meta = checkpoints.load_teacher(

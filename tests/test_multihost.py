@@ -2,6 +2,7 @@
 train exactly like one process with two devices on the same global batches."""
 
 import socket
+import subprocess
 
 import numpy as np
 import pytest
@@ -21,6 +22,20 @@ def _flags(idx_data_dir, teacher_export):
   return idx_smoke_flags(
       idx_data_dir, teacher_export, method='adain_kd', num_train_steps=6,
       log_every_steps=2, export=True) + ['--cpu_devices=1']
+
+
+def _communicate_all(procs, timeout):
+  """Every process's (stdout, stderr); on a timeout all are killed and the
+  failure shows each one's stderr (one process waiting at a barrier for
+  another is the usual hang)."""
+  try:
+    return [p.communicate(timeout=timeout) for p in procs]
+  except subprocess.TimeoutExpired:
+    for p in procs:
+      p.kill()
+    tails = [f'process {i}: {p.communicate()[1][-2000:]}'
+             for i, p in enumerate(procs)]
+    pytest.fail(f'timed out after {timeout} s\n' + '\n'.join(tails))
 
 
 def _load(workdir):
@@ -52,9 +67,9 @@ def test_two_processes_match_one_process_with_two_devices(
                         f'--coordinator_address=localhost:{port}',
                         '--num_processes=2', f'--process_id={i}', wait=False)
            for i in range(2)]
-  outs = [p.communicate(timeout=300) for p in procs]
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+  outs = _communicate_all(procs, timeout=300)
+  for i, (p, (_, err)) in enumerate(zip(procs, outs)):
+    assert p.returncode == 0, f'process {i}: {err[-3000:]}'
   # Process 0 alone writes the logs and the summary.
   assert '[adain_kd] resnet8 on fashion_mnist' in outs[0][0]
   assert '[adain_kd]' not in outs[1][0]

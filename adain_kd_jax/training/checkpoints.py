@@ -36,6 +36,18 @@ TEACHER_JSON = 'teacher.json'
 _VARIABLES = 'variables'
 
 
+def barrier_prefix(directory: str) -> str:
+  """The prefix of the multi-process barriers of `directory`'s manager.
+
+  Orbax names a save's barriers after its step alone, so two managers in one
+  process that save the same step at once (the run's last checkpoint and its
+  export, or the members of a grid) would meet at one barrier and fail; a
+  prefix from the directory keeps them apart, and is the same on every host.
+  """
+  digest = hashlib.sha256(os.path.abspath(directory).encode()).hexdigest()
+  return f'ckpt_{digest[:16]}'
+
+
 def _manager(directory, *, keep=None):
   """A CheckpointManager; its items' handlers follow from the `ocp.args`."""
   return ocp.CheckpointManager(
@@ -43,7 +55,9 @@ def _manager(directory, *, keep=None):
       options=ocp.CheckpointManagerOptions(
           preservation_policy=ocp.checkpoint_managers.LatestN(n=keep),
           # Leftovers of a save that a killed run did not finish.
-          cleanup_tmp_directories=True))
+          cleanup_tmp_directories=True,
+          multiprocessing_options=ocp.options.MultiprocessingOptions(
+              barrier_sync_key_prefix=barrier_prefix(directory))))
 
 
 class RunCheckpointer:
