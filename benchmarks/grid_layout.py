@@ -62,21 +62,19 @@ def _runs(methods, seeds):
   return runs
 
 
-def _table_args(runs, slots):
-  """(states, teacher variables per slot, one batch per slot)."""
+def _table_args(runs, built):
+  """(states, teacher variables per slot, one batch per slot) for the
+  grid's steps `built` (grid_step.GridSteps)."""
   # pylint: disable=g-import-not-at-top
   import jax
   import numpy as np
   from jax.sharding import PartitionSpec as P
   # pylint: enable=g-import-not-at-top
-  batches = tuple(runs[idx[0]].to_global(jax.tree.map(
-      lambda x: np.asarray(x)[None],
-      next(runs[idx[0]].data.train_batches(0))), P(None, 'data'))
-                  for idx in slots)
-  teachers = tuple(next((runs[i].teacher_vars for i in idx
-                         if runs[i].teacher_vars is not None), None)
-                   for idx in slots)
-  return gt._copy(tuple(r.state for r in runs)), teachers, batches
+  batches = tuple(r.to_global(jax.tree.map(
+      lambda x: np.asarray(x)[None], next(r.data.train_batches(0))),
+                              P(None, 'data'))
+                  for r in built.slot_runs)
+  return gt._copy(tuple(r.state for r in runs)), built.teacher_vars, batches
 
 
 def main(argv):
@@ -86,26 +84,21 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   import jax
   from adain_kd_jax.training import grid_step
-  from adain_kd_jax.training import run as run_lib
   # pylint: enable=g-import-not-at-top
   wall = time.perf_counter()
   methods, seeds = list(_METHODS.value), [int(s) for s in _SEEDS.value]
   runs = _runs(methods, seeds)
-  members = [grid_step.Member(r.distiller, r.tx, r.schedule, False)
-             for r in runs]
   entries = {}
   for layout in ('loop', 'vmap'):
-    slots = grid_step.seed_slots(runs)
-    if layout == 'vmap':
-      slots, why = grid_step.vmap_slots(runs, slots)
-      if slots is None:
-        raise SystemExit(f'--seeds/--layout_methods: {why}.')
-    preps = [run_lib.make_preprocess(runs[idx[0]].config,
-                                     runs[idx[0]].dataset_info)
-             for idx in slots]
-    multi = grid_step.jit_grid_multi_step(runs[0].mesh, members, preps,
-                                          slots, layout)
-    entries[layout] = gt._Entry(layout, multi, _table_args(runs, slots), 0)
+    # The steps the grid trains with (grid.train_grid builds them so).
+    for r in runs:
+      r.config.grid_layout = layout
+    built = grid_step.build_grid_steps(runs)
+    if built.layout != layout:
+      raise SystemExit('--seeds/--layout_methods: the vmap layout cannot '
+                       'stack this table (the line above says why).')
+    entries[layout] = gt._Entry(layout, built.multi_step,
+                                _table_args(runs, built), 0)
     gt._log(f'{layout}: compiled in {entries[layout].compile_s:.1f} s')
   for i in range(gt._STEPS.value):
     for e in entries.values():

@@ -32,7 +32,6 @@ being checkpointed and logged, with the solo run's message; the others go
 on, and `train_members` reports it as {'failed': message}.
 """
 
-import json
 import os
 import time
 from typing import Any, Sequence
@@ -63,10 +62,7 @@ MEMBER_FIELDS = ('method', 'seed', 'compare_to', 'loss', 'points',
 
 def group_key(config: ml_collections.ConfigDict) -> str:
   """Members with the same key can train in one grid."""
-  fields = config.to_dict()
-  for name in MEMBER_FIELDS:
-    fields.pop(name, None)
-  return json.dumps(fields, sort_keys=True, default=str)
+  return grid_step.config_key(config, omit=MEMBER_FIELDS)
 
 
 class _Member:

@@ -195,12 +195,19 @@ class GridSteps:
   layout: str  # The layout the training step uses ('loop' or 'vmap').
 
 
+def config_key(config, omit: Sequence[str] = ()) -> str:
+  """`config` as one string, but for the fields `omit` names: two configs
+  with one key differ only there."""
+  fields = config.to_dict()
+  for name in omit:
+    fields.pop(name, None)
+  return json.dumps(fields, sort_keys=True, default=str)
+
+
 def _setting(run: run_lib.Run) -> str:
   """What a member is but for its seed (members of one setting at two seeds
   are one program under vmap)."""
-  fields = run.config.to_dict()
-  fields.pop('seed')
-  return json.dumps(fields, sort_keys=True, default=str)
+  return config_key(run.config, omit=('seed',))
 
 
 def vmap_slots(runs: Sequence[run_lib.Run], slots: list[list[int]]
