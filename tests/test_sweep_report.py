@@ -148,6 +148,45 @@ def test_paired_rows_by_hand(sweep_dir):
   assert tables.paired_rows(runs, 'crd') == []
 
 
+def test_holm_within_a_table_times_the_number_of_tables(sweep_dir):
+  """adain minus none: last (7, 7, 1) gives t = 2.5 on 2 degrees of freedom,
+  p = 1 - 2.5 / sqrt(8.25) = 0.1296; best (7, 4, 6) gives t = 17 / sqrt(7),
+  p = 1 - 17 / sqrt(303) = 0.0234. Holm over the table's two p-values (kd has
+  one seed, no p): 2 x 0.0234 for the best epoch, max(2 x 0.0234, 0.1296)
+  for the last; with two tables, each adjusted p-value doubles."""
+  runs = finished_runs.collect(sweep_dir)
+  rows = tables.paired_rows(runs, 'adain')
+  p_last = 1 - 2.5 / np.sqrt(8.25)
+  p_best = 1 - 17 / np.sqrt(303)
+  one = {r['method']: r for r in tables.holm_adjusted(rows)}
+  two = {r['method']: r for r in tables.holm_adjusted(rows, families=2)}
+  assert one['none']['p_last'] == pytest.approx(p_last)
+  assert one['none']['holm_last'] == pytest.approx(p_last)
+  assert two['none']['holm_last'] == pytest.approx(2 * p_last)
+  assert one['none']['p_best'] == pytest.approx(p_best)
+  assert one['none']['holm_best'] == pytest.approx(2 * p_best)
+  assert two['none']['holm_best'] == pytest.approx(4 * p_best)
+  assert one['kd']['holm_last'] is None and two['kd']['holm_last'] is None
+  # A factor never lifts a p-value above 1.
+  assert tables.holm_adjusted(rows, families=100)[0]['holm_last'] == 1.0
+  md = tables.paired_markdown('adain', rows, families=2)
+  assert '| adain minus | n | last epoch, mean [95% CI] | Holm x 2 p' in md
+  assert f'Holm x 2-adjusted p={2 * p_last:.3g}' in md
+
+
+def test_report_gives_one_table_per_reference(sweep_dir):
+  report.make_report(sweep_dir, stats=False, tensorboard=False,
+                     paired_with=('adain', 'none', 'dkd'))
+  with open(os.path.join(sweep_dir, 'report.md')) as f:
+    md = f.read()
+  # dkd has no run: two tables, each corrected for both.
+  assert '## adain against each method, paired by seed' in md
+  assert '## none against each method, paired by seed' in md
+  assert '## dkd' not in md
+  assert md.count('times 2 (Bonferroni across the 2 tables') == 2
+  assert '| none | 3 | +5.00 [' in md and '| adain | 3 | -5.00 [' in md
+
+
 def test_report_rows_are_directories(tmp_path):
   """A tuning directory: rows are its settings, all of one method."""
   directory = str(tmp_path)

@@ -89,8 +89,10 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
 
 
 def verdict(name_a: str, name_b: str, diff: dict, unit: str = 'points',
-            adjusted_p: float | None = None) -> str:
-  """One sentence: is a better than b, worse, or not distinguishable?"""
+            adjusted_p: float | None = None,
+            correction: str = 'Holm-adjusted') -> str:
+  """One sentence: is a better than b, worse, or not distinguishable?
+  With `adjusted_p` (named by `correction`) the verdict follows it."""
   if diff['ci_low'] is None:
     return (f'{name_a} vs {name_b}: {diff["mean"]:+.2f} {unit} from one seed; '
             'no interval.')
@@ -98,7 +100,7 @@ def verdict(name_a: str, name_b: str, diff: dict, unit: str = 'points',
         f'{diff["ci_high"]:+.2f}], n={diff["n"]}')
   if adjusted_p is not None:
     # With a correction, the verdict follows the adjusted p-value.
-    ci += f', Holm-adjusted p={adjusted_p:.3g}'
+    ci += f', {correction} p={adjusted_p:.3g}'
     if adjusted_p < 0.05:
       side = 'beats' if diff['mean'] > 0 else 'is below'
       return f'{name_a} {side} {name_b}: {ci}.'

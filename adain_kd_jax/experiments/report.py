@@ -1,7 +1,7 @@
 r"""Tables and figures of a sweep (see sweep.py): one row per method.
 
   python -m adain_kd_jax.experiments.report runs/sweep [--nostats] \
-      [--notensorboard]
+      [--notensorboard] [--paired_with=adain,kd]
 
 Reads every DIR/<method>/seed<k>/summary.json (finished runs; unfinished ones
 are left out) with its metrics.jsonl, or, for DIR a single run (train.py's
@@ -15,6 +15,9 @@ workdir), DIR/summary.json and DIR/compare_<method>/summary.json, and writes
     `best_accuracy`, chosen on the split in `best_on` (val when the run held
     out a validation set, else test); the table reports the *test* accuracy
     at that epoch (with best_on = test, that is `best_accuracy` itself).
+    Then, for each method in --paired_with, one table of it minus every
+    other method, paired by seed (95% CIs; p-values Holm-adjusted within the
+    table and, with k tables, times k).
   * DIR/accuracy_curves.png: test accuracy per epoch, mean and min..max band
     over seeds; where every run evaluated once, a bar per method with its
     value (and each seed's as a dot).
@@ -33,6 +36,7 @@ the statistics scatter by `stats_figures`; this module writes them.
 """
 
 import os
+from typing import Sequence
 
 from absl import app
 from absl import flags
@@ -48,15 +52,17 @@ _STATS = flags.DEFINE_bool(
     'checkpoints, the teacher and the test set).')
 _STATS_EXAMPLES = flags.DEFINE_integer(
     'stats_examples', 500, 'Test images the statistics are averaged over.')
-_PAIRED_WITH = flags.DEFINE_string(
-    'paired_with', 'adain', 'report.md compares this method with every other '
-    'one, paired by seed, with 95% confidence intervals (\'\' = off).')
+_PAIRED_WITH = flags.DEFINE_list(
+    'paired_with', ['adain'], 'report.md compares each of these methods '
+    '(comma-separated) with every other one, paired by seed, one table per '
+    'method, with 95% confidence intervals; p-values Holm-adjusted within a '
+    'table and, for several tables, times their number (\'\' = off).')
 _TENSORBOARD = flags.DEFINE_bool(
     'tensorboard', True, 'Write DIR/<method>/seed<k>/tb/ event files.')
 
 
 def write_report(directory: str, runs, rows, figures=(),
-                 paired_with: str = 'adain') -> None:
+                 paired_with: Sequence[str] = ('adain',)) -> None:
   """Writes DIR/report.md and DIR/report.csv."""
   text = [f'# Sweep report: {os.path.abspath(directory)}', '',
           tables.setting_line(runs), '', tables.to_markdown(rows),
@@ -65,16 +71,19 @@ def write_report(directory: str, runs, rows, figures=(),
           'the highest accuracy on the split it was chosen on; the table '
           'gives the test accuracy there. images/s: training throughput '
           '(compilation and evaluation excluded); wall: whole run.', '']
-  pairs = tables.paired_rows(runs, paired_with) if paired_with else []
-  if pairs:
-    text += [f'## {paired_with} against each method, paired by seed', '',
-             tables.paired_markdown(paired_with, pairs),
+  families = {m: tables.paired_rows(runs, m) for m in paired_with if m}
+  families = {m: pairs for m, pairs in families.items() if pairs}
+  across = (f', times {len(families)} (Bonferroni across the {len(families)} '
+            'tables of this report)' if len(families) > 1 else '')
+  for reference, pairs in families.items():
+    text += [f'## {reference} against each method, paired by seed', '',
+             tables.paired_markdown(reference, pairs, len(families)),
              'Differences of test top-1 in points, per seed (same seed = '
              'same initialisation, validation split and batch order); 95% '
              'confidence interval of the mean difference from Student t '
              '(not corrected); p-values of the paired t-test, Holm-adjusted '
              f'over the {2 * len(pairs)} comparisons of this table (last and '
-             'best epoch), and the verdicts follow them.', '']
+             f'best epoch){across}, and the verdicts follow them.', '']
   if figures:
     text += ['Figures: ' + ', '.join(f'`{f}`' for f in figures) + '.', '']
   text += [f'TensorBoard: `tensorboard --logdir {directory}`.', '']
@@ -86,7 +95,7 @@ def write_report(directory: str, runs, rows, figures=(),
 
 def make_report(directory: str, *, stats: bool = True,
                 stats_examples: int = 500, tensorboard: bool = True,
-                paired_with: str = 'adain') -> str:
+                paired_with: Sequence[str] = ('adain',)) -> str:
   """Writes the tables, figures and event files of DIR; returns the table."""
   runs = finished_runs.collect(directory)
   if not runs:

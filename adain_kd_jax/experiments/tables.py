@@ -156,21 +156,27 @@ def paired_rows(runs: Sequence[dict[str, Any]], reference: str
   return rows
 
 
-def holm_adjusted(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def holm_adjusted(rows: Sequence[dict[str, Any]], families: int = 1
+                  ) -> list[dict[str, Any]]:
   """Holm-adjusted p-values over the family of every comparison in `rows`
-  (each row's last- and best-epoch difference): rows with 'p_last',
-  'p_best', 'holm_last', 'holm_best' added (None without an interval)."""
+  (each row's last- and best-epoch difference), times `families` (capped at
+  1: Bonferroni across that many tables reported side by side): rows with
+  'p_last', 'p_best', 'holm_last', 'holm_best' added (None without an
+  interval)."""
   p = [(paired.p_value(r['last']),
         paired.p_value(r['best']) if r['best'] else None) for r in rows]
-  flat = paired.holm([x for pair in p for x in pair])
+  flat = [None if x is None else min(1.0, families * x)
+          for x in paired.holm([x for pair in p for x in pair])]
   return [dict(r, p_last=pl, p_best=pb, holm_last=flat[2 * i],
                holm_best=flat[2 * i + 1])
           for i, (r, (pl, pb)) in enumerate(zip(rows, p))]
 
 
-def paired_markdown(reference: str, rows: Sequence[dict[str, Any]]) -> str:
-  """The paired differences as a markdown table (95% CIs, Holm-adjusted
-  p-values over the table's comparisons), then one verdict a row."""
+def paired_markdown(reference: str, rows: Sequence[dict[str, Any]],
+                    families: int = 1) -> str:
+  """The paired differences as a markdown table (95% CIs, p-values
+  Holm-adjusted over the table's comparisons and, for `families` > 1, times
+  the number of tables), then one verdict a row."""
   def cell(d):
     if d is None:
       return '-'
@@ -181,10 +187,11 @@ def paired_markdown(reference: str, rows: Sequence[dict[str, Any]]) -> str:
   def p(x):
     return '-' if x is None else f'{x:.3g}'
 
-  rows = holm_adjusted(rows)
-  lines = [f'| {reference} minus | n | last epoch, mean [95% CI] | Holm p '
-           '(last) | best epoch, mean [95% CI] | Holm p (best) | per-seed '
-           'differences (last) |',
+  rows = holm_adjusted(rows, families)
+  label = 'Holm' if families == 1 else f'Holm x {families}'
+  lines = [f'| {reference} minus | n | last epoch, mean [95% CI] | {label} p '
+           f'(last) | best epoch, mean [95% CI] | {label} p (best) | '
+           'per-seed differences (last) |',
            '|---|---:|---:|---:|---:|---:|---|']
   for r in rows:
     lines.append(f'| {r["method"]} | {r["last"]["n"]} | {cell(r["last"])} | '
@@ -193,7 +200,8 @@ def paired_markdown(reference: str, rows: Sequence[dict[str, Any]]) -> str:
                  + ' '.join(f'{d:+.2f}' for d in r['last']['diffs']) + ' |')
   lines.append('')
   lines += ['- ' + paired.verdict(reference, r['method'], r['last'],
-                                  adjusted_p=r['holm_last'])
+                                  adjusted_p=r['holm_last'],
+                                  correction=f'{label}-adjusted')
             + ' (last epoch)' for r in rows]
   return '\n'.join(lines) + '\n'
 
