@@ -13,6 +13,7 @@ import pytest
 from adain_kd_jax.experiments import finished_runs
 from adain_kd_jax.experiments import plots
 from adain_kd_jax.experiments import report
+from adain_kd_jax.experiments import stats_figures
 from adain_kd_jax.experiments import sweep
 from adain_kd_jax.experiments import tables
 from adain_kd_jax.training import loop
@@ -234,6 +235,30 @@ def test_make_report_writes_everything(sweep_dir):
   assert not glob.glob(os.path.join(sweep_dir, 'stats_scatter_*.png'))
   assert len(glob.glob(os.path.join(sweep_dir, '*', 'seed*', 'tb',
                                     'events.out.tfevents.*'))) == 7
+
+
+def test_committed_stats_cache_stands_in_for_checkpoints(sweep_dir):
+  """Only seed 1 of adain has statistics (a cache, no checkpoints): its
+  scatter is drawn from them; a summary.json trained again voids them."""
+  stats = {'point': 'stage2', 'step': 30,
+           **{k: {'mean': np.arange(4.0) + i, 'std': np.ones(4) * (i + 1)}
+              for i, k in enumerate(('teacher', 'before', 'after'))}}
+  runs = finished_runs.collect(sweep_dir)
+  seed1 = os.path.join(sweep_dir, 'adain', 'seed1')
+  assert stats_figures.scatter_run(runs, 'adain')['seed'] == 0
+  stats_figures.save_stats(seed1, stats)
+  assert stats_figures.scatter_run(runs, 'adain')['seed'] == 1
+  got = stats_figures.cached_stats(seed1)
+  assert got['point'] == 'stage2' and got['step'] == 30
+  np.testing.assert_array_equal(got['after']['mean'], np.arange(4.0) + 2)
+  report.make_report(sweep_dir, tensorboard=False)
+  with open(os.path.join(sweep_dir, 'stats_scatter_adain.png'), 'rb') as f:
+    assert f.read(8) == _PNG
+  assert not os.path.exists(os.path.join(sweep_dir, 'stats_scatter_none.png'))
+  with open(os.path.join(seed1, 'summary.json'), 'a') as f:
+    f.write('\n')
+  assert stats_figures.cached_stats(seed1) is None
+  assert stats_figures.scatter_run(runs, 'adain')['seed'] == 0
 
 
 def test_plots_write_png(sweep_dir, tmp_path):

@@ -24,10 +24,12 @@ workdir), DIR/summary.json and DIR/compare_<method>/summary.json, and writes
   * DIR/stats_scatter_<method>.png (--stats, default on): for each method
     with a connector (stat_l2, adain, ...), the student's channel statistics
     at the first insertion point against the teacher's, before and after
-    training, for its lowest seed. Needs the run's checkpoints, its config
-    (DIR/<method>/seed<k>/config.json, written by the sweep, or
-    DIR/sweep.json) and the test set; cached in the run's
-    insertion_stats.npz. Skipped with a note when any of them is missing.
+    training, for its lowest seed with checkpoints or a cache. Needs the
+    run's checkpoints, its config (DIR/<method>/seed<k>/config.json, written
+    by the sweep, or DIR/sweep.json) and the test set; cached in the run's
+    insertion_stats.npz (valid while its summary.json is unchanged, so a
+    committed cache replaces the checkpoints). Skipped with a note when
+    neither is there.
   * DIR/<method>/seed<k>/tb/: TensorBoard event files of metrics.jsonl
     (`tensorboard --logdir DIR`).
 

@@ -2,9 +2,13 @@
 the first insertion point against the teacher's, before and after training.
 
 Needs the run's checkpoints, its config (config.json, or the sweep's
-sweep.json) and the test set; cached in the run's insertion_stats.npz.
+sweep.json) and the test set; cached in the run's insertion_stats.npz, which
+holds the sha256 of the summary.json it was made for: a committed cache
+stands in for checkpoints that are not committed, and a run trained again
+(a new summary) is measured again.
 """
 
+import hashlib
 import os
 from typing import Any
 
@@ -31,17 +35,43 @@ def run_config(directory: str, run: dict[str, Any]):
       method=run['method'], seed=run['seed'])
 
 
-def _load_stats(path):
+def _summary_sha(run_dir):
+  with open(os.path.join(run_dir, 'summary.json'), 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def cached_stats(run_dir):
+  """The run's cached statistics, or None if there is no cache or it was
+  made for another summary.json (the run was trained again since)."""
+  path = os.path.join(run_dir, STATS_CACHE)
+  if not os.path.exists(path):
+    return None
   with np.load(path) as z:
+    if 'summary_sha256' not in z or str(
+        z['summary_sha256']) != _summary_sha(run_dir):
+      return None
     return {'point': str(z['point']), 'step': int(z['step']),
             **{k: {'mean': z[f'{k}_mean'], 'std': z[f'{k}_std']}
                for k in ('teacher', 'before', 'after')}}
 
 
-def _save_stats(path, stats):
-  np.savez(path, point=stats['point'], step=stats['step'],
+def save_stats(run_dir, stats):
+  np.savez(os.path.join(run_dir, STATS_CACHE), point=stats['point'],
+           step=stats['step'], summary_sha256=_summary_sha(run_dir),
            **{f'{k}_{s}': stats[k][s] for k in ('teacher', 'before', 'after')
               for s in ('mean', 'std')})
+
+
+def scatter_run(runs, method):
+  """The run a method's scatter shows: its lowest seed with a valid cache
+  or with checkpoints (only some runs may keep them), else its lowest."""
+  mine = sorted((r for r in runs if r['method'] == method),
+                key=lambda r: r['seed'])
+  for r in mine:
+    if (cached_stats(r['dir']) is not None
+        or os.path.isdir(os.path.join(r['dir'], 'checkpoints'))):
+      return r
+  return mine[0]
 
 
 def stats_figures(directory: str, runs, num_examples: int) -> list[str]:
@@ -50,13 +80,9 @@ def stats_figures(directory: str, runs, num_examples: int) -> list[str]:
   from adain_kd_jax.data import sources  # pylint: disable=g-import-not-at-top
   names, images = [], {}
   for method in dict.fromkeys(r['method'] for r in runs):
-    run = min((r for r in runs if r['method'] == method),
-              key=lambda r: r['seed'])
-    cache = os.path.join(run['dir'], STATS_CACHE)
-    if (os.path.exists(cache) and os.path.getmtime(cache) >= os.path.getmtime(
-        os.path.join(run['dir'], 'summary.json'))):
-      stats = _load_stats(cache)
-    else:
+    run = scatter_run(runs, method)
+    stats = cached_stats(run['dir'])
+    if stats is None:
       config = run_config(directory, run)
       if config is None or not os.path.isdir(os.path.join(run['dir'],
                                                           'checkpoints')):
@@ -79,7 +105,7 @@ def stats_figures(directory: str, runs, num_examples: int) -> list[str]:
         print(f'No statistics plot for {method}: {type(e).__name__}: {e}',
               flush=True)
         continue
-      _save_stats(cache, stats)
+      save_stats(run['dir'], stats)
     name = f'stats_scatter_{method}.png'
     plots.stats_scatter(
         stats['teacher'], stats['before'], stats['after'],
