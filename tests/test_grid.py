@@ -90,17 +90,20 @@ def test_grid_of_one_is_the_solo_step_bit_for_bit(method, idx_data_dir,
   jax.tree.map(np.testing.assert_array_equal, solo, grid_out)
 
 
-@pytest.mark.parametrize('layout,grid_methods,rtol', [
-    ('loop', _METHODS, 1e-6),
+@pytest.mark.parametrize('layout,grid_methods,rtol,atol', [
+    ('loop', _METHODS, 1e-6, 1e-7),
     # The seeds stacked under vmap: the stateful, the step-dependent and the
     # teacher-sharing terms. Every convolution becomes a grouped one, whose
-    # sums XLA orders otherwise: kd's term was 2.8e-6 off (relative).
-    ('vmap', ('crd', 'none', 'kd', 'adain', 'dkd', 'at'), 1e-5)])
+    # sums XLA orders otherwise: kd's term was 2.8e-6 off (relative). A KL
+    # term's absolute error follows its log-probabilities (order 1), not its
+    # value: dkd's 0.00826 was 2.1e-7 off (2.5e-5 relative) on another CPU,
+    # hence an absolute 1e-6 beside the relative 1e-5.
+    ('vmap', ('crd', 'none', 'kd', 'adain', 'dkd', 'at'), 1e-5, 1e-6)])
 def test_mixed_grid_agrees_with_solo_after_one_step(
-    layout, grid_methods, rtol, idx_data_dir, teacher_export):
+    layout, grid_methods, rtol, atol, idx_data_dir, teacher_export):
   """Every method x 2 seeds in one grid: each member's loss and parameters
   after the first step agree with its solo run (loss terms within 1e-6
-  relative in the loop layout, 1e-5 under vmap)."""
+  relative in the loop layout; 1e-5 relative or 1e-6 absolute under vmap)."""
   configs = [_config(idx_data_dir, teacher_export, m, s)
              for m in grid_methods for s in (0, 1)]
   solo, grid_out = _solo_and_grid(configs, layout=layout)
@@ -108,7 +111,7 @@ def test_mixed_grid_agrees_with_solo_after_one_step(
   for config, (s_state, s_m), (g_state, g_m) in zip(configs, solo, grid_out):
     where = f'{config.method} seed {config.seed}'
     for name in s_m:
-      np.testing.assert_allclose(g_m[name], s_m[name], rtol=rtol, atol=1e-7,
+      np.testing.assert_allclose(g_m[name], s_m[name], rtol=rtol, atol=atol,
                                  err_msg=f'{where}: {name}')
     jax.tree.map(lambda a, b, w=where: np.testing.assert_allclose(
         a, b, rtol=1e-5, atol=1e-6, err_msg=w), g_state.params,
