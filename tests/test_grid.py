@@ -97,13 +97,13 @@ def test_grid_of_one_is_the_solo_step_bit_for_bit(method, idx_data_dir,
     # sums XLA orders otherwise: kd's term was 2.8e-6 off (relative). A KL
     # term's absolute error follows its log-probabilities (order 1), not its
     # value: dkd's 0.00826 was 2.1e-7 off (2.5e-5 relative) on another CPU,
-    # hence an absolute 1e-6 beside the relative 1e-5.
+    # hence an absolute 1e-6 added to the relative 1e-5.
     ('vmap', ('crd', 'none', 'kd', 'adain', 'dkd', 'at'), 1e-5, 1e-6)])
 def test_mixed_grid_agrees_with_solo_after_one_step(
     layout, grid_methods, rtol, atol, idx_data_dir, teacher_export):
   """Every method x 2 seeds in one grid: each member's loss and parameters
   after the first step agree with its solo run (loss terms within 1e-6
-  relative in the loop layout; 1e-5 relative or 1e-6 absolute under vmap)."""
+  relative in the loop layout; within 1e-6 + 1e-5 x the value under vmap)."""
   configs = [_config(idx_data_dir, teacher_export, m, s)
              for m in grid_methods for s in (0, 1)]
   solo, grid_out = _solo_and_grid(configs, layout=layout)
