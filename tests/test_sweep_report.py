@@ -188,6 +188,44 @@ def test_report_gives_one_table_per_reference(sweep_dir):
   assert '| none | 3 | +5.00 [' in md and '| adain | 3 | -5.00 [' in md
 
 
+def test_report_of_chosen_methods_keeps_its_family(sweep_dir):
+  """--rows: the other methods' runs leave the tables, the CSV and the
+  Holm family; --name writes beside report.md instead of over it."""
+  report.make_report(sweep_dir, stats=False, tensorboard=False,
+                     paired_with=('adain',))
+  report.make_report(sweep_dir, stats=False, tensorboard=False,
+                     paired_with=('adain',), methods=('adain', 'none'),
+                     name='report_pair')
+  with open(os.path.join(sweep_dir, 'report_pair.md')) as f:
+    md = f.read()
+  with open(os.path.join(sweep_dir, 'report.md')) as f:
+    full = f.read()
+  assert '| kd |' in full and '| kd |' not in md
+  assert '| none | 3 | +5.00 [' in md
+  # The family is the table's 2 comparisons (none: last and best), so the
+  # last epoch's p is Holm's max(2 x p_best, p_last) = p_last, unchanged.
+  p_last = 1 - 2.5 / np.sqrt(8.25)
+  assert f'Holm-adjusted p={p_last:.3g}' in md
+  assert 'over the 2 comparisons of this table' in md
+  with open(os.path.join(sweep_dir, 'report_pair.csv')) as f:
+    assert [r['method'] for r in csv.DictReader(f)] == ['none', 'adain']
+  with open(os.path.join(sweep_dir, 'report_pair_accuracy_curves.png'),
+            'rb') as f:
+    assert f.read(8) == _PNG
+
+
+def test_report_names_a_missing_method_and_a_bad_name(sweep_dir):
+  with pytest.raises(report.ReportInputError,
+                     match=r'--rows: no finished run of dkd; the methods '
+                           r'with finished runs are none, kd, adain'):
+    report.make_report(sweep_dir, stats=False, tensorboard=False,
+                       methods=('adain', 'dkd'))
+  with pytest.raises(report.ReportInputError, match='--name'):
+    report.make_report(sweep_dir, stats=False, tensorboard=False,
+                       name='sub/report')
+  assert not os.path.exists(os.path.join(sweep_dir, 'report.md'))
+
+
 def test_report_rows_are_directories(tmp_path):
   """A tuning directory: rows are its settings, all of one method."""
   directory = str(tmp_path)

@@ -1,26 +1,31 @@
 r"""Tables and figures of a sweep (see sweep.py): one row per method.
 
   python -m adain_kd_jax.experiments.report runs/sweep [--nostats] \
-      [--notensorboard] [--paired_with=adain,kd]
+      [--notensorboard] [--paired_with=adain,kd] [--rows=none,kd,adain \
+      --name=report_subset]
 
 Reads every DIR/<method>/seed<k>/summary.json (finished runs; unfinished ones
 are left out) with its metrics.jsonl, or, for DIR a single run (train.py's
 workdir), DIR/summary.json and DIR/compare_<method>/summary.json, and writes
 
-  * DIR/report.md and DIR/report.csv: per method the number of seeds, test
-    top-1 at the last epoch and at the best epoch (mean and sample std over
-    seeds, ddof=1; '-' in the markdown and empty in the CSV for one seed),
-    the teacher's test top-1, mean images/s and mean wall time in minutes.
+  * DIR/report.md and DIR/report.csv (NAME.md and NAME.csv with --name):
+    per method the number of seeds, test top-1 at the last epoch and at the
+    best epoch (mean and sample std over seeds, ddof=1; '-' in the markdown
+    and empty in the CSV for one seed), the teacher's test top-1, mean
+    images/s and mean wall time in minutes.
     Accuracies are in %. The best epoch of a run is the evaluation with its
     `best_accuracy`, chosen on the split in `best_on` (val when the run held
     out a validation set, else test); the table reports the *test* accuracy
     at that epoch (with best_on = test, that is `best_accuracy` itself).
     Then, for each method in --paired_with, one table of it minus every
     other method, paired by seed (95% CIs; p-values Holm-adjusted within the
-    table and, with k tables, times k).
-  * DIR/accuracy_curves.png: test accuracy per epoch, mean and min..max band
-    over seeds; where every run evaluated once, a bar per method with its
-    value (and each seed's as a dot).
+    table and, with k tables, times k). With --rows, only those methods'
+    runs enter the tables and the figure, so a family of comparisons fixed
+    in advance stays that family when other methods' runs join DIR.
+  * DIR/accuracy_curves.png (NAME_accuracy_curves.png with --name): test
+    accuracy per epoch, mean and min..max band over seeds; where every run
+    evaluated once, a bar per method with its value (and each seed's as a
+    dot).
   * DIR/stats_scatter_<method>.png (--stats, default on): for each method
     with a connector (stat_l2, adain, ...), the student's channel statistics
     at the first insertion point against the teacher's, before and after
@@ -59,13 +64,44 @@ _PAIRED_WITH = flags.DEFINE_list(
     '(comma-separated) with every other one, paired by seed, one table per '
     'method, with 95% confidence intervals; p-values Holm-adjusted within a '
     'table and, for several tables, times their number (\'\' = off).')
+_ROWS = flags.DEFINE_list(
+    'rows', [], 'Only these methods (comma-separated row names) enter the '
+    'report: its tables, its figure and its Holm families; empty = every '
+    'method with a finished run.')
+_NAME = flags.DEFINE_string(
+    'name', 'report', 'Writes DIR/NAME.md and DIR/NAME.csv (and, unless '
+    'NAME is report, NAME_accuracy_curves.png), so that a subset\'s report '
+    'sits beside the full one.')
 _TENSORBOARD = flags.DEFINE_bool(
     'tensorboard', True, 'Write DIR/<method>/seed<k>/tb/ event files.')
 
 
+class ReportInputError(ValueError):
+  """A flag names something the sweep directory does not have."""
+
+
+def select_methods(runs, methods: Sequence[str]):
+  """The runs of `methods` (all runs when it is empty).
+
+  Raises:
+    ReportInputError: a method has no finished run; names the flag and the
+      methods there are.
+  """
+  if not methods:
+    return list(runs)
+  have = list(dict.fromkeys(r['method'] for r in runs))
+  missing = [m for m in methods if m not in have]
+  if missing:
+    raise ReportInputError(
+        f'--rows: no finished run of {", ".join(missing)}; the methods '
+        f'with finished runs are {", ".join(have)}.')
+  return [r for r in runs if r['method'] in methods]
+
+
 def write_report(directory: str, runs, rows, figures=(),
-                 paired_with: Sequence[str] = ('adain',)) -> None:
-  """Writes DIR/report.md and DIR/report.csv."""
+                 paired_with: Sequence[str] = ('adain',),
+                 name: str = 'report') -> None:
+  """Writes DIR/NAME.md and DIR/NAME.csv."""
   text = [f'# Sweep report: {os.path.abspath(directory)}', '',
           tables.setting_line(runs), '', tables.to_markdown(rows),
           'Test top-1 accuracy, mean ± sample std (ddof=1) over seeds '
@@ -89,31 +125,39 @@ def write_report(directory: str, runs, rows, figures=(),
   if figures:
     text += ['Figures: ' + ', '.join(f'`{f}`' for f in figures) + '.', '']
   text += [f'TensorBoard: `tensorboard --logdir {directory}`.', '']
-  with open(os.path.join(directory, 'report.md'), 'w') as f:
+  with open(os.path.join(directory, f'{name}.md'), 'w') as f:
     f.write('\n'.join(text))
-  with open(os.path.join(directory, 'report.csv'), 'w') as f:
+  with open(os.path.join(directory, f'{name}.csv'), 'w') as f:
     f.write(tables.to_csv(rows))
 
 
 def make_report(directory: str, *, stats: bool = True,
                 stats_examples: int = 500, tensorboard: bool = True,
-                paired_with: Sequence[str] = ('adain',)) -> str:
+                paired_with: Sequence[str] = ('adain',),
+                methods: Sequence[str] = (), name: str = 'report') -> str:
   """Writes the tables, figures and event files of DIR; returns the table."""
+  if not name or os.sep in name or name.startswith('.'):
+    raise ReportInputError(
+        f'--name={name!r}: give a plain file name without a folder or '
+        'extension, e.g. --name=report_decisive.')
   runs = finished_runs.collect(directory)
   if not runs:
     raise FileNotFoundError(
         f'No finished run under {directory}: name a sweep directory '
         '(*/seed*/summary.json) or a run directory (summary.json).')
+  runs = select_methods(runs, methods)
   rows = tables.aggregate(runs)
-  figures = ['accuracy_curves.png']
+  figures = ['accuracy_curves.png' if name == 'report'
+             else f'{name}_accuracy_curves.png']
   plots.accuracy_curves(runs, os.path.join(directory, figures[0]))
   if stats:
     figures += stats_figures.stats_figures(directory, runs, stats_examples)
   if tensorboard:
     for run in runs:
       plots.write_tensorboard(run['dir'])
-  write_report(directory, runs, rows, figures, paired_with=paired_with)
-  print(f'Wrote {directory}/report.md, report.csv and '
+  write_report(directory, runs, rows, figures, paired_with=paired_with,
+               name=name)
+  print(f'Wrote {directory}/{name}.md, {name}.csv and '
         f'{", ".join(figures)}.', flush=True)
   return tables.to_markdown(rows)
 
@@ -128,8 +172,9 @@ def main(argv):
     table = make_report(argv[1], stats=_STATS.value,
                         stats_examples=_STATS_EXAMPLES.value,
                         tensorboard=_TENSORBOARD.value,
-                        paired_with=_PAIRED_WITH.value)
-  except FileNotFoundError as e:
+                        paired_with=_PAIRED_WITH.value,
+                        methods=_ROWS.value, name=_NAME.value)
+  except (FileNotFoundError, ReportInputError) as e:
     # One line on stderr, exit status 2: the directory is wrong, not the usage.
     from adain_kd_jax import cli
     cli.fail(e, argv)
