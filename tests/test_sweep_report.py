@@ -188,6 +188,19 @@ def test_report_gives_one_table_per_reference(sweep_dir):
   assert '| none | 3 | +5.00 [' in md and '| adain | 3 | -5.00 [' in md
 
 
+def test_report_header_names_the_directory_as_given(sweep_dir,
+                                                   monkeypatch):
+  """A report names its directory as the command gave it, never the
+  absolute path of the machine that wrote it."""
+  monkeypatch.chdir(os.path.dirname(sweep_dir))
+  given = os.path.join('.', os.path.basename(sweep_dir), '')
+  report.make_report(given, stats=False, tensorboard=False,
+                     paired_with=('adain',))
+  with open(os.path.join(sweep_dir, 'report.md')) as f:
+    first = f.readline()
+  assert first == f'# Sweep report: {os.path.basename(sweep_dir)}\n', first
+
+
 def test_report_of_chosen_methods_keeps_its_family(sweep_dir):
   """--rows: the other methods' runs leave the tables, the CSV and the
   Holm family; --name writes beside report.md instead of over it."""

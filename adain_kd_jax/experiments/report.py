@@ -102,7 +102,7 @@ def write_report(directory: str, runs, rows, figures=(),
                  paired_with: Sequence[str] = ('adain',),
                  name: str = 'report') -> None:
   """Writes DIR/NAME.md and DIR/NAME.csv."""
-  text = [f'# Sweep report: {os.path.abspath(directory)}', '',
+  text = [f'# Sweep report: {os.path.normpath(directory)}', '',
           tables.setting_line(runs), '', tables.to_markdown(rows),
           'Test top-1 accuracy, mean ± sample std (ddof=1) over seeds '
           "('-': one seed). The best epoch of a run is its evaluation with "
