@@ -25,7 +25,12 @@ finished and skipped, and its committed config.json is what ran.
                                  5-14;
   s1check/<arm>/<setting>/seed100  the S-1 handicap check (CONFIRMATION.md):
                                  larger S-1 weights with a warm-up, and S-1
-                                 added to S at S's weight 1.
+                                 added to S at S's weight 1;
+  gate/<teacher>/e<E>            a wide teacher's first E epochs (the
+                                 teacher recipe, 55,000 images): the gate
+                                 for AdaIN where the tail can judge the std
+                                 (`stats_swap` on its export decides whether
+                                 its full training is worth it).
 An arm is a method with fixed extra settings (the AdaIN variants are arms of
 the method adain). Every arm but `none` gets the same budget: three
 settings on tuning seed 100, which never enters the final grid. P2 reuses
@@ -245,6 +250,19 @@ def _s1_check():
   return runs
 
 
+# A teacher whose tail after S and S-1 is non-linear in the statistics: a
+# wide ResNet (pre-activation: BN + ReLU before pooling in its head), first
+# GATE_EPOCHS epochs only; stats_swap on the export is the gate.
+WIDE_TEACHER = 'wrn_16_2'
+GATE_EPOCHS = 4
+
+
+def _gate():
+  return [PlannedRun(f'gate/{WIDE_TEACHER}/e{GATE_EPOCHS}',
+                     f'configs/fashion_mnist_teacher.py:{WIDE_TEACHER}',
+                     {'num_epochs': float(GATE_EPOCHS)})]
+
+
 def get_plan(workdir):
   """The runs in priority order: the decisive arms first (none, kd,
   logit_mse, the AdaIN arms, adain_kd), then the other baselines; a final
@@ -265,4 +283,4 @@ def get_plan(workdir):
   for arm in p2_arms(workdir):
     if arm in done:
       runs += _final(P2, arm, done[arm])
-  return runs + _confirm(workdir) + _s1_check()
+  return runs + _confirm(workdir) + _s1_check() + _gate()
