@@ -54,26 +54,7 @@ from adain_kd_jax.experiments import plots
 from adain_kd_jax.experiments import stats_figures
 from adain_kd_jax.experiments import tables
 
-_STATS = flags.DEFINE_bool(
-    'stats', True, 'Plot the insertion point statistics (loads JAX, the '
-    'checkpoints, the teacher and the test set).')
-_STATS_EXAMPLES = flags.DEFINE_integer(
-    'stats_examples', 500, 'Test images the statistics are averaged over.')
-_PAIRED_WITH = flags.DEFINE_list(
-    'paired_with', ['adain'], 'report.md compares each of these methods '
-    '(comma-separated) with every other one, paired by seed, one table per '
-    'method, with 95% confidence intervals; p-values Holm-adjusted within a '
-    'table and, for several tables, times their number (\'\' = off).')
-_ROWS = flags.DEFINE_list(
-    'rows', [], 'Only these methods (comma-separated row names) enter the '
-    'report: its tables, its figure and its Holm families; empty = every '
-    'method with a finished run.')
-_NAME = flags.DEFINE_string(
-    'name', 'report', 'Writes DIR/NAME.md and DIR/NAME.csv (and, unless '
-    'NAME is report, NAME_accuracy_curves.png), so that a subset\'s report '
-    'sits beside the full one.')
-_TENSORBOARD = flags.DEFINE_bool(
-    'tensorboard', True, 'Write DIR/<method>/seed<k>/tb/ event files.')
+FLAGS = flags.FLAGS
 
 
 class ReportInputError(ValueError):
@@ -162,6 +143,31 @@ def make_report(directory: str, *, stats: bool = True,
   return tables.to_markdown(rows)
 
 
+def _define_flags():
+  """The command's flags; here, not at import (results/cifar100/run_table.py
+  imports this module and has a --rows of its own)."""
+  flags.DEFINE_bool(
+      'stats', True, 'Plot the insertion point statistics (loads JAX, the '
+      'checkpoints, the teacher and the test set).')
+  flags.DEFINE_integer(
+      'stats_examples', 500, 'Test images the statistics are averaged over.')
+  flags.DEFINE_list(
+      'paired_with', ['adain'], 'report.md compares each of these methods '
+      '(comma-separated) with every other one, paired by seed, one table per '
+      'method, with 95% confidence intervals; p-values Holm-adjusted within a '
+      'table and, for several tables, times their number (\'\' = off).')
+  flags.DEFINE_list(
+      'rows', [], 'Only these methods (comma-separated row names) enter the '
+      'report: its tables, its figure and its Holm families; empty = every '
+      'method with a finished run.')
+  flags.DEFINE_string(
+      'name', 'report', 'Writes DIR/NAME.md and DIR/NAME.csv (and, unless '
+      'NAME is report, NAME_accuracy_curves.png), so that a subset\'s report '
+      'sits beside the full one.')
+  flags.DEFINE_bool(
+      'tensorboard', True, 'Write DIR/<method>/seed<k>/tb/ event files.')
+
+
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError(
@@ -169,11 +175,11 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   try:
-    table = make_report(argv[1], stats=_STATS.value,
-                        stats_examples=_STATS_EXAMPLES.value,
-                        tensorboard=_TENSORBOARD.value,
-                        paired_with=_PAIRED_WITH.value,
-                        methods=_ROWS.value, name=_NAME.value)
+    table = make_report(argv[1], stats=FLAGS.stats,
+                        stats_examples=FLAGS.stats_examples,
+                        tensorboard=FLAGS.tensorboard,
+                        paired_with=FLAGS.paired_with,
+                        methods=FLAGS.rows, name=FLAGS.name)
   except (FileNotFoundError, ReportInputError) as e:
     # One line on stderr, exit status 2: the directory is wrong, not the usage.
     from adain_kd_jax import cli
@@ -183,6 +189,7 @@ def main(argv):
 
 def run():
   """The console script `adain-kd-report`."""
+  _define_flags()
   from adain_kd_jax import cli
   cli.run(main)
 
