@@ -136,7 +136,8 @@ def test_paired_rows_by_hand(sweep_dir):
   assert last['seeds'] == [0, 1, 2]
   assert last['diffs'] == pytest.approx([7.0, 7.0, 1.0])
   assert last['mean'] == pytest.approx(5.0)
-  half = 4.3027 * np.sqrt(12.0) / np.sqrt(3.0)  # std of (7, 7, 1) = sqrt 12
+  # t_{0.975, 2} = 4.3026527297; std of (7, 7, 1) = sqrt 12.
+  half = 4.3026527297 * np.sqrt(12.0) / np.sqrt(3.0)
   assert (last['ci_low'], last['ci_high']) == pytest.approx(
       (5.0 - half, 5.0 + half))
   assert best['diffs'] == pytest.approx([7.0, 4.0, 6.0])
