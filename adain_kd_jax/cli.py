@@ -29,6 +29,7 @@ Imports no JAX.
 """
 
 import contextlib
+import difflib
 import os
 import re
 import sys
@@ -94,6 +95,13 @@ def _text(error: BaseException) -> str:
   if isinstance(error, KeyError) and error.args:
     return str(error.args[0])
   return str(error)
+
+
+def did_you_mean(value: Any, choices: Sequence[str]) -> str:
+  """' Did you mean 'x'?' for the choice closest to a misspelt `value`
+  ('' when none is close)."""
+  close = difflib.get_close_matches(str(value), list(choices), n=1)
+  return f' Did you mean {close[0]!r}?' if close else ''
 
 
 def _one_line(text: str) -> str:

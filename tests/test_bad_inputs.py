@@ -77,7 +77,13 @@ CASES = [
     ('unknown_teacher', {'teacher': 'wrn_10_10'}, ValueError,
      r"config.teacher='wrn_10_10' is invalid: use one of"),
     ('unknown_method', {'method': 'adian'}, ValueError,
-     r"Unknown method 'adian' \(config.method\). Valid methods: .*adain_kd"),
+     r"Unknown method 'adian' \(config.method\). Valid methods: .*adain_kd"
+     r".*\. Did you mean 'adain'\?$"),
+    ('misspelt_model', {'model': 'resnet_8'}, ValueError,
+     r"config.model='resnet_8' is invalid: use one of .*\. Did you mean "
+     r"'resnet8'\?$"),
+    ('misspelt_teacher', {'teacher': 'wrn40_2'}, ValueError,
+     r"config.teacher='wrn40_2' is invalid: .* Did you mean 'wrn_40_2'\?$"),
     ('unknown_dataset', {'dataset': 'cifar1000'}, ValueError,
      r"config.dataset='cifar1000' is invalid: use one of .*cifar100"),
     ('unknown_source', {'data_source': 'hdf5'}, ValueError,
@@ -288,3 +294,14 @@ def test_bad_arrays(images, labels, pattern):
     loader.check_arrays(images, labels, what='x', num_classes=10,
                         image_shape=(28, 28, 1))
 
+
+
+def test_model_registry_suggests_the_closest_name():
+  """models.get_info, which the importer and the tools call, says which
+  name was meant, and suggests nothing when no name is close."""
+  from adain_kd_jax import models  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"Did you mean 'wrn_40_2'\?$"):
+    models.get_info('wrn_40-2')
+  with pytest.raises(ValueError) as info:
+    models.get_info('transformer')
+  assert 'Did you mean' not in str(info.value)

@@ -49,7 +49,8 @@ def _fail(field, value, fix):
 def _one_of(field, value, allowed, quote=False):
   if value not in allowed:
     names = (repr(a) if quote else a for a in allowed)
-    _fail(field, value, f'use one of {", ".join(names)}.')
+    _fail(field, value, f'use one of {", ".join(names)}.'
+          + cli.did_you_mean(value, allowed))
 
 
 def _uses(config, term: str) -> bool:
