@@ -153,6 +153,10 @@ def message(error: BaseException, argv: Sequence[str] = ()) -> str:
   if unknown:
     return unknown
   for e in chain:
+    if isinstance(e, SyntaxError):
+      source = f' in `{e.text.strip()}`' if e.text and e.text.strip() else ''
+      return (f'{e.filename}, line {e.lineno}: {e.msg}{source}; fix the '
+              'file.')
     text = _text(e)
     bad_value = _bad_value(text)
     if bad_value:
@@ -250,8 +254,10 @@ def run(main: Callable[[list[str]], Any],
   def parse(args):
     try:
       return flags.FLAGS(args)
-    except (flags.Error, KeyError, AttributeError, ValueError, OSError) as e:
-      # ml_collections raises KeyError / AttributeError for unknown fields.
+    except (flags.Error, KeyError, AttributeError, ValueError, OSError,
+            SyntaxError) as e:
+      # ml_collections raises KeyError / AttributeError for unknown fields,
+      # and a config file's SyntaxError as it is.
       if _traceback_wanted(args):
         raise
       fail(e, args)

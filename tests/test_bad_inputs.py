@@ -17,6 +17,7 @@ from adain_kd_jax.training import run as run_lib
 from configs import smoke
 from tests.conftest import idx_smoke_config
 from tests.conftest import make_teacher_variables
+from tests.conftest import run_train_py
 
 
 class _Reached(Exception):
@@ -305,3 +306,18 @@ def test_model_registry_suggests_the_closest_name():
   with pytest.raises(ValueError) as info:
     models.get_info('transformer')
   assert 'Did you mean' not in str(info.value)
+
+
+def test_config_file_with_a_syntax_error(tmp_path):
+  """train.py with a config file that does not parse: one line naming the
+  file, the line and the text, exit status 2, no workdir."""
+  (tmp_path / 'configs').mkdir()
+  config = tmp_path / 'configs' / 'typo.py'
+  config.write_text('"""A config."""\n\ndef get_config(:\n  pass\n')
+  workdir = tmp_path / 'run'
+  proc = run_train_py(str(workdir), f'--config={config}')
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr == (
+      f'train.py: error: {config}, line 3: invalid syntax in '
+      '`def get_config(:`; fix the file.\n')
+  assert not workdir.exists()
