@@ -80,6 +80,10 @@ CASES = [
     ('unknown_method', {'method': 'adian'}, ValueError,
      r"Unknown method 'adian' \(config.method\). Valid methods: .*adain_kd"
      r".*\. Did you mean 'adain'\?$"),
+    ('nan_loss_weight', {'loss.adain': float('nan')}, ValueError,
+     r"config.loss.adain=nan is invalid: it must be a finite number"),
+    ('infinite_loss_weight', {'loss.kd': float('inf')}, ValueError,
+     r"config.loss.kd=inf is invalid: it must be a finite number"),
     ('misspelt_model', {'model': 'resnet_8'}, ValueError,
      r"config.model='resnet_8' is invalid: use one of .*\. Did you mean "
      r"'resnet8'\?$"),
