@@ -325,3 +325,49 @@ def test_config_file_with_a_syntax_error(tmp_path):
       f'train.py: error: {config}, line 3: invalid syntax in '
       '`def get_config(:`; fix the file.\n')
   assert not workdir.exists()
+
+
+def _run_importer(tmp_path, *args, env_path=()):
+  """`python -m adain_kd_jax.torch_import.zoo ARGS` (PYTHONPATH `env_path`
+  first); returns the finished process."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from tests.conftest import ROOT  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([*env_path, ROOT]))
+  env.pop('XLA_FLAGS', None)
+  return subprocess.run(
+      [sys.executable, '-m', 'adain_kd_jax.torch_import.zoo', *args],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+      check=False)
+
+
+def test_importer_without_torch_gives_the_install_line(tmp_path):
+  """The importer where torch cannot be imported: one line with the pip
+  command, exit status 2, nothing written."""
+  hidden = tmp_path / 'no_torch'
+  hidden.mkdir()
+  (hidden / 'torch.py').write_text(
+      "raise ImportError('No module named torch')\n")
+  (tmp_path / 'w.pth').write_bytes(b'')
+  proc = _run_importer(tmp_path, '--arch=resnet8', '--checkpoint=w.pth',
+                       '--out=out', '--dataset=cifar100',
+                       env_path=[str(hidden)])
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr == (
+      'zoo.py: error: Reading PyTorch checkpoints needs torch, an optional '
+      'dependency: pip install -r requirements-torch.txt (in a clone) or pip '
+      'install "adain_kd_jax[torch]"\n')
+  assert not (tmp_path / 'out').exists()
+
+
+def test_importer_with_a_truncated_file(tmp_path):
+  """A .pth file cut short (an interrupted download): one line saying so."""
+  pytest.importorskip('torch')
+  (tmp_path / 'w.pth').write_bytes(b'')
+  proc = _run_importer(tmp_path, '--arch=resnet8', '--checkpoint=w.pth',
+                       '--out=out', '--dataset=cifar100')
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr == ("zoo.py: error: Cannot read 'w.pth' as a PyTorch "
+                         'checkpoint (EOFError: truncated); download it '
+                         'again.\n')
+  assert not (tmp_path / 'out').exists()

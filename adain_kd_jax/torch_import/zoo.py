@@ -46,7 +46,8 @@ def _import_torch():
   except ImportError as e:
     raise ImportError(
         'Reading PyTorch checkpoints needs torch, an optional dependency: '
-        'pip install -r requirements-torch.txt') from e
+        'pip install -r requirements-torch.txt (in a clone) or pip install '
+        '"adain_kd_jax[torch]"') from e
   return torch
 
 
@@ -83,6 +84,10 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
         'unpickling them could run code. If you trust the file, re-save its '
         "weights with torch.save(model.state_dict(), path) (or "
         "{'model': model.state_dict()}) and import that.") from e
+  except (EOFError, RuntimeError) as e:
+    raise ValueError(f'Cannot read {path!r} as a PyTorch checkpoint '
+                     f'({type(e).__name__}: {str(e)[:200] or "truncated"}); '
+                     'download it again.') from e
   state_dict = convert.unwrap_state_dict(obj)
   bad = [f'{k} ({type(v).__name__})' for k, v in state_dict.items()
          if not isinstance(v, torch.Tensor)]
@@ -195,9 +200,14 @@ def main(argv: Sequence[str]) -> None:
   for holder in (_ARCH, _CHECKPOINT, _OUT):
     if holder.value is None:
       raise app.UsageError(f'--{holder.name} is required.')
-  meta = import_checkpoint(
-      _ARCH.value, _CHECKPOINT.value, _OUT.value, dataset=_DATASET.value,
-      image_shape=_IMAGE_SHAPE.value, test_accuracy=_TEST_ACCURACY.value)
+  from adain_kd_jax import cli  # pylint: disable=g-import-not-at-top
+  try:
+    with cli.user_errors():  # Bad files and flags: one line, exit status 2.
+      meta = import_checkpoint(
+          _ARCH.value, _CHECKPOINT.value, _OUT.value, dataset=_DATASET.value,
+          image_shape=_IMAGE_SHAPE.value, test_accuracy=_TEST_ACCURACY.value)
+  except ImportError as e:  # torch is missing: the install line.
+    raise app.UsageError(str(e)) from e
   print(f'Imported {meta["model"]} ({meta["num_classes"]} classes, '
         f'{meta["dataset"]}) from {meta["source"]}; wrote the teacher export '
         f'to {os.path.abspath(_OUT.value)}', flush=True)
