@@ -371,3 +371,49 @@ def test_importer_with_a_truncated_file(tmp_path):
                          'checkpoint (EOFError: truncated); download it '
                          'again.\n')
   assert not (tmp_path / 'out').exists()
+
+
+_PLAN = '''
+from adain_kd_jax.experiments.parallel import PlannedRun
+
+
+def get_plan(workdir):
+  del workdir
+  return [PlannedRun('good/seed0', 'configs/smoke.py'),
+          PlannedRun('bad/seed1', 'configs/smoke.py', {OVERRIDES})]
+'''
+
+
+@pytest.mark.parametrize('overrides,pattern', [
+    ("'batch_sise': 32", r"No config field 'batch_sise'\."),
+    ("'loss.kdd': 1.0", r"No config field 'loss\.kdd'\."),
+    ("'batch_size': 0", r'config\.batch_size=0 is invalid: it must be a '
+                        r'positive integer'),
+])
+def test_campaign_plan_with_a_faulty_run(overrides, pattern, tmp_path):
+  """A plan whose second run sets an unknown field or a bad value: one line
+  naming that run and the field, exit status 2, nothing trained."""
+  import re  # pylint: disable=g-import-not-at-top
+  from tests.conftest import run_python  # pylint: disable=g-import-not-at-top
+  plan = tmp_path / 'plan.py'
+  plan.write_text(_PLAN.replace('{OVERRIDES}', '{' + overrides + '}'))
+  workdir = tmp_path / 'runs'
+  proc = run_python('-m', 'adain_kd_jax.experiments.campaign',
+                    f'--plan={plan}', f'--workdir={workdir}', '--list')
+  assert proc.returncode == 2, proc.stderr
+  assert re.fullmatch(r"campaign\.py: error: plan run 'bad/seed1' "
+                      r'\(configs/smoke\.py\): ' + pattern + r'.*\n',
+                      proc.stderr), proc.stderr
+  assert not workdir.exists()
+
+
+def test_campaign_plan_with_a_syntax_error(tmp_path):
+  """A plan file that does not parse: one line with its file and line."""
+  from tests.conftest import run_python  # pylint: disable=g-import-not-at-top
+  plan = tmp_path / 'plan.py'
+  plan.write_text('def get_plan(workdir)\n  return []\n')
+  proc = run_python('-m', 'adain_kd_jax.experiments.campaign',
+                    f'--plan={plan}', f'--workdir={tmp_path / "runs"}')
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr == (f'campaign.py: error: {plan}, line 1: expected '
+                         "':' in `def get_plan(workdir)`; fix the file.\n")
