@@ -417,3 +417,26 @@ def test_campaign_plan_with_a_syntax_error(tmp_path):
   assert proc.returncode == 2, proc.stderr
   assert proc.stderr == (f'campaign.py: error: {plan}, line 1: expected '
                          "':' in `def get_plan(workdir)`; fix the file.\n")
+
+
+def test_mock_data_runs_without_tfds_metadata_warnings(caplog):
+  """tfds warns that its mock sets lack dataset_info.json; a mock run's
+  `run.mock_data` mutes exactly that message, which tfds does raise."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  config = smoke.get_config()
+  config.mock_data = 8
+  config.dataset = 'cifar100'
+
+  def read():
+    tfds.data_source('cifar100', split='test')
+
+  with caplog.at_level('WARNING', logger='absl'):
+    with tfds.testing.mock_data(num_examples=8):
+      read()
+    raised = [r for r in caplog.records if 'dataset_info.json' in r.message]
+    caplog.clear()
+    with run_lib.mock_data(config):
+      read()
+  assert raised  # tfds' own context warns ...
+  assert not [r for r in caplog.records
+              if 'dataset_info.json' in r.message]  # ... the run's does not.
