@@ -120,7 +120,8 @@ def _file_sha256(path: str) -> str:
 def import_checkpoint(arch: str, checkpoint: str, out: str, *,
                       dataset: str = 'cifar100',
                       image_shape: Sequence[int] | None = None,
-                      test_accuracy: float | None = None) -> dict[str, Any]:
+                      test_accuracy: float | None = None,
+                      source: str | None = None) -> dict[str, Any]:
   """Converts a PyTorch checkpoint file and exports it as a teacher.
 
   Args:
@@ -131,6 +132,7 @@ def import_checkpoint(arch: str, checkpoint: str, out: str, *,
       name is checked against the class count and input channels.
     image_shape: (H, W, C); defaults to the data set's.
     test_accuracy: the teacher's test accuracy as a fraction in [0, 1].
+    source: where the file came from, as recorded (default: its path).
 
   Returns:
     The meta written to `out/teacher.json` (without step and checksums).
@@ -170,13 +172,20 @@ def import_checkpoint(arch: str, checkpoint: str, out: str, *,
       'image_shape': list(image_shape),
       'test_accuracy': test_accuracy,
       'imported_from': 'pytorch',
-      'source': os.path.abspath(checkpoint),
+      'source': source or os.path.abspath(checkpoint),
       'source_sha256': _file_sha256(checkpoint),
   }
   checkpoints.save_teacher(out, variables, meta, step=0)
   return meta
 
 
+_ARCHIVE = flags.DEFINE_string(
+    'archive', None, "mdistiller's cifar_teachers.tar as downloaded: import "
+    'every teacher it holds into --out_dir (instead of --arch, --checkpoint '
+    'and --out).')
+_OUT_DIR = flags.DEFINE_string(
+    'out_dir', 'teachers/cifar100', 'With --archive: each teacher goes to '
+    'OUT_DIR/<arch>.')
 _ARCH = flags.DEFINE_enum('arch', None, key_maps.TORCH_MODELS,
                           'Architecture of the checkpoint (registry name).')
 _CHECKPOINT = flags.DEFINE_string(
@@ -197,10 +206,13 @@ _TEST_ACCURACY = flags.DEFINE_float(
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from adain_kd_jax import cli  # pylint: disable=g-import-not-at-top
+  if _ARCHIVE.value:
+    _import_archive(cli)
+    return
   for holder in (_ARCH, _CHECKPOINT, _OUT):
     if holder.value is None:
-      raise app.UsageError(f'--{holder.name} is required.')
-  from adain_kd_jax import cli  # pylint: disable=g-import-not-at-top
+      raise app.UsageError(f'--{holder.name} is required (or --archive).')
   try:
     with cli.user_errors():  # Bad files and flags: one line, exit status 2.
       meta = import_checkpoint(
@@ -211,6 +223,22 @@ def main(argv: Sequence[str]) -> None:
   print(f'Imported {meta["model"]} ({meta["num_classes"]} classes, '
         f'{meta["dataset"]}) from {meta["source"]}; wrote the teacher export '
         f'to {os.path.abspath(_OUT.value)}', flush=True)
+
+
+def _import_archive(cli) -> None:
+  """--archive: every teacher of the archive, one line each."""
+  from adain_kd_jax.torch_import import archive  # pylint: disable=g-import-not-at-top
+  try:
+    with cli.user_errors():
+      status = archive.import_archive(
+          cli.resolve_path(_ARCHIVE.value), _OUT_DIR.value, import_checkpoint,
+          dataset=_DATASET.value, log=lambda line: print(line, flush=True))
+  except ImportError as e:
+    raise app.UsageError(str(e)) from e
+  missing = sorted(set(archive.PUBLISHED_TEST_ACCURACY) - set(status))
+  print(f'{len(status)} teachers in {os.path.abspath(_OUT_DIR.value)}'
+        + (f'; not in the archive: {", ".join(missing)}' if missing else '')
+        + '.', flush=True)
 
 
 def run():
