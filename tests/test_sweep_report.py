@@ -481,3 +481,20 @@ def test_one_evaluation_figure_is_bars_with_values(tmp_path, monkeypatch):
                       lambda self, text, *a, **k: texts.append(text))
   plots.accuracy_curves(finished_runs.collect(workdir), str(tmp_path / 'b.png'))
   assert texts == ['82.34', '70.12']
+
+
+def test_trained_tables_show_only_the_runs_named(sweep_dir):
+  """What a sweep or campaign prints at its end: its directory's table of
+  the runs it trained, the unfinished and the unnamed left out."""
+  named = [os.path.join(sweep_dir, m, f'seed{s}')
+           for m, s in (('none', 0), ('none', 1), ('kd', 1), ('adain', 2))]
+  text = report.trained_tables(named + [str(sweep_dir) + '/missing'])
+  header, table = text.split('\n', 1)
+  assert header == f'{os.path.abspath(sweep_dir)}:'
+  runs = [r for r in finished_runs.collect(sweep_dir)
+          if (r['method'], r['seed']) in {('none', 0), ('none', 1),
+                                          ('adain', 2)}]
+  assert table == tables.to_markdown(tables.aggregate(runs))
+  assert [line.split(' | ')[0] for line in table.splitlines()[2:]
+          if line.startswith('| ')] == ['| none', '| adain']
+  assert report.trained_tables([os.path.join(sweep_dir, 'kd', 'seed1')]) == ''

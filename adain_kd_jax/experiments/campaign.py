@@ -265,6 +265,10 @@ def main(argv):
   for run_dir, value in status.items():
     if value.startswith('failed'):
       print(f'  {run_dir}: {value}; see {run_dir}/log.txt', flush=True)
+  from adain_kd_jax.experiments import report  # pylint: disable=g-import-not-at-top
+  text = report.trained_tables([job.run_dir for job in jobs])
+  if text:
+    print(text, flush=True)
   if FLAGS.archive:
     n = write_archive(FLAGS.archive, jobs)
     print(f'Archive {FLAGS.archive}: {n} entries.', flush=True)

@@ -43,6 +43,7 @@ the statistics scatter by `stats_figures`; this module writes them.
 """
 
 import os
+import re
 from typing import Sequence
 
 from absl import app
@@ -141,6 +142,27 @@ def make_report(directory: str, *, stats: bool = True,
   print(f'Wrote {directory}/{name}.md, {name}.csv and '
         f'{", ".join(figures)}.', flush=True)
   return tables.to_markdown(rows)
+
+
+def trained_tables(run_dirs: Sequence[str]) -> str:
+  """The results table of what `run_dirs` hold, one per directory that
+  holds them (a sweep's DIR for DIR/<method>/seed<k>, else the run itself),
+  with those runs only: what a sweep and a campaign print at their end. ''
+  when none of them has finished."""
+  groups = {}
+  for run_dir in run_dirs:
+    run_dir = os.path.abspath(run_dir)
+    in_sweep = re.fullmatch(r'seed\d+', os.path.basename(run_dir))
+    group = os.path.dirname(os.path.dirname(run_dir)) if in_sweep else run_dir
+    groups.setdefault(group, set()).add(run_dir)
+  parts = []
+  for group, dirs in groups.items():
+    runs = [r for r in (finished_runs.collect(group)
+                        if os.path.isdir(group) else [])
+            if os.path.abspath(r['dir']) in dirs]
+    if runs:
+      parts.append(f'{group}:\n{tables.to_markdown(tables.aggregate(runs))}')
+  return '\n'.join(parts)
 
 
 def _define_flags():
