@@ -498,3 +498,25 @@ def test_trained_tables_show_only_the_runs_named(sweep_dir):
   assert [line.split(' | ')[0] for line in table.splitlines()[2:]
           if line.startswith('| ')] == ['| none', '| adain']
   assert report.trained_tables([os.path.join(sweep_dir, 'kd', 'seed1')]) == ''
+
+
+def test_report_finds_the_teacher_above_the_run(tmp_path, monkeypatch):
+  """The teacher a run recorded as a relative path is found in the clone
+  the run lives in, wherever the package is installed; where it is nowhere,
+  asking for the figure is an error that names the fix."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import cli  # pylint: disable=g-import-not-at-top
+  clone = tmp_path / 'clone'
+  (clone / 'teachers' / 't').mkdir(parents=True)
+  run_dir = clone / 'runs' / 'sweep' / 'adain' / 'seed0'
+  run_dir.mkdir(parents=True)
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(cli, 'project_root', lambda: str(tmp_path / 'site'))
+  config = ml_collections.ConfigDict({'teacher_checkpoint': 'teachers/t'})
+  stats_figures.find_teacher(config, str(run_dir))
+  assert config.teacher_checkpoint == str(clone / 'teachers' / 't')
+  config.teacher_checkpoint = 'teachers/gone'
+  with pytest.raises(FileNotFoundError, match=r"the teacher 'teachers/gone' "
+                     r'that .* recorded is neither above the run nor at .*'
+                     r'site/teachers/gone; .* or pass --nostats\.'):
+    stats_figures.find_teacher(config, str(run_dir))

@@ -33,8 +33,10 @@ workdir), DIR/summary.json and DIR/compare_<method>/summary.json, and writes
     run's checkpoints, its config (DIR/<method>/seed<k>/config.json, written
     by the sweep, or DIR/sweep.json) and the test set; cached in the run's
     insertion_stats.npz (valid while its summary.json is unchanged, so a
-    committed cache replaces the checkpoints). Skipped with a note when
-    neither is there.
+    committed cache replaces the checkpoints). The teacher is the one the run
+    recorded, looked for above the run's directory first (the clone it was
+    trained in, whatever install runs the report). Skipped with a note when
+    something is missing; with --stats given, that is an error instead.
   * DIR/<method>/seed<k>/tb/: TensorBoard event files of metrics.jsonl
     (`tensorboard --logdir DIR`).
 
@@ -116,8 +118,11 @@ def write_report(directory: str, runs, rows, figures=(),
 def make_report(directory: str, *, stats: bool = True,
                 stats_examples: int = 500, tensorboard: bool = True,
                 paired_with: Sequence[str] = ('adain',),
-                methods: Sequence[str] = (), name: str = 'report') -> str:
-  """Writes the tables, figures and event files of DIR; returns the table."""
+                methods: Sequence[str] = (), name: str = 'report',
+                stats_strict: bool = False) -> str:
+  """Writes the tables, figures and event files of DIR; returns the table.
+  With `stats_strict` (--stats given), a statistics plot that cannot be
+  made is an error, not a note."""
   if not name or os.sep in name or name.startswith('.'):
     raise ReportInputError(
         f'--name={name!r}: give a plain file name without a folder or '
@@ -133,7 +138,8 @@ def make_report(directory: str, *, stats: bool = True,
              else f'{name}_accuracy_curves.png']
   plots.accuracy_curves(runs, os.path.join(directory, figures[0]))
   if stats:
-    figures += stats_figures.stats_figures(directory, runs, stats_examples)
+    figures += stats_figures.stats_figures(directory, runs, stats_examples,
+                                           strict=stats_strict)
   if tensorboard:
     for run in runs:
       plots.write_tensorboard(run['dir'])
@@ -201,7 +207,8 @@ def main(argv):
                         stats_examples=FLAGS.stats_examples,
                         tensorboard=FLAGS.tensorboard,
                         paired_with=FLAGS.paired_with,
-                        methods=FLAGS.rows, name=FLAGS.name)
+                        methods=FLAGS.rows, name=FLAGS.name,
+                        stats_strict=FLAGS['stats'].present and FLAGS.stats)
   except (FileNotFoundError, ReportInputError) as e:
     # One line on stderr, exit status 2: the directory is wrong, not the usage.
     from adain_kd_jax import cli
