@@ -287,6 +287,8 @@ def test_sigterm_then_resume_is_bit_identical(grid_table, tmp_path,
   assert 'Preempted: saved step 3' in capsys.readouterr().out
   results = sweep.run_table_as_grid(config, *_TABLE, workdir)
   assert all(r['resumes'] == 1 for r in results.values())
+  # Not a terminal here: progress as lines, never a bar's carriage returns.
+  assert '\r' not in capsys.readouterr().err
   _assert_same_bits(workdir, grid_table)
   results = sweep.run_table_as_grid(config, ('kd',), (0, 2), workdir)
   assert results[('kd', 0)] == 'skipped'

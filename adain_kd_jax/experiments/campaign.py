@@ -101,6 +101,8 @@ def set_field(config: ml_collections.ConfigDict, field: str, value) -> None:
   *parents, leaf = field.split('.')
   node = config
   for part in parents:
+    if part not in node:
+      raise KeyError(f'No config field {field!r}.')
     node = node[part]
   if leaf not in node:
     raise KeyError(f'No config field {field!r}.')
@@ -122,28 +124,46 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
   return out
 
 
+def _run_config(run: parallel.PlannedRun, sets: dict[str, Any], toy: bool,
+                moved) -> ml_collections.ConfigDict:
+  """One run's checked config: the plan's, its overrides, the toy switches
+  and --set."""
+  from adain_kd_jax.training import config_checks
+  config = load_config(run.config)
+  for field, value in {**run.overrides, **(TOY if toy else {}),
+                       **sets}.items():
+    set_field(config, field, value)
+  if toy:
+    config.holdout = 128 if config.holdout else 0
+    config.train_per_class = 32 if config.train_per_class else 0
+    if config.teacher_checkpoint:
+      config.teacher_checkpoint = os.path.abspath(
+          moved(config.teacher_checkpoint))
+  config = run_record.one_run(config)
+  config_checks.check(config)
+  return config
+
+
 def build_jobs(runs: Sequence[parallel.PlannedRun], workdir: str,
                sets: dict[str, Any],
                toy: bool = False) -> list[parallel.Job]:
-  """The parallel.Jobs of a plan (configs built and checked here)."""
-  from adain_kd_jax.training import config_checks
+  """The parallel.Jobs of a plan (configs built and checked here).
+
+  Raises:
+    app.UsageError: a run of the plan is faulty (one line naming the run and
+      the field).
+  """
   # A toy run's teachers go to the workdir, never to the repository's.
   moved = (lambda p: os.path.join(workdir, 'toy', p)) if toy else (
       lambda p: p)
   jobs = []
   for run in runs:
-    config = load_config(run.config)
-    for field, value in {**run.overrides, **(TOY if toy else {}),
-                         **sets}.items():
-      set_field(config, field, value)
-    if toy:
-      config.holdout = 128 if config.holdout else 0
-      config.train_per_class = 32 if config.train_per_class else 0
-      if config.teacher_checkpoint:
-        config.teacher_checkpoint = os.path.abspath(
-            moved(config.teacher_checkpoint))
-    config = run_record.one_run(config)
-    config_checks.check(config)
+    try:
+      config = _run_config(run, sets, toy, moved)
+    except (KeyError, ValueError, OSError, SyntaxError) as e:
+      # A faulty plan: one line naming the run and, in the message, the field.
+      raise app.UsageError(f'plan run {run.name!r} ({run.config}): '
+                           f'{cli.message(e)}') from e
     jobs.append(parallel.Job(
         os.path.join(workdir, run.name), config,
         needs=tuple(moved(p) for p in run.needs),
@@ -209,7 +229,10 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if FLAGS.parallel < 1:
     raise app.UsageError(f'--parallel={FLAGS.parallel} must be >= 1.')
-  runs = _load_module(FLAGS.plan).get_plan(FLAGS.workdir)
+  try:
+    runs = _load_module(FLAGS.plan).get_plan(FLAGS.workdir)
+  except (OSError, SyntaxError) as e:
+    raise app.UsageError(f'--plan={FLAGS.plan}: {cli.message(e)}') from e
   if FLAGS.only:
     runs = [r for r in runs if r.name.startswith(tuple(FLAGS.only))]
   jobs = build_jobs(runs, FLAGS.workdir, parse_sets(FLAGS.set), FLAGS.toy)
@@ -242,6 +265,10 @@ def main(argv):
   for run_dir, value in status.items():
     if value.startswith('failed'):
       print(f'  {run_dir}: {value}; see {run_dir}/log.txt', flush=True)
+  from adain_kd_jax.experiments import report  # pylint: disable=g-import-not-at-top
+  text = report.trained_tables([job.run_dir for job in jobs])
+  if text:
+    print(text, flush=True)
   if FLAGS.archive:
     n = write_archive(FLAGS.archive, jobs)
     print(f'Archive {FLAGS.archive}: {n} entries.', flush=True)
@@ -250,4 +277,4 @@ def main(argv):
 if __name__ == '__main__':
   _define_flags()
   flags.mark_flags_as_required(['plan', 'workdir'])
-  app.run(main)
+  cli.run(main)

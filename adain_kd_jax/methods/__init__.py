@@ -11,6 +11,7 @@ an `Adapter` next to its module) and built by the objective. Nothing else
 knows a method by name. docs/architecture.md walks through it.
 """
 
+from adain_kd_jax import cli
 from adain_kd_jax.methods import adain_terms
 from adain_kd_jax.methods import baseline_terms
 from adain_kd_jax.methods.base import Adapter
@@ -57,7 +58,8 @@ def check_method(method: str, field: str = 'method') -> None:
   """ValueError naming `config.<field>` unless `method` is in METHODS."""
   if method not in METHODS:
     raise ValueError(f'Unknown method {method!r} (config.{field}). Valid '
-                     f'methods: {", ".join(METHODS)}.')
+                     f'methods: {", ".join(METHODS)}.'
+                     + cli.did_you_mean(method, METHODS))
 
 
 def create_terms(config, context: Context) -> tuple[tuple[str, Term, float],

@@ -41,13 +41,13 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
-import tqdm
 
 from adain_kd_jax.data import loader
 from adain_kd_jax.training import grid_step
 from adain_kd_jax.training import loop
 from adain_kd_jax.training import metric_writer
 from adain_kd_jax.training import preemption
+from adain_kd_jax.training import progress as progress_lib
 from adain_kd_jax.training import run as run_lib
 from adain_kd_jax.training import summary as summary_lib
 
@@ -341,9 +341,10 @@ def _train_steps(members: Sequence[_Member], jitted: grid_step.GridSteps,
   config, total_steps = first.config, first.total_steps
   boundaries = (config.log_every_steps, config.checkpoint_every_steps,
                 first.eval_every)
-  progress = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
-                       disable=jax.process_index() != 0, mininterval=2.0,
-                       desc=f'grid of {len(members)}')
+  # A bar on a terminal, lines in a log file (as a solo run's).
+  progress = progress_lib.progress(
+      total=total_steps, initial=start_step, desc=f'grid of {len(members)}',
+      every=config.log_every_steps, disable=jax.process_index() != 0)
   watcher = preemption.PreemptionWatcher(sync_every=config.log_every_steps)
   pending, preempted_at, step = None, None, start_step
   try:

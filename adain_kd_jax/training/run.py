@@ -14,9 +14,11 @@ test the steps that train.
 
 import contextlib
 import dataclasses
+import logging as std_logging
 import os
 from typing import Any
 
+from absl import logging as absl_logging
 import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
@@ -84,12 +86,30 @@ class Run:
       self.checkpointer.close()
 
 
+class _NoMockMetadataWarning(std_logging.Filter):
+  """Drops tfds' "Variant folder ... has no dataset_info.json": its mock sets
+  ship without that file, so tfds says so on every mock run."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return 'has no dataset_info.json' not in record.getMessage()
+
+
+@contextlib.contextmanager
 def mock_data(config: ml_collections.ConfigDict):
-  """tfds.testing.mock_data with config.mock_data examples (0: no mock)."""
+  """tfds.testing.mock_data with config.mock_data examples (0: no mock),
+  without tfds' warning about the mock's missing metadata."""
   if not config.get('mock_data', 0):
-    return contextlib.nullcontext()
+    yield
+    return
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  return tfds.testing.mock_data(num_examples=config.mock_data)
+  quiet = _NoMockMetadataWarning()
+  logger = absl_logging.get_absl_logger()
+  logger.addFilter(quiet)
+  try:
+    with tfds.testing.mock_data(num_examples=config.mock_data):
+      yield
+  finally:
+    logger.removeFilter(quiet)
 
 
 def create_run(config: ml_collections.ConfigDict, workdir: str | None,
