@@ -92,8 +92,8 @@ def _method(config):
   """The distillation method and where its feature terms are taken."""
   # --- Method ---
   # A key of adain_kd_jax.methods.METHODS: none | kd | logit_mse | fitnet | at |
-  # stat_l2 | adain | adain_kd | crd | dkd | vid (each adds up its loss
-  # terms).
+  # stat_l2 | adain | adain_kd | crd | dkd | vid | sp | cc | rkd | pkt (each
+  # adds up its loss terms).
   config.method = 'adain'
   # Feature points (a tuple of stage numbers, 1..S for a model of S stages, or
   # counted from the last stage: 0 = S, -1 = S-1) for adain, stat_l2 and
@@ -150,10 +150,20 @@ def _loss(config):
   # Variational information distillation, summed over every stage (weight 1
   # each; RepDistiller's -b 1 with CE 1 and no KD).
   config.loss.vid = 1.0
+  # Relational baselines, RepDistiller's -b with CE 1 and no KD (-a 0):
+  # similarity-preserving at the last stage output.
+  config.loss.sp = 3000.0
+  # Correlation congruence on the pooled features through linear heads.
+  config.loss.cc = 0.02
+  # Relational KD (distance + angle, weighted by config.rkd) on the pooled
+  # features.
+  config.loss.rkd = 1.0
+  # Probabilistic knowledge transfer on the pooled features.
+  config.loss.pkt = 30000.0
 
 
 def _baselines(config):
-  """The settings of the DKD, CRD and VID baselines."""
+  """The settings of the DKD, CRD, VID, CC and RKD baselines."""
   # DKD (method dkd): loss.dkd * min(epoch / warmup_epochs, 1) *
   # (alpha * TCKD + beta * NCKD), at loss.temperature.
   config.dkd = ml_collections.ConfigDict()
@@ -177,6 +187,15 @@ def _baselines(config):
   # The variance every channel starts at (> eps), as published.
   config.vid.init_pred_var = 5.0
   config.vid.eps = 1e-5  # The variance's floor (> 0), as published.
+  # CC (method cc): the size (>= 1) of its linear heads' embeddings
+  # (RepDistiller's feat_dim).
+  config.cc = ml_collections.ConfigDict()
+  config.cc.dim = 128
+  # RKD (method rkd): the weights (>= 0) of its distance and angle parts
+  # inside loss.rkd (RepDistiller's w_d and w_a).
+  config.rkd = ml_collections.ConfigDict()
+  config.rkd.distance_weight = 25.0
+  config.rkd.angle_weight = 50.0
 
 
 def _optimisation(config):

@@ -5,7 +5,8 @@ Family modules, one test file each:
     statistics L2s, and the terms every method shares (cross-entropy, KD);
   * `baselines`: FitNet, attention transfer, decoupled KD;
   * `crd`: CRD's loss, memory bank and negative sampler;
-  * `vid`: VID's Gaussian likelihood loss and adaptive average pooling.
+  * `vid`: VID's Gaussian likelihood loss and adaptive average pooling;
+  * `relational`: SP, CC, RKD and PKT, relations between a batch's examples.
 This module is their public face: `losses.<name>` for every public name.
 """
 
@@ -48,4 +49,17 @@ from adain_kd_jax.losses.vid import (
     vid_alpha_init,
     vid_variance,
     vid_loss,
+)
+from adain_kd_jax.losses.relational import (
+    NORMALIZE_EPS,
+    PKT_EPS,
+    RKD_DISTANCE_WEIGHT,
+    RKD_ANGLE_WEIGHT,
+    l2_normalize,
+    sp_gram,
+    sp_loss,
+    cc_loss,
+    rkd_pdist,
+    rkd_loss,
+    pkt_loss,
 )

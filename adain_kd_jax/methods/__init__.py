@@ -13,6 +13,7 @@ knows a method by name. docs/architecture.md walks through it.
 
 from adain_kd_jax.methods import adain_terms
 from adain_kd_jax.methods import baseline_terms
+from adain_kd_jax.methods import relational_terms
 from adain_kd_jax.methods.base import Adapter
 from adain_kd_jax.methods.base import Context
 from adain_kd_jax.methods.base import Needs
@@ -33,6 +34,10 @@ TERMS = {
     'crd': baseline_terms.CRD,
     'dkd': baseline_terms.DKD,
     'vid': baseline_terms.VID,
+    'sp': relational_terms.SP,
+    'cc': relational_terms.CC,
+    'rkd': relational_terms.RKD,
+    'pkt': relational_terms.PKT,
 }
 
 # The terms each method adds up, in this order (weights: config.loss).
@@ -48,6 +53,10 @@ METHODS = {
     'crd': ('ce', 'crd'),
     'dkd': ('ce', 'dkd'),
     'vid': ('ce', 'vid'),
+    'sp': ('ce', 'sp'),
+    'cc': ('ce', 'cc'),
+    'rkd': ('ce', 'rkd'),
+    'pkt': ('ce', 'pkt'),
 }
 # The terms that read config.points (feature points with their weights).
 POINT_TERMS = tuple(name for name, cls in TERMS.items() if cls.reads_points)
