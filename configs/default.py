@@ -187,15 +187,14 @@ def _baselines(config):
   # The variance every channel starts at (> eps), as published.
   config.vid.init_pred_var = 5.0
   config.vid.eps = 1e-5  # The variance's floor (> 0), as published.
-  # CC (method cc): the size (>= 1) of its linear heads' embeddings
-  # (RepDistiller's feat_dim).
+  # CC (method cc): linear heads on both networks' pooled features.
   config.cc = ml_collections.ConfigDict()
+  # The size (>= 1) of their embeddings (RepDistiller's feat_dim).
   config.cc.dim = 128
-  # RKD (method rkd): the weights (>= 0) of its distance and angle parts
-  # inside loss.rkd (RepDistiller's w_d and w_a).
+  # RKD (method rkd): its distance and angle parts inside loss.rkd.
   config.rkd = ml_collections.ConfigDict()
-  config.rkd.distance_weight = 25.0
-  config.rkd.angle_weight = 50.0
+  config.rkd.distance_weight = 25.0  # >= 0; RepDistiller's w_d.
+  config.rkd.angle_weight = 50.0  # >= 0; RepDistiller's w_a.
 
 
 def _optimisation(config):
