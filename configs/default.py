@@ -92,8 +92,8 @@ def _method(config):
   """The distillation method and where its feature terms are taken."""
   # --- Method ---
   # A key of adain_kd_jax.methods.METHODS: none | kd | logit_mse | fitnet | at |
-  # stat_l2 | adain | adain_kd | crd | dkd | vid | sp | cc | rkd | pkt (each
-  # adds up its loss terms).
+  # stat_l2 | adain | adain_kd | crd | dkd | vid | sp | cc | rkd | pkt | nst |
+  # dist (each adds up its loss terms).
   config.method = 'adain'
   # Feature points (a tuple of stage numbers, 1..S for a model of S stages, or
   # counted from the last stage: 0 = S, -1 = S-1) for adain, stat_l2 and
@@ -160,10 +160,14 @@ def _loss(config):
   config.loss.rkd = 1.0
   # Probabilistic knowledge transfer on the pooled features.
   config.loss.pkt = 30000.0
+  # Neuron selectivity transfer, summed over every stage (weight 1 each).
+  config.loss.nst = 50.0
+  # DIST (config.dist), its authors' CIFAR-100 kd_loss_weight with CE 1.
+  config.loss.dist = 2.0
 
 
 def _baselines(config):
-  """The settings of the DKD, CRD, VID, CC and RKD baselines."""
+  """The settings of the DKD, CRD, VID, CC, RKD and DIST baselines."""
   # DKD (method dkd): loss.dkd * min(epoch / warmup_epochs, 1) *
   # (alpha * TCKD + beta * NCKD), at loss.temperature.
   config.dkd = ml_collections.ConfigDict()
@@ -195,6 +199,12 @@ def _baselines(config):
   config.rkd = ml_collections.ConfigDict()
   config.rkd.distance_weight = 25.0  # >= 0; RepDistiller's w_d.
   config.rkd.angle_weight = 50.0  # >= 0; RepDistiller's w_a.
+  # DIST (method dist): tau^2 (beta inter + gamma intra) on softmax(z / tau).
+  config.dist = ml_collections.ConfigDict()
+  config.dist.beta = 1.0  # Inter-class relation weight (>= 0).
+  config.dist.gamma = 1.0  # Intra-class relation weight (>= 0).
+  # tau (> 0): 4 on CIFAR-100 (the authors' dist_cifar.yaml: kd dist_t4).
+  config.dist.temperature = 4.0
 
 
 def _optimisation(config):

@@ -1,6 +1,6 @@
-"""SP, CC, RKD and PKT: each loss and its gradient against a float64 numpy
-port of RepDistiller's code, the terms' features and heads, and a few
-training steps of each method."""
+"""SP, CC, RKD, PKT, NST (RepDistiller) and DIST (its authors' code): each
+loss and its gradient against a float64 numpy port of the reference code,
+the terms' features and heads, and a few training steps of each method."""
 
 import jax
 import jax.numpy as jnp
@@ -91,6 +91,56 @@ def _np_pkt(output_net, target_net, eps=1e-7):
       (target_similarity + eps) / (model_similarity + eps)))
 
 
+def _np_adaptive_pool(f, out):
+  """torch's adaptive_avg_pool2d of NCHW to (out, out)."""
+  n, c, h, w = f.shape
+  res = np.zeros((n, c, out, out))
+  for i in range(out):
+    h0, h1 = (i * h) // out, -(-(i + 1) * h // out)
+    for j in range(out):
+      w0, w1 = (j * w) // out, -(-(j + 1) * w // out)
+      res[:, :, i, j] = f[:, :, h0:h1, w0:w1].mean(axis=(2, 3))
+  return res
+
+
+def _np_poly_kernel(a, b):
+  return ((a[:, None] * b[:, :, None]).sum(-1)) ** 2
+
+
+def _np_nst(f_s, f_t):
+  """NST.py, nst_loss (full_loss), on NCHW maps."""
+  s_h, t_h = f_s.shape[2], f_t.shape[2]
+  if s_h > t_h:
+    f_s = _np_adaptive_pool(f_s, t_h)
+  elif s_h < t_h:
+    f_t = _np_adaptive_pool(f_t, s_h)
+  f_s = _np_normalize(f_s.reshape(f_s.shape[0], f_s.shape[1], -1), 2)
+  f_t = _np_normalize(f_t.reshape(f_t.shape[0], f_t.shape[1], -1), 2)
+  return (_np_poly_kernel(f_t, f_t).mean() + _np_poly_kernel(f_s, f_s).mean()
+          - 2 * _np_poly_kernel(f_s, f_t).mean())
+
+
+def _np_softmax(z):
+  e = np.exp(z - z.max(1, keepdims=True))
+  return e / e.sum(1, keepdims=True)
+
+
+def _np_inter(y_s, y_t, eps=1e-8):
+  """dist_kd.py: 1 - mean pearson_correlation of rows."""
+  a = y_s - y_s.mean(1)[:, None]
+  b = y_t - y_t.mean(1)[:, None]
+  cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) *
+                          np.linalg.norm(b, axis=1) + eps)
+  return 1 - cos.mean()
+
+
+def _np_dist(z_s, z_t, beta=1.0, gamma=1.0, tau=4.0):
+  """dist_kd.py, DIST.forward (tau 4: the CIFAR-100 recipe's dist_t4)."""
+  y_s, y_t = _np_softmax(z_s / tau), _np_softmax(z_t / tau)
+  return (beta * tau ** 2 * _np_inter(y_s, y_t) +
+          gamma * tau ** 2 * _np_inter(y_s.T, y_t.T))
+
+
 def _nchw(f):
   return np.transpose(f, (0, 3, 1, 2)) if f.ndim == 4 else f
 
@@ -101,6 +151,12 @@ CASES = {
     'cc': (losses.cc_loss, _np_cc, ((16, 128), (16, 128))),
     'rkd': (losses.rkd_loss, _np_rkd, POOLED),
     'pkt': (losses.pkt_loss, _np_pkt, POOLED),
+    # The zoo's 16x16 and 8x8 stage sizes (the student's map is pooled),
+    # with fewer channels (16, 32) to keep the numpy kernel fast.
+    'nst': (losses.nst_loss, lambda s, t: _np_nst(_nchw(s), _nchw(t)),
+            ((8, 16, 16, 16), (8, 8, 8, 32))),
+    'dist': (lambda s, t: losses.dist_loss(s, t, temperature=4.0), _np_dist,
+             ((16, 100), (16, 100))),
 }
 
 
@@ -108,6 +164,18 @@ def _inputs(shapes, seed):
   rng = np.random.default_rng(seed)
   return [np.maximum(rng.normal(size=s), 0.0) + 0.1 * rng.normal(size=s)
           for s in shapes]
+
+
+def test_nst_at_equal_sizes_and_dist_parts():
+  """NST with no pooling (wrn_16_2 -> wrn_40_2's last stage) against the
+  port; DIST's inter and intra parts weighted as the reference."""
+  f_s, f_t = _inputs(((8, 8, 8, 32), (8, 8, 8, 128)), 4)
+  np.testing.assert_allclose(losses.nst_loss(f_s, f_t),
+                             _np_nst(_nchw(f_s), _nchw(f_t)), rtol=1e-4)
+  z_s, z_t = (3 * z for z in _inputs(((16, 100), (16, 100)), 5))
+  inter, intra = losses.dist_relations(z_s, z_t, 4.0)
+  np.testing.assert_allclose(
+      2.0 * inter + 0.5 * intra, _np_dist(z_s, z_t, 2.0, 0.5), rtol=1e-4)
 
 
 @pytest.mark.parametrize('name', list(CASES))
@@ -172,6 +240,10 @@ def test_bad_shapes_raise():
     losses.rkd_loss(np.ones((4, 8)), np.ones((3, 8)))
   with pytest.raises(ValueError, match='PKT'):
     losses.pkt_loss(np.ones((4, 8)), np.ones((3, 8)))
+  with pytest.raises(ValueError, match='NST'):
+    losses.nst_loss(np.ones((4, 2, 2, 3)), np.ones((3, 2, 2, 3)))
+  with pytest.raises(ValueError, match='DIST'):
+    losses.dist_loss(np.ones((4, 10)), np.ones((4, 11)))
 
 
 def test_cc_heads_are_torch_linear_layers():
@@ -206,6 +278,10 @@ def test_bad_settings_name_the_field():
   config.rkd.angle_weight = -1.0
   with pytest.raises(ValueError, match=r'config.rkd.angle_weight=-1.0'):
     objective.create(config, 10, IMAGE_SHAPE)
+  config = _config('dist')
+  config.dist.temperature = 0.0
+  with pytest.raises(ValueError, match=r'config.dist.temperature=0.0'):
+    objective.create(config, 10, IMAGE_SHAPE)
 
 
 def _batch(seed):
@@ -219,7 +295,8 @@ def _batch(seed):
 def test_term_reads_the_references_features(method):
   """The term's metric is the reference loss on the features RepDistiller
   gives it: SP the last stage maps, RKD and PKT the pooled features, CC the
-  pooled features through its heads."""
+  pooled features through its heads, NST every stage (summed), DIST the
+  logits at tau 4."""
   distiller = objective.create(_config(method), 10, IMAGE_SHAPE)
   assert [(n, w) for n, _, w in distiller.terms] == [
       ('ce', 1.0), (method, float(_config(method).loss[method]))]
@@ -245,6 +322,16 @@ def test_term_reads_the_references_features(method):
         {'params': variables['params']['cc']}, f_s['pre_logits'],
         f_t['pre_logits'])
     expected = ref(f64(e_s), f64(e_t))
+  elif method == 'nst':
+    expected = sum(ref(f64(f_s[f'stage{k}']), f64(f_t[f'stage{k}']))
+                   for k in (1, 2, 3))
+  elif method == 'dist':
+    logits_s = distiller.student.apply(
+        {'params': variables['params']['student'],
+         'batch_stats': variables['batch_stats']['student']},
+        images, train=True, mutable=['batch_stats'])[0][0]
+    logits_t = distiller.teacher.apply(teacher_vars, images, train=False)[0]
+    expected = ref(f64(logits_s), f64(logits_t))
   else:
     expected = ref(f64(f_s['pre_logits']), f64(f_t['pre_logits']))
   # PKT starts near 0 (a KL of nearly equal rows): float32 cancellation.

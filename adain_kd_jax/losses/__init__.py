@@ -6,7 +6,9 @@ Family modules, one test file each:
   * `baselines`: FitNet, attention transfer, decoupled KD;
   * `crd`: CRD's loss, memory bank and negative sampler;
   * `vid`: VID's Gaussian likelihood loss and adaptive average pooling;
-  * `relational`: SP, CC, RKD and PKT, relations between a batch's examples.
+  * `relational`: SP, CC, RKD and PKT, relations between a batch's examples;
+  * `nst`: NST's kernel discrepancy of channel activation patterns;
+  * `dist`: DIST's inter- and intra-class relations of the predictions.
 This module is their public face: `losses.<name>` for every public name.
 """
 
@@ -62,4 +64,13 @@ from adain_kd_jax.losses.relational import (
     rkd_pdist,
     rkd_loss,
     pkt_loss,
+)
+from adain_kd_jax.losses.nst import (
+    nst_poly_kernel,
+    nst_loss,
+)
+from adain_kd_jax.losses.dist import (
+    DIST_EPS,
+    dist_relations,
+    dist_loss,
 )

@@ -38,6 +38,8 @@ TERMS = {
     'cc': relational_terms.CC,
     'rkd': relational_terms.RKD,
     'pkt': relational_terms.PKT,
+    'nst': relational_terms.NST,
+    'dist': relational_terms.DIST,
 }
 
 # The terms each method adds up, in this order (weights: config.loss).
@@ -57,6 +59,8 @@ METHODS = {
     'cc': ('ce', 'cc'),
     'rkd': ('ce', 'rkd'),
     'pkt': ('ce', 'pkt'),
+    'nst': ('ce', 'nst'),
+    'dist': ('ce', 'dist'),
 }
 # The terms that read config.points (feature points with their weights).
 POINT_TERMS = tuple(name for name, cls in TERMS.items() if cls.reads_points)

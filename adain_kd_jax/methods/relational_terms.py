@@ -1,8 +1,9 @@
-"""The terms of the relational baselines: SP, CC, RKD, PKT.
+"""The terms of the relational baselines SP, CC, RKD, PKT, and of NST and
+DIST.
 
 Each as RepDistiller's `train_student.py` and `helper/loops.py` apply it
-(which features, which modules trained with the student); the math is in
-`losses/relational.py`, the published CIFAR-100 weights in
+(which features, which modules trained with the student; DIST as its
+authors' code); the math is in `losses/relational.py`, `nst.py`, `dist.py`, the published CIFAR-100 weights in
 `configs/default.py` and docs/method.md, section "Baselines".
 """
 
@@ -96,3 +97,53 @@ class PKT(base.Term):
   def __call__(self, out):
     return losses.pkt_loss(out.feats_s['pre_logits'],
                            out.feats_t['pre_logits'])
+
+
+@dataclasses.dataclass(frozen=True)
+class NST(base.Term):
+  """Neuron selectivity transfer, as RepDistiller: every stage output
+  (its `feat[1:-1]`, as AT), summed with weight 1 each."""
+  num_stages: int
+
+  @property
+  def needs(self):
+    return base.Needs(teacher=True, same_stages=True)
+
+  @classmethod
+  def from_config(cls, config, context):
+    del config
+    return cls(num_stages=context.num_stages)
+
+  def __call__(self, out):
+    return sum(losses.nst_loss(out.feats_s[f'stage{k}'],
+                               out.feats_t[f'stage{k}'])
+               for k in range(1, self.num_stages + 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class DIST(base.Term):
+  """DIST: inter- and intra-class relations of the predictions at
+  temperature tau (the authors' `DIST`, `config.dist`)."""
+  beta: float = 1.0
+  gamma: float = 1.0
+  temperature: float = 1.0
+
+  @property
+  def needs(self):
+    return base.Needs(teacher=True)
+
+  @classmethod
+  def from_config(cls, config, context):
+    del context
+    beta, gamma = float(config.dist.beta), float(config.dist.gamma)
+    temperature = float(config.dist.temperature)
+    if beta < 0 or gamma < 0 or temperature <= 0:
+      raise ValueError(
+          f'config.dist.beta={beta}, config.dist.gamma={gamma} and '
+          f'config.dist.temperature={temperature}: the weights must be >= 0 '
+          'and the temperature > 0 (published: 1, 1, 4).')
+    return cls(beta=beta, gamma=gamma, temperature=temperature)
+
+  def __call__(self, out):
+    return losses.dist_loss(out.logits_s_NK, out.logits_t_NK, self.beta,
+                            self.gamma, self.temperature)
