@@ -19,7 +19,11 @@ Loss weights of the baselines are those of their published commands (CRD's
 RepDistiller `scripts/run_cifar_distill.sh`; DKD's mdistiller
 `configs/cifar100/dkd/*.yaml`): kd CE 0.1 + KD 0.9 (tau 4); fitnet 100 at
 stage 2, through RepDistiller's hint regressor `ConvReg`
-(`connectors.HintRegressor`) and a plain MSE; at 1000; crd 0.8; dkd CE 1,
+(`connectors.HintRegressor`) and a plain MSE; at 1000; crd 0.8; sp 3000,
+cc 0.02, rkd 1 (distance 25, angle 50), pkt 30000, nst 50 (each with CE
+1, no KD, one recipe for every pair: `configs/default.py`'s weights); dist
+CE 1 + 2 x DIST at tau 4 (hunto/image_classification_sota's
+`configs/strategies/distill/dist_cifar.yaml`, every pair); dkd CE 1,
 alpha 1, beta per pair (`DKD_BETA`: 2 for resnet56 -> resnet20 and
 resnet110 -> resnet32, 6 for wrn_40_2 -> wrn_16_2, wrn_40_2 -> wrn_40_1,
 vgg13 -> vgg8 and vgg13 -> MobileNetV2, 8 for every other pair), T 4,

@@ -81,7 +81,8 @@ def _solo_and_grid(configs, steps=1, layout='loop'):
       r.close()
 
 
-@pytest.mark.parametrize('method', ['kd', 'adain_kd', 'crd'])
+@pytest.mark.parametrize('method', ['kd', 'adain_kd', 'crd', 'sp', 'cc', 'rkd',
+                                    'pkt', 'nst', 'dist'])
 def test_grid_of_one_is_the_solo_step_bit_for_bit(method, idx_data_dir,
                                                   teacher_export):
   """A grid of one member: the same state and metrics bits as the solo step."""
