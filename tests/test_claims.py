@@ -15,6 +15,7 @@ import pytest
 from adain_kd_jax import cli
 from adain_kd_jax.training import claims
 from tests.conftest import ROOT
+from tests.conftest import idx_smoke_config
 from tests.conftest import idx_smoke_flags
 from tests.conftest import run_python
 from tests.conftest import run_train_py
@@ -212,3 +213,48 @@ def test_claims_module_imports_no_jax():
   proc = run_python('-c', 'import sys; from adain_kd_jax.training import '
                     'claims; assert "jax" not in sys.modules')
   assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_campaign_list_shows_a_claimed_run(tmp_path):
+  """campaign --list: a run with a live claim is 'claimed', by whom."""
+  plan = tmp_path / 'plan.py'
+  plan.write_text(textwrap.dedent('''
+      from adain_kd_jax.experiments.parallel import PlannedRun
+      def get_plan(workdir=None):
+        return [PlannedRun(f'kd/seed{s}', 'configs/smoke.py', {'seed': s})
+                for s in (1, 2)]
+  '''))
+  workdir = tmp_path / 'runs'
+  _plant(str(workdir / 'kd/seed2'), age_s=3)
+  proc = run_python('-m', 'adain_kd_jax.experiments.campaign',
+                    f'--plan={plan}', f'--workdir={workdir}', '--list')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = proc.stdout.strip().splitlines()
+  assert lines[0].split() == ['ready', str(workdir / 'kd/seed1')]
+  assert re.match(rf' *claimed  {re.escape(str(workdir / "kd/seed2"))}  '
+                  r'\(by pid 1 on elsewhere \(SLURM job 77\), refreshed '
+                  r'\d+ s ago\)$', lines[1]), lines[1]
+
+
+def test_grid_and_its_packs_leave_a_claimed_run_alone(tmp_path, idx_data_dir,
+                                                      teacher_export):
+  """campaign --grid packs leave a claimed run out; a grid member claimed
+  elsewhere is reported and untouched while the others train."""
+  from adain_kd_jax.experiments import campaign_grid
+  from adain_kd_jax.experiments import parallel
+  from adain_kd_jax.training import grid
+  configs = [idx_smoke_config(idx_data_dir, teacher_export, seed=s,
+                              num_train_steps=2, method='kd')
+             for s in (0, 1)]
+  dirs = [str(tmp_path / f'seed{s}') for s in (0, 1)]
+  _plant(dirs[1], age_s=1)
+  jobs = [parallel.Job(d, c) for d, c in zip(dirs, configs)]
+  assert [[j.run_dir for j in p] for p in campaign_grid.pack(jobs)] == [
+      dirs[:1]]
+  results = grid.train_members(list(zip(configs, dirs)))
+  assert 'test_accuracy' in results[dirs[0]], results
+  assert results[dirs[1]]['claimed'].startswith(f'{dirs[1]} is claimed by '
+                                                'pid 1 on elsewhere')
+  assert os.listdir(dirs[1]) == [claims.CLAIM_FILE]
+  assert claims.read(dirs[1])['token'] == 'planted'
+  assert not os.path.exists(claims.path_of(dirs[0]))

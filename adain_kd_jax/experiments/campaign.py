@@ -17,7 +17,9 @@ checkpoint and stop. A plan may add runs once earlier ones have finished
 (e.g. the final grid once tuning has chosen, `best_on_val`). The next
 invocation skips finished runs (their
 `summary.json` exists) and resumes stopped ones; with the finished runs
-committed, chunks on different machines add up.
+committed, chunks on different machines add up. A run another trainer has
+claimed (training/claims.py: another campaign on the same workdir, a
+train.py) is left to it; `--list` shows it as claimed, by whom.
 
 `--archive` packs every run's summary.json, metrics.jsonl, config.json and
 log.txt, and the exported teachers, into one tar.gz (what comes back from a
@@ -38,6 +40,7 @@ import ml_collections
 
 from adain_kd_jax import cli
 from adain_kd_jax.experiments import parallel
+from adain_kd_jax.training import claims
 from adain_kd_jax.training import run_record
 
 FLAGS = flags.FLAGS
@@ -215,9 +218,11 @@ def main(argv):
   jobs = build_jobs(runs, FLAGS.workdir, parse_sets(FLAGS.set), FLAGS.toy)
   if FLAGS.list:
     for job in jobs:
-      state = ('finished' if job.finished else
+      holder = None if job.finished else claims.holder(job.run_dir)
+      state = ('finished' if job.finished else 'claimed' if holder else
                'ready' if job.ready() else 'waiting')
-      print(f'{state:>8}  {job.run_dir}')
+      print(f'{state:>8}  {job.run_dir}'
+            + (f'  (by {holder})' if holder else ''))
     return
   minutes = FLAGS.minutes or float('inf')
   start = time.time()
