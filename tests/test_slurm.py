@@ -7,6 +7,7 @@ why, only where it cannot start (not root, no apt-get, no package).
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -95,3 +96,73 @@ def test_array_tasks_claim_a_run_once_naming_their_job(slurm, tmp_path):
   assert winner['record']['slurm_job'] == f'{job}_{winners[0]}'
   assert f'(SLURM job {job}_{winners[0]})' in loser['message']
   assert not os.path.exists(run_dir / 'claim.json')
+
+
+def _toy_plan(tmp_path, idx_data_dir):
+  """A teacher, then kd and dkd x seeds 1 and 2 distilled from it."""
+  teacher = str(tmp_path / 'teachers' / 'resnet8')
+  common = {'data_source': 'idx', 'data_dir': idx_data_dir,
+            'train_limit': 0, 'test_limit': 0, 'batch_size': 16,
+            'eval_batch_size': 32, 'num_train_steps': 4,
+            'log_every_steps': 2, 'checkpoint_every_steps': 2,
+            'eval_every_epochs': 100.0, 'dataset': 'fashion_mnist',
+            'holdout': 0, 'compare_to': ''}
+  plan = tmp_path / 'plan.py'
+  plan.write_text(textwrap.dedent(f'''
+      from adain_kd_jax.experiments.parallel import PlannedRun
+      COMMON = {common!r}
+      def get_plan(workdir=None):
+        runs = [PlannedRun('teacher', 'configs/teacher.py',
+                           dict(COMMON, model='resnet8'),
+                           export_to={teacher!r})]
+        for method in ('kd', 'dkd'):
+          for seed in (1, 2):
+            runs.append(PlannedRun(
+                f'{{method}}/seed{{seed}}', 'configs/default.py',
+                dict(COMMON, model='resnet8', teacher='resnet8',
+                     teacher_checkpoint={teacher!r}, method=method,
+                     seed=seed), needs=({teacher!r},)))
+        return runs
+  '''))
+  return str(plan)
+
+
+def _campaign(plan, workdir, *flags_):
+  return subprocess.run(
+      [sys.executable, '-m', 'adain_kd_jax.experiments.campaign',
+       f'--plan={plan}', f'--workdir={workdir}', *flags_], cwd=ROOT,
+      env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+      timeout=300, check=False)
+
+
+@pytest.mark.parametrize('grid', [False, True], ids=['arrays', 'grid'])
+def test_toy_plan_on_slurm_trains_every_run_once(slurm, tmp_path,
+                                                 idx_data_dir, grid):
+  """campaign --slurm: the teacher first, its dependants after it (arrays or
+  grid packs); every run trained once; submitting again submits nothing."""
+  del slurm
+  plan, workdir = _toy_plan(tmp_path, idx_data_dir), tmp_path / 'runs'
+  flags_ = ['--slurm=--time=00:20:00', '--slurm_throttle=2'] + (
+      ['--grid'] if grid else [])
+  proc = _campaign(plan, workdir, *flags_)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'Campaign: 5 runs: 5 submitted' in proc.stdout, proc.stdout
+  [script] = [p.read_text() for p in (workdir / 'slurm').glob(
+      'dependants-*.sbatch')]
+  assert '#SBATCH --dependency=afterok:' in script
+  assert '#SBATCH --array=0-%d%%2' % (0 if grid else 3) in script
+  listed = _campaign(plan, workdir, '--list')
+  assert re.search(r'(queued|running) under job \d+_0', listed.stdout), \
+      listed.stdout
+  again = _campaign(plan, workdir, *flags_)  # Nothing new to submit.
+  assert 'submitted' not in again.stdout, again.stdout
+  for job in set(re.findall(r' under job (\d+)_', listed.stdout)):
+    _wait(job)
+  listed = _campaign(plan, workdir, '--list')
+  assert listed.stdout.count('  finished') == 5, listed.stdout
+  for run in ('teacher', 'kd/seed1', 'kd/seed2', 'dkd/seed1', 'dkd/seed2'):
+    with open(workdir / run / 'metrics.jsonl') as f:
+      steps = [json.loads(l)['step'] for l in f
+               if json.loads(l)['split'] == 'train']
+    assert steps == [2, 4], (run, steps)  # Trained once.
+    assert not (workdir / run / 'claim.json').exists()
