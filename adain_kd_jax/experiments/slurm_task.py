@@ -8,13 +8,27 @@ submission): one run as `parallel.run_jobs` trains it (claimed, a train.py
 child, a teacher's export published), several as one grid
 (campaign_grid.py). Exits 0 only if every run of the task is finished, so
 that `--dependency=afterok` holds a teacher's dependants back otherwise.
+SIGTERM (scancel) and the extra stop signal (preemption.py) are passed on to
+the runs' processes, which save a checkpoint and stop; the next submission
+resumes them.
 """
 
 import json
+import os
+import signal
 import sys
 
 from adain_kd_jax.experiments import parallel
+from adain_kd_jax.training import preemption
 from adain_kd_jax.training import run_record
+
+
+def _forward(signum, frame):
+  """Passes a stop signal (scancel's SIGTERM, the time-limit warning) on to
+  the runs' processes, which save and stop, instead of orphaning them."""
+  del frame
+  signal.signal(signum, signal.SIG_IGN)  # killpg reaches this process too.
+  os.killpg(os.getpgid(0), signum)
 
 
 def main(argv) -> int:
@@ -28,6 +42,9 @@ def main(argv) -> int:
                        run_record.load(e['run_dir'] + '/config.json'),
                        needs=tuple(e['needs']), export_to=e['export_to'])
           for e in entries]
+  for signum in (signal.SIGTERM, preemption.extra_stop_signal()):
+    if signum is not None:
+      signal.signal(signum, _forward)
   log = lambda line: print(line, flush=True)
   if len(jobs) == 1:
     status = parallel.run_jobs(jobs, 1, log=log)
