@@ -17,7 +17,16 @@ checkpoint and stop. A plan may add runs once earlier ones have finished
 (e.g. the final grid once tuning has chosen, `best_on_val`). The next
 invocation skips finished runs (their
 `summary.json` exists) and resumes stopped ones; with the finished runs
-committed, chunks on different machines add up.
+committed, chunks on different machines add up. A run another trainer has
+claimed (training/claims.py: another campaign on the same workdir, a
+train.py) is left to it; `--list` shows it as claimed, by whom.
+
+`--slurm="SBATCH OPTIONS"` submits the unfinished runs to SLURM instead
+(slurm.py: generated job scripts in WORKDIR/slurm/, teachers first, their
+dependants after them, arrays throttled by --slurm_throttle, grids with
+--grid); submitting again submits only what is neither finished, claimed nor
+queued, and `--list` then says which runs are queued or running under which
+job.
 
 `--archive` packs every run's summary.json, metrics.jsonl, config.json and
 log.txt, and the exported teachers, into one tar.gz (what comes back from a
@@ -38,6 +47,8 @@ import ml_collections
 
 from adain_kd_jax import cli
 from adain_kd_jax.experiments import parallel
+from adain_kd_jax.experiments import slurm
+from adain_kd_jax.training import claims
 from adain_kd_jax.training import run_record
 
 FLAGS = flags.FLAGS
@@ -222,6 +233,11 @@ def _define_flags():
                     'grids in this process (campaign_grid.py).')
   flags.DEFINE_bool('list', False, 'List the runs and their state; train '
                     'nothing.')
+  flags.DEFINE_string('slurm', None, 'Submit to SLURM instead of training '
+                      'here: the sbatch options of every job, e.g. '
+                      '"--gres=gpu:1 --time=04:00:00" (slurm.py).')
+  flags.DEFINE_integer('slurm_throttle', 8, 'With --slurm: at most this many '
+                       'tasks of one array at once.')
 
 
 def main(argv):
@@ -237,10 +253,30 @@ def main(argv):
     runs = [r for r in runs if r.name.startswith(tuple(FLAGS.only))]
   jobs = build_jobs(runs, FLAGS.workdir, parse_sets(FLAGS.set), FLAGS.toy)
   if FLAGS.list:
+    if any(os.path.exists(os.path.join(j.run_dir, slurm.SLURM_JSON))
+           for j in jobs):
+      for job, state in zip(jobs, slurm.states(jobs)):
+        print(f'{job.run_dir}  {state}')
+      return
     for job in jobs:
-      state = ('finished' if job.finished else
+      holder = None if job.finished else claims.holder(job.run_dir)
+      state = ('finished' if job.finished else 'claimed' if holder else
                'ready' if job.ready() else 'waiting')
-      print(f'{state:>8}  {job.run_dir}')
+      print(f'{state:>8}  {job.run_dir}'
+            + (f'  (by {holder})' if holder else ''))
+    return
+  if FLAGS.slurm is not None:
+    with cli.user_errors():
+      status = slurm.submit(jobs, FLAGS.workdir, FLAGS.slurm,
+                            FLAGS.slurm_throttle, grid=FLAGS.grid)
+    counts = {}
+    for value in status.values():
+      key = value.split(' by ')[0].split(' under ')[0].split(' as ')[0]
+      key = key.split(' for ')[0]
+      counts[key] = counts.get(key, 0) + 1
+    print(f'Campaign: {len(jobs)} runs: '
+          + ', '.join(f'{n} {k}' for k, n in sorted(counts.items()))
+          + '; `--list` follows them.', flush=True)
     return
   minutes = FLAGS.minutes or float('inf')
   start = time.time()
