@@ -31,6 +31,24 @@ MOCK = ('--config.mock_data=64',)
 # Commands the suite does not run, and why. Their entry points and flags are
 # still checked (test_every_documented_flag_exists).
 NOT_RUN = {
+    'python -m adain_kd_jax.experiments.campaign '
+    '--plan=results/cifar100/plan.py --workdir=/shared/runs '
+    '--slurm=--gres=gpu:1 --time=04:00:00 --slurm_throttle=16 [--grid]':
+        'needs a GPU cluster and CIFAR-100; tests/test_slurm.py submits a '
+        'toy plan through the same --slurm path to the local cluster',
+    'python -m adain_kd_jax.experiments.campaign '
+    '--plan=results/cifar100/plan.py --workdir=/shared/runs --list':
+        "a cluster's shared workdir; tests/test_slurm.py checks --list",
+    'scripts/slurm_local.sh start': 'started by .ci/run and by '
+                                    'tests/test_slurm.py',
+    'python -m adain_kd_jax.experiments.campaign --toy '
+    '--plan=results/fashion_mnist_benchmark/plan.py --workdir=/tmp/toy '
+    '--only=teacher/wrn_40_2,tune/kd/ --slurm=--time=00:30:00':
+        'needs a running SLURM; tests/test_slurm.py submits a toy plan',
+    'python -m adain_kd_jax.experiments.campaign --toy '
+    '--plan=results/fashion_mnist_benchmark/plan.py --workdir=/tmp/toy '
+    '--only=teacher/wrn_40_2,tune/kd/ --list':
+        "lists the toy submission's states; tests/test_slurm.py checks them",
     'python3 -m venv .venv': 'installs; tests/test_package.py installs the '
                              'package',
     '. .venv/bin/activate': 'installs',
