@@ -100,24 +100,12 @@ class PKT(base.Term):
 
 
 @dataclasses.dataclass(frozen=True)
-class NST(base.Term):
+class NST(base.EveryStageTerm):
   """Neuron selectivity transfer, as RepDistiller: every stage output
   (its `feat[1:-1]`, as AT), summed with weight 1 each."""
-  num_stages: int
 
-  @property
-  def needs(self):
-    return base.Needs(teacher=True, same_stages=True)
-
-  @classmethod
-  def from_config(cls, config, context):
-    del config
-    return cls(num_stages=context.num_stages)
-
-  def __call__(self, out):
-    return sum(losses.nst_loss(out.feats_s[f'stage{k}'],
-                               out.feats_t[f'stage{k}'])
-               for k in range(1, self.num_stages + 1))
+  def stage_loss(self, f_s, f_t):
+    return losses.nst_loss(f_s, f_t)
 
 
 @dataclasses.dataclass(frozen=True)
