@@ -8,7 +8,8 @@ Family modules, one test file each:
   * `vid`: VID's Gaussian likelihood loss and adaptive average pooling;
   * `relational`: SP, CC, RKD and PKT, relations between a batch's examples;
   * `nst`: NST's kernel discrepancy of channel activation patterns;
-  * `dist`: DIST's inter- and intra-class relations of the predictions.
+  * `dist`: DIST's inter- and intra-class relations of the predictions;
+  * `kdsvd`: KDSVD's relations of singular vectors across stages.
 This module is their public face: `losses.<name>` for every public name.
 """
 
@@ -73,4 +74,10 @@ from adain_kd_jax.losses.dist import (
     DIST_EPS,
     dist_relations,
     dist_loss,
+)
+from adain_kd_jax.losses.kdsvd import (
+    KDSVD_K,
+    kdsvd_singular,
+    kdsvd_align,
+    kdsvd_loss,
 )
