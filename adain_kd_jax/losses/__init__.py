@@ -9,7 +9,8 @@ Family modules, one test file each:
   * `relational`: SP, CC, RKD and PKT, relations between a batch's examples;
   * `nst`: NST's kernel discrepancy of channel activation patterns;
   * `dist`: DIST's inter- and intra-class relations of the predictions;
-  * `kdsvd`: KDSVD's relations of singular vectors across stages.
+  * `kdsvd`: KDSVD's relations of singular vectors across stages;
+  * `srrl`: SRRL's feature matching and softmax regression.
 This module is their public face: `losses.<name>` for every public name.
 """
 
@@ -80,4 +81,8 @@ from adain_kd_jax.losses.kdsvd import (
     kdsvd_singular,
     kdsvd_align,
     kdsvd_loss,
+)
+from adain_kd_jax.losses.srrl import (
+    srrl_terms,
+    srrl_loss,
 )
