@@ -5,13 +5,15 @@ Two kinds of data set, one interface (`open_data` picks by the registry's
   * `InMemoryData`: the small sets (MNISTs, CIFARs) as uint8 arrays in host
     memory (`sources.load`), batched by index (`batching`), optionally
     copied whole to the devices (`config.device_data`).
-  * `StreamingData`: ImageNet through `tfds.data_source`, JPEGs decoded and
-    augmented (random-resized crop, flip) in grain worker processes
-    (`imagenet`); the devices only normalise.
+  * `StreamingData`: a set too large for memory, read example by example by
+    the input module its registry row names (`DatasetInfo.input_module`;
+    ImageNet's is `imagenet`: JPEGs from `tfds.data_source`, decoded and
+    augmented in grain worker processes); the devices only normalise.
 Both are stateless functions of (seed, step), so a resumed run reads exactly
 what the interrupted one would have.
 """
 
+import importlib
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -121,15 +123,15 @@ class InMemoryData:
 
 
 class StreamingData:
-  """ImageNet: decoded and augmented on the host by worker processes."""
+  """A streamed set, read by the input module its registry row names."""
   streaming = True
 
   def __init__(self, config, process_index: int, process_count: int):
     # config_checks.check has refused holdout and device_data here.
-    # grain is imported by streamed sets only: in-memory runs do without it.
-    # pylint: disable-next=g-import-not-at-top
-    from adain_kd_jax.data import imagenet
-    self._imagenet = imagenet
+    info = registry.get_info(config.dataset)
+    # Imported by name, by streamed sets only: in-memory runs do without
+    # their dependencies (grain for ImageNet).
+    self._module = open_input_module(info)
     self._config = config
     self._host = dict(process_index=process_index,
                       process_count=process_count)
@@ -138,14 +140,13 @@ class StreamingData:
     open_kw = dict(data_dir=config.data_dir or None,
                    download=config.download,
                    skip_decoding=config.decode_in_workers)
-    info = registry.get_info(config.dataset)
-    self._train = imagenet.open_source(info.train_split, **open_kw)
-    self._test = imagenet.open_source(info.test_split, **open_kw)
+    self._train = self._module.open_source(info.train_split, **open_kw)
+    self._test = self._module.open_source(info.test_split, **open_kw)
     self.num_train = len(self._train)
     if config.train_limit:
       self.num_train = min(self.num_train, config.train_limit)
-    self.image_shape = (self._size, self._size, 3)
-    self.train_labels = None  # Not read ahead (1.28M records).
+    self.image_shape = (self._size, self._size, info.image_shape[-1])
+    self.train_labels = None  # Not read ahead (ImageNet: 1.28M records).
     self._open = []
 
   def _track(self, iterator):
@@ -155,7 +156,7 @@ class StreamingData:
   def train_batches(self, start_step: int, *, indices_only: bool = False):
     del indices_only  # device_data is refused in __init__.
     source = sources.First(self._train, self.num_train)
-    return self._track(self._imagenet.train_batches(
+    return self._track(self._module.train_batches(
         source, global_batch_size=self._config.batch_size,
         seed=self._config.seed, start_step=start_step,
         num_workers=self._workers, size=self._size, **self._host))
@@ -165,7 +166,7 @@ class StreamingData:
     if self._config.test_limit:
       n = min(n, self._config.test_limit)
     source = sources.First(self._test, n)
-    return {'test': lambda: self._track(self._imagenet.eval_batches(
+    return {'test': lambda: self._track(self._module.eval_batches(
         source, global_batch_size=self._config.eval_batch_size,
         num_workers=self._workers, size=self._size, **self._host))}
 
@@ -173,6 +174,19 @@ class StreamingData:
     for iterator in self._open:
       iterator.close()
     self._open = []
+
+
+def open_input_module(info: registry.DatasetInfo):
+  """The input module that `info`'s row names, checked for
+  `registry.INPUT_MODULE_API`."""
+  module = importlib.import_module(info.input_module)
+  missing = [name for name in registry.INPUT_MODULE_API
+             if not callable(getattr(module, name, None))]
+  if missing:
+    raise ValueError(
+        f'{info.name}: its input module {info.input_module!r} lacks '
+        f'{", ".join(missing)} (see registry.INPUT_MODULE_API).')
+  return module
 
 
 def open_data(config, process_index: int, process_count: int):

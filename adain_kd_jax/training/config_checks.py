@@ -3,9 +3,9 @@
 `check(config)` runs before any data is read, any model is built or anything
 is compiled (train_lib, the sweep and the campaign call it first). Each error
 is one line naming the field and the fix: `config.x=... is invalid: ...`.
-Allowed values come from the modules that own them (data.registry.DATASETS,
-data.sources.SOURCES, methods.METHODS, models.MODEL_NAMES and DTYPES,
-losses.ADAIN_LOSS_KINDS and ADAIN_STATS, steps.SCHEDULES);
+Allowed values come from the modules that own them (data.registry.DATASETS
+and the sources each row declares, methods.METHODS, models.MODEL_NAMES and
+DTYPES, losses.ADAIN_LOSS_KINDS and ADAIN_STATS, steps.SCHEDULES);
 configs/default.py documents every field.
 
 What needs more than the config is checked where it is known, still before
@@ -78,12 +78,15 @@ def _check_data(config) -> None:
   """dataset, data_source, mock_data, limits, holdout, streaming fields."""
   _one_of('dataset', config.dataset, sorted(registry.DATASETS))
   _one_of('data_source', config.data_source, sources.SOURCES, quote=True)
-  if (config.data_source == 'idx'
-      and registry.DATASETS[config.dataset].idx_subdir is None):
-    idx_sets = sorted(n for n, i in registry.DATASETS.items() if i.idx_subdir)
+  served_by = registry.DATASETS[config.dataset].sources
+  if config.data_source not in served_by:
+    why = ('has no IDX files (only '
+           f'{", ".join(registry.idx_names())} do)'
+           if config.data_source == 'idx' else 'is not served by it')
     _fail('data_source', config.data_source,
-          f'config.dataset={config.dataset!r} has no IDX files (only '
-          f'{", ".join(idx_sets)} do); use --config.data_source=tfds.')
+          f'config.dataset={config.dataset!r} {why}; its registry row '
+          f'declares {", ".join(map(repr, served_by))}: use '
+          f'--config.data_source={served_by[0]}.')
   mock = config.get('mock_data', 0)
   if isinstance(mock, bool) or not isinstance(mock, int) or mock < 0:
     _fail('mock_data', mock, 'use a number of examples (0 = real data).')
