@@ -21,8 +21,19 @@ def get_config():
   config = ml_collections.ConfigDict()
 
   # --- Data ---
-  config.dataset = 'fashion_mnist'  # fashion_mnist | mnist | cifar10 | cifar100
-  config.data_source = 'idx'  # 'idx' (IDX files) or 'tfds' (tfds.data_source).
+  # A registered set (fashion_mnist | mnist | cifar10 | cifar100 |
+  # imagenet2012), or your own by where it is: folder:DIR (DIR/train/<class>/
+  # and DIR/test/<class>/ image folders), npz:FILE.npz (x_train, y_train,
+  # x_test, y_test) or tfds:NAME (any tfds set prepared in data_dir); see
+  # docs/data.md.
+  config.dataset = 'fashion_mnist'
+  # A registered set's source, one its registry row declares: 'idx' (IDX
+  # files) or 'tfds' (tfds.data_source). A set named by path is read by its
+  # kind, and this field is not read.
+  config.data_source = 'idx'
+  # A set named by path only: images of other sizes brought to one,
+  # 'resize:HxW' (bilinear) or 'crop:HxW' (centre); '' = they must share one.
+  config.image_fit = ''
   # '' searches the usual places (see adain_kd_jax/data/sources.py).
   config.data_dir = ''
   config.download = False  # tfds only: without network a download hangs.

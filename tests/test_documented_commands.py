@@ -207,6 +207,22 @@ SCENARIOS = {
         ('python train.py --config=configs/default.py --workdir=runs/kd '
          '--config.method=kd --config.seed=1', TOY),
     ],
+    # docs/data.md: the example files, a run on each kind, the reports.
+    'own_data': [
+        ('python -m adain_kd_jax.data.examples --folder=/tmp/my_images '
+         '--npz=/tmp/my_set.npz', ()),
+        ('python train.py --config=configs/teacher.py --workdir=/tmp/own/folder'
+         ' --config.model=resnet8 --config.dataset=folder:/tmp/my_images '
+         '--config.image_fit=crop:16x16 --config.holdout=40', TOY),
+        ('python train.py --config=configs/teacher.py --workdir=/tmp/own/npz '
+         '--config.model=resnet8 --config.dataset=npz:/tmp/my_set.npz '
+         '--config.holdout=40', TOY),
+        ('python -m adain_kd_jax.experiments.report /tmp/own/folder', ()),
+        ('python -m adain_kd_jax.experiments.report /tmp/own/npz', ()),
+        ('python train.py --config=configs/teacher.py --workdir=/tmp/own/tfds '
+         '--config.model=resnet8 --config.dataset=tfds:cifar10 '
+         '--config.image_fit=resize:24x24 --config.mock_data=64', TOY),
+    ],
     # Two methods, seed 0: each method compiles its own step (about 20 s
     # each here), the other seeds run the same programs; every method's step
     # is tested in tests/test_distill.py and the sweep's table in

@@ -2,8 +2,9 @@
 
 Two kinds of data set, one interface (`open_data` picks by the registry's
 `streamed`):
-  * `InMemoryData`: the small sets (MNISTs, CIFARs) as uint8 arrays in host
-    memory (`sources.load`), batched by index (`batching`), optionally
+  * `InMemoryData`: the small sets (MNISTs, CIFARs, and sets named by path,
+    `own_data`) as uint8 arrays in host memory (`sources.load`,
+    `own_data.load`), batched by index (`batching`), optionally
     copied whole to the devices (`config.device_data`).
   * `StreamingData`: a set too large for memory, read example by example by
     the input module its registry row names (`DatasetInfo.input_module`;
@@ -19,6 +20,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from adain_kd_jax.data import batching
+from adain_kd_jax.data import own_data
 from adain_kd_jax.data import registry
 from adain_kd_jax.data import sources
 
@@ -70,13 +72,7 @@ class InMemoryData:
     self._config = config
     self._host = dict(process_index=process_index,
                       process_count=process_count)
-    info = registry.get_info(config.dataset)
-    kwargs = dict(source=config.data_source,
-                  data_dir=config.data_dir or None, download=config.download)
-    train = sources.load(config.dataset, info.train_split,
-                         limit=config.train_limit or None, **kwargs)
-    test = sources.load(config.dataset, info.test_split,
-                        limit=config.test_limit or None, **kwargs)
+    train, test, own = self._load(config)
     val = None
     if config.holdout:
       if config.holdout >= len(train[0]):
@@ -90,16 +86,41 @@ class InMemoryData:
       # same subset for every run seed, never a validation image.
       train = sources.class_balanced_subset(*train, config.train_per_class,
                                             holdout_seed(config))
+    # A set named by path: its facts from its files, the statistics from
+    # the training part alone (the hold-out and the test set left out).
+    self.info = (registry.get_info(config.dataset) if own is None
+                 else own_data.facts(config.dataset, own, train[0]))
+    # What WORKDIR/dataset.json records (None for a registered set).
+    self.record = None if own is None else own_data.record(
+        self.info, own, len(train[0]), 0 if val is None else len(val[0]))
     self.splits = {'train': train, 'test': test}
     if val is not None:
       self.splits['val'] = val
     for what, (x, y) in self.splits.items():
       check_arrays(x, y, what=f'{config.dataset} {what}',
-                             num_classes=info.num_classes,
-                             image_shape=info.image_shape)
+                   num_classes=self.info.num_classes,
+                   image_shape=self.info.image_shape)
     self.train_images, self.train_labels = train
     self.num_train = len(self.train_images)
     self.image_shape = tuple(self.train_images.shape[1:])
+
+  @staticmethod
+  def _load(config):
+    """(train, test, own_data.Loaded or None), the limits applied."""
+    limits = (config.train_limit or None, config.test_limit or None)
+    if own_data.parse(config.dataset):
+      own = own_data.load(config.dataset, fit=config.image_fit,
+                          data_dir=config.data_dir or None,
+                          download=config.download)
+      train, test = ((x[:n], y[:n]) for (x, y), n in zip(
+          (own.train, own.test), limits))
+      return train, test, own
+    info = registry.get_info(config.dataset)
+    kwargs = dict(source=config.data_source,
+                  data_dir=config.data_dir or None, download=config.download)
+    train, test = (sources.load(config.dataset, split, limit=n, **kwargs)
+                   for split, n in zip(info.splits, limits))
+    return train, test, None
 
   def train_batches(self, start_step: int, *,
                     indices_only: bool = False) -> Iterator[dict[str, Any]]:
@@ -128,7 +149,8 @@ class StreamingData:
 
   def __init__(self, config, process_index: int, process_count: int):
     # config_checks.check has refused holdout and device_data here.
-    info = registry.get_info(config.dataset)
+    info = self.info = registry.get_info(config.dataset)
+    self.record = None
     # Imported by name, by streamed sets only: in-memory runs do without
     # their dependencies (grain for ImageNet).
     self._module = open_input_module(info)
@@ -191,6 +213,7 @@ def open_input_module(info: registry.DatasetInfo):
 
 def open_data(config, process_index: int, process_count: int):
   """The right kind of data for `config.dataset`."""
-  streamed = registry.get_info(config.dataset).streamed
+  streamed = (not own_data.parse(config.dataset)
+              and registry.get_info(config.dataset).streamed)
   kind = StreamingData if streamed else InMemoryData
   return kind(config, process_index, process_count)
