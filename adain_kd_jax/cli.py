@@ -29,6 +29,7 @@ Imports no JAX.
 """
 
 import contextlib
+import difflib
 import os
 import re
 import sys
@@ -96,6 +97,13 @@ def _text(error: BaseException) -> str:
   return str(error)
 
 
+def did_you_mean(value: Any, choices: Sequence[str]) -> str:
+  """' Did you mean 'x'?' for the choice closest to a misspelt `value`
+  ('' when none is close)."""
+  close = difflib.get_close_matches(str(value), list(choices), n=1)
+  return f' Did you mean {close[0]!r}?' if close else ''
+
+
 def _one_line(text: str) -> str:
   return ' '.join(text.split())
 
@@ -145,6 +153,10 @@ def message(error: BaseException, argv: Sequence[str] = ()) -> str:
   if unknown:
     return unknown
   for e in chain:
+    if isinstance(e, SyntaxError):
+      source = f' in `{e.text.strip()}`' if e.text and e.text.strip() else ''
+      return (f'{e.filename}, line {e.lineno}: {e.msg}{source}; fix the '
+              'file.')
     text = _text(e)
     bad_value = _bad_value(text)
     if bad_value:
@@ -242,8 +254,10 @@ def run(main: Callable[[list[str]], Any],
   def parse(args):
     try:
       return flags.FLAGS(args)
-    except (flags.Error, KeyError, AttributeError, ValueError, OSError) as e:
-      # ml_collections raises KeyError / AttributeError for unknown fields.
+    except (flags.Error, KeyError, AttributeError, ValueError, OSError,
+            SyntaxError) as e:
+      # ml_collections raises KeyError / AttributeError for unknown fields,
+      # and a config file's SyntaxError as it is.
       if _traceback_wanted(args):
         raise
       fail(e, args)

@@ -13,7 +13,8 @@ Re-running the same command resumes from the newest checkpoint in --workdir
 see --resume_change). SIGTERM or Ctrl-C saves a checkpoint at the next step
 and stops (exit status 0, or 130 after Ctrl-C); a second Ctrl-C aborts at
 once. A usage or config error prints one line and exits with status 2
-(--traceback: the traceback).
+(--traceback: the traceback), and so does a workdir that another live trainer
+has claimed (WORKDIR/claim.json, training/claims.py): the line names it.
 """
 
 import os

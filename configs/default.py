@@ -92,8 +92,8 @@ def _method(config):
   """The distillation method and where its feature terms are taken."""
   # --- Method ---
   # A key of adain_kd_jax.methods.METHODS: none | kd | logit_mse | fitnet | at |
-  # stat_l2 | adain | adain_kd | crd | dkd | vid (each adds up its loss
-  # terms).
+  # stat_l2 | adain | adain_kd | crd | dkd | vid | sp | cc | rkd | pkt | nst |
+  # dist (each adds up its loss terms).
   config.method = 'adain'
   # Feature points (a tuple of stage numbers, 1..S for a model of S stages, or
   # counted from the last stage: 0 = S, -1 = S-1) for adain, stat_l2 and
@@ -150,10 +150,24 @@ def _loss(config):
   # Variational information distillation, summed over every stage (weight 1
   # each; RepDistiller's -b 1 with CE 1 and no KD).
   config.loss.vid = 1.0
+  # Relational baselines, RepDistiller's -b with CE 1 and no KD (-a 0):
+  # similarity-preserving at the last stage output.
+  config.loss.sp = 3000.0
+  # Correlation congruence on the pooled features through linear heads.
+  config.loss.cc = 0.02
+  # Relational KD (distance + angle, weighted by config.rkd) on the pooled
+  # features.
+  config.loss.rkd = 1.0
+  # Probabilistic knowledge transfer on the pooled features.
+  config.loss.pkt = 30000.0
+  # Neuron selectivity transfer, summed over every stage (weight 1 each).
+  config.loss.nst = 50.0
+  # DIST (config.dist), its authors' CIFAR-100 kd_loss_weight with CE 1.
+  config.loss.dist = 2.0
 
 
 def _baselines(config):
-  """The settings of the DKD, CRD and VID baselines."""
+  """The settings of the DKD, CRD, VID, CC, RKD and DIST baselines."""
   # DKD (method dkd): loss.dkd * min(epoch / warmup_epochs, 1) *
   # (alpha * TCKD + beta * NCKD), at loss.temperature.
   config.dkd = ml_collections.ConfigDict()
@@ -177,6 +191,20 @@ def _baselines(config):
   # The variance every channel starts at (> eps), as published.
   config.vid.init_pred_var = 5.0
   config.vid.eps = 1e-5  # The variance's floor (> 0), as published.
+  # CC (method cc): linear heads on both networks' pooled features.
+  config.cc = ml_collections.ConfigDict()
+  # The size (>= 1) of their embeddings (RepDistiller's feat_dim).
+  config.cc.dim = 128
+  # RKD (method rkd): its distance and angle parts inside loss.rkd.
+  config.rkd = ml_collections.ConfigDict()
+  config.rkd.distance_weight = 25.0  # >= 0; RepDistiller's w_d.
+  config.rkd.angle_weight = 50.0  # >= 0; RepDistiller's w_a.
+  # DIST (method dist): tau^2 (beta inter + gamma intra) on softmax(z / tau).
+  config.dist = ml_collections.ConfigDict()
+  config.dist.beta = 1.0  # Inter-class relation weight (>= 0).
+  config.dist.gamma = 1.0  # Intra-class relation weight (>= 0).
+  # tau (> 0): 4 on CIFAR-100 (the authors' dist_cifar.yaml: kd dist_t4).
+  config.dist.temperature = 4.0
 
 
 def _optimisation(config):

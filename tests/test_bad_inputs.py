@@ -17,6 +17,7 @@ from adain_kd_jax.training import run as run_lib
 from configs import smoke
 from tests.conftest import idx_smoke_config
 from tests.conftest import make_teacher_variables
+from tests.conftest import run_train_py
 
 
 class _Reached(Exception):
@@ -77,7 +78,17 @@ CASES = [
     ('unknown_teacher', {'teacher': 'wrn_10_10'}, ValueError,
      r"config.teacher='wrn_10_10' is invalid: use one of"),
     ('unknown_method', {'method': 'adian'}, ValueError,
-     r"Unknown method 'adian' \(config.method\). Valid methods: .*adain_kd"),
+     r"Unknown method 'adian' \(config.method\). Valid methods: .*adain_kd"
+     r".*\. Did you mean 'adain'\?$"),
+    ('nan_loss_weight', {'loss.adain': float('nan')}, ValueError,
+     r"config.loss.adain=nan is invalid: it must be a finite number"),
+    ('infinite_loss_weight', {'loss.kd': float('inf')}, ValueError,
+     r"config.loss.kd=inf is invalid: it must be a finite number"),
+    ('misspelt_model', {'model': 'resnet_8'}, ValueError,
+     r"config.model='resnet_8' is invalid: use one of .*\. Did you mean "
+     r"'resnet8'\?$"),
+    ('misspelt_teacher', {'teacher': 'wrn40_2'}, ValueError,
+     r"config.teacher='wrn40_2' is invalid: .* Did you mean 'wrn_40_2'\?$"),
     ('unknown_dataset', {'dataset': 'cifar1000'}, ValueError,
      r"config.dataset='cifar1000' is invalid: use one of .*cifar100"),
     ('unknown_source', {'data_source': 'hdf5'}, ValueError,
@@ -288,3 +299,144 @@ def test_bad_arrays(images, labels, pattern):
     loader.check_arrays(images, labels, what='x', num_classes=10,
                         image_shape=(28, 28, 1))
 
+
+
+def test_model_registry_suggests_the_closest_name():
+  """models.get_info, which the importer and the tools call, says which
+  name was meant, and suggests nothing when no name is close."""
+  from adain_kd_jax import models  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"Did you mean 'wrn_40_2'\?$"):
+    models.get_info('wrn_40-2')
+  with pytest.raises(ValueError) as info:
+    models.get_info('transformer')
+  assert 'Did you mean' not in str(info.value)
+
+
+def test_config_file_with_a_syntax_error(tmp_path):
+  """train.py with a config file that does not parse: one line naming the
+  file, the line and the text, exit status 2, no workdir."""
+  (tmp_path / 'configs').mkdir()
+  config = tmp_path / 'configs' / 'typo.py'
+  config.write_text('"""A config."""\n\ndef get_config(:\n  pass\n')
+  workdir = tmp_path / 'run'
+  proc = run_train_py(str(workdir), f'--config={config}')
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr == (
+      f'train.py: error: {config}, line 3: invalid syntax in '
+      '`def get_config(:`; fix the file.\n')
+  assert not workdir.exists()
+
+
+def _run_importer(tmp_path, *args, env_path=()):
+  """`python -m adain_kd_jax.torch_import.zoo ARGS` (PYTHONPATH `env_path`
+  first); returns the finished process."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from tests.conftest import ROOT  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([*env_path, ROOT]))
+  env.pop('XLA_FLAGS', None)
+  return subprocess.run(
+      [sys.executable, '-m', 'adain_kd_jax.torch_import.zoo', *args],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+      check=False)
+
+
+def test_importer_without_torch_gives_the_install_line(tmp_path):
+  """The importer where torch cannot be imported: one line with the pip
+  command, exit status 2, nothing written."""
+  hidden = tmp_path / 'no_torch'
+  hidden.mkdir()
+  (hidden / 'torch.py').write_text(
+      "raise ImportError('No module named torch')\n")
+  (tmp_path / 'w.pth').write_bytes(b'')
+  proc = _run_importer(tmp_path, '--arch=resnet8', '--checkpoint=w.pth',
+                       '--out=out', '--dataset=cifar100',
+                       env_path=[str(hidden)])
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr == (
+      'zoo.py: error: Reading PyTorch checkpoints needs torch, an optional '
+      'dependency: pip install -r requirements-torch.txt (in a clone) or pip '
+      'install "adain_kd_jax[torch]"\n')
+  assert not (tmp_path / 'out').exists()
+
+
+def test_importer_with_a_truncated_file(tmp_path):
+  """A .pth file cut short (an interrupted download): one line saying so."""
+  pytest.importorskip('torch')
+  (tmp_path / 'w.pth').write_bytes(b'')
+  proc = _run_importer(tmp_path, '--arch=resnet8', '--checkpoint=w.pth',
+                       '--out=out', '--dataset=cifar100')
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr == ("zoo.py: error: Cannot read 'w.pth' as a PyTorch "
+                         'checkpoint (EOFError: truncated); download it '
+                         'again.\n')
+  assert not (tmp_path / 'out').exists()
+
+
+_PLAN = '''
+from adain_kd_jax.experiments.parallel import PlannedRun
+
+
+def get_plan(workdir):
+  del workdir
+  return [PlannedRun('good/seed0', 'configs/smoke.py'),
+          PlannedRun('bad/seed1', 'configs/smoke.py', {OVERRIDES})]
+'''
+
+
+@pytest.mark.parametrize('overrides,pattern', [
+    ("'batch_sise': 32", r"No config field 'batch_sise'\."),
+    ("'loss.kdd': 1.0", r"No config field 'loss\.kdd'\."),
+    ("'batch_size': 0", r'config\.batch_size=0 is invalid: it must be a '
+                        r'positive integer'),
+])
+def test_campaign_plan_with_a_faulty_run(overrides, pattern, tmp_path):
+  """A plan whose second run sets an unknown field or a bad value: one line
+  naming that run and the field, exit status 2, nothing trained."""
+  import re  # pylint: disable=g-import-not-at-top
+  from tests.conftest import run_python  # pylint: disable=g-import-not-at-top
+  plan = tmp_path / 'plan.py'
+  plan.write_text(_PLAN.replace('{OVERRIDES}', '{' + overrides + '}'))
+  workdir = tmp_path / 'runs'
+  proc = run_python('-m', 'adain_kd_jax.experiments.campaign',
+                    f'--plan={plan}', f'--workdir={workdir}', '--list')
+  assert proc.returncode == 2, proc.stderr
+  assert re.fullmatch(r"campaign\.py: error: plan run 'bad/seed1' "
+                      r'\(configs/smoke\.py\): ' + pattern + r'.*\n',
+                      proc.stderr), proc.stderr
+  assert not workdir.exists()
+
+
+def test_campaign_plan_with_a_syntax_error(tmp_path):
+  """A plan file that does not parse: one line with its file and line."""
+  from tests.conftest import run_python  # pylint: disable=g-import-not-at-top
+  plan = tmp_path / 'plan.py'
+  plan.write_text('def get_plan(workdir)\n  return []\n')
+  proc = run_python('-m', 'adain_kd_jax.experiments.campaign',
+                    f'--plan={plan}', f'--workdir={tmp_path / "runs"}')
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr == (f'campaign.py: error: {plan}, line 1: expected '
+                         "':' in `def get_plan(workdir)`; fix the file.\n")
+
+
+def test_mock_data_runs_without_tfds_metadata_warnings(caplog):
+  """tfds warns that its mock sets lack dataset_info.json; a mock run's
+  `run.mock_data` mutes exactly that message, which tfds does raise."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  config = smoke.get_config()
+  config.mock_data = 8
+  config.dataset = 'cifar100'
+
+  def read():
+    tfds.data_source('cifar100', split='test')
+
+  with caplog.at_level('WARNING', logger='absl'):
+    with tfds.testing.mock_data(num_examples=8):
+      read()
+    raised = [r for r in caplog.records if 'dataset_info.json' in r.message]
+    caplog.clear()
+    with run_lib.mock_data(config):
+      read()
+  assert raised  # tfds' own context warns ...
+  assert not [r for r in caplog.records
+              if 'dataset_info.json' in r.message]  # ... the run's does not.

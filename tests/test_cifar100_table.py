@@ -12,7 +12,7 @@ TABLE = campaign._load_module('results/cifar100/run_table.py')
 
 
 def test_plan_is_every_row_method_and_seed_with_the_recipe():
-  """Teachers not imported first, then 11 rows x 8 methods x 3 seeds, each
+  """Teachers not imported first, then 11 rows x 10 arms x 3 seeds, each
   the row's published config; only `none` starts without its teacher."""
   runs = PLAN.get_plan('w')
   teachers = [r for r in runs if r.name.startswith('teacher/')]
@@ -26,6 +26,14 @@ def test_plan_is_every_row_method_and_seed_with_the_recipe():
   assert run.overrides == {'seed': 2}
   assert run.needs == ('teachers/cifar100/vgg13',)
   assert next(r for r in rows if r.name == 'vgg13-vgg8/none/seed0').needs == ()
+  # The low-data benchmark's decisive arms are in the table: the authors'
+  # form is an arm of adain with its settings, logit_mse a method.
+  authors = next(r for r in rows if r.name == 'vgg13-vgg8/adain_authors/seed1')
+  assert authors.config.endswith('method=adain')
+  assert authors.overrides == {'points': (0,), 'connector_relu': True,
+                               'loss.adain': 1.0, 'loss.stat_mean': 1.0,
+                               'seed': 1}
+  assert {'logit_mse', 'adain', 'adain_kd'} <= set(PLAN.METHODS)
 
 
 def test_bad_row_names_the_flag_and_the_fix():

@@ -58,3 +58,15 @@ def test_committed_report_is_rebuilt_from_committed_runs(path):
         'give; rerun the report command of its README')
   with open(path.with_suffix('.csv'), newline='') as f:
     assert f.read() == tables.to_csv(rows), os.fspath(path)
+
+
+_ABSOLUTE_PATH = re.compile(r'(?:^|[\s(`\'"=:])(/(?:[\w.+-]+/)+[\w.+-]*)')
+
+
+@pytest.mark.parametrize('path', _REPORTS,
+                         ids=[str(p.relative_to(_ROOT)) for p in _REPORTS])
+def test_committed_report_names_no_absolute_path(path):
+  """A committed report names its runs relative to where it was made, so
+  it does not carry the path of the machine that wrote it."""
+  found = _ABSOLUTE_PATH.findall(path.read_text())
+  assert not found, f'{path}: absolute paths {found[:3]}; rerun its command'

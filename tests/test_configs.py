@@ -71,9 +71,12 @@ def test_recipe_matches_the_benchmark():
   assert (config.loss.ce, config.loss.kd) == (0.1, 0.9)
   low = cifar100_distill.get_config(_arg('vgg13', 'MobileNetV2', 'crd'))
   assert low.learning_rate == 0.01 and low.loss.crd == 0.8
-  assert low.points == (-1,)  # S-1: stage 3 of the 4-stage MobileNetV2.
+  assert low.points == (0,)  # S: stage 4 of the 4-stage MobileNetV2.
   low.method = 'adain'
-  assert objective.create(low, 100, (32, 32, 3)).term['adain'].points == (3,)
+  assert objective.create(low, 100, (32, 32, 3)).term['adain'].points == (4,)
+  adain = cifar100_distill.get_config(_arg('vgg13', 'vgg8', 'adain'))
+  adain_kd = cifar100_distill.get_config(_arg('vgg13', 'vgg8', 'adain_kd'))
+  assert (adain.loss.adain, adain_kd.loss.adain) == (1.0, 0.03)
   assert cifar100_distill.get_config(_arg('vgg13', 'vgg8',
                                           'fitnet')).points == (2,)
 

@@ -209,3 +209,26 @@ def test_sigterm_asks_to_stop_and_is_not_an_interrupt():
   finally:
     watcher.close()
   assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_sigusr1_asks_to_stop_as_sigterm_does(monkeypatch):
+  """SIGUSR1 (SLURM's time-limit warning) stops at the next step; another
+  signal may be named, or none, and a bad name says how to fix it."""
+  monkeypatch.delenv(preemption.STOP_SIGNAL_ENV, raising=False)
+  previous = signal.getsignal(signal.SIGUSR1)
+  watcher = preemption.PreemptionWatcher(sync_every=1)
+  try:
+    assert not watcher.should_stop(1)
+    signal.raise_signal(signal.SIGUSR1)
+    assert watcher.should_stop(2) and not watcher.interrupted
+  finally:
+    watcher.close()
+  assert signal.getsignal(signal.SIGUSR1) is previous
+  monkeypatch.setenv(preemption.STOP_SIGNAL_ENV, 'usr2')
+  assert preemption.stop_signals()[-1] == signal.SIGUSR2
+  monkeypatch.setenv(preemption.STOP_SIGNAL_ENV, 'none')
+  assert preemption.stop_signals() == (signal.SIGTERM, signal.SIGINT)
+  monkeypatch.setenv(preemption.STOP_SIGNAL_ENV, 'USR9')
+  with pytest.raises(ValueError, match=r"ADAIN_KD_STOP_SIGNAL='USR9' names "
+                     r'no signal; use e\.g\. USR1'):
+    preemption.stop_signals()

@@ -420,3 +420,76 @@ def test_load_state_dict_rejects_non_tensors(torch_zoo, tmp_path):
   with pytest.raises(ValueError, match=r'2 entr.* not tensors \[note \(str\), '
                      r'n \(int\)\]'):
     import_torch.load_state_dict(path)
+
+
+def test_archive_imports_every_teacher_in_one_command(torch_checkpoints,
+                                                      tmp_path):
+  """mdistiller's cifar_teachers.tar layout, as downloaded: one command
+  imports each teacher with the same logits and the published accuracy for
+  the CRD table's, records the member it came from, and skips what is
+  already there on a second run."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import tarfile  # pylint: disable=g-import-not-at-top
+  from tests.conftest import ROOT  # pylint: disable=g-import-not-at-top
+  archive = tmp_path / 'cifar_teachers.tar'
+  with tarfile.open(archive, 'w') as tar:
+    for name in ('resnet8', 'wrn_16_2'):
+      tar.add(torch_checkpoints(name)[0],
+              arcname=f'cifar_teachers/{name}_vanilla/ckpt_epoch_240.pth')
+    readme = tmp_path / 'README'
+    readme.write_text('not a checkpoint')
+    tar.add(readme, arcname='cifar_teachers/README')
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  env.pop('XLA_FLAGS', None)
+  command = [sys.executable, '-m', 'adain_kd_jax.torch_import.zoo',
+             f'--archive={archive}', '--out_dir=teachers/cifar100']
+  proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True,
+                        text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.splitlines()[-1].startswith(
+      f'2 teachers in {tmp_path}/teachers/cifar100; not in the archive: '
+      'ResNet50, resnet110, resnet32x4, resnet56, vgg13, wrn_40_2')
+  for name in ('resnet8', 'wrn_16_2'):
+    out = str(tmp_path / 'teachers' / 'cifar100' / name)
+    meta = checkpoints.read_teacher_meta(out)
+    assert meta['source'] == (f'{archive}:cifar_teachers/{name}_vanilla/'
+                              'ckpt_epoch_240.pth')
+    assert meta['test_accuracy'] is None  # Not a teacher of the CRD table.
+    _, x, want = torch_checkpoints(name)
+    variables, _ = checkpoints.load_teacher(
+        out, model=name, num_classes=100,
+        abstract_variables=_expected(name, 100))
+    got = _flax_logits_fn(name, 100)(variables, x.transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=300, check=False)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'resnet8: ' in again.stdout and 'already there; skipped' in (
+      again.stdout)
+
+
+def test_archive_accuracies_are_the_published_table(torch_zoo):
+  """The importer's teacher accuracies are configs/cifar100_distill.py's."""
+  del torch_zoo
+  from adain_kd_jax.torch_import import archive  # pylint: disable=g-import-not-at-top
+  from configs import cifar100_distill  # pylint: disable=g-import-not-at-top
+  published = {t: numbers['teacher'] / 100 for (t, _), numbers
+               in cifar100_distill.PUBLISHED.items()}
+  assert {t: published[t] for t in archive.PUBLISHED_TEST_ACCURACY} == (
+      pytest.approx(archive.PUBLISHED_TEST_ACCURACY))
+
+
+def test_archive_that_is_not_one(tmp_path):
+  """A file that is not a tar, or a tar without teachers: one clear error."""
+  from adain_kd_jax.torch_import import archive  # pylint: disable=g-import-not-at-top
+  bad = tmp_path / 'cifar_teachers.tar'
+  bad.write_bytes(b'<html>404</html>')
+  with pytest.raises(ValueError, match='is not a tar archive'):
+    archive.import_archive(str(bad), str(tmp_path / 'out'),
+                           import_torch.import_checkpoint)
+  import tarfile  # pylint: disable=g-import-not-at-top
+  with tarfile.open(bad, 'w') as tar:
+    tar.add(__file__, arcname='x/notes.txt')
+  with pytest.raises(ValueError, match='holds no <arch>_vanilla'):
+    archive.import_archive(str(bad), str(tmp_path / 'out'),
+                           import_torch.import_checkpoint)

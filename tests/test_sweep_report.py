@@ -136,7 +136,8 @@ def test_paired_rows_by_hand(sweep_dir):
   assert last['seeds'] == [0, 1, 2]
   assert last['diffs'] == pytest.approx([7.0, 7.0, 1.0])
   assert last['mean'] == pytest.approx(5.0)
-  half = 4.3027 * np.sqrt(12.0) / np.sqrt(3.0)  # std of (7, 7, 1) = sqrt 12
+  # t_{0.975, 2} = 4.3026527297; std of (7, 7, 1) = sqrt 12.
+  half = 4.3026527297 * np.sqrt(12.0) / np.sqrt(3.0)
   assert (last['ci_low'], last['ci_high']) == pytest.approx(
       (5.0 - half, 5.0 + half))
   assert best['diffs'] == pytest.approx([7.0, 4.0, 6.0])
@@ -186,6 +187,19 @@ def test_report_gives_one_table_per_reference(sweep_dir):
   assert '## dkd' not in md
   assert md.count('times 2 (Bonferroni across the 2 tables') == 2
   assert '| none | 3 | +5.00 [' in md and '| adain | 3 | -5.00 [' in md
+
+
+def test_report_header_names_the_directory_as_given(sweep_dir,
+                                                   monkeypatch):
+  """A report names its directory as the command gave it, never the
+  absolute path of the machine that wrote it."""
+  monkeypatch.chdir(os.path.dirname(sweep_dir))
+  given = os.path.join('.', os.path.basename(sweep_dir), '')
+  report.make_report(given, stats=False, tensorboard=False,
+                     paired_with=('adain',))
+  with open(os.path.join(sweep_dir, 'report.md')) as f:
+    first = f.readline()
+  assert first == f'# Sweep report: {os.path.basename(sweep_dir)}\n', first
 
 
 def test_report_of_chosen_methods_keeps_its_family(sweep_dir):
@@ -480,3 +494,42 @@ def test_one_evaluation_figure_is_bars_with_values(tmp_path, monkeypatch):
                       lambda self, text, *a, **k: texts.append(text))
   plots.accuracy_curves(finished_runs.collect(workdir), str(tmp_path / 'b.png'))
   assert texts == ['82.34', '70.12']
+
+
+def test_trained_tables_show_only_the_runs_named(sweep_dir):
+  """What a sweep or campaign prints at its end: its directory's table of
+  the runs it trained, the unfinished and the unnamed left out."""
+  named = [os.path.join(sweep_dir, m, f'seed{s}')
+           for m, s in (('none', 0), ('none', 1), ('kd', 1), ('adain', 2))]
+  text = report.trained_tables(named + [str(sweep_dir) + '/missing'])
+  header, table = text.split('\n', 1)
+  assert header == f'{os.path.abspath(sweep_dir)}:'
+  runs = [r for r in finished_runs.collect(sweep_dir)
+          if (r['method'], r['seed']) in {('none', 0), ('none', 1),
+                                          ('adain', 2)}]
+  assert table == tables.to_markdown(tables.aggregate(runs))
+  assert [line.split(' | ')[0] for line in table.splitlines()[2:]
+          if line.startswith('| ')] == ['| none', '| adain']
+  assert report.trained_tables([os.path.join(sweep_dir, 'kd', 'seed1')]) == ''
+
+
+def test_report_finds_the_teacher_above_the_run(tmp_path, monkeypatch):
+  """The teacher a run recorded as a relative path is found in the clone
+  the run lives in, wherever the package is installed; where it is nowhere,
+  asking for the figure is an error that names the fix."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax import cli  # pylint: disable=g-import-not-at-top
+  clone = tmp_path / 'clone'
+  (clone / 'teachers' / 't').mkdir(parents=True)
+  run_dir = clone / 'runs' / 'sweep' / 'adain' / 'seed0'
+  run_dir.mkdir(parents=True)
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(cli, 'project_root', lambda: str(tmp_path / 'site'))
+  config = ml_collections.ConfigDict({'teacher_checkpoint': 'teachers/t'})
+  stats_figures.find_teacher(config, str(run_dir))
+  assert config.teacher_checkpoint == str(clone / 'teachers' / 't')
+  config.teacher_checkpoint = 'teachers/gone'
+  with pytest.raises(FileNotFoundError, match=r"the teacher 'teachers/gone' "
+                     r'that .* recorded is neither above the run nor at .*'
+                     r'site/teachers/gone; .* or pass --nostats\.'):
+    stats_figures.find_teacher(config, str(run_dir))

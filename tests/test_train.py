@@ -125,12 +125,14 @@ def test_resume_continues_from_the_last_checkpoint(finished_run,
 
 
 def test_bad_override_fails_before_training(tmp_path, teacher_export):
-  """An unknown method: one line with the valid ones, nothing written."""
+  """An unknown method: one line with the valid ones and the one meant,
+  nothing written."""
   workdir = str(tmp_path / 'bad')
   proc = _run(workdir, teacher_export, '--config.method=adian')
   assert proc.returncode == 2
   assert re.fullmatch(r"-c: error: Unknown method 'adian' \(config.method\)"
-                      r'\. Valid methods: .*adain_kd.*\.\n', proc.stderr)
+                      r'\. Valid methods: .*adain_kd.*\. Did you mean '
+                      r"'adain'\?\n", proc.stderr)
   assert not os.path.exists(os.path.join(workdir, 'checkpoints'))
 
 

@@ -17,7 +17,16 @@ checkpoint and stop. A plan may add runs once earlier ones have finished
 (e.g. the final grid once tuning has chosen, `best_on_val`). The next
 invocation skips finished runs (their
 `summary.json` exists) and resumes stopped ones; with the finished runs
-committed, chunks on different machines add up.
+committed, chunks on different machines add up. A run another trainer has
+claimed (training/claims.py: another campaign on the same workdir, a
+train.py) is left to it; `--list` shows it as claimed, by whom.
+
+`--slurm="SBATCH OPTIONS"` submits the unfinished runs to SLURM instead
+(slurm.py: generated job scripts in WORKDIR/slurm/, teachers first, their
+dependants after them, arrays throttled by --slurm_throttle, grids with
+--grid); submitting again submits only what is neither finished, claimed nor
+queued, and `--list` then says which runs are queued or running under which
+job.
 
 `--archive` packs every run's summary.json, metrics.jsonl, config.json and
 log.txt, and the exported teachers, into one tar.gz (what comes back from a
@@ -38,6 +47,8 @@ import ml_collections
 
 from adain_kd_jax import cli
 from adain_kd_jax.experiments import parallel
+from adain_kd_jax.experiments import slurm
+from adain_kd_jax.training import claims
 from adain_kd_jax.training import run_record
 
 FLAGS = flags.FLAGS
@@ -101,6 +112,8 @@ def set_field(config: ml_collections.ConfigDict, field: str, value) -> None:
   *parents, leaf = field.split('.')
   node = config
   for part in parents:
+    if part not in node:
+      raise KeyError(f'No config field {field!r}.')
     node = node[part]
   if leaf not in node:
     raise KeyError(f'No config field {field!r}.')
@@ -122,28 +135,46 @@ def parse_sets(items: Sequence[str]) -> dict[str, Any]:
   return out
 
 
+def _run_config(run: parallel.PlannedRun, sets: dict[str, Any], toy: bool,
+                moved) -> ml_collections.ConfigDict:
+  """One run's checked config: the plan's, its overrides, the toy switches
+  and --set."""
+  from adain_kd_jax.training import config_checks
+  config = load_config(run.config)
+  for field, value in {**run.overrides, **(TOY if toy else {}),
+                       **sets}.items():
+    set_field(config, field, value)
+  if toy:
+    config.holdout = 128 if config.holdout else 0
+    config.train_per_class = 32 if config.train_per_class else 0
+    if config.teacher_checkpoint:
+      config.teacher_checkpoint = os.path.abspath(
+          moved(config.teacher_checkpoint))
+  config = run_record.one_run(config)
+  config_checks.check(config)
+  return config
+
+
 def build_jobs(runs: Sequence[parallel.PlannedRun], workdir: str,
                sets: dict[str, Any],
                toy: bool = False) -> list[parallel.Job]:
-  """The parallel.Jobs of a plan (configs built and checked here)."""
-  from adain_kd_jax.training import config_checks
+  """The parallel.Jobs of a plan (configs built and checked here).
+
+  Raises:
+    app.UsageError: a run of the plan is faulty (one line naming the run and
+      the field).
+  """
   # A toy run's teachers go to the workdir, never to the repository's.
   moved = (lambda p: os.path.join(workdir, 'toy', p)) if toy else (
       lambda p: p)
   jobs = []
   for run in runs:
-    config = load_config(run.config)
-    for field, value in {**run.overrides, **(TOY if toy else {}),
-                         **sets}.items():
-      set_field(config, field, value)
-    if toy:
-      config.holdout = 128 if config.holdout else 0
-      config.train_per_class = 32 if config.train_per_class else 0
-      if config.teacher_checkpoint:
-        config.teacher_checkpoint = os.path.abspath(
-            moved(config.teacher_checkpoint))
-    config = run_record.one_run(config)
-    config_checks.check(config)
+    try:
+      config = _run_config(run, sets, toy, moved)
+    except (KeyError, ValueError, OSError, SyntaxError) as e:
+      # A faulty plan: one line naming the run and, in the message, the field.
+      raise app.UsageError(f'plan run {run.name!r} ({run.config}): '
+                           f'{cli.message(e)}') from e
     jobs.append(parallel.Job(
         os.path.join(workdir, run.name), config,
         needs=tuple(moved(p) for p in run.needs),
@@ -202,6 +233,11 @@ def _define_flags():
                     'grids in this process (campaign_grid.py).')
   flags.DEFINE_bool('list', False, 'List the runs and their state; train '
                     'nothing.')
+  flags.DEFINE_string('slurm', None, 'Submit to SLURM instead of training '
+                      'here: the sbatch options of every job, e.g. '
+                      '"--gres=gpu:1 --time=04:00:00" (slurm.py).')
+  flags.DEFINE_integer('slurm_throttle', 8, 'With --slurm: at most this many '
+                       'tasks of one array at once.')
 
 
 def main(argv):
@@ -209,15 +245,38 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if FLAGS.parallel < 1:
     raise app.UsageError(f'--parallel={FLAGS.parallel} must be >= 1.')
-  runs = _load_module(FLAGS.plan).get_plan(FLAGS.workdir)
+  try:
+    runs = _load_module(FLAGS.plan).get_plan(FLAGS.workdir)
+  except (OSError, SyntaxError) as e:
+    raise app.UsageError(f'--plan={FLAGS.plan}: {cli.message(e)}') from e
   if FLAGS.only:
     runs = [r for r in runs if r.name.startswith(tuple(FLAGS.only))]
   jobs = build_jobs(runs, FLAGS.workdir, parse_sets(FLAGS.set), FLAGS.toy)
   if FLAGS.list:
+    if any(os.path.exists(os.path.join(j.run_dir, slurm.SLURM_JSON))
+           for j in jobs):
+      for job, state in zip(jobs, slurm.states(jobs)):
+        print(f'{job.run_dir}  {state}')
+      return
     for job in jobs:
-      state = ('finished' if job.finished else
+      holder = None if job.finished else claims.holder(job.run_dir)
+      state = ('finished' if job.finished else 'claimed' if holder else
                'ready' if job.ready() else 'waiting')
-      print(f'{state:>8}  {job.run_dir}')
+      print(f'{state:>8}  {job.run_dir}'
+            + (f'  (by {holder})' if holder else ''))
+    return
+  if FLAGS.slurm is not None:
+    with cli.user_errors():
+      status = slurm.submit(jobs, FLAGS.workdir, FLAGS.slurm,
+                            FLAGS.slurm_throttle, grid=FLAGS.grid)
+    counts = {}
+    for value in status.values():
+      key = value.split(' by ')[0].split(' under ')[0].split(' as ')[0]
+      key = key.split(' for ')[0]
+      counts[key] = counts.get(key, 0) + 1
+    print(f'Campaign: {len(jobs)} runs: '
+          + ', '.join(f'{n} {k}' for k, n in sorted(counts.items()))
+          + '; `--list` follows them.', flush=True)
     return
   minutes = FLAGS.minutes or float('inf')
   start = time.time()
@@ -242,6 +301,10 @@ def main(argv):
   for run_dir, value in status.items():
     if value.startswith('failed'):
       print(f'  {run_dir}: {value}; see {run_dir}/log.txt', flush=True)
+  from adain_kd_jax.experiments import report  # pylint: disable=g-import-not-at-top
+  text = report.trained_tables([job.run_dir for job in jobs])
+  if text:
+    print(text, flush=True)
   if FLAGS.archive:
     n = write_archive(FLAGS.archive, jobs)
     print(f'Archive {FLAGS.archive}: {n} entries.', flush=True)
@@ -250,4 +313,4 @@ def main(argv):
 if __name__ == '__main__':
   _define_flags()
   flags.mark_flags_as_required(['plan', 'workdir'])
-  app.run(main)
+  cli.run(main)

@@ -7,11 +7,13 @@ teacher runs (those that export) and runs waiting for a teacher train first,
 as `parallel.run_jobs` trains them, then the grids. Each run is still an
 ordinary run in its own directory (config.json, metrics, summary.json), so
 the campaign's other commands (--list, --archive, report) see no difference.
+A run claimed by another trainer (claims.py) is left out of the packs.
 """
 
 from typing import Sequence
 
 from adain_kd_jax.experiments import parallel
+from adain_kd_jax.training import claims
 
 
 def pack(jobs: Sequence[parallel.Job]) -> list[list[parallel.Job]]:
@@ -19,7 +21,8 @@ def pack(jobs: Sequence[parallel.Job]) -> list[list[parallel.Job]]:
   from adain_kd_jax.training import grid
   packs = {}
   for job in jobs:
-    if job.finished or job.export_to or not job.ready():
+    if (job.finished or job.export_to or not job.ready()
+        or claims.holder(job.run_dir)):  # Claimed: trained elsewhere.
       continue
     packs.setdefault(grid.group_key(job.config), []).append(job)
   return list(packs.values())
@@ -46,6 +49,8 @@ def run_jobs_as_grids(jobs: Sequence[parallel.Job], num_parallel: int,
       for run_dir, value in out.items():
         if isinstance(value, dict) and 'preempted_at' in value:
           status[run_dir] = f'stopped at step {value["preempted_at"]}'
+        elif isinstance(value, dict) and 'claimed' in value:
+          status[run_dir] = f'claimed ({value["claimed"][:200]})'
         elif isinstance(value, dict) and 'failed' in value:
           status[run_dir] = f'failed ({value["failed"][:200]})'
         else:

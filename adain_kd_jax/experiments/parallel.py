@@ -11,6 +11,12 @@ so it trains exactly that config and, when the directory has checkpoints,
 resumes. A run is finished when its `summary.json` exists. A job may wait for
 paths that another job makes (a teacher export): it starts once they exist.
 
+Claims (training/claims.py): a job is claimed here before its process
+starts, the claim handed to the child (which adopts it) and released when the
+child ends; a job claimed by another trainer (a second campaign on the same
+workdir, a SLURM task) is left to it and another job starts instead, and a
+job found finished once claimed is skipped.
+
 Budgets: no job starts after `start_before_s`; at `stop_at_s` the running
 jobs get SIGTERM, save a checkpoint at their next step and exit, so the next
 invocation resumes them.
@@ -29,6 +35,7 @@ from typing import Any, Callable, Sequence
 import ml_collections
 
 from adain_kd_jax import cli
+from adain_kd_jax.training import claims
 from adain_kd_jax.training import run_record
 from adain_kd_jax.training import summary as summary_lib
 
@@ -66,8 +73,9 @@ class Job:
     return all(os.path.exists(cli.resolve_path(p)) for p in self.needs)
 
 
-# A running job: the job, its train.py process and the file it logs to.
-_Child = tuple[Job, subprocess.Popen, Any]
+# A running job: the job, its train.py process, the file it logs to and its
+# claim.
+_Child = tuple[Job, subprocess.Popen, Any, claims.Claim]
 
 
 def write_config(run_dir: str, config: ml_collections.ConfigDict) -> str:
@@ -126,19 +134,38 @@ def _skip_finished(jobs: Sequence[Job]) -> tuple[dict[str, str], list[Job]]:
   return status, pending
 
 
-def _start(job: Job, env: dict[str, str]) -> _Child:
-  """Writes the job's config and starts its train.py, logging to log.txt."""
-  write_config(job.run_dir, job.config)
-  log_file = open(os.path.join(job.run_dir, 'log.txt'), 'a')
-  proc = subprocess.Popen(train_command(job.run_dir), env=env,
-                          stdout=log_file, stderr=subprocess.STDOUT,
-                          cwd=cli.project_root())
-  return job, proc, log_file
+def _claim(job: Job) -> claims.Claim | str:
+  """The job's claim, or why it is not to be started here: 'skipped'
+  (finished by another trainer) or 'claimed by ...'."""
+  try:
+    claim = claims.acquire(job.run_dir)
+  except claims.Claimed as e:
+    return f'claimed ({e})'
+  if job.finished:  # Trained to the end since we looked.
+    claim.release()
+    return 'skipped'
+  return claim
+
+
+def _start(job: Job, env: dict[str, str], claim: claims.Claim) -> _Child:
+  """Writes the job's config and starts its train.py, logging to log.txt;
+  the child adopts `claim`."""
+  try:
+    write_config(job.run_dir, job.config)
+    log_file = open(os.path.join(job.run_dir, 'log.txt'), 'a')
+    proc = subprocess.Popen(
+        train_command(job.run_dir),
+        env=dict(env, **{claims.TOKEN_ENV: claim.record['token']}),
+        stdout=log_file, stderr=subprocess.STDOUT, cwd=cli.project_root())
+  except BaseException:
+    claim.release()
+    raise
+  return job, proc, log_file, claim
 
 
 def _stop_all(running: dict[str, _Child]) -> None:
   """SIGTERM to every child: each saves a checkpoint and exits."""
-  for _, proc, _ in running.values():
+  for _, proc, _, _ in running.values():
     proc.send_signal(signal.SIGTERM)
 
 
@@ -175,7 +202,8 @@ def run_jobs(jobs: Sequence[Job], parallel: int, *,
 
   Returns:
     {run_dir: 'finished' | 'skipped' | 'failed (exit N)' | 'stopped' |
-     'not started' | 'waiting for <path>'} for every job.
+     'claimed (<holder>)' | 'not started' | 'waiting for <path>'} for every
+    job ('claimed': another trainer holds it; claims.py).
   """
   if parallel < 1:
     raise ValueError(f'parallel={parallel} is invalid: it must be >= 1.')
@@ -191,11 +219,12 @@ def run_jobs(jobs: Sequence[Job], parallel: int, *,
       _stop_all(running)
       log(f'{elapsed:.0f} s: stop time; {len(running)} run(s) told to save '
           'and stop.')
-    for run_dir, (job, proc, log_file) in list(running.items()):
+    for run_dir, (job, proc, log_file, claim) in list(running.items()):
       code = proc.poll()
       if code is None:
         continue
       log_file.close()
+      claim.release()
       del running[run_dir]
       status[run_dir] = _exit_status(job, code)
       if status[run_dir] == 'finished':
@@ -207,7 +236,12 @@ def run_jobs(jobs: Sequence[Job], parallel: int, *,
       if job is None:
         break
       pending.remove(job)
-      running[job.run_dir] = _start(job, env)
+      claim = _claim(job)
+      if isinstance(claim, str):
+        status[job.run_dir] = claim
+        log(f'{time.time() - start:.0f} s: {job.run_dir}: {claim}.')
+        continue
+      running[job.run_dir] = _start(job, env, claim)
       log(f'{time.time() - start:.0f} s: started {job.run_dir}.')
     if not running and (not can_start or not any(
         j.ready() for j in pending)):

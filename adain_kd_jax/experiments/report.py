@@ -33,8 +33,10 @@ workdir), DIR/summary.json and DIR/compare_<method>/summary.json, and writes
     run's checkpoints, its config (DIR/<method>/seed<k>/config.json, written
     by the sweep, or DIR/sweep.json) and the test set; cached in the run's
     insertion_stats.npz (valid while its summary.json is unchanged, so a
-    committed cache replaces the checkpoints). Skipped with a note when
-    neither is there.
+    committed cache replaces the checkpoints). The teacher is the one the run
+    recorded, looked for above the run's directory first (the clone it was
+    trained in, whatever install runs the report). Skipped with a note when
+    something is missing; with --stats given, that is an error instead.
   * DIR/<method>/seed<k>/tb/: TensorBoard event files of metrics.jsonl
     (`tensorboard --logdir DIR`).
 
@@ -43,6 +45,7 @@ the statistics scatter by `stats_figures`; this module writes them.
 """
 
 import os
+import re
 from typing import Sequence
 
 from absl import app
@@ -54,26 +57,7 @@ from adain_kd_jax.experiments import plots
 from adain_kd_jax.experiments import stats_figures
 from adain_kd_jax.experiments import tables
 
-_STATS = flags.DEFINE_bool(
-    'stats', True, 'Plot the insertion point statistics (loads JAX, the '
-    'checkpoints, the teacher and the test set).')
-_STATS_EXAMPLES = flags.DEFINE_integer(
-    'stats_examples', 500, 'Test images the statistics are averaged over.')
-_PAIRED_WITH = flags.DEFINE_list(
-    'paired_with', ['adain'], 'report.md compares each of these methods '
-    '(comma-separated) with every other one, paired by seed, one table per '
-    'method, with 95% confidence intervals; p-values Holm-adjusted within a '
-    'table and, for several tables, times their number (\'\' = off).')
-_ROWS = flags.DEFINE_list(
-    'rows', [], 'Only these methods (comma-separated row names) enter the '
-    'report: its tables, its figure and its Holm families; empty = every '
-    'method with a finished run.')
-_NAME = flags.DEFINE_string(
-    'name', 'report', 'Writes DIR/NAME.md and DIR/NAME.csv (and, unless '
-    'NAME is report, NAME_accuracy_curves.png), so that a subset\'s report '
-    'sits beside the full one.')
-_TENSORBOARD = flags.DEFINE_bool(
-    'tensorboard', True, 'Write DIR/<method>/seed<k>/tb/ event files.')
+FLAGS = flags.FLAGS
 
 
 class ReportInputError(ValueError):
@@ -102,7 +86,7 @@ def write_report(directory: str, runs, rows, figures=(),
                  paired_with: Sequence[str] = ('adain',),
                  name: str = 'report') -> None:
   """Writes DIR/NAME.md and DIR/NAME.csv."""
-  text = [f'# Sweep report: {os.path.abspath(directory)}', '',
+  text = [f'# Sweep report: {os.path.normpath(directory)}', '',
           tables.setting_line(runs), '', tables.to_markdown(rows),
           'Test top-1 accuracy, mean ± sample std (ddof=1) over seeds '
           "('-': one seed). The best epoch of a run is its evaluation with "
@@ -134,8 +118,11 @@ def write_report(directory: str, runs, rows, figures=(),
 def make_report(directory: str, *, stats: bool = True,
                 stats_examples: int = 500, tensorboard: bool = True,
                 paired_with: Sequence[str] = ('adain',),
-                methods: Sequence[str] = (), name: str = 'report') -> str:
-  """Writes the tables, figures and event files of DIR; returns the table."""
+                methods: Sequence[str] = (), name: str = 'report',
+                stats_strict: bool = False) -> str:
+  """Writes the tables, figures and event files of DIR; returns the table.
+  With `stats_strict` (--stats given), a statistics plot that cannot be
+  made is an error, not a note."""
   if not name or os.sep in name or name.startswith('.'):
     raise ReportInputError(
         f'--name={name!r}: give a plain file name without a folder or '
@@ -151,7 +138,8 @@ def make_report(directory: str, *, stats: bool = True,
              else f'{name}_accuracy_curves.png']
   plots.accuracy_curves(runs, os.path.join(directory, figures[0]))
   if stats:
-    figures += stats_figures.stats_figures(directory, runs, stats_examples)
+    figures += stats_figures.stats_figures(directory, runs, stats_examples,
+                                           strict=stats_strict)
   if tensorboard:
     for run in runs:
       plots.write_tensorboard(run['dir'])
@@ -162,6 +150,52 @@ def make_report(directory: str, *, stats: bool = True,
   return tables.to_markdown(rows)
 
 
+def trained_tables(run_dirs: Sequence[str]) -> str:
+  """The results table of what `run_dirs` hold, one per directory that
+  holds them (a sweep's DIR for DIR/<method>/seed<k>, else the run itself),
+  with those runs only: what a sweep and a campaign print at their end. ''
+  when none of them has finished."""
+  groups = {}
+  for run_dir in run_dirs:
+    run_dir = os.path.abspath(run_dir)
+    in_sweep = re.fullmatch(r'seed\d+', os.path.basename(run_dir))
+    group = os.path.dirname(os.path.dirname(run_dir)) if in_sweep else run_dir
+    groups.setdefault(group, set()).add(run_dir)
+  parts = []
+  for group, dirs in groups.items():
+    runs = [r for r in (finished_runs.collect(group)
+                        if os.path.isdir(group) else [])
+            if os.path.abspath(r['dir']) in dirs]
+    if runs:
+      parts.append(f'{group}:\n{tables.to_markdown(tables.aggregate(runs))}')
+  return '\n'.join(parts)
+
+
+def _define_flags():
+  """The command's flags; here, not at import (results/cifar100/run_table.py
+  imports this module and has a --rows of its own)."""
+  flags.DEFINE_bool(
+      'stats', True, 'Plot the insertion point statistics (loads JAX, the '
+      'checkpoints, the teacher and the test set).')
+  flags.DEFINE_integer(
+      'stats_examples', 500, 'Test images the statistics are averaged over.')
+  flags.DEFINE_list(
+      'paired_with', ['adain'], 'report.md compares each of these methods '
+      '(comma-separated) with every other one, paired by seed, one table per '
+      'method, with 95% confidence intervals; p-values Holm-adjusted within a '
+      'table and, for several tables, times their number (\'\' = off).')
+  flags.DEFINE_list(
+      'rows', [], 'Only these methods (comma-separated row names) enter the '
+      'report: its tables, its figure and its Holm families; empty = every '
+      'method with a finished run.')
+  flags.DEFINE_string(
+      'name', 'report', 'Writes DIR/NAME.md and DIR/NAME.csv (and, unless '
+      'NAME is report, NAME_accuracy_curves.png), so that a subset\'s report '
+      'sits beside the full one.')
+  flags.DEFINE_bool(
+      'tensorboard', True, 'Write DIR/<method>/seed<k>/tb/ event files.')
+
+
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError(
@@ -169,11 +203,12 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   try:
-    table = make_report(argv[1], stats=_STATS.value,
-                        stats_examples=_STATS_EXAMPLES.value,
-                        tensorboard=_TENSORBOARD.value,
-                        paired_with=_PAIRED_WITH.value,
-                        methods=_ROWS.value, name=_NAME.value)
+    table = make_report(argv[1], stats=FLAGS.stats,
+                        stats_examples=FLAGS.stats_examples,
+                        tensorboard=FLAGS.tensorboard,
+                        paired_with=FLAGS.paired_with,
+                        methods=FLAGS.rows, name=FLAGS.name,
+                        stats_strict=FLAGS['stats'].present and FLAGS.stats)
   except (FileNotFoundError, ReportInputError) as e:
     # One line on stderr, exit status 2: the directory is wrong, not the usage.
     from adain_kd_jax import cli
@@ -183,6 +218,7 @@ def main(argv):
 
 def run():
   """The console script `adain-kd-report`."""
+  _define_flags()
   from adain_kd_jax import cli
   cli.run(main)
 

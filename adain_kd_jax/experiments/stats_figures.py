@@ -35,6 +35,36 @@ def run_config(directory: str, run: dict[str, Any]):
       method=run['method'], seed=run['seed'])
 
 
+def find_teacher(config, run_dir: str) -> None:
+  """Points config.teacher_checkpoint, as the run recorded it, at the
+  teacher: a relative path is looked for above the run's directory (the
+  clone it was trained in), then by the path rule (`cli.resolve_path`), so
+  that an installed package finds a clone's teacher too.
+
+  Raises:
+    FileNotFoundError: neither place has it; names both and the fix.
+  """
+  from adain_kd_jax import cli  # pylint: disable=g-import-not-at-top
+  path = config.get('teacher_checkpoint', '')
+  if not path or os.path.isabs(path):
+    return
+  tried, folder = [], os.path.abspath(run_dir)
+  while True:
+    tried.append(os.path.join(folder, path))
+    if os.path.dirname(folder) == folder:
+      break
+    folder = os.path.dirname(folder)
+  tried.append(cli.resolve_path(path))
+  for candidate in tried:
+    if os.path.isdir(candidate):
+      config.teacher_checkpoint = candidate
+      return
+  raise FileNotFoundError(
+      f'the teacher {path!r} that {run_dir} recorded is neither above the run '
+      f'nor at {tried[-1]}; run the report from the clone the run was '
+      'trained in, or pass --nostats.')
+
+
 def _summary_sha(run_dir):
   with open(os.path.join(run_dir, 'summary.json'), 'rb') as f:
     return hashlib.sha256(f.read()).hexdigest()
@@ -74,8 +104,13 @@ def scatter_run(runs, method):
   return mine[0]
 
 
-def stats_figures(directory: str, runs, num_examples: int) -> list[str]:
-  """Writes DIR/stats_scatter_<method>.png where possible; their names."""
+def stats_figures(directory: str, runs, num_examples: int,
+                  strict: bool = False) -> list[str]:
+  """Writes DIR/stats_scatter_<method>.png where possible; their names.
+
+  With `strict` (the figure was asked for), a figure that cannot be made
+  raises instead of printing why it is missing.
+  """
   from adain_kd_jax.data import registry  # pylint: disable=g-import-not-at-top
   from adain_kd_jax.data import sources  # pylint: disable=g-import-not-at-top
   names, images = [], {}
@@ -88,6 +123,7 @@ def stats_figures(directory: str, runs, num_examples: int) -> list[str]:
                                                           'checkpoints')):
         continue
       try:
+        find_teacher(config, run['dir'])
         key = (config.dataset, config.data_source, config.data_dir)
         if key not in images:
           images[key] = sources.load(
@@ -96,12 +132,17 @@ def stats_figures(directory: str, runs, num_examples: int) -> list[str]:
               download=False, limit=num_examples)[0]
         stats = plots.insertion_point_stats(config, run['dir'], images[key])
       except ValueError as e:
-        if 'has no connector' not in str(e):
-          print(f'No statistics plot for {method}: {e}', flush=True)
+        if 'has no connector' in str(e):
+          continue
+        if strict:
+          raise
+        print(f'No statistics plot for {method}: {e}', flush=True)
         continue
       except Exception as e:  # pylint: disable=broad-except
         # Data, teacher or checkpoints missing or unreadable: the figure is
-        # optional, the tables are not.
+        # optional, the tables are not, unless it was asked for.
+        if strict:
+          raise
         print(f'No statistics plot for {method}: {type(e).__name__}: {e}',
               flush=True)
         continue

@@ -245,6 +245,15 @@ def _parse_seeds(values: Sequence[str]) -> list[int]:
     raise app.UsageError(f'--seeds must be integers, got {values}.') from None
 
 
+def _print_table(methods: Sequence[str], seeds: Sequence[int]) -> None:
+  """The table of the sweep's finished runs, as its last lines."""
+  from adain_kd_jax.experiments import report  # pylint: disable=g-import-not-at-top
+  text = report.trained_tables(
+      [run_dir(_WORKDIR.value, m, s) for m in methods for s in seeds])
+  if text:
+    print(text, flush=True)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -260,6 +269,7 @@ def main(argv):
   if _PARALLEL.value > 1:
     status = run_grid_parallel(config, methods, seeds, _WORKDIR.value,
                                _PARALLEL.value)
+    _print_table(methods, seeds)
     if any(s.startswith('failed') for s in status.values()):
       raise SystemExit(1)
     return
@@ -273,6 +283,7 @@ def main(argv):
     results = run_table_as_grid(config, methods, seeds, _WORKDIR.value)
   else:
     results = run_grid(config, methods, seeds, _WORKDIR.value)
+  _print_table(methods, seeds)
   if any(isinstance(r, dict) and r.get('interrupted')
          for r in results.values()):
     return cli.EXIT_INTERRUPTED

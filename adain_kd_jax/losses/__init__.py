@@ -5,7 +5,10 @@ Family modules, one test file each:
     statistics L2s, and the terms every method shares (cross-entropy, KD);
   * `baselines`: FitNet, attention transfer, decoupled KD;
   * `crd`: CRD's loss, memory bank and negative sampler;
-  * `vid`: VID's Gaussian likelihood loss and adaptive average pooling.
+  * `vid`: VID's Gaussian likelihood loss and adaptive average pooling;
+  * `relational`: SP, CC, RKD and PKT, relations between a batch's examples;
+  * `nst`: NST's kernel discrepancy of channel activation patterns;
+  * `dist`: DIST's inter- and intra-class relations of the predictions.
 This module is their public face: `losses.<name>` for every public name.
 """
 
@@ -48,4 +51,26 @@ from adain_kd_jax.losses.vid import (
     vid_alpha_init,
     vid_variance,
     vid_loss,
+)
+from adain_kd_jax.losses.relational import (
+    NORMALIZE_EPS,
+    PKT_EPS,
+    RKD_DISTANCE_WEIGHT,
+    RKD_ANGLE_WEIGHT,
+    l2_normalize,
+    sp_gram,
+    sp_loss,
+    cc_loss,
+    rkd_pdist,
+    rkd_loss,
+    pkt_loss,
+)
+from adain_kd_jax.losses.nst import (
+    nst_poly_kernel,
+    nst_loss,
+)
+from adain_kd_jax.losses.dist import (
+    DIST_EPS,
+    dist_relations,
+    dist_loss,
 )

@@ -11,8 +11,10 @@ an `Adapter` next to its module) and built by the objective. Nothing else
 knows a method by name. docs/architecture.md walks through it.
 """
 
+from adain_kd_jax import cli
 from adain_kd_jax.methods import adain_terms
 from adain_kd_jax.methods import baseline_terms
+from adain_kd_jax.methods import relational_terms
 from adain_kd_jax.methods.base import Adapter
 from adain_kd_jax.methods.base import Context
 from adain_kd_jax.methods.base import Needs
@@ -33,6 +35,12 @@ TERMS = {
     'crd': baseline_terms.CRD,
     'dkd': baseline_terms.DKD,
     'vid': baseline_terms.VID,
+    'sp': relational_terms.SP,
+    'cc': relational_terms.CC,
+    'rkd': relational_terms.RKD,
+    'pkt': relational_terms.PKT,
+    'nst': relational_terms.NST,
+    'dist': relational_terms.DIST,
 }
 
 # The terms each method adds up, in this order (weights: config.loss).
@@ -48,6 +56,12 @@ METHODS = {
     'crd': ('ce', 'crd'),
     'dkd': ('ce', 'dkd'),
     'vid': ('ce', 'vid'),
+    'sp': ('ce', 'sp'),
+    'cc': ('ce', 'cc'),
+    'rkd': ('ce', 'rkd'),
+    'pkt': ('ce', 'pkt'),
+    'nst': ('ce', 'nst'),
+    'dist': ('ce', 'dist'),
 }
 # The terms that read config.points (feature points with their weights).
 POINT_TERMS = tuple(name for name, cls in TERMS.items() if cls.reads_points)
@@ -57,7 +71,8 @@ def check_method(method: str, field: str = 'method') -> None:
   """ValueError naming `config.<field>` unless `method` is in METHODS."""
   if method not in METHODS:
     raise ValueError(f'Unknown method {method!r} (config.{field}). Valid '
-                     f'methods: {", ".join(METHODS)}.')
+                     f'methods: {", ".join(METHODS)}.'
+                     + cli.did_you_mean(method, METHODS))
 
 
 def create_terms(config, context: Context) -> tuple[tuple[str, Term, float],

@@ -177,6 +177,31 @@ class PointTerm(Term):
     return sum(w * fn(k) for k, w in zip(self.points, self.point_weights))
 
 
+@dataclasses.dataclass(frozen=True)
+class EveryStageTerm(Term):
+  """A term summed over every stage output, student stage k against
+  teacher stage k (AT, NST): the pair must have the same stage count."""
+  num_stages: int
+
+  @property
+  def needs(self):
+    return Needs(teacher=True, same_stages=True)
+
+  @classmethod
+  def from_config(cls, config, context):
+    del config
+    return cls(num_stages=context.num_stages)
+
+  def stage_loss(self, f_s: jax.Array, f_t: jax.Array) -> jax.Array:
+    """The loss at one stage, student's map and teacher's."""
+    raise NotImplementedError
+
+  def __call__(self, out: Outputs):
+    return sum(self.stage_loss(out.feats_s[f'stage{k}'],
+                               out.feats_t[f'stage{k}'])
+               for k in range(1, self.num_stages + 1))
+
+
 def feature_points(config, num_stages: int) -> tuple[tuple[int, ...],
                                                      tuple[float, ...]]:
   """`config.points` as stage numbers 1..S, with `config.point_weights`.

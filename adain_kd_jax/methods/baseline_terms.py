@@ -75,23 +75,11 @@ class FitNet(base.PointTerm):
 
 
 @dataclasses.dataclass(frozen=True)
-class AT(base.Term):
+class AT(base.EveryStageTerm):
   """Attention transfer, as the CRD benchmark: every stage output, summed."""
-  num_stages: int
 
-  @property
-  def needs(self):
-    return base.Needs(teacher=True, same_stages=True)
-
-  @classmethod
-  def from_config(cls, config, context):
-    del config
-    return cls(num_stages=context.num_stages)
-
-  def __call__(self, out):
-    return sum(losses.at(out.feats_t[f'stage{k}'],
-                         out.feats_s[f'stage{k}'])
-               for k in range(1, self.num_stages + 1))
+  def stage_loss(self, f_s, f_t):
+    return losses.at(f_t, f_s)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from adain_kd_jax import cli
 from adain_kd_jax.models import cifar_resnet
 from adain_kd_jax.models import imagenet_resnet
 from adain_kd_jax.models import mobilenetv2
@@ -87,7 +88,8 @@ def get_info(name: str) -> ModelInfo:
   """Returns `MODELS[name]`, or a ValueError naming the valid names."""
   if name not in MODELS:
     raise ValueError(
-        f"Unknown model {name!r}. Valid names: {', '.join(MODEL_NAMES)}")
+        f"Unknown model {name!r}. Valid names: {', '.join(MODEL_NAMES)}."
+        + cli.did_you_mean(name, MODEL_NAMES))
   return MODELS[name]
 
 

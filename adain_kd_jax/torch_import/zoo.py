@@ -46,7 +46,8 @@ def _import_torch():
   except ImportError as e:
     raise ImportError(
         'Reading PyTorch checkpoints needs torch, an optional dependency: '
-        'pip install -r requirements-torch.txt') from e
+        'pip install -r requirements-torch.txt (in a clone) or pip install '
+        '"adain_kd_jax[torch]"') from e
   return torch
 
 
@@ -83,6 +84,10 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
         'unpickling them could run code. If you trust the file, re-save its '
         "weights with torch.save(model.state_dict(), path) (or "
         "{'model': model.state_dict()}) and import that.") from e
+  except (EOFError, RuntimeError) as e:
+    raise ValueError(f'Cannot read {path!r} as a PyTorch checkpoint '
+                     f'({type(e).__name__}: {str(e)[:200] or "truncated"}); '
+                     'download it again.') from e
   state_dict = convert.unwrap_state_dict(obj)
   bad = [f'{k} ({type(v).__name__})' for k, v in state_dict.items()
          if not isinstance(v, torch.Tensor)]
@@ -115,7 +120,8 @@ def _file_sha256(path: str) -> str:
 def import_checkpoint(arch: str, checkpoint: str, out: str, *,
                       dataset: str = 'cifar100',
                       image_shape: Sequence[int] | None = None,
-                      test_accuracy: float | None = None) -> dict[str, Any]:
+                      test_accuracy: float | None = None,
+                      source: str | None = None) -> dict[str, Any]:
   """Converts a PyTorch checkpoint file and exports it as a teacher.
 
   Args:
@@ -126,6 +132,7 @@ def import_checkpoint(arch: str, checkpoint: str, out: str, *,
       name is checked against the class count and input channels.
     image_shape: (H, W, C); defaults to the data set's.
     test_accuracy: the teacher's test accuracy as a fraction in [0, 1].
+    source: where the file came from, as recorded (default: its path).
 
   Returns:
     The meta written to `out/teacher.json` (without step and checksums).
@@ -165,13 +172,20 @@ def import_checkpoint(arch: str, checkpoint: str, out: str, *,
       'image_shape': list(image_shape),
       'test_accuracy': test_accuracy,
       'imported_from': 'pytorch',
-      'source': os.path.abspath(checkpoint),
+      'source': source or os.path.abspath(checkpoint),
       'source_sha256': _file_sha256(checkpoint),
   }
   checkpoints.save_teacher(out, variables, meta, step=0)
   return meta
 
 
+_ARCHIVE = flags.DEFINE_string(
+    'archive', None, "mdistiller's cifar_teachers.tar as downloaded: import "
+    'every teacher it holds into --out_dir (instead of --arch, --checkpoint '
+    'and --out).')
+_OUT_DIR = flags.DEFINE_string(
+    'out_dir', 'teachers/cifar100', 'With --archive: each teacher goes to '
+    'OUT_DIR/<arch>.')
 _ARCH = flags.DEFINE_enum('arch', None, key_maps.TORCH_MODELS,
                           'Architecture of the checkpoint (registry name).')
 _CHECKPOINT = flags.DEFINE_string(
@@ -192,15 +206,39 @@ _TEST_ACCURACY = flags.DEFINE_float(
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from adain_kd_jax import cli  # pylint: disable=g-import-not-at-top
+  if _ARCHIVE.value:
+    _import_archive(cli)
+    return
   for holder in (_ARCH, _CHECKPOINT, _OUT):
     if holder.value is None:
-      raise app.UsageError(f'--{holder.name} is required.')
-  meta = import_checkpoint(
-      _ARCH.value, _CHECKPOINT.value, _OUT.value, dataset=_DATASET.value,
-      image_shape=_IMAGE_SHAPE.value, test_accuracy=_TEST_ACCURACY.value)
+      raise app.UsageError(f'--{holder.name} is required (or --archive).')
+  try:
+    with cli.user_errors():  # Bad files and flags: one line, exit status 2.
+      meta = import_checkpoint(
+          _ARCH.value, _CHECKPOINT.value, _OUT.value, dataset=_DATASET.value,
+          image_shape=_IMAGE_SHAPE.value, test_accuracy=_TEST_ACCURACY.value)
+  except ImportError as e:  # torch is missing: the install line.
+    raise app.UsageError(str(e)) from e
   print(f'Imported {meta["model"]} ({meta["num_classes"]} classes, '
         f'{meta["dataset"]}) from {meta["source"]}; wrote the teacher export '
         f'to {os.path.abspath(_OUT.value)}', flush=True)
+
+
+def _import_archive(cli) -> None:
+  """--archive: every teacher of the archive, one line each."""
+  from adain_kd_jax.torch_import import archive  # pylint: disable=g-import-not-at-top
+  try:
+    with cli.user_errors():
+      status = archive.import_archive(
+          cli.resolve_path(_ARCHIVE.value), _OUT_DIR.value, import_checkpoint,
+          dataset=_DATASET.value, log=lambda line: print(line, flush=True))
+  except ImportError as e:
+    raise app.UsageError(str(e)) from e
+  missing = sorted(set(archive.PUBLISHED_TEST_ACCURACY) - set(status))
+  print(f'{len(status)} teachers in {os.path.abspath(_OUT_DIR.value)}'
+        + (f'; not in the archive: {", ".join(missing)}' if missing else '')
+        + '.', flush=True)
 
 
 def run():

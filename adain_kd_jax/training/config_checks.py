@@ -25,6 +25,8 @@ anything is compiled or written:
     checkpoints.
 """
 
+import math
+
 from adain_kd_jax import cli
 from adain_kd_jax import losses
 from adain_kd_jax import methods
@@ -49,7 +51,8 @@ def _fail(field, value, fix):
 def _one_of(field, value, allowed, quote=False):
   if value not in allowed:
     names = (repr(a) if quote else a for a in allowed)
-    _fail(field, value, f'use one of {", ".join(names)}.')
+    _fail(field, value, f'use one of {", ".join(names)}.'
+          + cli.did_you_mean(value, allowed))
 
 
 def _uses(config, term: str) -> bool:
@@ -152,8 +155,13 @@ def _check_points(config) -> None:
 
 
 def _check_loss(config) -> None:
-  """loss.adain_kind, loss.adain_stats (from losses), the temperatures and
-  the AdaIN warm-up."""
+  """Every loss weight finite, loss.adain_kind, loss.adain_stats (from
+  losses), the temperatures and the AdaIN warm-up."""
+  for field, value in config.loss.items():
+    if (isinstance(value, (int, float)) and not isinstance(value, bool)
+        and not math.isfinite(value)):
+      _fail(f'loss.{field}', value, 'it must be a finite number (a NaN or '
+            'infinite weight makes every step non-finite).')
   _one_of('loss.adain_kind', config.loss.adain_kind, losses.ADAIN_LOSS_KINDS,
           quote=True)
   _one_of('loss.adain_stats', config.loss.adain_stats, losses.ADAIN_STATS,

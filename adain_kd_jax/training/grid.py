@@ -43,6 +43,7 @@ import ml_collections
 import numpy as np
 
 from adain_kd_jax.data import loader
+from adain_kd_jax.training import claims
 from adain_kd_jax.training import grid_step
 from adain_kd_jax.training import loop
 from adain_kd_jax.training import member as member_lib
@@ -107,7 +108,8 @@ def train_members(entries: Sequence[tuple[ml_collections.ConfigDict, str]],
 
   Returns:
     {workdir: summary (as loop.train_and_evaluate returns it),
-    'skipped' (finished before), or {'failed': message}}. A preempted grid
+    'skipped' (finished before), {'failed': message}, or {'claimed':
+    message} (claims.py: another trainer holds it)}. A preempted grid
     ends the call: its members' values have 'preempted_at', later grids'
     members are left out.
   """
@@ -140,9 +142,12 @@ def _train_group(group, start_time):
         if seed not in datas:
           datas[seed] = loader.open_data(config, jax.process_index(),
                                          jax.process_count())
-        members.append(member_lib.Member(
-            run_lib.create_run(config, workdir, data=datas[seed]),
-            start_time))
+        try:
+          run = run_lib.create_run(config, workdir, data=datas[seed])
+        except claims.Claimed as e:  # Trained elsewhere: leave it alone.
+          results[workdir] = {'claimed': str(e)}
+          continue
+        members.append(member_lib.Member(run, start_time))
       align_steps(members, start_time)
       by_step = {}
       for m in members:
@@ -158,6 +163,7 @@ def _train_group(group, start_time):
         if m.run.checkpointer is not None:
           m.run.checkpointer.wait()
           m.run.checkpointer.close()
+        m.run.release_claim()
       for data in datas.values():
         data.close()
   return results

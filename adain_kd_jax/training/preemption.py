@@ -1,11 +1,18 @@
-"""SIGTERM (a preemption notice) or Ctrl-C -> save at the next step and exit.
+"""SIGTERM (a preemption notice), the extra stop signal or Ctrl-C -> save at
+the next step and exit.
 
 The first SIGTERM or SIGINT (Ctrl-C) asks the training loop to save a
 checkpoint at the next step boundary and stop; the run resumes from it with
 the same command. A second SIGINT aborts at once (KeyboardInterrupt), without
 that save; the newest checkpoint written before stays intact.
+
+The extra stop signal, SIGUSR1 unless ADAIN_KD_STOP_SIGNAL names another
+(`USR2`, `SIGHUP`, ...; `none`: no extra signal), acts as SIGTERM does:
+SLURM's warning before a job's time limit (`sbatch --signal=USR1@120`) is
+usually SIGUSR1.
 """
 
+import os
 import signal
 import threading
 
@@ -13,7 +20,27 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNAL_ENV = 'ADAIN_KD_STOP_SIGNAL'
+
+
+def extra_stop_signal() -> signal.Signals | None:
+  """The extra stop signal (ADAIN_KD_STOP_SIGNAL, default SIGUSR1), or None."""
+  name = os.environ.get(STOP_SIGNAL_ENV, 'USR1').strip().upper()
+  if name in ('', 'NONE'):
+    return None
+  try:
+    return signal.Signals[name if name.startswith('SIG') else 'SIG' + name]
+  except KeyError:
+    raise ValueError(
+        f'{STOP_SIGNAL_ENV}={name!r} names no signal; use e.g. USR1, USR2 or '
+        'none.') from None
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+  """SIGTERM, SIGINT and the extra stop signal (if any)."""
+  extra = extra_stop_signal()
+  return (signal.SIGTERM, signal.SIGINT) + (
+      (extra,) if extra not in (None, signal.SIGTERM, signal.SIGINT) else ())
 
 
 class PreemptionWatcher:
@@ -31,7 +58,7 @@ class PreemptionWatcher:
     self._sync_every = max(1, sync_every)
     self._previous = {}
     if threading.current_thread() is threading.main_thread():
-      for signum in _SIGNALS:
+      for signum in stop_signals():
         self._previous[signum] = signal.signal(signum, self._handle)
 
   def _handle(self, signum, frame):

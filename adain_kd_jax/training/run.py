@@ -14,14 +14,18 @@ test the steps that train.
 
 import contextlib
 import dataclasses
+import logging as std_logging
 import os
 from typing import Any
 
+from absl import logging as absl_logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import ml_collections
+import numpy as np
 import optax
 
 from adain_kd_jax import cli
@@ -30,6 +34,7 @@ from adain_kd_jax.data import loader
 from adain_kd_jax.data import registry
 from adain_kd_jax.methods import objective
 from adain_kd_jax.training import checkpoints
+from adain_kd_jax.training import claims
 from adain_kd_jax.training import config_checks
 from adain_kd_jax.training import preflight
 from adain_kd_jax.training import run_record
@@ -65,6 +70,7 @@ class Run:
   eval_step: steps.EvalStep
   checkpointer: checkpoints.RunCheckpointer | None  # None without workdir.
   random_teacher: bool = False  # A mock-data run's teacher, drawn at random.
+  claim: claims.Claim | None = None  # Held on WORKDIR while the run is open.
 
   @property
   def image_shape(self):
@@ -77,19 +83,47 @@ class Run:
         lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
   def close(self) -> None:
-    """Stops input workers; completes in-flight checkpoint saves."""
-    self.data.close()
-    if self.checkpointer is not None:
-      self.checkpointer.wait()
-      self.checkpointer.close()
+    """Stops input workers; completes in-flight checkpoint saves; releases
+    the claim."""
+    try:
+      self.data.close()
+      if self.checkpointer is not None:
+        self.checkpointer.wait()
+        self.checkpointer.close()
+    finally:
+      self.release_claim()
+
+  def release_claim(self) -> None:
+    """Releases WORKDIR's claim (claims.py), once its saves are done."""
+    if self.claim is not None:
+      self.claim.release()
+      self.claim = None
 
 
+class _NoMockMetadataWarning(std_logging.Filter):
+  """Drops tfds' "Variant folder ... has no dataset_info.json": its mock sets
+  ship without that file, so tfds says so on every mock run."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return 'has no dataset_info.json' not in record.getMessage()
+
+
+@contextlib.contextmanager
 def mock_data(config: ml_collections.ConfigDict):
-  """tfds.testing.mock_data with config.mock_data examples (0: no mock)."""
+  """tfds.testing.mock_data with config.mock_data examples (0: no mock),
+  without tfds' warning about the mock's missing metadata."""
   if not config.get('mock_data', 0):
-    return contextlib.nullcontext()
+    yield
+    return
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  return tfds.testing.mock_data(num_examples=config.mock_data)
+  quiet = _NoMockMetadataWarning()
+  logger = absl_logging.get_absl_logger()
+  logger.addFilter(quiet)
+  try:
+    with tfds.testing.mock_data(num_examples=config.mock_data):
+      yield
+  finally:
+    logger.removeFilter(quiet)
 
 
 def create_run(config: ml_collections.ConfigDict, workdir: str | None,
@@ -102,23 +136,67 @@ def create_run(config: ml_collections.ConfigDict, workdir: str | None,
   config is refused (run_record.py) unless the fields that differ are named
   in `resume_changes` and may change.
   Call inside `mock_data(config)` for a config with `mock_data` set.
+  A workdir is claimed first (claims.py: `claims.Claimed`, one line, if a
+  live trainer holds it); `Run.close` (or `release_claim`) releases it.
   `data`: an open `loader.open_data(config, ...)` to use (the grid's members
   of one seed share theirs); the caller closes it.
   """
   with cli.user_errors():
     config_checks.check(config)
-    changes = ([] if workdir is None else
-               run_record.check_resume(workdir, config, resume_changes))
-    mesh = _mesh(config)
-    if data is not None:
-      return _create(config, workdir, mesh, data, changes)
-    data = loader.open_data(config, jax.process_index(),
-                            jax.process_count())
+    # Before anything reads or writes the run: a claimed run is left alone.
+    existed = workdir is not None and os.path.isdir(workdir)
+    claim = None if workdir is None else _claim(workdir)
     try:
-      return _create(config, workdir, mesh, data, changes)
+      run = _open(config, workdir, resume_changes, data)
     except BaseException:
-      data.close()
+      if claim is not None:
+        claim.release()
+        if not existed:  # Leave no empty workdir behind.
+          with contextlib.suppress(OSError):
+            os.rmdir(workdir)
       raise
+    run.claim = claim
+    return run
+
+
+def _open(config, workdir, resume_changes, data):
+  """create_run after the config check and the claim."""
+  changes = ([] if workdir is None else
+             run_record.check_resume(workdir, config, resume_changes))
+  mesh = _mesh(config)
+  if data is not None:
+    return _create(config, workdir, mesh, data, changes)
+  data = loader.open_data(config, jax.process_index(),
+                          jax.process_count())
+  try:
+    return _create(config, workdir, mesh, data, changes)
+  except BaseException:
+    data.close()
+    raise
+
+
+def _claim(workdir: str) -> claims.Claim | None:
+  """Process 0 claims `workdir` (claims.py); every process raises
+  `claims.Claimed` if it could not."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    return None  # preflight.prepare_workdir says what is wrong.
+  claim, error = None, ''
+  if jax.process_index() == 0:
+    try:
+      claim = claims.acquire(workdir)
+    except claims.Claimed as e:
+      error = str(e)
+    except OSError:
+      pass  # Unwritable: preflight.prepare_workdir says so and how to fix it.
+  if jax.process_count() == 1:
+    if error:
+      raise claims.Claimed(error)
+    return claim
+  ok = multihost_utils.process_allgather(np.array(not error))
+  if not np.all(ok):
+    raise claims.Claimed(error or f'{workdir} is claimed (process 0 says '
+                         'by whom).')
+  return claim
 
 
 def _mesh(config):

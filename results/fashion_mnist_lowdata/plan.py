@@ -16,7 +16,21 @@ finished and skipped, and its committed config.json is what ran.
   final/<teacher>-<student>/<arm>/seed<s>  the final grid, seeds 0-4, each
                                  pair a sweep directory that
                                  `python -m adain_kd_jax.experiments.report`
-                                 reads.
+                                 reads;
+  tune/kd/t16/seed100            kd's edge extension (tau 16; kd's chosen
+                                 tau 8 was its grid's edge), for the
+                                 confirmation only;
+  confirm/resnet20-resnet8/<arm>/seed<s>  the pre-registered confirmation
+                                 (CONFIRMATION.md): five arms, fresh seeds
+                                 5-14;
+  s1check/<arm>/<setting>/seed100  the S-1 handicap check (CONFIRMATION.md):
+                                 larger S-1 weights with a warm-up, and S-1
+                                 added to S at S's weight 1;
+  gate/<teacher>/e<E>            a wide teacher's first E epochs (the
+                                 teacher recipe, 55,000 images): the gate
+                                 for AdaIN where the tail can judge the std
+                                 (`stats_swap` on its export decides whether
+                                 its full training is worth it).
 An arm is a method with fixed extra settings (the AdaIN variants are arms of
 the method adain). Every arm but `none` gets the same budget: three
 settings on tuning seed 100, which never enters the final grid. P2 reuses
@@ -170,6 +184,85 @@ def _final(pair, arm, overrides):
           for seed in FINAL_SEEDS]
 
 
+# The confirmation (CONFIRMATION.md, committed before its first run): P1,
+# fresh seeds never used before, five arms at their chosen settings; kd's
+# setting chosen among its three and the tau-16 edge extension.
+CONFIRM_SEEDS = tuple(range(5, 15))
+CONFIRM_ARMS = ('none', 'kd', 'logit_mse', 'adain_authors', 'dkd')
+KD_EXTENSION = {'t16': {'loss.temperature': 16.0}}
+# The S-1 handicap check, on the tuning seed: three settings an arm, the
+# AdaIN weight warmed up linearly over the first S1_WARMUP_EPOCHS.
+S1_WARMUP_EPOCHS = 4.0
+S1_CHECK = {
+    # The variance pair at larger weights, each the same three.
+    'adain_s1_mean_warm': ('adain', {
+        'points': (-1,), 'loss.adain_stats': 'mean',
+        'loss.adain_warmup_epochs': S1_WARMUP_EPOCHS},
+                           {f'w{w}': {'loss.adain': w} for w in (0.3, 1.0, 3.0)}),
+    'adain_s1_both_warm': ('adain', {
+        'points': (-1,), 'loss.adain_warmup_epochs': S1_WARMUP_EPOCHS},
+                           {f'w{w}': {'loss.adain': w} for w in (0.3, 1.0, 3.0)}),
+    # S-1 added to S with S at weight 1 (adain_default's and adain_authors'
+    # S weight); the S-1 point weight takes adain_s1_both's three settings.
+    'adain_both_points_s1': ('adain', {'points': (-1, 0), 'loss.adain': 1.0}, {
+        f's1w{w}': {'point_weights': (w, 1.0)} for w in (0.03, 0.1, 0.3)}),
+}
+# A check arm gets final seeds only if its best validation top-1 on the
+# tuning seed beats the student alone's by more than this (points).
+S1_FINAL_MARGIN = 0.5
+
+
+def confirm_kd(workdir):
+  """kd's overrides for the confirmation: the best on validation among its
+  three tuned settings and the tau-16 extension (None until all four have
+  finished; a tie keeps the earlier setting, so tau 16 must win)."""
+  _, fixed, settings = ARMS['kd']
+  settings = {**settings, **KD_EXTENSION}
+  name = best_on_val({n: [_tune_dir(workdir, 'kd', n)] for n in settings})
+  return {**fixed, **settings[name]} if name else None
+
+
+def _confirm(workdir):
+  runs = [PlannedRun(f'tune/kd/{n}/seed{TUNING_SEED}', _cell(P1, 'kd'),
+                     {**o, 'seed': TUNING_SEED}, needs=_needs(P1))
+          for n, o in KD_EXTENSION.items()]
+  done = chosen(workdir)
+  done['kd'] = confirm_kd(workdir)
+  for arm in CONFIRM_ARMS:
+    if done.get(arm) is None:
+      continue
+    runs += [PlannedRun(f'confirm/{P1[0]}-{P1[1]}/{arm}/seed{seed}',
+                        _cell(P1, arm), dict(done[arm], seed=seed),
+                        needs=() if arm == 'none' else _needs(P1))
+             for seed in CONFIRM_SEEDS]
+  return runs
+
+
+def _s1_check():
+  runs = []
+  for arm, (method, fixed, settings) in S1_CHECK.items():
+    runs += [PlannedRun(f's1check/{arm}/{name}/seed{TUNING_SEED}',
+                        f'{CELL}:teacher={P1[0]},student={P1[1]},'
+                        f'method={method}',
+                        {**fixed, **overrides, 'seed': TUNING_SEED},
+                        needs=_needs(P1))
+             for name, overrides in settings.items()]
+  return runs
+
+
+# A teacher whose tail after S and S-1 is non-linear in the statistics: a
+# wide ResNet (pre-activation: BN + ReLU before pooling in its head), first
+# GATE_EPOCHS epochs only; stats_swap on the export is the gate.
+WIDE_TEACHER = 'wrn_16_2'
+GATE_EPOCHS = 4
+
+
+def _gate():
+  return [PlannedRun(f'gate/{WIDE_TEACHER}/e{GATE_EPOCHS}',
+                     f'configs/fashion_mnist_teacher.py:{WIDE_TEACHER}',
+                     {'num_epochs': float(GATE_EPOCHS)})]
+
+
 def get_plan(workdir):
   """The runs in priority order: the decisive arms first (none, kd,
   logit_mse, the AdaIN arms, adain_kd), then the other baselines; a final
@@ -190,4 +283,4 @@ def get_plan(workdir):
   for arm in p2_arms(workdir):
     if arm in done:
       runs += _final(P2, arm, done[arm])
-  return runs
+  return runs + _confirm(workdir) + _s1_check() + _gate()

@@ -1,0 +1,90 @@
+r"""The pre-registered confirmation's verdict (CONFIRMATION.md), as fixed
+before its first run.
+
+  python results/fashion_mnist_lowdata/confirm_verdict.py \
+      [results/fashion_mnist_lowdata/runs/confirm/resnet20-resnet8]
+
+Reads the finished runs of the five arms on seeds 5-14 and, only once all
+fifty are in (no interim look), writes confirm_verdict.md beside them: the
+primary contrast adain_authors - kd and the secondary adain_authors -
+logit_mse, test top-1 at the last epoch in points, paired by seed, each a
+two-sided paired t-test, the two p-values Holm-adjusted over these two
+only, alpha 0.05, and the decision rule's words. Until then it says how
+many runs are missing and shows no comparison (exit status 1).
+"""
+
+import os
+import sys
+
+from adain_kd_jax.experiments import finished_runs
+from adain_kd_jax.experiments import paired
+from adain_kd_jax.experiments import tables
+
+DIRECTORY = 'results/fashion_mnist_lowdata/runs/confirm/resnet20-resnet8'
+ARMS = ('none', 'kd', 'logit_mse', 'adain_authors', 'dkd')
+SEEDS = tuple(range(5, 15))
+REFERENCE = 'adain_authors'
+CONTRASTS = ('kd', 'logit_mse')  # Primary, then secondary.
+ALPHA = 0.05
+
+
+def missing_runs(runs):
+  """The (arm, seed) pairs of the design that have no finished run."""
+  have = {(r['method'], r['seed']) for r in runs}
+  return [(a, s) for a in ARMS for s in SEEDS if (a, s) not in have]
+
+
+def decision(diff, adjusted_p):
+  """The pre-registered words for one contrast."""
+  if adjusted_p < ALPHA:
+    return 'higher' if diff['mean'] > 0 else 'lower'
+  if diff['ci_high'] <= 0:
+    return 'no gain'
+  return f'not shown; gains above {diff["ci_high"]:+.2f} points excluded'
+
+
+def contrasts(runs):
+  """[(name, paired difference, p, Holm-adjusted p, decision)] of the two
+  contrasts, last epoch, in points."""
+  rows = {r['method']: r for r in tables.paired_rows(runs, REFERENCE)}
+  diffs = [rows[m]['last'] for m in CONTRASTS]
+  p = [paired.p_value(d) for d in diffs]
+  adjusted = paired.holm(p)
+  return [(f'{REFERENCE} - {m}', d, pi, ai, decision(d, ai))
+          for m, d, pi, ai in zip(CONTRASTS, diffs, p, adjusted)]
+
+
+def to_markdown(results):
+  lines = ['# Confirmation: the pre-registered verdict', '',
+           'P1 (resnet20 -> resnet8), seeds 5-14, test top-1 at the last '
+           'epoch, paired by seed; two-sided paired t-tests, Holm over the '
+           'two contrasts, alpha 0.05 (CONFIRMATION.md).', '',
+           '| contrast | mean [95% CI] | per seed (5-14) | p | Holm p | '
+           'verdict |', '|---|---:|---|---:|---:|---|']
+  for name, d, p, adj, words in results:
+    seeds = ' '.join(f'{x:+.2f}' for x in d['diffs'])
+    lines.append(f'| {name} | {d["mean"]:+.2f} [{d["ci_low"]:+.2f}, '
+                 f'{d["ci_high"]:+.2f}] | {seeds} | {p:.3g} | {adj:.3g} | '
+                 f'{words} |')
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+  directory = argv[1] if len(argv) > 1 else DIRECTORY
+  runs = [r for r in finished_runs.collect(directory)
+          if r['method'] in ARMS and r['seed'] in SEEDS]
+  missing = missing_runs(runs)
+  if missing:
+    print(f'{len(missing)} of {len(ARMS) * len(SEEDS)} runs not finished '
+          f'(first: {missing[0][0]} seed {missing[0][1]}); the verdict waits '
+          'for all of them (no interim look).')
+    return 1
+  text = to_markdown(contrasts(runs))
+  with open(os.path.join(directory, 'confirm_verdict.md'), 'w') as f:
+    f.write(text)
+  print(text, end='')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv))

@@ -1,0 +1,168 @@
+"""On a real SLURM (scripts/slurm_local.sh): claims under array tasks.
+
+The cluster is the one-node cluster of scripts/slurm_local.sh, started here if
+no cluster answers (and stopped again at the end); the tests skip, saying
+why, only where it cannot start (not root, no apt-get, no package).
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+_SCRIPT = os.path.join(ROOT, 'scripts', 'slurm_local.sh')
+
+
+def _script(command):
+  return subprocess.run([_SCRIPT, command], capture_output=True, text=True,
+                        timeout=600, check=False)
+
+
+@pytest.fixture(scope='module')
+def slurm():
+  """A SLURM cluster that answers; skips, with the reason, if none can."""
+  started = _script('status').returncode != 0
+  if started:
+    proc = _script('start')
+    if proc.returncode != 0:
+      pytest.skip('no local SLURM cluster: '
+                  + (proc.stderr.strip() or proc.stdout.strip()))
+  yield
+  if started:
+    _script('stop')
+
+
+def _sbatch(*args):
+  """Submits; returns the job id."""
+  proc = subprocess.run(['sbatch', '--parsable', *args], capture_output=True,
+                        text=True, timeout=60, check=False)
+  assert proc.returncode == 0, proc.stderr
+  return proc.stdout.strip().split(';')[0]
+
+
+def _wait(job, timeout=240):
+  """Waits until SLURM no longer lists `job`."""
+  end = time.time() + timeout
+  while subprocess.run(['squeue', '-h', '-j', job], capture_output=True,
+                       text=True, check=False).stdout.strip():
+    assert time.time() < end, f'job {job} still queued after {timeout} s'
+    time.sleep(0.5)
+
+
+# One array task: takes the run's claim (or is refused), holds it a moment,
+# and writes what happened and the claim's record to out/<task>.json.
+_TASK = textwrap.dedent('''
+    import json, os, sys, time
+    from adain_kd_jax.training import claims
+    run_dir, out = sys.argv[1], sys.argv[2]
+    task = os.environ['SLURM_ARRAY_TASK_ID']
+    try:
+      claim = claims.acquire(run_dir)
+    except claims.Claimed as e:
+      result = {'claimed': False, 'message': str(e)}
+    else:
+      result = {'claimed': True, 'record': claims.read(run_dir)}
+      time.sleep(5)
+      claim.release()
+    with open(os.path.join(out, task + '.json'), 'w') as f:
+      json.dump(result, f)
+''')
+
+
+def test_array_tasks_claim_a_run_once_naming_their_job(slurm, tmp_path):
+  """Two array tasks on one run: one claims it (the claim names its array
+  job and task), the other is refused naming that job."""
+  del slurm
+  task = tmp_path / 'task.py'
+  task.write_text(_TASK)
+  run_dir, out = tmp_path / 'run', tmp_path / 'out'
+  out.mkdir()
+  job = _sbatch('--array=0-1', f'--chdir={ROOT}',
+                f'--output={tmp_path}/%a.log',
+                f'--export=ALL,PYTHONPATH={ROOT}',
+                f'--wrap={sys.executable} {task} {run_dir} {out}')
+  _wait(job)
+  results = [json.loads((out / f'{i}.json').read_text()) for i in (0, 1)]
+  winners = [i for i, r in enumerate(results) if r['claimed']]
+  assert len(winners) == 1, results
+  winner, loser = results[winners[0]], results[1 - winners[0]]
+  assert winner['record']['slurm_job'] == f'{job}_{winners[0]}'
+  assert f'(SLURM job {job}_{winners[0]})' in loser['message']
+  assert not os.path.exists(run_dir / 'claim.json')
+
+
+def _toy_plan(tmp_path, idx_data_dir):
+  """A teacher, then kd and dkd x seeds 1 and 2 distilled from it."""
+  teacher = str(tmp_path / 'teachers' / 'resnet8')
+  common = {'data_source': 'idx', 'data_dir': idx_data_dir,
+            'train_limit': 0, 'test_limit': 0, 'batch_size': 16,
+            'eval_batch_size': 32, 'num_train_steps': 4,
+            'log_every_steps': 2, 'checkpoint_every_steps': 2,
+            'eval_every_epochs': 100.0, 'dataset': 'fashion_mnist',
+            'holdout': 0, 'compare_to': ''}
+  plan = tmp_path / 'plan.py'
+  plan.write_text(textwrap.dedent(f'''
+      from adain_kd_jax.experiments.parallel import PlannedRun
+      COMMON = {common!r}
+      def get_plan(workdir=None):
+        runs = [PlannedRun('teacher', 'configs/teacher.py',
+                           dict(COMMON, model='resnet8'),
+                           export_to={teacher!r})]
+        for method in ('kd', 'dkd'):
+          for seed in (1, 2):
+            runs.append(PlannedRun(
+                f'{{method}}/seed{{seed}}', 'configs/default.py',
+                dict(COMMON, model='resnet8', teacher='resnet8',
+                     teacher_checkpoint={teacher!r}, method=method,
+                     seed=seed), needs=({teacher!r},)))
+        return runs
+  '''))
+  return str(plan)
+
+
+def _campaign(plan, workdir, *flags_):
+  return subprocess.run(
+      [sys.executable, '-m', 'adain_kd_jax.experiments.campaign',
+       f'--plan={plan}', f'--workdir={workdir}', *flags_], cwd=ROOT,
+      env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+      timeout=300, check=False)
+
+
+@pytest.mark.parametrize('grid', [False, True], ids=['arrays', 'grid'])
+def test_toy_plan_on_slurm_trains_every_run_once(slurm, tmp_path,
+                                                 idx_data_dir, grid):
+  """campaign --slurm: the teacher first, its dependants after it (arrays or
+  grid packs); every run trained once; submitting again submits nothing."""
+  del slurm
+  plan, workdir = _toy_plan(tmp_path, idx_data_dir), tmp_path / 'runs'
+  flags_ = ['--slurm=--time=00:20:00', '--slurm_throttle=2'] + (
+      ['--grid'] if grid else [])
+  proc = _campaign(plan, workdir, *flags_)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'Campaign: 5 runs: 5 submitted' in proc.stdout, proc.stdout
+  [script] = [p.read_text() for p in (workdir / 'slurm').glob(
+      'dependants-*.sbatch')]
+  assert '#SBATCH --dependency=afterok:' in script
+  assert '#SBATCH --array=0-%d%%2' % (0 if grid else 3) in script
+  listed = _campaign(plan, workdir, '--list')
+  assert re.search(r'(queued|running) under job \d+_0', listed.stdout), \
+      listed.stdout
+  again = _campaign(plan, workdir, *flags_)  # Nothing new to submit.
+  assert 'submitted' not in again.stdout, again.stdout
+  for job in set(re.findall(r' under job (\d+)_', listed.stdout)):
+    _wait(job)
+  listed = _campaign(plan, workdir, '--list')
+  assert listed.stdout.count('  finished') == 5, listed.stdout
+  for run in ('teacher', 'kd/seed1', 'kd/seed2', 'dkd/seed1', 'dkd/seed2'):
+    with open(workdir / run / 'metrics.jsonl') as f:
+      steps = [json.loads(l)['step'] for l in f
+               if json.loads(l)['split'] == 'train']
+    assert steps == [2, 4], (run, steps)  # Trained once.
+    assert not (workdir / run / 'claim.json').exists()
