@@ -42,6 +42,7 @@ from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
 
+from adain_kd_jax import methods
 from adain_kd_jax.data import loader
 from adain_kd_jax.training import claims
 from adain_kd_jax.training import grid_step
@@ -50,13 +51,13 @@ from adain_kd_jax.training import member as member_lib
 from adain_kd_jax.training import run as run_lib
 from adain_kd_jax.training import summary as summary_lib
 
-# Fields in which the members of one grid may differ. Everything else (the
-# student, the teacher, the data, the batch size, the schedule, the logging
-# and checkpoint periods) must be equal.
-MEMBER_FIELDS = ('method', 'seed', 'compare_to', 'loss', 'points',
-                 'point_weights', 'connector_relu', 'dkd', 'crd',
-                 'learning_rate', 'momentum', 'weight_decay',
-                 'skip_nonfinite', 'export', 'keep_checkpoints')
+# Fields in which the members of one grid may differ: these and every
+# method's settings (methods.SETTING_FIELDS, which the terms declare).
+# Everything else (the student, the teacher, the data, the batch size, the
+# schedule, the logging and checkpoint periods) must be equal.
+MEMBER_FIELDS = ('method', 'seed', 'compare_to', 'loss', 'learning_rate',
+                 'momentum', 'weight_decay', 'skip_nonfinite', 'export',
+                 'keep_checkpoints') + methods.SETTING_FIELDS
 
 
 def group_key(config: ml_collections.ConfigDict) -> str:
