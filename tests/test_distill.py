@@ -229,6 +229,25 @@ def test_logit_mse_is_one_term_and_one_config_block():
   np.testing.assert_allclose(loss, metrics['ce'] + 0.5 * expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize('method', list(methods.METHODS))
+def test_a_method_reads_exactly_the_settings_its_terms_declare(method):
+  """With every other method's settings removed from the config, the method
+  builds and initialises; without any one of its own, it cannot."""
+  declared = methods.setting_fields(method)
+
+  def build(drop):
+    config = _config(method)
+    for field in drop:
+      del config[field]
+    distiller = objective.create(config, 10, IMAGE_SHAPE)
+    distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
+
+  build([f for f in methods.SETTING_FIELDS if f not in declared])
+  for field in declared:
+    with pytest.raises((AttributeError, KeyError)):
+      build([field])
+
+
 def test_a_zero_weight_term_computes_nothing():
   """kd with loss.kd=0 is CE alone: no teacher is built or loaded."""
   distiller = objective.create(_config('kd', kd=0.0), 10, IMAGE_SHAPE)

@@ -51,3 +51,21 @@ def test_relative_links_resolve(page):
     elif anchor and anchor not in _anchors(path):
       broken.append(f'{link} (no heading)')
   assert not broken, f'{page}: {broken}'
+
+
+def test_method_table_lists_every_method_with_the_settings_its_terms_read():
+  """docs/method.md's table: one row per METHODS entry, in order, whose
+  settings column is what the method's terms declare (config_fields)."""
+  from adain_kd_jax import methods  # pylint: disable=import-outside-toplevel
+  with open(os.path.join(ROOT, 'docs', 'method.md')) as f:
+    text = f.read()
+  table = text[text.index('| method | terms |'):]
+  lines = table.split('\n\n')[0].splitlines()[2:]
+  rows = [line.split('|')[1:-1] for line in lines]
+  assert [r[0].strip().strip('`') for r in rows] == list(methods.METHODS)
+  for row in rows:
+    method = row[0].strip().strip('`')
+    cell = row[-1].strip()
+    listed = () if cell == '-' else tuple(
+        x.strip().strip('`') for x in cell.split(','))
+    assert listed == methods.setting_fields(method), method

@@ -93,7 +93,8 @@ def _solo_and_grid(configs, steps=1, layout='loop'):
 @pytest.mark.parametrize('method', _METHODS)
 def test_grid_of_one_is_the_solo_step_bit_for_bit(method, idx_data_dir,
                                                   teacher_export):
-  """A grid of one member: the same state and metrics bits as the solo step."""
+  """A grid of one member, for every method: the same state and metrics
+  bits as the solo step."""
   solo, grid_out = _solo_and_grid(
       [_config(idx_data_dir, teacher_export, method)], steps=2)
   jax.tree.map(np.testing.assert_array_equal, solo, grid_out)
