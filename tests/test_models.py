@@ -66,8 +66,11 @@ def test_every_registry_model_has_the_interface(name):
   logits, features, tails = jax.eval_shape(
       run, variables, jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32))
   assert model.num_stages >= 1
-  assert set(features) == {'stem', 'pre_logits', *(
-      f'stage{k}' for k in range(1, model.num_stages + 1))}
+  stages = range(1, model.num_stages + 1)
+  preact = {f'preact_stage{k}' for k in stages} & set(features)
+  assert preact in (set(), {f'preact_stage{k}' for k in stages})
+  assert set(features) == {'stem', 'pre_logits', *preact, *(
+      f'stage{k}' for k in stages)}
   assert all(h.ndim == 4 and h.shape[0] == 2
              for k, h in features.items() if k != 'pre_logits')
   assert features['pre_logits'].ndim == 2
@@ -105,7 +108,64 @@ def test_feature_shapes(name, expected):
       lambda v, x: model.apply(v, x, train=False), variables, x)
   assert model.num_stages == 3
   assert logits.shape == (2, 100) and logits.dtype == jnp.float32
-  assert {k: v.shape[1:] for k, v in features.items()} == expected
+  assert {k: v.shape[1:] for k, v in features.items()
+          if not k.startswith('preact_')} == expected
+  assert {k: v.shape[1:] for k, v in features.items()
+          if k.startswith('preact_')} == {
+              f'preact_stage{k}': expected[f'stage{k}'] for k in (1, 2, 3)}
+
+
+# mdistiller's pre-ReLU features (its `preact_feats`) and the BN before each
+# stage's ReLU (`get_bn_before_relu`), by family.
+_PREACT_MODELS = ('resnet8', 'wrn_16_1', 'vgg8', 'ResNet50', 'resnet18')
+
+
+@pytest.mark.parametrize('name', _PREACT_MODELS)
+def test_preact_features_are_the_maps_before_the_relu(name):
+  """ReLU of 'preact_stage<k>' is the map the network goes on with (stage k's
+  output; for the pre-activation WRN, the next block's activated input), the
+  named BN is the one that produced it."""
+  model = models.create_model(name, num_classes=10)
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
+  variables = model.init(jax.random.key(0), x, train=False)
+  variables = {'params': variables['params'], 'batch_stats': jax.tree.map(
+      lambda a: a + rng.uniform(0.1, 0.5, a.shape).astype(np.float32),
+      variables['batch_stats'])}
+  _, features = model.apply(variables, x, train=False)
+  for k in range(1, model.num_stages + 1):
+    path = model.apply(variables, k, method='preact_bn_path')
+    stats = variables['batch_stats']
+    for key in path:
+      stats = stats[key]
+    pre = np.asarray(features[f'preact_stage{k}'])
+    assert pre.shape[-1] == stats['mean'].shape[0]
+    if name.startswith('wrn'):
+      nxt = (features[f'stage{k}'] - stats['mean']) / np.sqrt(
+          stats['var'] + 1e-5)
+      params = variables['params']
+      for key in path:
+        params = params[key]
+      np.testing.assert_allclose(
+          pre, nxt * params['scale'] + params['bias'], rtol=1e-4, atol=1e-5)
+    else:
+      np.testing.assert_allclose(np.maximum(pre, 0), features[f'stage{k}'],
+                                 rtol=1e-6, atol=1e-6)
+      assert np.any(pre < 0)
+
+
+def test_models_without_preact_features_say_so():
+  """MobileNetV2 and the ShuffleNets return no pre-ReLU features and have no
+  BN to name."""
+  for name in ('MobileNetV2', 'ShuffleV1', 'ShuffleV2'):
+    model = models.create_model(name, num_classes=10)
+    _, features = jax.eval_shape(
+        lambda v, x, m=model: m.apply(v, x, train=False),
+        _abstract_variables(model), jax.ShapeDtypeStruct((2, 32, 32, 3),
+                                                         jnp.float32))
+    assert not any(k.startswith('preact_') for k in features)
+    with pytest.raises(NotImplementedError, match='no pre-ReLU'):
+      model.preact_bn_path(1)
 
 
 def _init(model, x):
