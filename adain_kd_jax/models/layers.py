@@ -115,6 +115,9 @@ class StagedNetwork(nn.Module):
   # The blocks take `preact=` and name the BN before their sum in
   # `preact_bn_name` (OFD's `get_bn_before_relu`).
   preact_blocks: ClassVar[bool] = False
+  # Why there is no BatchNorm to name before the pre-ReLU maps (OFD cannot
+  # take its margin from this network), or '' when there is one.
+  preact_bn_missing: ClassVar[str] = ''
 
   def _stem(self, x, train: bool):
     h = self.stem_conv(x)
@@ -150,6 +153,8 @@ class StagedNetwork(nn.Module):
     if not self.preact_blocks:
       raise NotImplementedError(
           f'{type(self).__name__} has no pre-ReLU features.')
+    if self.preact_bn_missing:
+      raise NotImplementedError(self.preact_bn_missing)
     block = f'stage{s}_block{self._blocks_in_stage(s) - 1}'
     return (block, getattr(self, block).preact_bn_name)
 
