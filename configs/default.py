@@ -163,6 +163,9 @@ def _loss(config):
   config.loss.nst = 50.0
   # DIST (config.dist), its authors' CIFAR-100 kd_loss_weight with CE 1.
   config.loss.dist = 2.0
+  # OFD's partial L2 on the pre-ReLU maps through connectors (mdistiller's
+  # CFG.OFD.LOSS.FEAT_WEIGHT with CE 1).
+  config.loss.ofd = 1e-3
 
 
 def _baselines(config):

@@ -8,7 +8,8 @@ Family modules, one test file each:
   * `vid`: VID's Gaussian likelihood loss and adaptive average pooling;
   * `relational`: SP, CC, RKD and PKT, relations between a batch's examples;
   * `nst`: NST's kernel discrepancy of channel activation patterns;
-  * `dist`: DIST's inter- and intra-class relations of the predictions.
+  * `dist`: DIST's inter- and intra-class relations of the predictions;
+  * `ofd`: OFD's margin and partial L2 on the maps before the ReLU.
 This module is their public face: `losses.<name>` for every public name.
 """
 
@@ -73,4 +74,10 @@ from adain_kd_jax.losses.dist import (
     DIST_EPS,
     dist_relations,
     dist_loss,
+)
+from adain_kd_jax.losses.ofd import (
+    OFD_MIN_NEGATIVE_MASS,
+    ofd_margin,
+    ofd_partial_l2,
+    ofd_loss,
 )

@@ -15,6 +15,7 @@ knows a method by name. docs/architecture.md walks through it.
 from adain_kd_jax import cli
 from adain_kd_jax.methods import adain_terms
 from adain_kd_jax.methods import baseline_terms
+from adain_kd_jax.methods import feature_terms
 from adain_kd_jax.methods import relational_terms
 from adain_kd_jax.methods.base import Adapter
 from adain_kd_jax.methods.base import Context
@@ -42,6 +43,7 @@ TERMS = {
     'pkt': relational_terms.PKT,
     'nst': relational_terms.NST,
     'dist': relational_terms.DIST,
+    'ofd': feature_terms.OFD,
 }
 
 # The terms each method adds up, in this order (weights: config.loss).
@@ -63,6 +65,7 @@ METHODS = {
     'pkt': ('ce', 'pkt'),
     'nst': ('ce', 'nst'),
     'dist': ('ce', 'dist'),
+    'ofd': ('ce', 'ofd'),
 }
 # The terms that read config.points (feature points with their weights).
 POINT_TERMS = tuple(name for name, cls in TERMS.items() if cls.reads_points)

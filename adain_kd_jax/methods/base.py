@@ -114,7 +114,9 @@ class Outputs:
   (N, H, W, C) and 'pre_logits' -> (N, D). Teacher-side values are already
   wrapped in `stop_gradient`; `tail(k, h)` runs the frozen teacher from
   after stage k on a map `h` (gradients flow through it into `h`);
-  `adapted` holds the outputs of the trained modules the terms declared.
+  `teacher_method(name, *args)` applies the frozen teacher's method `name`
+  (e.g. 'preact_bn', OFD's margin); `adapted` holds the outputs of the
+  trained modules the terms declared.
   """
   logits_s_NK: jax.Array
   feats_s: dict[str, jax.Array]
@@ -125,6 +127,7 @@ class Outputs:
   logits_t_NK: jax.Array | None = None
   feats_t: dict[str, jax.Array] | None = None
   tail: Callable[[int, jax.Array], jax.Array] | None = None
+  teacher_method: Callable[..., Any] | None = None
   # The declared adapters' outputs by key (`Adapter`), e.g. 'connector' ->
   # {'stage<k>': (N, H, W, C_t)}, 'crd' -> (e_s_ND, e_t_ND).
   adapted: dict[str, Any] | None = None

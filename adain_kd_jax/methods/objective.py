@@ -174,7 +174,9 @@ class Distiller:
                   if teacher_out is None else teacher_out)
       fields.update(logits_t_NK=z_t, feats_t=f_t, tail=lambda k, h: (
           self.teacher.apply(t_vars, h, start=k, train=False,
-                             method='tail')))
+                             method='tail')),
+                    teacher_method=lambda name, *args: self.teacher.apply(
+                        t_vars, *args, method=name))
     adapted = fields['adapted'] = {}
     for decl, module in self.adapters:
       args = decl.inputs(f_s, fields.get('feats_t'))
