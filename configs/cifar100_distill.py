@@ -23,7 +23,8 @@ stage 2, through RepDistiller's hint regressor `ConvReg`
 cc 0.02, rkd 1 (distance 25, angle 50), pkt 30000, nst 50 (each with CE
 1, no KD, one recipe for every pair: `configs/default.py`'s weights); dist
 CE 1 + 2 x DIST at tau 4 (hunto/image_classification_sota's
-`configs/strategies/distill/dist_cifar.yaml`, every pair); dkd CE 1,
+`configs/strategies/distill/dist_cifar.yaml`, every pair); ofd CE 1 + 1e-3
+x OFD (mdistiller's CFG.OFD.LOSS, every pair it can build); dkd CE 1,
 alpha 1, beta per pair (`DKD_BETA`: 2 for resnet56 -> resnet20 and
 resnet110 -> resnet32, 6 for wrn_40_2 -> wrn_16_2, wrn_40_2 -> wrn_40_1,
 vgg13 -> vgg8 and vgg13 -> MobileNetV2, 8 for every other pair), T 4,
