@@ -166,6 +166,10 @@ def _loss(config):
   # OFD's partial L2 on the pre-ReLU maps through connectors (mdistiller's
   # CFG.OFD.LOSS.FEAT_WEIGHT with CE 1).
   config.loss.ofd = 1e-3
+  # ReviewKD's hierarchical context loss on the fused features (config.reviewkd;
+  # mdistiller's CFG.REVIEWKD.REVIEWKD_WEIGHT with CE 1; 5 for resnet32x4 ->
+  # resnet8x4 in cifar100_distill.py).
+  config.loss.reviewkd = 1.0
 
 
 def _baselines(config):
@@ -208,6 +212,9 @@ def _baselines(config):
   config.dist.gamma = 1.0  # Intra-class relation weight (>= 0).
   # tau (> 0): 4 on CIFAR-100 (the authors' dist_cifar.yaml: kd dist_t4).
   config.dist.temperature = 4.0
+  # ReviewKD (method reviewkd): loss.reviewkd * min(epoch / warmup_epochs, 1).
+  config.reviewkd = ml_collections.ConfigDict()
+  config.reviewkd.warmup_epochs = 20.0  # > 0; mdistiller's WARMUP_EPOCHS.
 
 
 def _optimisation(config):

@@ -9,7 +9,8 @@ Family modules, one test file each:
   * `relational`: SP, CC, RKD and PKT, relations between a batch's examples;
   * `nst`: NST's kernel discrepancy of channel activation patterns;
   * `dist`: DIST's inter- and intra-class relations of the predictions;
-  * `ofd`: OFD's margin and partial L2 on the maps before the ReLU.
+  * `ofd`: OFD's margin and partial L2 on the maps before the ReLU;
+  * `reviewkd`: ReviewKD's hierarchical context loss and nearest resize.
 This module is their public face: `losses.<name>` for every public name.
 """
 
@@ -80,4 +81,10 @@ from adain_kd_jax.losses.ofd import (
     ofd_margin,
     ofd_partial_l2,
     ofd_loss,
+)
+from adain_kd_jax.losses.reviewkd import (
+    HCL_LEVELS,
+    nearest_resize,
+    hcl_level,
+    hcl_loss,
 )

@@ -44,6 +44,7 @@ TERMS = {
     'nst': relational_terms.NST,
     'dist': relational_terms.DIST,
     'ofd': feature_terms.OFD,
+    'reviewkd': feature_terms.ReviewKD,
 }
 
 # The terms each method adds up, in this order (weights: config.loss).
@@ -66,6 +67,7 @@ METHODS = {
     'nst': ('ce', 'nst'),
     'dist': ('ce', 'dist'),
     'ofd': ('ce', 'ofd'),
+    'reviewkd': ('ce', 'reviewkd'),
 }
 # The terms that read config.points (feature points with their weights).
 POINT_TERMS = tuple(name for name, cls in TERMS.items() if cls.reads_points)
