@@ -33,9 +33,13 @@ from typing import Callable, Sequence
 from adain_kd_jax import cli
 from adain_kd_jax.experiments import parallel
 from adain_kd_jax.training import claims
+from adain_kd_jax.training import preemption
 from adain_kd_jax.training import run_record
 
 SLURM_JSON = 'slurm.json'
+# Seconds before the time limit that SLURM sends the stop signal: time to
+# finish a step and save (`--slurm="--signal=USR1@N"` sets another).
+WARNING_S = 120
 
 
 def _squeue() -> dict[str, str]:
@@ -92,10 +96,19 @@ def _script(name: str, slurm_dir: str, sbatch_args: Sequence[str],
            f'#SBATCH --output={slurm_dir}/{name}_%A_%a.log']
   if dependency:
     lines.append(f'#SBATCH --dependency={dependency}')
+  # Requeued after the stop signal (slurm_task.py): the log goes on, and the
+  # time limit's warning is that signal, unless the options name their own.
+  lines += ['#SBATCH --requeue', '#SBATCH --open-mode=append']
+  signum = preemption.extra_stop_signal()
+  if signum is not None and not any(a.startswith('--signal')
+                                    for a in sbatch_args):
+    lines.append(f'#SBATCH --signal={signum.name[3:]}@{WARNING_S}')
   lines += [f'#SBATCH {arg}' for arg in sbatch_args]
   runs_json = os.path.join(slurm_dir, f'{name}.runs.json')
+  # A job step (srun), not the batch shell: `scancel --signal=USR1` and the
+  # time limit's warning reach job steps only.
   lines += ['', f'cd {shlex.quote(cli.project_root())}',
-            f'exec {shlex.quote(sys.executable)} -m '
+            f'exec srun --ntasks=1 {shlex.quote(sys.executable)} -m '
             'adain_kd_jax.experiments.slurm_task '
             f'{shlex.quote(runs_json)} "$SLURM_ARRAY_TASK_ID"', '']
   return '\n'.join(lines)
