@@ -109,6 +109,18 @@ def set_xla_cpu_flags(ynnpack: bool | None = None) -> bool:
   return True
 
 
+def distributed_from_environment() -> bool:
+  """Whether this process is one of several of one run, as its environment
+  says: ADAIN_KD_DISTRIBUTED=1, or a SLURM job step of several tasks
+  (`srun -n 2 python train.py ...`; SLURM_STEP_NUM_TASKS, which the batch
+  script itself does not have). jax.distributed.initialize() then finds its
+  peers in that environment."""
+  if os.environ.get('ADAIN_KD_DISTRIBUTED'):
+    return True
+  tasks = os.environ.get('SLURM_STEP_NUM_TASKS', '1')
+  return tasks.isdigit() and int(tasks) > 1
+
+
 def enable_compilation_cache(cache_dir: str | None = None) -> None:
   """Turns on JAX's persistent compilation cache (`--compilation_cache`)."""
   cache_dir = COMPILATION_CACHE.value if cache_dir is None else cache_dir

@@ -40,8 +40,9 @@ _RESUME_CHANGE = flags.DEFINE_list(
     'listed in summary.json (config_changes).')
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'Multi-host: host:port of process 0. Unset '
-    'with --num_processes > 1 or ADAIN_KD_DISTRIBUTED=1: auto-detected '
-    '(TPU pods, SLURM, Open MPI).')
+    'with --num_processes > 1, ADAIN_KD_DISTRIBUTED=1 or in a SLURM job step '
+    'of several tasks (srun -n N): auto-detected (TPU pods, SLURM, Open '
+    'MPI).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
                                       'Multi-host: number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None,
@@ -66,7 +67,7 @@ def main(argv):
   # Multi-host: one process per host, each started with the same command.
   # jax.distributed.initialize() must run before anything touches a device.
   if (_COORDINATOR.value or (_NUM_PROCESSES.value or 1) > 1
-      or os.environ.get('ADAIN_KD_DISTRIBUTED')):
+      or host_setup.distributed_from_environment()):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,

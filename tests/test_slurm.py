@@ -8,6 +8,7 @@ why, only where it cannot start (not root, no apt-get, no package).
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,9 @@ import time
 
 import pytest
 
+from tests import test_multihost
 from tests.conftest import ROOT
+from tests.conftest import run_train_py
 
 _SCRIPT = os.path.join(ROOT, 'scripts', 'slurm_local.sh')
 
@@ -261,3 +264,36 @@ def test_stop_signal_requeues_the_task_which_resumes_bit_for_bit(
   for key in ('test_accuracy', 'best_accuracy', 'steps'):
     assert ours[key] == theirs[key], key
   assert not (run_dir / 'claim.json').exists()
+
+
+def test_srun_two_tasks_are_one_run_like_two_devices(
+    slurm, tmp_path, idx_data_dir, teacher_export):
+  """`srun -n 2 python train.py` with no distributed flags: one two-process
+  run (set up from SLURM's environment), equal to one process with two
+  devices."""
+  del slurm
+  flags_ = test_multihost.train_flags(idx_data_dir, teacher_export)
+  multi = tmp_path / 'multi'
+  command = shlex.join([sys.executable, os.path.join(ROOT, 'train.py'),
+                        f'--workdir={multi}', *flags_])
+  env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED='1')
+  env.pop('XLA_FLAGS', None)  # As run_train_py: train.py sets its own.
+  proc = subprocess.run(
+      ['sbatch', '--parsable', '--ntasks=2', f'--chdir={ROOT}',
+       f'--output={tmp_path}/srun.log',
+       f'--wrap=srun -n 2 {command}; echo "srun exit $?"'],
+      capture_output=True, text=True, timeout=60, env=env, check=False)
+  assert proc.returncode == 0, proc.stderr
+  job = proc.stdout.strip().split(';')[0]
+  single = str(tmp_path / 'single')
+  done = run_train_py(single, *flags_[:-1], '--cpu_devices=2')
+  assert done.returncode == 0, done.stderr[-3000:]
+  _wait(job, timeout=300)
+  log = (tmp_path / 'srun.log').read_text()
+  assert (multi / 'summary.json').exists(), log[-3000:]
+  # Both tasks ended well and process 0 alone printed the run's header: one
+  # run (two separate ones would print two, or the second would find the
+  # first's claim and exit 2).
+  assert 'srun exit 0' in log, log[-3000:]
+  assert log.count('[adain_kd] resnet8 on fashion_mnist') == 1, log[-3000:]
+  test_multihost.assert_same_training(single, str(multi))
