@@ -19,6 +19,12 @@ SUMMARY_JSON = 'summary.json'
 _OPTIONAL = ('val_accuracy', 'export', 'grid')
 
 
+def device_name() -> str:
+  """This run's devices: their kind and count, e.g. 'NVIDIA H200 x1'."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return f'{jax.devices()[0].device_kind} x{jax.device_count()}'
+
+
 @dataclasses.dataclass
 class RunSummary:
   """What summary.json holds, in its order; over a run that was stopped and
@@ -49,6 +55,10 @@ class RunSummary:
   # The fields a resume changed (allowed by naming them in
   # `resume_changes`, see run_record.py): [{field, was, now, at_step}].
   config_changes: list[dict[str, Any]]
+  # What trained it, e.g. 'NVIDIA H200 x1' or 'cpu x2' (every process's
+  # devices): `campaign --list` estimates pending runs' time from the speed
+  # of finished ones on the same device.
+  device: str = dataclasses.field(default_factory=device_name)
   val_accuracy: float | None = None  # On val after the last step (holdout).
   export: str | None = None  # WORKDIR/export, with config.export.
   # A grid member's grid: {members, size, layout, shared_teacher,
