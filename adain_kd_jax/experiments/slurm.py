@@ -13,11 +13,15 @@ named <kind>-<date>-<time>-<pid>):
   * dependants-*.sbatch: the runs that wait for a teacher, likewise, with
     `--dependency=afterok:<the teachers' job>`.
 
-Arrays carry a throttle (`%N`: at most N tasks at once). Each task runs
+Arrays carry a throttle (`%N`: at most N tasks at once) and ask for
+`--requeue` and `--signal=USR1@120` (the extra stop signal, preemption.py,
+two minutes before the time limit). Each task runs, as a job step (`srun`,
+which the time limit's warning and `scancel --signal` reach),
 `python -m adain_kd_jax.experiments.slurm_task <name>.runs.json` with its
 task index: it claims its runs, trains them (parallel.run_jobs, or a grid),
 publishes a teacher's export, and exits non-zero unless all are finished, so
-that dependants start only after their teacher succeeded. Every submitted run
+that dependants start only after their teacher succeeded; after the stop
+signal it requeues itself, and the requeued task resumes. Every submitted run
 records its array task in RUN_DIR/slurm.json; `states` reads squeue, so that
 `campaign --list` says 'queued' or 'running' under job N.
 """
