@@ -140,3 +140,21 @@ def test_ynnpack_train_step_matches_xla_default():
                   default['grads'] + default['stats'], strict=True):
     scale = max(max(abs(v) for v in b), 1e-6)
     assert max(abs(u - v) for u, v in zip(a, b)) <= 1e-4 * scale
+
+
+@pytest.mark.parametrize('env, expected', [
+    ({}, False),
+    ({'SLURM_NTASKS': '2', 'SLURM_PROCID': '0'}, False),  # A batch script.
+    ({'SLURM_STEP_NUM_TASKS': '1'}, False),
+    ({'SLURM_STEP_NUM_TASKS': '2'}, True),  # srun -n 2.
+    ({'ADAIN_KD_DISTRIBUTED': '1'}, True),
+])
+def test_distributed_from_environment(monkeypatch, env, expected):
+  """A SLURM job step of several tasks or ADAIN_KD_DISTRIBUTED makes one
+  multi-process run; a batch script of several tasks does not."""
+  for name in ('SLURM_STEP_NUM_TASKS', 'SLURM_NTASKS', 'SLURM_PROCID',
+               'ADAIN_KD_DISTRIBUTED'):
+    monkeypatch.delenv(name, raising=False)
+  for name, value in env.items():
+    monkeypatch.setenv(name, value)
+  assert host_setup.distributed_from_environment() is expected
