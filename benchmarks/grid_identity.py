@@ -16,7 +16,6 @@ so the list is this platform's and jax version's (both recorded);
 tests/test_grid.py asserts only what does not depend on it.
 """
 
-import json
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ from absl import app
 from absl import flags
 
 from adain_kd_jax import host_setup
+from benchmarks import output
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _TEACHER_CKPT = flags.DEFINE_string(
@@ -180,11 +180,7 @@ def main(argv):
       'bit_identical': sorted({k.split('/')[0] for k, v in out.items()
                                if v['bit_identical']}),
       'wall_s': time.perf_counter() - wall}
-  text = json.dumps(result, indent=2)
-  print(text)
-  if _OUT.value:
-    with open(_OUT.value, 'w') as f:
-      f.write(text + '\n')
+  output.emit(result, _OUT.value)
   for r in runs:
     r.close()
 

@@ -18,7 +18,6 @@ the executable's memory per layout, and `vmap_over_loop` (< 1: vmap is
 faster), which `config.grid_layout`'s default follows per platform.
 """
 
-import json
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ from absl import flags
 from adain_kd_jax import host_setup
 # Its flags (teacher, student, batch size, data, rounds, --out) and timer.
 from benchmarks import grid_throughput as gt
+from benchmarks import output
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _METHODS = flags.DEFINE_list('layout_methods', ['none', 'kd', 'adain'],
@@ -120,11 +120,7 @@ def main(argv):
                   for name, e in entries.items()},
       'vmap_over_loop': entries['vmap'].ms / entries['loop'].ms,
       'wall_s': time.perf_counter() - wall}
-  text = json.dumps(result, indent=2)
-  print(text)
-  if gt._OUT.value:
-    with open(gt._OUT.value, 'w') as f:
-      f.write(text + '\n')
+  output.emit(result, gt._OUT.value)
   for r in runs:
     r.close()
 

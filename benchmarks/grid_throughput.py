@@ -47,6 +47,7 @@ from absl import app
 from absl import flags
 
 from adain_kd_jax import host_setup
+from benchmarks import output
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _TEACHER = flags.DEFINE_string('teacher', 'resnet20', 'Teacher model.')
@@ -300,11 +301,7 @@ def main(argv):
       'student_side': {m: _entry_out(e) for m, e in side.items()},
       'state_bytes': state_bytes, 'grids': out_grids,
       'wall_s': time.perf_counter() - wall}
-  text = json.dumps(result, indent=2)
-  print(text)
-  if _OUT.value:
-    with open(_OUT.value, 'w') as f:
-      f.write(text + '\n')
+  output.emit(result, _OUT.value)
   runs.close()
 
 
