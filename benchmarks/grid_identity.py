@@ -155,8 +155,8 @@ def _compare(runs, solo, states, grid_metrics):
 
 def main(argv):
   del argv
-  host_setup.set_cpu_devices((_BATCH.value,))
-  host_setup.set_xla_cpu_flags()
+  # No persistent compilation cache: each member compiled here.
+  host_setup.prepare((_BATCH.value,), compilation_cache='')
   # pylint: disable=g-import-not-at-top
   import jax
   from adain_kd_jax import methods as methods_lib

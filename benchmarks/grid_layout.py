@@ -79,8 +79,8 @@ def _table_args(runs, built):
 
 def main(argv):
   del argv
-  host_setup.set_cpu_devices((gt._BATCH.value,))
-  host_setup.set_xla_cpu_flags()
+  # Compile times must be real compilations: no persistent cache.
+  host_setup.prepare((gt._BATCH.value,), compilation_cache='')
   # pylint: disable=g-import-not-at-top
   import jax
   from adain_kd_jax.training import grid_step

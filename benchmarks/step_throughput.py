@@ -163,8 +163,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   batch_sizes = [int(b) for b in _BATCH_SIZES.value]
   # Before JAX is imported: --cpu_devices, --cpu_ynnpack.
-  host_setup.set_cpu_devices(batch_sizes)
-  host_setup.set_xla_cpu_flags()
+  host_setup.prepare(batch_sizes, compilation_cache='')
   # pylint: disable=g-import-not-at-top
   import jax
   from benchmarks import step_entries

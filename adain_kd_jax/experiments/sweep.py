@@ -274,11 +274,7 @@ def main(argv):
       raise SystemExit(1)
     return
   # Before JAX is imported.
-  host_setup.set_cpu_devices((config.batch_size, config.eval_batch_size))
-  host_setup.set_xla_cpu_flags()
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  host_setup.enable_compilation_cache()
+  host_setup.prepare((config.batch_size, config.eval_batch_size))
   if _GRID.value:
     results = run_table_as_grid(config, methods, seeds, _WORKDIR.value)
   else:
