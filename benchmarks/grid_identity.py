@@ -85,9 +85,11 @@ def _batches(slot_runs):
   import jax
   import numpy as np
   from jax.sharding import PartitionSpec as P
+  from adain_kd_jax.training import steps
   # pylint: enable=g-import-not-at-top
-  return [[r.to_global(jax.tree.map(lambda x: np.asarray(x)[None], b),
-                       P(None, 'data'))
+  return [[steps.to_global(r.mesh,
+                           jax.tree.map(lambda x: np.asarray(x)[None], b),
+                           P(None, 'data'))
            for _, b in zip(range(_STEPS.value), r.data.train_batches(0))]
           for r in slot_runs]
 
@@ -115,7 +117,7 @@ def _grid(runs, slot_runs, batches, seeds):
   from adain_kd_jax.training import grid_step
   from adain_kd_jax.training import run as run_lib
   # pylint: enable=g-import-not-at-top
-  members = [grid_step.Member(r.distiller, r.tx, r.schedule, False)
+  members = [grid_step.MemberStep(r.distiller, r.tx, r.schedule, False)
              for r in runs]
   preps = [run_lib.make_preprocess(r.config, r.dataset_info)
            for r in slot_runs]

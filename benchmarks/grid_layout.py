@@ -69,10 +69,11 @@ def _table_args(runs, built):
   import jax
   import numpy as np
   from jax.sharding import PartitionSpec as P
+  from adain_kd_jax.training import steps
   # pylint: enable=g-import-not-at-top
-  batches = tuple(r.to_global(jax.tree.map(
+  batches = tuple(steps.to_global(r.mesh, jax.tree.map(
       lambda x: np.asarray(x)[None], next(r.data.train_batches(0))),
-                              P(None, 'data'))
+                                  P(None, 'data'))
                   for r in built.slot_runs)
   return gt._copy(tuple(r.state for r in runs)), built.teacher_vars, batches
 

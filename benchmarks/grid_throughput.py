@@ -165,9 +165,9 @@ def _first_batch(base):
   from adain_kd_jax.data import augment
   from adain_kd_jax.training import run as run_lib
   # pylint: enable=g-import-not-at-top
-  batch = base.to_global(jax.tree.map(
+  batch = steps.to_global(base.mesh, jax.tree.map(
       lambda x: np.asarray(x)[None], next(base.data.train_batches(0))),
-                         P(None, 'data'))
+                          P(None, 'data'))
   prep = run_lib.make_preprocess(base.config, base.dataset_info)
   images = augment.preprocess_train(
       batch['image'][0], jax.random.key(0), mean=prep.mean, std=prep.std,
@@ -210,7 +210,7 @@ def _grid_entries(runs, grids, base, prep, batch):
   grid_entries = {}
   for name, members in grids.items():
     rs = [runs(m) for m in members]
-    spec = [grid_step.Member(r.distiller, r.tx, r.schedule, False)
+    spec = [grid_step.MemberStep(r.distiller, r.tx, r.schedule, False)
             for r in rs]
     multi = grid_step.jit_grid_multi_step(base.mesh, spec, [prep],
                                           [list(range(len(rs)))])

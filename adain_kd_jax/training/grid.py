@@ -49,6 +49,7 @@ from adain_kd_jax.training import grid_step
 from adain_kd_jax.training import loop
 from adain_kd_jax.training import member as member_lib
 from adain_kd_jax.training import run as run_lib
+from adain_kd_jax.training import steps
 from adain_kd_jax.training import summary as summary_lib
 
 # Fields in which the members of one grid may differ: these and every
@@ -195,9 +196,10 @@ class GridCalls:
                  ) -> tuple[Any, ...]:
     """Trains every member k steps in one call; returns their metrics."""
     batches = tuple(
-        r.to_global(jax.tree.map(lambda *x: np.stack(x),
-                                 *[next(h) for _ in range(k)]),
-                    P(None, 'data'))
+        steps.to_global(r.mesh,
+                        jax.tree.map(lambda *x: np.stack(x),
+                                     *[next(h) for _ in range(k)]),
+                        P(None, 'data'))
         for r, h in zip(self.jitted.slot_runs, self.hosts))
     states, metrics = self.jitted.multi_step(
         tuple(m.state for m in members), self.jitted.teacher_vars, batches)
@@ -216,7 +218,8 @@ class GridCalls:
       for split, batches in run.data.eval_splits().items():
         sums = None
         for batch in batches():
-          out = self.jitted.eval_steps[slot](states, run.to_global(batch))
+          out = self.jitted.eval_steps[slot](
+              states, steps.to_global(run.mesh, batch))
           sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
         for i, s in zip(idx, jax.device_get(sums)):
           results[i][split] = loop.eval_results(s)

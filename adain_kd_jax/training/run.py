@@ -76,12 +76,6 @@ class Run:
   def image_shape(self):
     return self.data.image_shape
 
-  def to_global(self, batch, spec=P('data')):
-    """Host-local arrays -> global arrays on the mesh (`spec` sharding)."""
-    sharding = NamedSharding(self.mesh, spec)
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
-
   def close(self) -> None:
     """Stops input workers; completes in-flight checkpoint saves; releases
     the claim."""

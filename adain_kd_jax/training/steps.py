@@ -179,6 +179,13 @@ def create_mesh(devices=None) -> jax.sharding.Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def to_global(mesh: jax.sharding.Mesh, batch, spec=P('data')):
+  """Host-local arrays -> global arrays on `mesh` (`spec` sharding)."""
+  sharding = NamedSharding(mesh, spec)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
 def jit_eval_step(mesh, distiller, prep):
   """The jitted eval step: batch sharded, state replicated."""
   return jax.jit(
