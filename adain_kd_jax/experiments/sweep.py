@@ -139,7 +139,7 @@ def train_cells_in_turn(config: ml_collections.ConfigDict,
     methods: config.method values.
     seeds: config.seed values.
     workdir: the sweep directory.
-    train_fn: `train_and_evaluate(config, workdir)`; default train_lib's.
+    train_fn: `train_and_evaluate(config, workdir)`; default loop.train_and_evaluate.
 
   Returns:
     {(method, seed): summary dict, or 'skipped'}, for the runs handled

@@ -5,7 +5,7 @@ workdir or compiles anything (errors are the user's: `cli.user_errors`), and
 returns a `Run`: the mesh, the data, the model set (`objective.Distiller`), the
 frozen teacher's variables, the optimiser, the state (restored from the
 newest checkpoint in WORKDIR, or new), the jitted steps and the
-checkpointer. Training (`train_lib.train`), the grid and the plots start
+checkpointer. Training (`loop.train`), the grid and the plots start
 here. The model set, optimiser, initialiser and jitted steps come from
 `step_builder.build_step`, which the step benchmark
 (benchmarks/step_throughput.py) and the step tests call too: they time and
