@@ -21,6 +21,7 @@ from adain_kd_jax.training import grid
 from adain_kd_jax.training import grid_step
 from adain_kd_jax.training import preemption
 from adain_kd_jax.training import run as run_lib
+from adain_kd_jax.training import run_record
 from adain_kd_jax.training import steps as steps_lib
 from tests.conftest import idx_smoke_config
 
@@ -260,6 +261,24 @@ def _stopped_at(stop_step, monkeypatch, config, workdir):
   finally:
     monkeypatch.setattr(preemption.PreemptionWatcher, 'should_stop',
                         should_stop)
+
+
+def test_a_grid_cell_begun_under_another_config_is_refused(
+    tmp_path, idx_data_dir, teacher_export):
+  """sweep --grid checks each cell's recorded config before it writes
+  anything: a changed learning rate is named, and config.json is kept."""
+  workdir = str(tmp_path / 'table')
+  config = _table_config(idx_data_dir, teacher_export)
+  cell = sweep.run_dir(workdir, 'kd', 0)
+  os.makedirs(os.path.join(cell, 'checkpoints', '2'))  # Progress made.
+  run_record.write(cell, sweep.run_config(config, 'kd', 0))
+  with open(os.path.join(cell, 'config.json')) as f:
+    before = f.read()
+  config.learning_rate = 2 * config.learning_rate
+  with pytest.raises(ValueError, match='learning_rate'):
+    sweep.train_cells_as_grid(config, *_TABLE, workdir)
+  with open(os.path.join(cell, 'config.json')) as f:
+    assert f.read() == before
 
 
 def test_killed_between_two_members_saves_resumes_as_one_grid(

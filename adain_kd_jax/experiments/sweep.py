@@ -203,8 +203,8 @@ def train_cells_as_grid(config: ml_collections.ConfigDict,
             'skipped.', flush=True)
     else:
       os.makedirs(directory, exist_ok=True)
-      with open(os.path.join(directory, 'config.json'), 'w') as f:
-        f.write(cell_config.to_json_best_effort(indent=2) + '\n')
+      with cli.user_errors():  # A cell begun under another config: refused.
+        run_record.check_and_write(directory, cell_config)
     entries.append((cell_config, directory))
   out = grid.train_members(entries)
   return {c: out[run_dir(workdir, *c)] for c in cells
