@@ -74,7 +74,7 @@ def test_method_table_lists_every_method_with_the_settings_its_terms_read():
 # Modules that no longer exist, and the names they went by: a docstring,
 # comment or page naming one sends the reader nowhere.
 _GONE = tuple(re.compile(p) for p in (
-    r'\btrain_lib\b', r'\bdistill\.create\b', r'(?<![\w/])losses_baselines\.py',
+    r'\btrain_lib\b', r'\bdistill\.(create|METHODS)\b', r'(?<![\w/])losses_baselines\.py',
     r'(?<![\w/])losses\.py', r'\btorch_names\b', r'`import_torch`',
     r"import_torch's", r'(?<![\w/])imagenet_input\.py', r'\brun_grid\b',
     r'\bgrid_step\.Member\b'))
@@ -101,3 +101,23 @@ def test_no_text_names_a_module_that_is_gone():
     found += [f'{os.path.relpath(path, ROOT)}: {word.pattern}'
               for word in _GONE if word.search(text)]
   assert not found, found
+
+
+def test_architecture_counts_are_measured():
+  """docs/architecture.md's file counts per package are the package's, and
+  no module of the package or of benchmarks/ is over 400 lines."""
+  with open(os.path.join(ROOT, 'docs', 'architecture.md')) as f:
+    text = ' '.join(f.read().split())
+  said = text[text.index('7 packages ('):].split(')')[0]
+  counts = dict(re.findall(r'(\w+) (\d+)', said))
+  package = os.path.join(ROOT, 'adain_kd_jax')
+  packages = sorted(d for d in os.listdir(package)
+                    if os.path.isfile(os.path.join(package, d, '__init__.py')))
+  assert sorted(counts) == packages
+  for name, count in counts.items():
+    assert len(glob.glob(os.path.join(package, name, '*.py'))) == int(
+        count), name
+  modules = glob.glob(os.path.join(package, '**', '*.py'), recursive=True)
+  modules += glob.glob(os.path.join(ROOT, 'benchmarks', '*.py'))
+  with_lines = {m: sum(1 for _ in open(m, encoding='utf-8')) for m in modules}
+  assert not {m: n for m, n in with_lines.items() if n > 400}

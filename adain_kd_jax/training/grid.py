@@ -23,8 +23,8 @@ What "equal" means: a grid of one is the solo step bit for bit. In a larger
 grid each member computes the same functions of the same inputs as its solo
 run, but XLA fuses a larger program differently, so a member agrees with its
 solo run to rounding (tests/test_grid.py: losses within 1e-6 relative after
-the first step) and, for some methods, bit for bit (on the CPU: none,
-fitnet and stat_l2; benchmarks/grid_identity.py). The same grid rerun, or
+the first step) and, for some methods, bit for bit (which, on which
+device: benchmarks/README.md, measured by benchmarks/grid_identity.py). The same grid rerun, or
 stopped (SIGTERM, Ctrl-C) and resumed, is bit-identical.
 
 A member whose loss turns non-finite (without config.skip_nonfinite) stops
