@@ -74,9 +74,10 @@ def test_method_table_lists_every_method_with_the_settings_its_terms_read():
 # Modules that no longer exist, and the names they went by: a docstring,
 # comment or page naming one sends the reader nowhere.
 _GONE = tuple(re.compile(p) for p in (
-    r'\btrain_lib\b', r'\bdistill\.(create|METHODS)\b', r'(?<![\w/])losses_baselines\.py',
-    r'(?<![\w/])losses\.py', r'\btorch_names\b', r'`import_torch`',
-    r"import_torch's", r'(?<![\w/])imagenet_input\.py', r'\brun_grid\b',
+    r'\btrain_lib\b', r'\bdistill\.(create|METHODS)\b',
+    r'(?<![\w/])losses_baselines\.py', r'(?<![\w/])losses\.py',
+    r'\btorch_names\b', r'`import_torch`', r"import_torch's",
+    r'(?<![\w/])imagenet_input\.py', r'\brun_grid\b',
     r'\bgrid_step\.Member\b'))
 
 
