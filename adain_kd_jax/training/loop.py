@@ -24,6 +24,7 @@ from adain_kd_jax.training import metric_writer
 from adain_kd_jax.training import preemption
 from adain_kd_jax.training import progress as progress_lib
 from adain_kd_jax.training import run as run_lib
+from adain_kd_jax.training import steps
 from adain_kd_jax.training import summary as summary_lib
 
 # One run as the loop trains it (member.py); a solo run is a grid of one.
@@ -60,7 +61,7 @@ def evaluate(run: run_lib.Run, state) -> dict[str, dict[str, Any]]:
   for split, batches in run.data.eval_splits().items():
     sums = None
     for batch in batches():
-      out = run.eval_step(state, run.to_global(batch))
+      out = run.eval_step(state, steps.to_global(run.mesh, batch))
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     results[split] = eval_results(jax.device_get(sums))
   return results
@@ -85,9 +86,10 @@ class SoloCalls:
     if run.config.device_data:
       # Every device holds the training set (CIFAR-100 is 150 MB as uint8);
       # each step then gathers its batch on the device, no host transfer.
-      self.device_data = run.to_global(
-          {'image': run.data.train_images,
-           'label': run.data.train_labels.astype(np.int32)}, P())
+      self.device_data = steps.to_global(
+          run.mesh, {'image': run.data.train_images,
+                     'label': run.data.train_labels.astype(np.int32)},
+          P())
     self.host = run.data.train_batches(
         int(member.state.step), indices_only=self.device_data is not None)
 
@@ -95,8 +97,9 @@ class SoloCalls:
                  ) -> tuple[Any]:
     """Trains the member k steps; returns its metrics (stacked over k)."""
     chunk = [next(self.host) for _ in range(k)]
-    batches = self.run.to_global(
-        jax.tree.map(lambda *x: np.stack(x), *chunk), P(None, 'data'))
+    batches = steps.to_global(
+        self.run.mesh, jax.tree.map(lambda *x: np.stack(x), *chunk),
+        P(None, 'data'))
     m, = members
     m.state, metrics = self.run.multi_step(
         m.state, self.run.teacher_vars, self.device_data, batches)
