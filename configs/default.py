@@ -91,9 +91,8 @@ def _models(config):
 def _method(config):
   """The distillation method and where its feature terms are taken."""
   # --- Method ---
-  # A key of adain_kd_jax.methods.METHODS: none | kd | logit_mse | fitnet | at |
-  # stat_l2 | adain | adain_kd | crd | dkd | vid | sp | cc | rkd | pkt | nst |
-  # dist (each adds up its loss terms).
+  # A key of adain_kd_jax.methods.METHODS (each adds up its loss terms; the
+  # table in docs/method.md lists them with the settings their terms read).
   config.method = 'adain'
   # Feature points (a tuple of stage numbers, 1..S for a model of S stages, or
   # counted from the last stage: 0 = S, -1 = S-1) for adain, stat_l2 and
@@ -167,7 +166,8 @@ def _loss(config):
 
 
 def _baselines(config):
-  """The settings of the DKD, CRD, VID, CC, RKD and DIST baselines."""
+  """Each method's own settings group, named by its terms' `config_fields`
+  (methods.SETTING_FIELDS): a grid's members may differ in them."""
   # DKD (method dkd): loss.dkd * min(epoch / warmup_epochs, 1) *
   # (alpha * TCKD + beta * NCKD), at loss.temperature.
   config.dkd = ml_collections.ConfigDict()

@@ -158,3 +158,18 @@ def test_distributed_from_environment(monkeypatch, env, expected):
   for name, value in env.items():
     monkeypatch.setenv(name, value)
   assert host_setup.distributed_from_environment() is expected
+
+
+def test_prepare_sets_devices_and_flags_and_leaves_the_cache_off(
+    monkeypatch, jaxlib_version):
+  """The one set-up of every entry point: its keywords stand in for the
+  flags; '' leaves JAX's compilation cache directory unset."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jaxlib_version('0.10.2')
+  monkeypatch.setenv('XLA_FLAGS', '')
+  before = jax.config.jax_compilation_cache_dir
+  host_setup.prepare((4,), cpu_devices='2', ynnpack=True,
+                     compilation_cache='')
+  assert os.environ['XLA_FLAGS'] == (
+      f'--xla_force_host_platform_device_count=2 {host_setup.YNN_FLAG}')
+  assert jax.config.jax_compilation_cache_dir == before

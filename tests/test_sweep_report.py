@@ -361,7 +361,8 @@ def test_sweep_skips_finished_runs_and_trains_the_rest(tmp_path, monkeypatch):
     return {'test_accuracy': 0.5}
 
   monkeypatch.setattr(loop, 'train_and_evaluate', fake_train)
-  results = sweep.run_grid(_config(), ['none', 'adain'], [0, 1], workdir)
+  results = sweep.train_cells_in_turn(_config(), ['none', 'adain'], [0, 1],
+                                      workdir)
   assert calls == [('adain', 1, '', os.path.join(workdir, 'adain', 'seed1'))]
   assert results[('none', 0)] == 'skipped'
   assert results[('adain', 1)] == {'test_accuracy': 0.5}
@@ -373,7 +374,7 @@ def test_sweep_skips_finished_runs_and_trains_the_rest(tmp_path, monkeypatch):
     assert json.load(f)['method'] == 'adain'
 
   # A second job of the same sweep adds its cell to sweep.json.
-  sweep.run_grid(_config(), ['kd'], [2], workdir)
+  sweep.train_cells_in_turn(_config(), ['kd'], [2], workdir)
   with open(os.path.join(workdir, 'sweep.json')) as f:
     record = json.load(f)
   assert record['methods'] == ['none', 'adain', 'kd']
@@ -389,11 +390,12 @@ def test_sweep_stops_when_preempted_and_checks_configs_first(tmp_path,
     return {'preempted_at': 1}
 
   monkeypatch.setattr(loop, 'train_and_evaluate', fake_train)
-  results = sweep.run_grid(_config(), ['kd', 'adain'], [0],
-                           str(tmp_path / 'a'))
+  results = sweep.train_cells_in_turn(_config(), ['kd', 'adain'], [0],
+                                      str(tmp_path / 'a'))
   assert len(calls) == 1 and ('adain', 0) not in results
   with pytest.raises(ValueError, match='Unknown method'):
-    sweep.run_grid(_config(), ['kd', 'adian'], [0], str(tmp_path / 'b'))
+    sweep.train_cells_in_turn(_config(), ['kd', 'adian'], [0],
+                              str(tmp_path / 'b'))
   assert len(calls) == 1
 
 

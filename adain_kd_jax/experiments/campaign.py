@@ -310,7 +310,9 @@ def main(argv):
   if FLAGS.grid:
     from adain_kd_jax import host_setup
     from adain_kd_jax.experiments import campaign_grid
-    host_setup.set_xla_cpu_flags(ynnpack=True)
+    # One CPU device, YNNPACK, no compilation cache: what it ran before.
+    host_setup.prepare((1,), cpu_devices='1', ynnpack=True,
+                       compilation_cache='')
     status = campaign_grid.run_jobs_as_grids(
         jobs, FLAGS.parallel, log=lambda line: print(line, flush=True))
   else:

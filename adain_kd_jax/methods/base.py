@@ -136,6 +136,11 @@ class Term:
   stateful: ClassVar[bool] = False
   # Reads config.points / config.point_weights (`feature_points`).
   reads_points: ClassVar[bool] = False
+  # The top-level config fields it (or an adapter it needs) reads besides
+  # its weight config.loss.<name>: its settings group ('dkd' for
+  # config.dkd), config.points. The grid, the default config and the docs
+  # take the list of per-method settings from here.
+  config_fields: ClassVar[tuple[str, ...]] = ()
 
   @property
   def needs(self) -> Needs:
@@ -158,6 +163,7 @@ class Term:
 class PointTerm(Term):
   """A term at feature points: `config.points` with their weights."""
   reads_points = True
+  config_fields = ('points', 'point_weights')
   points: tuple[int, ...]
   point_weights: tuple[float, ...]
 
