@@ -535,3 +535,15 @@ def test_report_finds_the_teacher_above_the_run(tmp_path, monkeypatch):
                      r'that .* recorded is neither above the run nor at .*'
                      r'site/teachers/gone; .* or pass --nostats\.'):
     stats_figures.find_teacher(config, str(run_dir))
+
+
+def test_wall_time_is_the_whole_runs_over_its_segments():
+  """The table's wall (min) adds a run's segments (wall_seconds_total), not
+  its last one; a run from before the total was kept has its one segment."""
+  runs = [{'method': 'kd', 'seed': s, 'summary': summary, 'metrics': []}
+          for s, summary in enumerate([
+              {'test_accuracy': 0.8, 'wall_seconds': 6.0,
+               'wall_seconds_total': 198.0},
+              {'test_accuracy': 0.8, 'wall_seconds': 132.0}])]
+  row, = tables.aggregate(runs)
+  assert row['wall_minutes'] == pytest.approx((198.0 + 132.0) / 2 / 60)

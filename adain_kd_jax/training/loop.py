@@ -43,6 +43,9 @@ def train_and_evaluate(config, workdir: str,
   config.skip_nonfinite) raises FloatingPointError naming the step.
   """
   start_time = time.time()
+  done = summary_lib.finished_summary(config, workdir, resume_changes)
+  if done is not None:
+    return done
   with run_lib.mock_data(config):
     run = run_lib.create_run(config, workdir, tuple(resume_changes))
     try:
@@ -362,9 +365,12 @@ def _summarise(member: Member, start_time: float,
     summary.export = _export(run, state, summary, last_eval, wall)
   if jax.process_index() == 0:
     summary_lib.write(run.workdir, summary)
+    segments = (f'{summary.wall_seconds_total:.0f} s in all over '
+                f'{summary.resumes + 1} segments'
+                if summary.resumes else f'{wall:.0f} s')
     print(f'[{config.method}] {config.model} on {config.dataset}: test '
           f'accuracy {summary.test_accuracy:.4f} after '
-          f'{run.total_steps} steps ({wall:.0f} s); best '
+          f'{run.total_steps} steps ({segments}); best '
           f'{summary.best_accuracy:.4f} at step {summary.best_step}.',
           flush=True)
   return summary.to_json()
