@@ -465,3 +465,21 @@ def test_multi_step_on_device_data_equals_single_steps():
   moved = max(float(np.abs(a - b).max()) for a, b in
               zip(jax.tree.leaves(single), jax.tree.leaves(init)))
   assert moved > 1e-3
+
+
+def test_profiles_name_the_student_and_teacher_forwards():
+  """The compiled objective carries jax.named_call's names: the student's
+  forward, the teacher's and the teacher's tail (AdaIN) are named in it."""
+  config = _config('adain')
+  distiller = objective.create(config, 10, IMAGE_SHAPE)
+  variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
+  batch = _batch()
+  images = batch['image'].astype(np.float32) / 255.0
+  nondiff_vars = {'batch_stats': variables['batch_stats'], 'aux': {},
+                  'teacher': make_teacher_variables()}
+  text = jax.jit(distiller.loss_fn).lower(
+      variables['params'], nondiff_vars,
+      {'image': images, 'label': batch['label']}, jax.random.key(0),
+      0).as_text(debug_info=True)
+  for name in ('student_forward', 'teacher_forward', 'teacher_tail'):
+    assert name in text, name

@@ -5,8 +5,8 @@ The family tests (`tail`, train mode, other inputs, bfloat16) run the first
 registry model of each family, so a new family is tested with no edit here.
 Also checks every model of the PyTorch zoo's state dicts
 (`tests/data/torch_state_dicts.json`) tensor by tensor against our parameters,
-with the PyTorch -> Flax names of the model docstrings (as `import_torch` maps
-them).
+with the PyTorch -> Flax names of the model docstrings (as
+`torch_import/key_maps.py` maps them).
 """
 
 import functools

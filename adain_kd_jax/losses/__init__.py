@@ -1,6 +1,7 @@
 """Pure losses: array functions with no config and no Flax state.
 
-Family modules, one test file each:
+Family modules, one test file each, sharing the checks and casts of
+`checks`:
   * `adain_family`: channel statistics, AdaIN, the AdaIN loss, the
     statistics L2s, and the terms every method shares (cross-entropy, KD);
   * `baselines`: FitNet, attention transfer, decoupled KD;
@@ -14,12 +15,14 @@ Family modules, one test file each:
 This module is their public face: `losses.<name>` for every public name.
 """
 
-from adain_kd_jax.losses.adain_family import (
-    ADAIN_LOSS_KINDS,
-    ADAIN_STATS,
+from adain_kd_jax.losses.checks import (
     as_float,
     check_4d,
     check_same_channels_and_batch,
+)
+from adain_kd_jax.losses.adain_family import (
+    ADAIN_LOSS_KINDS,
+    ADAIN_STATS,
     cross_entropy,
     kd,
     channel_stats,

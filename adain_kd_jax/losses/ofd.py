@@ -24,7 +24,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from adain_kd_jax.losses import adain_family
+from adain_kd_jax.losses import checks
 from adain_kd_jax.losses import vid
 
 # mdistiller: where P(x < 0) <= 0.001 the margin is -3 scale instead.
@@ -38,8 +38,8 @@ def ofd_margin(scale_C: jax.Array, bias_C: jax.Array) -> jax.Array:
   Phi(-m / s) > 0.001, else -3 s (mdistiller's `init_ofd_modules`; a
   channel of scale 0 gets 0, where mdistiller divides by zero).
   """
-  s = jnp.abs(adain_family.as_float(scale_C))
-  m = adain_family.as_float(bias_C)
+  s = jnp.abs(checks.as_float(scale_C))
+  m = checks.as_float(bias_C)
   safe_s = jnp.where(s > 0, s, 1.0)
   z = m / safe_s
   mass = jax.scipy.stats.norm.cdf(-z)
@@ -54,8 +54,8 @@ def ofd_partial_l2(s_NHWC: jax.Array, t_NHWC: jax.Array,
                    margin_C: jax.Array) -> jax.Array:
   """mdistiller's `feat_loss` at one stage: d(s, t) summed over (H, W, C),
   averaged over N; `t_NHWC` already the student map's size."""
-  s = adain_family.as_float(s_NHWC)
-  t = jax.lax.stop_gradient(adain_family.as_float(t_NHWC))
+  s = checks.as_float(s_NHWC)
+  t = jax.lax.stop_gradient(checks.as_float(t_NHWC))
   m = jax.lax.stop_gradient(jnp.asarray(margin_C, s.dtype))
   loss = (jnp.square(s - m) * ((s > m) & (t <= m))
           + jnp.square(s - t) * ((s > t) & (t > m) & (t <= 0))
@@ -85,8 +85,8 @@ def ofd_loss(s_maps: list[jax.Array], t_maps: list[jax.Array],
   n = len(s_maps)
   total = 0.0
   for i, (f_s, f_t, margin) in enumerate(zip(s_maps, t_maps, margins)):
-    adain_family.check_4d('OFD student map', f_s)
-    adain_family.check_4d('OFD teacher map', f_t)
+    checks.check_4d('OFD student map', f_s)
+    checks.check_4d('OFD teacher map', f_t)
     (b_s, h, w, c), (b_t, _, _, c_t) = jnp.shape(f_s), jnp.shape(f_t)
     if (b_s, c) != (b_t, c_t) or jnp.shape(margin) != (c_t,):
       raise ValueError(

@@ -14,7 +14,7 @@ float32 (float64 stays float64), the teacher's side without gradient.
 import jax
 import jax.numpy as jnp
 
-from adain_kd_jax.losses import adain_family
+from adain_kd_jax.losses import checks
 from adain_kd_jax.losses import vid
 
 # The pooled sizes of the hierarchical context loss, finest first.
@@ -32,14 +32,14 @@ def nearest_resize(x_NHWC: jax.Array, h: int, w: int) -> jax.Array:
 
 def hcl_level(f_s_NHWC: jax.Array, f_t_NHWC: jax.Array) -> jax.Array:
   """The hierarchical context loss at one level (one pair of maps)."""
-  adain_family.check_4d('ReviewKD student map', f_s_NHWC)
-  adain_family.check_4d('ReviewKD teacher map', f_t_NHWC)
+  checks.check_4d('ReviewKD student map', f_s_NHWC)
+  checks.check_4d('ReviewKD teacher map', f_t_NHWC)
   if jnp.shape(f_s_NHWC) != jnp.shape(f_t_NHWC):
     raise ValueError(
         f'ReviewKD: the fused student map {jnp.shape(f_s_NHWC)} and the '
         f'teacher map {jnp.shape(f_t_NHWC)} need the same shape.')
-  f_s = adain_family.as_float(f_s_NHWC)
-  f_t = jax.lax.stop_gradient(adain_family.as_float(f_t_NHWC))
+  f_s = checks.as_float(f_s_NHWC)
+  f_t = jax.lax.stop_gradient(checks.as_float(f_t_NHWC))
   h = jnp.shape(f_s)[1]
   loss, weight, total = jnp.mean(jnp.square(f_s - f_t)), 1.0, 1.0
   for level in HCL_LEVELS:

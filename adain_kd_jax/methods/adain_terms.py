@@ -1,7 +1,8 @@
 """The AdaIN family's terms: L_adain, L_fm, the mean-only L_stat_mean, stat_l2.
 
 Formulas: docs/method.md ("The AdaIN loss", "The objective"); the math is in
-`losses.py`, this module binds it to a step's outputs and the config.
+`losses/adain_family.py`, this module binds it to a step's outputs and the
+config.
 """
 
 import dataclasses

@@ -23,8 +23,8 @@ What "equal" means: a grid of one is the solo step bit for bit. In a larger
 grid each member computes the same functions of the same inputs as its solo
 run, but XLA fuses a larger program differently, so a member agrees with its
 solo run to rounding (tests/test_grid.py: losses within 1e-6 relative after
-the first step) and, for some methods, bit for bit (on the CPU: none,
-fitnet and stat_l2; benchmarks/grid_identity.py). The same grid rerun, or
+the first step) and, for some methods, bit for bit (which, on which
+device: benchmarks/README.md, measured by benchmarks/grid_identity.py). The same grid rerun, or
 stopped (SIGTERM, Ctrl-C) and resumed, is bit-identical.
 
 A member whose loss turns non-finite (without config.skip_nonfinite) stops
@@ -49,6 +49,7 @@ from adain_kd_jax.training import grid_step
 from adain_kd_jax.training import loop
 from adain_kd_jax.training import member as member_lib
 from adain_kd_jax.training import run as run_lib
+from adain_kd_jax.training import steps
 from adain_kd_jax.training import summary as summary_lib
 
 # Fields in which the members of one grid may differ: these and every
@@ -195,9 +196,10 @@ class GridCalls:
                  ) -> tuple[Any, ...]:
     """Trains every member k steps in one call; returns their metrics."""
     batches = tuple(
-        r.to_global(jax.tree.map(lambda *x: np.stack(x),
-                                 *[next(h) for _ in range(k)]),
-                    P(None, 'data'))
+        steps.to_global(r.mesh,
+                        jax.tree.map(lambda *x: np.stack(x),
+                                     *[next(h) for _ in range(k)]),
+                        P(None, 'data'))
         for r, h in zip(self.jitted.slot_runs, self.hosts))
     states, metrics = self.jitted.multi_step(
         tuple(m.state for m in members), self.jitted.teacher_vars, batches)
@@ -216,7 +218,8 @@ class GridCalls:
       for split, batches in run.data.eval_splits().items():
         sums = None
         for batch in batches():
-          out = self.jitted.eval_steps[slot](states, run.to_global(batch))
+          out = self.jitted.eval_steps[slot](
+              states, steps.to_global(run.mesh, batch))
           sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
         for i, s in zip(idx, jax.device_get(sums)):
           results[i][split] = loop.eval_results(s)

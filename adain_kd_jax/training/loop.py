@@ -24,6 +24,7 @@ from adain_kd_jax.training import metric_writer
 from adain_kd_jax.training import preemption
 from adain_kd_jax.training import progress as progress_lib
 from adain_kd_jax.training import run as run_lib
+from adain_kd_jax.training import steps
 from adain_kd_jax.training import summary as summary_lib
 
 # One run as the loop trains it (member.py); a solo run is a grid of one.
@@ -42,6 +43,9 @@ def train_and_evaluate(config, workdir: str,
   config.skip_nonfinite) raises FloatingPointError naming the step.
   """
   start_time = time.time()
+  done = summary_lib.finished_summary(config, workdir, resume_changes)
+  if done is not None:
+    return done
   with run_lib.mock_data(config):
     run = run_lib.create_run(config, workdir, tuple(resume_changes))
     try:
@@ -60,7 +64,7 @@ def evaluate(run: run_lib.Run, state) -> dict[str, dict[str, Any]]:
   for split, batches in run.data.eval_splits().items():
     sums = None
     for batch in batches():
-      out = run.eval_step(state, run.to_global(batch))
+      out = run.eval_step(state, steps.to_global(run.mesh, batch))
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     results[split] = eval_results(jax.device_get(sums))
   return results
@@ -85,9 +89,10 @@ class SoloCalls:
     if run.config.device_data:
       # Every device holds the training set (CIFAR-100 is 150 MB as uint8);
       # each step then gathers its batch on the device, no host transfer.
-      self.device_data = run.to_global(
-          {'image': run.data.train_images,
-           'label': run.data.train_labels.astype(np.int32)}, P())
+      self.device_data = steps.to_global(
+          run.mesh, {'image': run.data.train_images,
+                     'label': run.data.train_labels.astype(np.int32)},
+          P())
     self.host = run.data.train_batches(
         int(member.state.step), indices_only=self.device_data is not None)
 
@@ -95,8 +100,9 @@ class SoloCalls:
                  ) -> tuple[Any]:
     """Trains the member k steps; returns its metrics (stacked over k)."""
     chunk = [next(self.host) for _ in range(k)]
-    batches = self.run.to_global(
-        jax.tree.map(lambda *x: np.stack(x), *chunk), P(None, 'data'))
+    batches = steps.to_global(
+        self.run.mesh, jax.tree.map(lambda *x: np.stack(x), *chunk),
+        P(None, 'data'))
     m, = members
     m.state, metrics = self.run.multi_step(
         m.state, self.run.teacher_vars, self.device_data, batches)
@@ -359,9 +365,12 @@ def _summarise(member: Member, start_time: float,
     summary.export = _export(run, state, summary, last_eval, wall)
   if jax.process_index() == 0:
     summary_lib.write(run.workdir, summary)
+    segments = (f'{summary.wall_seconds_total:.0f} s in all over '
+                f'{summary.resumes + 1} segments'
+                if summary.resumes else f'{wall:.0f} s')
     print(f'[{config.method}] {config.model} on {config.dataset}: test '
           f'accuracy {summary.test_accuracy:.4f} after '
-          f'{run.total_steps} steps ({wall:.0f} s); best '
+          f'{run.total_steps} steps ({segments}); best '
           f'{summary.best_accuracy:.4f} at step {summary.best_step}.',
           flush=True)
   return summary.to_json()
