@@ -41,6 +41,12 @@ NOT_RUN = {
         "a cluster's shared workdir; tests/test_slurm.py checks --list",
     'scripts/slurm_local.sh start': 'started by .ci/run and by '
                                     'tests/test_slurm.py',
+    'salloc --nodes=2 --ntasks-per-node=1 --gres=gpu:4 --time=04:00:00':
+        'needs a GPU cluster of two nodes',
+    'srun python train.py --config=configs/default.py '
+    '--workdir=/shared/runs/big': 'inside that allocation; '
+        'tests/test_slurm.py runs `srun -n 2 python train.py` on the local '
+        'cluster',
     'python -m adain_kd_jax.experiments.campaign --toy '
     '--plan=results/fashion_mnist_benchmark/plan.py --workdir=/tmp/toy '
     '--only=teacher/wrn_40_2,tune/kd/ --slurm=--time=00:30:00':

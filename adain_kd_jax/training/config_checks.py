@@ -1,7 +1,7 @@
 """Config validation: one pass over everything the config alone can tell.
 
 `check(config)` runs before any data is read, any model is built or anything
-is compiled (train_lib, the sweep and the campaign call it first). Each error
+is compiled (the run's set-up, the sweep and the campaign call it first). Each error
 is one line naming the field and the fix: `config.x=... is invalid: ...`.
 Allowed values come from the modules that own them (data.registry.DATASETS
 and the sources each row declares, data.own_data for sets named by path,
@@ -16,7 +16,7 @@ anything is compiled or written:
   * data.loader / data.sources / preflight: holdout smaller than the training
     set; every class has train_per_class examples; the data files exist;
     images and labels fit the data set.
-  * distill.create: teacher and student stage counts agree (feature methods,
+  * objective.create: teacher and student stage counts agree (feature methods,
     AT); each of config.points is a stage of the model; FitNet's hint
     regressors map the student's maps to the teacher's shapes.
   * Distiller.init_aux: crd.num_negatives below the training set size.
@@ -170,7 +170,7 @@ def _check_points(config) -> None:
   """points (stage numbers) and point_weights: the same length.
 
   Whether each point is a stage of the model needs its stage count:
-  distill.create checks that.
+  objective.create checks that.
   """
   points, weights = config.points, config.point_weights
   if (not isinstance(points, (tuple, list))

@@ -5,7 +5,7 @@ workdir or compiles anything (errors are the user's: `cli.user_errors`), and
 returns a `Run`: the mesh, the data, the model set (`objective.Distiller`), the
 frozen teacher's variables, the optimiser, the state (restored from the
 newest checkpoint in WORKDIR, or new), the jitted steps and the
-checkpointer. Training (`train_lib.train`), the grid and the plots start
+checkpointer. Training (`loop.train`), the grid and the plots start
 here. The model set, optimiser, initialiser and jitted steps come from
 `step_builder.build_step`, which the step benchmark
 (benchmarks/step_throughput.py) and the step tests call too: they time and
@@ -76,12 +76,6 @@ class Run:
   @property
   def image_shape(self):
     return self.data.image_shape
-
-  def to_global(self, batch, spec=P('data')):
-    """Host-local arrays -> global arrays on the mesh (`spec` sharding)."""
-    sharding = NamedSharding(self.mesh, spec)
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
   def close(self) -> None:
     """Stops input workers; completes in-flight checkpoint saves; releases
