@@ -23,7 +23,7 @@
     130 (`EXIT_INTERRUPTED`, the shell's code for SIGINT).
 
 The library marks the errors that are the user's with `user_errors()`
-(config_checks.check, train_lib's set-up before anything is compiled), so
+(config_checks.check, the run's set-up before anything is compiled), so
 that the same ValueError raised inside a training step keeps its traceback.
 Imports no JAX.
 """

@@ -1,4 +1,5 @@
-"""Process set-up shared by the entry points (train.py, sweep.py).
+"""Process set-up shared by the entry points (`prepare`: train.py, sweep, campaign,
+benchmarks).
 
 Defines their common flags `--cpu_devices`, `--cpu_ynnpack` and
 `--compilation_cache`. Imports no JAX at module level: `set_cpu_devices` and
@@ -13,6 +14,7 @@ import sys
 from typing import Sequence
 
 from absl import flags
+from absl import logging
 
 # XLA:CPU flag: hand dots (convolutions included) and reductions to YNNPACK,
 # which runs them on every core; XLA's own convolution thunk kept one core
@@ -109,6 +111,18 @@ def set_xla_cpu_flags(ynnpack: bool | None = None) -> bool:
   return True
 
 
+def distributed_from_environment() -> bool:
+  """Whether this process is one of several of one run, as its environment
+  says: ADAIN_KD_DISTRIBUTED=1, or a SLURM job step of several tasks
+  (`srun -n 2 python train.py ...`; SLURM_STEP_NUM_TASKS, which the batch
+  script itself does not have). jax.distributed.initialize() then finds its
+  peers in that environment."""
+  if os.environ.get('ADAIN_KD_DISTRIBUTED'):
+    return True
+  tasks = os.environ.get('SLURM_STEP_NUM_TASKS', '1')
+  return tasks.isdigit() and int(tasks) > 1
+
+
 def enable_compilation_cache(cache_dir: str | None = None) -> None:
   """Turns on JAX's persistent compilation cache (`--compilation_cache`)."""
   cache_dir = COMPILATION_CACHE.value if cache_dir is None else cache_dir
@@ -116,3 +130,22 @@ def enable_compilation_cache(cache_dir: str | None = None) -> None:
     import jax  # pylint: disable=g-import-not-at-top
     jax.config.update('jax_compilation_cache_dir', cache_dir)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
+
+
+def prepare(batch_sizes: Sequence[int], *, cpu_devices: str | None = None,
+            ynnpack: bool | None = None,
+            compilation_cache: str | None = None) -> None:
+  """The set-up every entry point runs first, before it imports JAX.
+
+  Sets the CPU device count and XLA:CPU's flags (`set_cpu_devices`,
+  `set_xla_cpu_flags`), quiets absl's INFO logs (orbax logs every
+  checkpoint write there) unless `--verbosity` was given, and turns on the
+  persistent compilation cache. Each keyword, where given, stands in for
+  its flag (for entry points that do not define them); '' turns the cache
+  off.
+  """
+  set_cpu_devices(batch_sizes, cpu_devices)
+  set_xla_cpu_flags(ynnpack)
+  if 'verbosity' in flags.FLAGS and not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  enable_compilation_cache(compilation_cache)

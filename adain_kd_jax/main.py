@@ -21,7 +21,6 @@ import os
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from adain_kd_jax import cli
@@ -40,8 +39,9 @@ _RESUME_CHANGE = flags.DEFINE_list(
     'listed in summary.json (config_changes).')
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'Multi-host: host:port of process 0. Unset '
-    'with --num_processes > 1 or ADAIN_KD_DISTRIBUTED=1: auto-detected '
-    '(TPU pods, SLURM, Open MPI).')
+    'with --num_processes > 1, ADAIN_KD_DISTRIBUTED=1 or in a SLURM job step '
+    'of several tasks (srun -n N): auto-detected (TPU pods, SLURM, Open '
+    'MPI).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
                                       'Multi-host: number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None,
@@ -54,19 +54,14 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments {argv[1:]}: every argument is '
                          'a --flag (--help lists them).')
   config = cli.config_value(_CONFIG)
-  # Before JAX is imported.
-  host_setup.set_cpu_devices((config.batch_size, config.eval_batch_size))
-  host_setup.set_xla_cpu_flags()
-  # orbax logs every checkpoint write at INFO; -v 0 (or --verbosity=0) shows it.
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  # Before JAX is imported (orbax's INFO logs: -v 0 shows them).
+  host_setup.prepare((config.batch_size, config.eval_batch_size))
   import jax  # pylint: disable=g-import-not-at-top
   from adain_kd_jax.training import loop
-  host_setup.enable_compilation_cache()
   # Multi-host: one process per host, each started with the same command.
   # jax.distributed.initialize() must run before anything touches a device.
   if (_COORDINATOR.value or (_NUM_PROCESSES.value or 1) > 1
-      or os.environ.get('ADAIN_KD_DISTRIBUTED')):
+      or host_setup.distributed_from_environment()):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,

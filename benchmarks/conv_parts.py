@@ -18,7 +18,6 @@ XLA_FLAGS are XLA's defaults plus `--cpu_ynnpack` (host_setup), as in
 training; `--nocpu_ynnpack` times XLA:CPU's own convolutions.
 """
 
-import json
 import os
 import statistics
 import sys
@@ -31,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from adain_kd_jax import host_setup
+from benchmarks import output
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _BATCH = flags.DEFINE_integer('batch', 64, 'Batch size.')
@@ -132,11 +132,7 @@ def main(argv):
       print(f'{shape} {framework}: ' + ', '.join(
           f'{n} {t:.2f} ms' for n, (t, _) in ms.items()), file=sys.stderr)
     out['results'][shape] = entry
-  text = json.dumps(out, indent=2)
-  print(text)
-  if _OUT.value:
-    with open(_OUT.value, 'w') as f:
-      f.write(text)
+  output.emit(out, _OUT.value)
 
 
 if __name__ == '__main__':

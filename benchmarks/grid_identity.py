@@ -16,7 +16,6 @@ so the list is this platform's and jax version's (both recorded);
 tests/test_grid.py asserts only what does not depend on it.
 """
 
-import json
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ from absl import app
 from absl import flags
 
 from adain_kd_jax import host_setup
+from benchmarks import output
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _TEACHER_CKPT = flags.DEFINE_string(
@@ -85,9 +85,11 @@ def _batches(slot_runs):
   import jax
   import numpy as np
   from jax.sharding import PartitionSpec as P
+  from adain_kd_jax.training import steps
   # pylint: enable=g-import-not-at-top
-  return [[r.to_global(jax.tree.map(lambda x: np.asarray(x)[None], b),
-                       P(None, 'data'))
+  return [[steps.to_global(r.mesh,
+                           jax.tree.map(lambda x: np.asarray(x)[None], b),
+                           P(None, 'data'))
            for _, b in zip(range(_STEPS.value), r.data.train_batches(0))]
           for r in slot_runs]
 
@@ -115,7 +117,7 @@ def _grid(runs, slot_runs, batches, seeds):
   from adain_kd_jax.training import grid_step
   from adain_kd_jax.training import run as run_lib
   # pylint: enable=g-import-not-at-top
-  members = [grid_step.Member(r.distiller, r.tx, r.schedule, False)
+  members = [grid_step.MemberStep(r.distiller, r.tx, r.schedule, False)
              for r in runs]
   preps = [run_lib.make_preprocess(r.config, r.dataset_info)
            for r in slot_runs]
@@ -155,8 +157,8 @@ def _compare(runs, solo, states, grid_metrics):
 
 def main(argv):
   del argv
-  host_setup.set_cpu_devices((_BATCH.value,))
-  host_setup.set_xla_cpu_flags()
+  # No persistent compilation cache: each member compiled here.
+  host_setup.prepare((_BATCH.value,), compilation_cache='')
   # pylint: disable=g-import-not-at-top
   import jax
   from adain_kd_jax import methods as methods_lib
@@ -180,11 +182,7 @@ def main(argv):
       'bit_identical': sorted({k.split('/')[0] for k, v in out.items()
                                if v['bit_identical']}),
       'wall_s': time.perf_counter() - wall}
-  text = json.dumps(result, indent=2)
-  print(text)
-  if _OUT.value:
-    with open(_OUT.value, 'w') as f:
-      f.write(text + '\n')
+  output.emit(result, _OUT.value)
   for r in runs:
     r.close()
 

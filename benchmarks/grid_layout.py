@@ -18,7 +18,6 @@ the executable's memory per layout, and `vmap_over_loop` (< 1: vmap is
 faster), which `config.grid_layout`'s default follows per platform.
 """
 
-import json
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ from absl import flags
 from adain_kd_jax import host_setup
 # Its flags (teacher, student, batch size, data, rounds, --out) and timer.
 from benchmarks import grid_throughput as gt
+from benchmarks import output
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _METHODS = flags.DEFINE_list('layout_methods', ['none', 'kd', 'adain'],
@@ -69,18 +69,19 @@ def _table_args(runs, built):
   import jax
   import numpy as np
   from jax.sharding import PartitionSpec as P
+  from adain_kd_jax.training import steps
   # pylint: enable=g-import-not-at-top
-  batches = tuple(r.to_global(jax.tree.map(
+  batches = tuple(steps.to_global(r.mesh, jax.tree.map(
       lambda x: np.asarray(x)[None], next(r.data.train_batches(0))),
-                              P(None, 'data'))
+                                  P(None, 'data'))
                   for r in built.slot_runs)
   return gt._copy(tuple(r.state for r in runs)), built.teacher_vars, batches
 
 
 def main(argv):
   del argv
-  host_setup.set_cpu_devices((gt._BATCH.value,))
-  host_setup.set_xla_cpu_flags()
+  # Compile times must be real compilations: no persistent cache.
+  host_setup.prepare((gt._BATCH.value,), compilation_cache='')
   # pylint: disable=g-import-not-at-top
   import jax
   from adain_kd_jax.training import grid_step
@@ -120,11 +121,7 @@ def main(argv):
                   for name, e in entries.items()},
       'vmap_over_loop': entries['vmap'].ms / entries['loop'].ms,
       'wall_s': time.perf_counter() - wall}
-  text = json.dumps(result, indent=2)
-  print(text)
-  if gt._OUT.value:
-    with open(gt._OUT.value, 'w') as f:
-      f.write(text + '\n')
+  output.emit(result, gt._OUT.value)
   for r in runs:
     r.close()
 

@@ -47,6 +47,7 @@ from absl import app
 from absl import flags
 
 from adain_kd_jax import host_setup
+from benchmarks import output
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _TEACHER = flags.DEFINE_string('teacher', 'resnet20', 'Teacher model.')
@@ -164,9 +165,9 @@ def _first_batch(base):
   from adain_kd_jax.data import augment
   from adain_kd_jax.training import run as run_lib
   # pylint: enable=g-import-not-at-top
-  batch = base.to_global(jax.tree.map(
+  batch = steps.to_global(base.mesh, jax.tree.map(
       lambda x: np.asarray(x)[None], next(base.data.train_batches(0))),
-                         P(None, 'data'))
+                          P(None, 'data'))
   prep = run_lib.make_preprocess(base.config, base.dataset_info)
   images = augment.preprocess_train(
       batch['image'][0], jax.random.key(0), mean=prep.mean, std=prep.std,
@@ -209,7 +210,7 @@ def _grid_entries(runs, grids, base, prep, batch):
   grid_entries = {}
   for name, members in grids.items():
     rs = [runs(m) for m in members]
-    spec = [grid_step.Member(r.distiller, r.tx, r.schedule, False)
+    spec = [grid_step.MemberStep(r.distiller, r.tx, r.schedule, False)
             for r in rs]
     multi = grid_step.jit_grid_multi_step(base.mesh, spec, [prep],
                                           [list(range(len(rs)))])
@@ -300,11 +301,7 @@ def main(argv):
       'student_side': {m: _entry_out(e) for m, e in side.items()},
       'state_bytes': state_bytes, 'grids': out_grids,
       'wall_s': time.perf_counter() - wall}
-  text = json.dumps(result, indent=2)
-  print(text)
-  if _OUT.value:
-    with open(_OUT.value, 'w') as f:
-      f.write(text + '\n')
+  output.emit(result, _OUT.value)
   runs.close()
 
 

@@ -29,7 +29,6 @@ about 400 x 350); pure noise would compress worse and decode slower.
 """
 
 import io
-import json
 import os
 import platform
 import sys
@@ -49,6 +48,7 @@ from PIL import Image
 from adain_kd_jax.data import imagenet
 from adain_kd_jax.data import imagenet_preprocess
 from adain_kd_jax.data import sources
+from benchmarks import output
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 256, 'Fake images.')
@@ -163,11 +163,7 @@ def main(argv):
     _log(f'train_batches, {workers} workers ...')
     result['train_batches'][f'workers={workers}'] = time_train_batches(
         source, workers, _BATCH.value, _WARMUP.value, _BATCHES.value, size)
-  text = json.dumps(result, indent=2)
-  print(text)
-  if _OUT.value:
-    with open(_OUT.value, 'w') as f:
-      f.write(text + '\n')
+  output.emit(result, _OUT.value)
 
 
 if __name__ == '__main__':

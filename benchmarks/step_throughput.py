@@ -42,7 +42,6 @@ configs/default.py recipe. The entries are built and timed in
 benchmarks/step_entries.py.
 """
 
-import json
 import os
 import sys
 import time
@@ -57,6 +56,7 @@ from absl import app
 from absl import flags
 
 from adain_kd_jax import host_setup
+from benchmarks import output as benchmark_output
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _TEACHER = flags.DEFINE_string('teacher', 'wrn_40_2', 'Teacher model name.')
@@ -158,19 +158,12 @@ def _header(settings, jax_module) -> dict[str, Any]:
   }
 
 
-def _write_out(output, process_index):
-  if _OUT.value and process_index == 0:
-    with open(_OUT.value, 'w') as f:
-      json.dump(output, f, indent=2)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   batch_sizes = [int(b) for b in _BATCH_SIZES.value]
   # Before JAX is imported: --cpu_devices, --cpu_ynnpack.
-  host_setup.set_cpu_devices(batch_sizes)
-  host_setup.set_xla_cpu_flags()
+  host_setup.prepare(batch_sizes, compilation_cache='')
   # pylint: disable=g-import-not-at-top
   import jax
   from benchmarks import step_entries
@@ -191,14 +184,14 @@ def main(argv):
   for batch_size in batch_sizes:
     output['results'][str(batch_size)] = bench.time_batch_size(batch_size)
     output['wall_s'] = time.perf_counter() - wall_start
-    _write_out(output, bench.process_index)
+    if bench.process_index == 0:  # What a cut-off run leaves.
+      benchmark_output.emit(output, _OUT.value, echo=False)
 
   output['wall_s'] = time.perf_counter() - wall_start
   if bench.errors:
     output['errors'] = bench.errors
-  _write_out(output, bench.process_index)
   if bench.process_index == 0:
-    print(json.dumps(output, indent=2), flush=True)
+    benchmark_output.emit(output, _OUT.value)
   if bench.errors:
     sys.exit(1)
 

@@ -11,7 +11,6 @@ PyTorch models (`tests/torch_zoo.py`, layer for layer RepDistiller's). Needs
 `pip install -r requirements-torch.txt`.
 """
 
-import json
 import os
 import statistics
 import sys
@@ -21,6 +20,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import output  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _TEACHER = flags.DEFINE_string('teacher', 'wrn_40_2', 'Teacher model.')
 _STUDENT = flags.DEFINE_string('student', 'wrn_16_2', 'Student model.')
@@ -74,7 +74,7 @@ def main(argv):
     out['results'][str(batch_size)] = {
         'kd_ms_per_step': ms, 'images_per_s': batch_size / ms * 1000,
         'ms_min': 1000 * min(times), 'ms_max': 1000 * max(times)}
-  print(json.dumps(out, indent=2))
+  output.emit(out, None)
 
 
 if __name__ == '__main__':

@@ -23,7 +23,11 @@ stage 2, through RepDistiller's hint regressor `ConvReg`
 cc 0.02, rkd 1 (distance 25, angle 50), pkt 30000, nst 50 (each with CE
 1, no KD, one recipe for every pair: `configs/default.py`'s weights); dist
 CE 1 + 2 x DIST at tau 4 (hunto/image_classification_sota's
-`configs/strategies/distill/dist_cifar.yaml`, every pair); dkd CE 1,
+`configs/strategies/distill/dist_cifar.yaml`, every pair); ofd CE 1 + 1e-3
+x OFD (mdistiller's CFG.OFD.LOSS, every pair it can build); reviewkd CE 1
++ ReviewKD weight 1, 5 for resnet32x4 -> resnet8x4 (`REVIEWKD_WEIGHTS`:
+mdistiller's CFG.REVIEWKD and configs/cifar100/reviewkd.yaml), warm-up 20
+epochs; dkd CE 1,
 alpha 1, beta per pair (`DKD_BETA`: 2 for resnet56 -> resnet20 and
 resnet110 -> resnet32, 6 for wrn_40_2 -> wrn_16_2, wrn_40_2 -> wrn_40_1,
 vgg13 -> vgg8 and vgg13 -> MobileNetV2, 8 for every other pair), T 4,
@@ -107,6 +111,10 @@ DKD_BETA = {
     ('vgg13', 'MobileNetV2'): 6.0,
 }
 DKD_BETA_DEFAULT = 8.0
+# ReviewKD's weight per (teacher, student), as mdistiller's
+# configs/cifar100/reviewkd.yaml sets it (REVIEWKD.REVIEWKD_WEIGHT, its only
+# CIFAR-100 pair); its default (configs/default.py: 1) for every other pair.
+REVIEWKD_WEIGHTS = {('resnet32x4', 'resnet8x4'): 5.0}
 # The kd baseline's loss weights (RepDistiller: -r 0.1 -a 0.9), also
 # adain_kd's CE and KD weights.
 KD_WEIGHTS = {'ce': 0.1, 'kd': 0.9}
@@ -162,6 +170,8 @@ def get_config(arg=None):
   config.point_weights = (1.0,)
   config.loss.adain = ADAIN_WEIGHTS.get(args.method, config.loss.adain)
   config.dkd.beta = dkd_beta(args.teacher, args.student)
+  config.loss.reviewkd = REVIEWKD_WEIGHTS.get((args.teacher, args.student),
+                                              config.loss.reviewkd)
   if args.method in ('kd', 'adain_kd'):
     # The same CE and KD for both: their gap is the AdaIN term alone.
     config.loss.ce, config.loss.kd = KD_WEIGHTS['ce'], KD_WEIGHTS['kd']

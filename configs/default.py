@@ -21,8 +21,19 @@ def get_config():
   config = ml_collections.ConfigDict()
 
   # --- Data ---
-  config.dataset = 'fashion_mnist'  # fashion_mnist | mnist | cifar10 | cifar100
-  config.data_source = 'idx'  # 'idx' (IDX files) or 'tfds' (tfds.data_source).
+  # A registered set (fashion_mnist | mnist | cifar10 | cifar100 |
+  # imagenet2012), or your own by where it is: folder:DIR (DIR/train/<class>/
+  # and DIR/test/<class>/ image folders), npz:FILE.npz (x_train, y_train,
+  # x_test, y_test) or tfds:NAME (any tfds set prepared in data_dir); see
+  # docs/data.md.
+  config.dataset = 'fashion_mnist'
+  # A registered set's source, one its registry row declares: 'idx' (IDX
+  # files) or 'tfds' (tfds.data_source). A set named by path is read by its
+  # kind, and this field is not read.
+  config.data_source = 'idx'
+  # A set named by path only: images of other sizes brought to one,
+  # 'resize:HxW' (bilinear) or 'crop:HxW' (centre); '' = they must share one.
+  config.image_fit = ''
   # '' searches the usual places (see adain_kd_jax/data/sources.py).
   config.data_dir = ''
   config.download = False  # tfds only: without network a download hangs.
@@ -91,9 +102,8 @@ def _models(config):
 def _method(config):
   """The distillation method and where its feature terms are taken."""
   # --- Method ---
-  # A key of adain_kd_jax.methods.METHODS: none | kd | logit_mse | fitnet | at |
-  # stat_l2 | adain | adain_kd | crd | dkd | vid | sp | cc | rkd | pkt | nst |
-  # dist (each adds up its loss terms).
+  # A key of adain_kd_jax.methods.METHODS (each adds up its loss terms; the
+  # table in docs/method.md lists them with the settings their terms read).
   config.method = 'adain'
   # Feature points (a tuple of stage numbers, 1..S for a model of S stages, or
   # counted from the last stage: 0 = S, -1 = S-1) for adain, stat_l2 and
@@ -164,10 +174,18 @@ def _loss(config):
   config.loss.nst = 50.0
   # DIST (config.dist), its authors' CIFAR-100 kd_loss_weight with CE 1.
   config.loss.dist = 2.0
+  # OFD's partial L2 on the pre-ReLU maps through connectors (mdistiller's
+  # CFG.OFD.LOSS.FEAT_WEIGHT with CE 1).
+  config.loss.ofd = 1e-3
+  # ReviewKD's hierarchical context loss on the fused features (config.reviewkd;
+  # mdistiller's CFG.REVIEWKD.REVIEWKD_WEIGHT with CE 1; 5 for resnet32x4 ->
+  # resnet8x4 in cifar100_distill.py).
+  config.loss.reviewkd = 1.0
 
 
 def _baselines(config):
-  """The settings of the DKD, CRD, VID, CC, RKD and DIST baselines."""
+  """Each method's own settings group, named by its terms' `config_fields`
+  (methods.SETTING_FIELDS): a grid's members may differ in them."""
   # DKD (method dkd): loss.dkd * min(epoch / warmup_epochs, 1) *
   # (alpha * TCKD + beta * NCKD), at loss.temperature.
   config.dkd = ml_collections.ConfigDict()
@@ -205,6 +223,9 @@ def _baselines(config):
   config.dist.gamma = 1.0  # Intra-class relation weight (>= 0).
   # tau (> 0): 4 on CIFAR-100 (the authors' dist_cifar.yaml: kd dist_t4).
   config.dist.temperature = 4.0
+  # ReviewKD (method reviewkd): loss.reviewkd * min(epoch / warmup_epochs, 1).
+  config.reviewkd = ml_collections.ConfigDict()
+  config.reviewkd.warmup_epochs = 20.0  # > 0; mdistiller's WARMUP_EPOCHS.
 
 
 def _optimisation(config):

@@ -49,6 +49,9 @@ TRAIN_CASES = [
      r'--config\.teacher=resnet8'),
     ('workdir_is_a_file', ['@smoke', '@file_workdir'],
      r"--workdir='.*a_file' is an existing file, not a directory"),
+    ('empty_image_folder', ['@smoke', '@empty_folder'],
+     r'folder:.*/empty: .*/empty/train holds no images; put one folder per '
+     r'class there'),
 ]
 
 
@@ -61,6 +64,9 @@ def _expand(flags_, idx_data_dir, teacher_export, tmp_path):
       path = tmp_path / 'a_file'
       path.write_text('x')
       out.append(f'--workdir={path}')
+    elif f == '@empty_folder':
+      os.makedirs(tmp_path / 'empty' / 'train' / 'cat')
+      out.append(f'--config.dataset=folder:{tmp_path / "empty"}')
     else:
       out.append(f)
   return out

@@ -8,6 +8,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -395,3 +396,15 @@ def test_every_default_key_has_a_comment():
       bare.append(match.group(1))
   assert not bare
   assert len(_paths(default.get_config().to_dict())) > 60
+
+
+def test_every_settings_group_of_the_default_config_is_a_terms_own():
+  """The default config's groups besides config.loss are exactly the
+  settings groups that terms declare, and every declared field exists."""
+  config = default.get_config()
+  groups = {k for k, v in config.items()
+            if isinstance(v, ml_collections.ConfigDict)} - {'loss'}
+  declared = set(methods.SETTING_FIELDS)
+  assert groups == {f for f in declared
+                    if isinstance(config[f], ml_collections.ConfigDict)}
+  assert all(f in config for f in declared)

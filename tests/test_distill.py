@@ -229,6 +229,25 @@ def test_logit_mse_is_one_term_and_one_config_block():
   np.testing.assert_allclose(loss, metrics['ce'] + 0.5 * expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize('method', list(methods.METHODS))
+def test_a_method_reads_exactly_the_settings_its_terms_declare(method):
+  """With every other method's settings removed from the config, the method
+  builds and initialises; without any one of its own, it cannot."""
+  declared = methods.setting_fields(method)
+
+  def build(drop):
+    config = _config(method)
+    for field in drop:
+      del config[field]
+    distiller = objective.create(config, 10, IMAGE_SHAPE)
+    distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
+
+  build([f for f in methods.SETTING_FIELDS if f not in declared])
+  for field in declared:
+    with pytest.raises((AttributeError, KeyError)):
+      build([field])
+
+
 def test_a_zero_weight_term_computes_nothing():
   """kd with loss.kd=0 is CE alone: no teacher is built or loaded."""
   distiller = objective.create(_config('kd', kd=0.0), 10, IMAGE_SHAPE)
@@ -446,3 +465,21 @@ def test_multi_step_on_device_data_equals_single_steps():
   moved = max(float(np.abs(a - b).max()) for a, b in
               zip(jax.tree.leaves(single), jax.tree.leaves(init)))
   assert moved > 1e-3
+
+
+def test_profiles_name_the_student_and_teacher_forwards():
+  """The compiled objective carries jax.named_call's names: the student's
+  forward, the teacher's and the teacher's tail (AdaIN) are named in it."""
+  config = _config('adain')
+  distiller = objective.create(config, 10, IMAGE_SHAPE)
+  variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
+  batch = _batch()
+  images = batch['image'].astype(np.float32) / 255.0
+  nondiff_vars = {'batch_stats': variables['batch_stats'], 'aux': {},
+                  'teacher': make_teacher_variables()}
+  text = jax.jit(distiller.loss_fn).lower(
+      variables['params'], nondiff_vars,
+      {'image': images, 'label': batch['label']}, jax.random.key(0),
+      0).as_text(debug_info=True)
+  for name in ('student_forward', 'teacher_forward', 'teacher_tail'):
+    assert name in text, name

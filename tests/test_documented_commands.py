@@ -41,6 +41,12 @@ NOT_RUN = {
         "a cluster's shared workdir; tests/test_slurm.py checks --list",
     'scripts/slurm_local.sh start': 'started by .ci/run and by '
                                     'tests/test_slurm.py',
+    'salloc --nodes=2 --ntasks-per-node=1 --gres=gpu:4 --time=04:00:00':
+        'needs a GPU cluster of two nodes',
+    'srun python train.py --config=configs/default.py '
+    '--workdir=/shared/runs/big': 'inside that allocation; '
+        'tests/test_slurm.py runs `srun -n 2 python train.py` on the local '
+        'cluster',
     'python -m adain_kd_jax.experiments.campaign --toy '
     '--plan=results/fashion_mnist_benchmark/plan.py --workdir=/tmp/toy '
     '--only=teacher/wrn_40_2,tune/kd/ --slurm=--time=00:30:00':
@@ -206,6 +212,22 @@ SCENARIOS = {
          ()),
         ('python train.py --config=configs/default.py --workdir=runs/kd '
          '--config.method=kd --config.seed=1', TOY),
+    ],
+    # docs/data.md: the example files, a run on each kind, the reports.
+    'own_data': [
+        ('python -m adain_kd_jax.data.examples --folder=/tmp/my_images '
+         '--npz=/tmp/my_set.npz', ()),
+        ('python train.py --config=configs/teacher.py --workdir=/tmp/own/folder'
+         ' --config.model=resnet8 --config.dataset=folder:/tmp/my_images '
+         '--config.image_fit=crop:16x16 --config.holdout=40', TOY),
+        ('python train.py --config=configs/teacher.py --workdir=/tmp/own/npz '
+         '--config.model=resnet8 --config.dataset=npz:/tmp/my_set.npz '
+         '--config.holdout=40', TOY),
+        ('python -m adain_kd_jax.experiments.report /tmp/own/folder', ()),
+        ('python -m adain_kd_jax.experiments.report /tmp/own/npz', ()),
+        ('python train.py --config=configs/teacher.py --workdir=/tmp/own/tfds '
+         '--config.model=resnet8 --config.dataset=tfds:cifar10 '
+         '--config.image_fit=resize:24x24 --config.mock_data=64', TOY),
     ],
     # Two methods, seed 0: each method compiles its own step (about 20 s
     # each here), the other seeds run the same programs; every method's step

@@ -21,6 +21,8 @@ from adain_kd_jax.training import grid
 from adain_kd_jax.training import grid_step
 from adain_kd_jax.training import preemption
 from adain_kd_jax.training import run as run_lib
+from adain_kd_jax.training import run_record
+from adain_kd_jax.training import steps as steps_lib
 from tests.conftest import idx_smoke_config
 
 _METHODS = tuple(methods.METHODS)
@@ -56,8 +58,8 @@ def _solo_and_grid(configs, steps=1, layout='loop'):
     slot_runs = [next(r for r in runs if r.config.seed == s) for s in seeds]
     batches = [[b for _, b in zip(range(steps), r.data.train_batches(0))]
                for r in slot_runs]
-    stacked = lambda r, b: r.to_global(
-        jax.tree.map(lambda x: np.asarray(x)[None], b),
+    stacked = lambda r, b: steps_lib.to_global(
+        r.mesh, jax.tree.map(lambda x: np.asarray(x)[None], b),
         jax.sharding.PartitionSpec(None, 'data'))
     solo = []
     for r in runs:
@@ -67,7 +69,7 @@ def _solo_and_grid(configs, steps=1, layout='loop'):
             state, r.teacher_vars, None,
             stacked(r, batches[seeds.index(r.config.seed)][t]))
       solo.append((state, metrics))
-    members = [grid_step.Member(r.distiller, r.tx, r.schedule, False)
+    members = [grid_step.MemberStep(r.distiller, r.tx, r.schedule, False)
                for r in runs]
     preps = [run_lib.make_preprocess(r.config, r.dataset_info)
              for r in slot_runs]
@@ -93,7 +95,8 @@ def _solo_and_grid(configs, steps=1, layout='loop'):
 @pytest.mark.parametrize('method', _METHODS)
 def test_grid_of_one_is_the_solo_step_bit_for_bit(method, idx_data_dir,
                                                   teacher_export):
-  """A grid of one member: the same state and metrics bits as the solo step."""
+  """A grid of one member, for every method: the same state and metrics
+  bits as the solo step."""
   solo, grid_out = _solo_and_grid(
       [_config(idx_data_dir, teacher_export, method)], steps=2)
   jax.tree.map(np.testing.assert_array_equal, solo, grid_out)
@@ -191,7 +194,7 @@ def _final_state(directory, step=6):
 def grid_table(tmp_path_factory, idx_data_dir, teacher_export):
   """The table trained as one grid, uninterrupted."""
   workdir = str(tmp_path_factory.mktemp('grid'))
-  results = sweep.run_table_as_grid(
+  results = sweep.train_cells_as_grid(
       _table_config(idx_data_dir, teacher_export), *_TABLE, workdir)
   assert all('test_accuracy' in r for r in results.values()), results
   return workdir
@@ -202,8 +205,8 @@ def test_sweep_grid_equals_solo_sweep(grid_table, tmp_path, idx_data_dir,
   """`sweep --grid` and `sweep` on one table: every run's losses within
   1e-4 relative after 6 steps and test accuracies within one example."""
   solo_dir = str(tmp_path / 'solo')
-  sweep.run_grid(_table_config(idx_data_dir, teacher_export), *_TABLE,
-                 solo_dir)
+  sweep.train_cells_in_turn(_table_config(idx_data_dir, teacher_export),
+                            *_TABLE, solo_dir)
   for method in _TABLE[0]:
     for seed in _TABLE[1]:
       g_dir = sweep.run_dir(grid_table, method, seed)
@@ -237,8 +240,8 @@ def test_grid_rerun_is_bit_identical(grid_table, tmp_path, idx_data_dir,
                                      teacher_export):
   """The same grid trained again: the same metrics and final states."""
   again = str(tmp_path / 'again')
-  sweep.run_table_as_grid(_table_config(idx_data_dir, teacher_export),
-                          *_TABLE, again)
+  sweep.train_cells_as_grid(_table_config(idx_data_dir, teacher_export),
+                            *_TABLE, again)
   _assert_same_bits(again, grid_table)
 
 
@@ -254,10 +257,28 @@ def _stopped_at(stop_step, monkeypatch, config, workdir):
 
   monkeypatch.setattr(preemption.PreemptionWatcher, 'should_stop', signal_at)
   try:
-    return sweep.run_table_as_grid(config, *_TABLE, workdir)
+    return sweep.train_cells_as_grid(config, *_TABLE, workdir)
   finally:
     monkeypatch.setattr(preemption.PreemptionWatcher, 'should_stop',
                         should_stop)
+
+
+def test_a_grid_cell_begun_under_another_config_is_refused(
+    tmp_path, idx_data_dir, teacher_export):
+  """sweep --grid checks each cell's recorded config before it writes
+  anything: a changed learning rate is named, and config.json is kept."""
+  workdir = str(tmp_path / 'table')
+  config = _table_config(idx_data_dir, teacher_export)
+  cell = sweep.run_dir(workdir, 'kd', 0)
+  os.makedirs(os.path.join(cell, 'checkpoints', '2'))  # Progress made.
+  run_record.write(cell, sweep.run_config(config, 'kd', 0))
+  with open(os.path.join(cell, 'config.json')) as f:
+    before = f.read()
+  config.learning_rate = 2 * config.learning_rate
+  with pytest.raises(ValueError, match='learning_rate'):
+    sweep.train_cells_as_grid(config, *_TABLE, workdir)
+  with open(os.path.join(cell, 'config.json')) as f:
+    assert f.read() == before
 
 
 def test_killed_between_two_members_saves_resumes_as_one_grid(
@@ -272,7 +293,7 @@ def test_killed_between_two_members_saves_resumes_as_one_grid(
     shutil.rmtree(os.path.join(sweep.run_dir(workdir, method, seed),
                                'checkpoints', '4'))
   capsys.readouterr()
-  results = sweep.run_table_as_grid(config, *_TABLE, workdir)
+  results = sweep.train_cells_as_grid(config, *_TABLE, workdir)
   out = capsys.readouterr().out
   assert out.count('rolled back to step 2') == 4, out
   assert 'Grid of 6 (' in out and 'Grid of 2 (' not in out
@@ -294,12 +315,12 @@ def test_sigterm_then_resume_is_bit_identical(grid_table, tmp_path,
   results = _stopped_at(3, monkeypatch, config, workdir)
   assert {r['preempted_at'] for r in results.values()} == {3}
   assert 'Preempted: saved step 3' in capsys.readouterr().out
-  results = sweep.run_table_as_grid(config, *_TABLE, workdir)
+  results = sweep.train_cells_as_grid(config, *_TABLE, workdir)
   assert all(r['resumes'] == 1 for r in results.values())
   # Not a terminal here: progress as lines, never a bar's carriage returns.
   assert '\r' not in capsys.readouterr().err
   _assert_same_bits(workdir, grid_table)
-  results = sweep.run_table_as_grid(config, ('kd',), (0, 2), workdir)
+  results = sweep.train_cells_as_grid(config, ('kd',), (0, 2), workdir)
   assert results[('kd', 0)] == 'skipped'
   assert results[('kd', 2)]['grid']['members'] == ['kd/seed2']
 
@@ -358,10 +379,10 @@ def test_sweep_grid_in_the_vmap_layout_records_it(tmp_path, idx_data_dir,
   config = _config(idx_data_dir, teacher_export, num_train_steps=2,
                    grid_layout='vmap')
   workdir = str(tmp_path / 'vmap')
-  results = sweep.run_table_as_grid(config, ('kd', 'none'), (0, 1), workdir)
+  results = sweep.train_cells_as_grid(config, ('kd', 'none'), (0, 1), workdir)
   assert {r['grid']['layout'] for r in results.values()} == {'vmap'}
   assert all(0 <= r['test_accuracy'] <= 1 for r in results.values())
-  results = sweep.run_table_as_grid(config, ('kd', 'none'), (0, 1, 2),
+  results = sweep.train_cells_as_grid(config, ('kd', 'none'), (0, 1, 2),
                                     workdir)
   assert results[('kd', 2)]['grid']['layout'] == 'loop'
   assert 'grid_layout vmap: one seed has nothing to stack' in (

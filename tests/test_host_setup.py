@@ -140,3 +140,36 @@ def test_ynnpack_train_step_matches_xla_default():
                   default['grads'] + default['stats'], strict=True):
     scale = max(max(abs(v) for v in b), 1e-6)
     assert max(abs(u - v) for u, v in zip(a, b)) <= 1e-4 * scale
+
+
+@pytest.mark.parametrize('env, expected', [
+    ({}, False),
+    ({'SLURM_NTASKS': '2', 'SLURM_PROCID': '0'}, False),  # A batch script.
+    ({'SLURM_STEP_NUM_TASKS': '1'}, False),
+    ({'SLURM_STEP_NUM_TASKS': '2'}, True),  # srun -n 2.
+    ({'ADAIN_KD_DISTRIBUTED': '1'}, True),
+])
+def test_distributed_from_environment(monkeypatch, env, expected):
+  """A SLURM job step of several tasks or ADAIN_KD_DISTRIBUTED makes one
+  multi-process run; a batch script of several tasks does not."""
+  for name in ('SLURM_STEP_NUM_TASKS', 'SLURM_NTASKS', 'SLURM_PROCID',
+               'ADAIN_KD_DISTRIBUTED'):
+    monkeypatch.delenv(name, raising=False)
+  for name, value in env.items():
+    monkeypatch.setenv(name, value)
+  assert host_setup.distributed_from_environment() is expected
+
+
+def test_prepare_sets_devices_and_flags_and_leaves_the_cache_off(
+    monkeypatch, jaxlib_version):
+  """The one set-up of every entry point: its keywords stand in for the
+  flags; '' leaves JAX's compilation cache directory unset."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jaxlib_version('0.10.2')
+  monkeypatch.setenv('XLA_FLAGS', '')
+  before = jax.config.jax_compilation_cache_dir
+  host_setup.prepare((4,), cpu_devices='2', ynnpack=True,
+                     compilation_cache='')
+  assert os.environ['XLA_FLAGS'] == (
+      f'--xla_force_host_platform_device_count=2 {host_setup.YNN_FLAG}')
+  assert jax.config.jax_compilation_cache_dir == before

@@ -66,8 +66,11 @@ def test_every_registry_model_has_the_interface(name):
   logits, features, tails = jax.eval_shape(
       run, variables, jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32))
   assert model.num_stages >= 1
-  assert set(features) == {'stem', 'pre_logits', *(
-      f'stage{k}' for k in range(1, model.num_stages + 1))}
+  stages = range(1, model.num_stages + 1)
+  preact = {f'preact_stage{k}' for k in stages} & set(features)
+  assert preact in (set(), {f'preact_stage{k}' for k in stages})
+  assert set(features) == {'stem', 'pre_logits', *preact, *(
+      f'stage{k}' for k in stages)}
   assert all(h.ndim == 4 and h.shape[0] == 2
              for k, h in features.items() if k != 'pre_logits')
   assert features['pre_logits'].ndim == 2
@@ -105,102 +108,84 @@ def test_feature_shapes(name, expected):
       lambda v, x: model.apply(v, x, train=False), variables, x)
   assert model.num_stages == 3
   assert logits.shape == (2, 100) and logits.dtype == jnp.float32
-  assert {k: v.shape[1:] for k, v in features.items()} == expected
+  assert {k: v.shape[1:] for k, v in features.items()
+          if not k.startswith('preact_')} == expected
+  assert {k: v.shape[1:] for k, v in features.items()
+          if k.startswith('preact_')} == {
+              f'preact_stage{k}': expected[f'stage{k}'] for k in (1, 2, 3)}
 
 
-def _init(model, x):
-  # An rbg key: on CPU its initializers compile several times faster than
-  # threefry's, which dominates this file's run time.
-  return model.init(jax.random.key(0, impl='rbg'), x, train=False)
+# mdistiller's pre-ReLU features (its `preact_feats`) and the BN before each
+# stage's ReLU (`get_bn_before_relu`), by family.
+_PREACT_MODELS = ('resnet8', 'wrn_16_1', 'vgg8', 'ResNet50', 'resnet18')
 
 
-def _perturb(tree, rng, fn):
-  """Replaces each leaf by fn(path, leaf, rng) (numpy: nothing to compile)."""
-  return jax.tree.map_with_path(
-      lambda path, x: jnp.asarray(fn(path[-1].key, np.asarray(x), rng),
-                                  x.dtype), tree)
-
-
-def _random_stats(name, x, rng):
-  if name == 'mean':
-    return 0.5 * rng.standard_normal(x.shape)
-  return rng.uniform(0.5, 2.0, x.shape)
-
-
-def _random_vectors(unused_name, x, rng):
-  # Vectors (BN scale/bias, fc bias) away from their 1/0 init; kernels keep
-  # their scale so the logits stay O(1) and atol is meaningful.
-  return x + 0.2 * rng.standard_normal(x.shape) if x.ndim == 1 else x
-
-
-@pytest.mark.parametrize('name', _SMALL_MODELS)
-def test_tail_reproduces_logits(name):
+@pytest.mark.parametrize('name', _PREACT_MODELS)
+def test_preact_features_are_the_maps_before_the_relu(name):
+  """ReLU of 'preact_stage<k>' is the map the network goes on with (stage k's
+  output; for the pre-activation WRN, the next block's activated input), the
+  named BN is the one that produced it."""
   model = models.create_model(name, num_classes=10)
   rng = np.random.default_rng(0)
   x = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
-  variables = _init(model, x)
-  # Random running statistics, so that BN in eval mode is not near identity.
-  variables = {
-      'params': _perturb(variables['params'], rng, _random_vectors),
-      'batch_stats': _perturb(variables['batch_stats'], rng, _random_stats),
-  }
+  variables = model.init(jax.random.key(0), x, train=False)
+  variables = {'params': variables['params'], 'batch_stats': jax.tree.map(
+      lambda a: a + rng.uniform(0.1, 0.5, a.shape).astype(np.float32),
+      variables['batch_stats'])}
+  _, features = model.apply(variables, x, train=False)
+  for k in range(1, model.num_stages + 1):
+    path = model.apply(variables, k, method='preact_bn_path')
+    stats = variables['batch_stats']
+    for key in path:
+      stats = stats[key]
+    pre = np.asarray(features[f'preact_stage{k}'])
+    assert pre.shape[-1] == stats['mean'].shape[0]
+    if name.startswith('wrn'):
+      nxt = (features[f'stage{k}'] - stats['mean']) / np.sqrt(
+          stats['var'] + 1e-5)
+      params = variables['params']
+      for key in path:
+        params = params[key]
+      np.testing.assert_allclose(
+          pre, nxt * params['scale'] + params['bias'], rtol=1e-4, atol=1e-5)
+    else:
+      np.testing.assert_allclose(np.maximum(pre, 0), features[f'stage{k}'],
+                                 rtol=1e-6, atol=1e-6)
+      assert np.any(pre < 0)
 
-  logits, features = model.apply(variables, x, train=False)
-  assert np.all(np.isfinite(logits))
-  assert 1e-2 < np.abs(logits).max() < 1e2
-  for k in range(model.num_stages + 1):
-    h = features['stem' if k == 0 else f'stage{k}']
-    tail_logits = model.apply(variables, h, start=k, train=False,
-                              method='tail')
-    np.testing.assert_allclose(tail_logits, logits, atol=1e-5, rtol=1e-5,
-                               err_msg=f'start={k}')
+
+def test_models_without_preact_features_say_so():
+  """MobileNetV2 returns no pre-ReLU features (nor does mdistiller's); the
+  ShuffleNets return them but name no BN before them, as mdistiller."""
+  for name in ('MobileNetV2', 'ShuffleV1', 'ShuffleV2'):
+    model = models.create_model(name, num_classes=10)
+    _, features = jax.eval_shape(
+        lambda v, x, m=model: m.apply(v, x, train=False),
+        _abstract_variables(model), jax.ShapeDtypeStruct((2, 32, 32, 3),
+                                                         jnp.float32))
+    has = any(k.startswith('preact_') for k in features)
+    assert has == name.startswith('Shuffle')
+    with pytest.raises(NotImplementedError,
+                       match='not supported' if has else 'no pre-ReLU'):
+      model.preact_bn_path(1)
 
 
-@pytest.mark.parametrize('name', ['resnet8', 'wrn_16_1'])
-def test_train_mode_updates_batch_stats_on_grey_28x28(name):
+@pytest.mark.parametrize('name', ['ShuffleV1', 'ShuffleV2'])
+def test_shufflenet_preact_is_mdistillers(name):
+  """ShuffleV1: ReLU of the pre-ReLU map is the stage output; ShuffleV2:
+  mdistiller's unshuffled concatenation, whose ReLU shuffled by 2 is the
+  stage output."""
   model = models.create_model(name, num_classes=10)
-  x = np.random.default_rng(0).standard_normal((4, 28, 28, 1), np.float32)
-  variables = _init(model, x)
-  (logits, features), updates = model.apply(
-      variables, x, train=True, mutable=['batch_stats'])
-  assert logits.shape == (4, 10)
-  assert features['stage3'].shape[1:3] == (7, 7)
-  old = jax.tree.leaves(variables['batch_stats'])
-  new = jax.tree.leaves(updates['batch_stats'])
-  assert len(old) == len(new)
-  assert any(not np.allclose(a, b) for a, b in zip(old, new))
-
-
-def test_bfloat16_compute_keeps_float32_params_and_logits():
-  model = models.create_model('resnet8', num_classes=10, dtype=jnp.bfloat16)
-  variables = _abstract_variables(model)
-  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
-  logits, features = jax.eval_shape(
-      lambda v, x: model.apply(v, x, train=False), variables, x)
-  assert logits.dtype == jnp.float32
-  assert features['stage3'].dtype == jnp.bfloat16
-  assert all(x.dtype == jnp.float32
-             for x in jax.tree.leaves(variables['params']))
-
-
-def test_unknown_name_lists_valid_names():
-  with pytest.raises(ValueError, match="Unknown model 'resnet9'") as e:
-    models.create_model('resnet9', num_classes=10)
-  for name in models.MODEL_NAMES:
-    assert name in str(e.value)
-
-
-def test_bad_num_classes():
-  with pytest.raises(ValueError, match='num_classes'):
-    models.create_model('resnet8', num_classes=0)
-
-
-@pytest.mark.parametrize('start', [-1, 4])
-def test_tail_start_out_of_range(start):
-  model = models.create_model('resnet8', num_classes=10)
-  variables = _abstract_variables(model)
-  h = jax.ShapeDtypeStruct((2, 8, 8, 64), jnp.float32)
-  with pytest.raises(ValueError, match=r'0\.\.3'):
-    jax.eval_shape(
-        lambda v, h: model.apply(v, h, start=start, train=False,
-                                 method='tail'), variables, h)
+  x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(
+      np.float32)
+  variables = model.init(jax.random.key(0), x, train=False)
+  _, features = model.apply(variables, x, train=True,
+                            mutable=['batch_stats'])[0]
+  for k in (1, 2, 3):
+    relu = np.maximum(np.asarray(features[f'preact_stage{k}']), 0)
+    if name == 'ShuffleV2':
+      c = relu.shape[-1]
+      relu = relu.reshape(2, *relu.shape[1:3], 2, c // 2).swapaxes(
+          -1, -2).reshape(relu.shape)
+    np.testing.assert_allclose(relu, features[f'stage{k}'], rtol=1e-6,
+                               atol=1e-6)

@@ -18,7 +18,8 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _flags(idx_data_dir, teacher_export):
+def train_flags(idx_data_dir, teacher_export):
+  """The run that both layouts train (one CPU device a process)."""
   return idx_smoke_flags(
       idx_data_dir, teacher_export, method='adain_kd', num_train_steps=6,
       log_every_steps=2, export=True) + ['--cpu_devices=1']
@@ -56,7 +57,7 @@ def _load(workdir):
 def test_two_processes_match_one_process_with_two_devices(
     tmp_path, idx_data_dir, teacher_export):
   """Same params, batch stats and test accuracy, to float tolerance."""
-  flags_ = _flags(idx_data_dir, teacher_export)
+  flags_ = train_flags(idx_data_dir, teacher_export)
   single = str(tmp_path / 'single')
   proc = run_train_py(single, *flags_[:-1], '--cpu_devices=2')
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -74,6 +75,12 @@ def test_two_processes_match_one_process_with_two_devices(
   assert '[adain_kd] resnet8 on fashion_mnist' in outs[0][0]
   assert '[adain_kd]' not in outs[1][0]
 
+  assert_same_training(single, multi)
+
+
+def assert_same_training(single, multi):
+  """The two exports: same params and batch stats (float tolerance), same
+  test accuracy to one example in 64."""
   (v_single, m_single), (v_multi, m_multi) = _load(single), _load(multi)
   assert m_single['test_accuracy'] == pytest.approx(m_multi['test_accuracy'],
                                                     abs=1 / 64)

@@ -132,3 +132,29 @@ def test_progress_in_a_log_is_a_line_every_n_steps(tmp_path, idx_data_dir,
   assert lines[0] == 'none:resnet8: step 0/10, compiling...'
   assert [l.split()[2] for l in lines[1:]] == ['4/10', '8/10', '10/10']
   assert 'step/s' in lines[-1] and 'test_acc=' in lines[-1]
+
+
+def test_a_finished_run_run_again_prints_its_result_and_trains_nothing(
+    stopped_and_resumed, monkeypatch, capsys):
+  """The same command on a finished run: its summary, printed as it was
+  written; no run built, nothing evaluated, no resume counted, no file
+  touched."""
+  # pylint: disable=g-import-not-at-top
+  import ml_collections
+  from adain_kd_jax.training import run as run_lib
+  # pylint: enable=g-import-not-at-top
+  workdir = stopped_and_resumed['workdir']
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  files = {p: os.path.getmtime(p) for p in glob.glob(
+      os.path.join(workdir, '**'), recursive=True)}
+
+  def no_run(*args, **kwargs):
+    raise AssertionError('a finished run was built again')
+  monkeypatch.setattr(run_lib, 'create_run', no_run)
+  capsys.readouterr()
+  again = loop.train_and_evaluate(config, workdir)
+  assert again == stopped_and_resumed['second'] and again['resumes'] == 1
+  out = capsys.readouterr().out
+  assert 'finished before: test accuracy' in out and 'Nothing trained' in out
+  assert {p: os.path.getmtime(p) for p in files} == files

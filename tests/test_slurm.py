@@ -8,6 +8,7 @@ why, only where it cannot start (not root, no apt-get, no package).
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,9 @@ import time
 
 import pytest
 
+from tests import test_multihost
 from tests.conftest import ROOT
+from tests.conftest import run_train_py
 
 _SCRIPT = os.path.join(ROOT, 'scripts', 'slurm_local.sh')
 
@@ -166,3 +169,131 @@ def test_toy_plan_on_slurm_trains_every_run_once(slurm, tmp_path,
                if json.loads(l)['split'] == 'train']
     assert steps == [2, 4], (run, steps)  # Trained once.
     assert not (workdir / run / 'claim.json').exists()
+
+
+def _one_run_plan(tmp_path, idx_data_dir, teacher_export, steps):
+  """A plan of one kd run distilled from `teacher_export`."""
+  settings = {'data_source': 'idx', 'data_dir': idx_data_dir,
+              'train_limit': 0, 'test_limit': 0, 'batch_size': 16,
+              'eval_batch_size': 32, 'num_train_steps': steps,
+              'log_every_steps': 3, 'checkpoint_every_steps': 3,
+              'eval_every_epochs': 100.0, 'dataset': 'fashion_mnist',
+              'holdout': 0, 'compare_to': '', 'model': 'resnet8',
+              'teacher': 'resnet8', 'teacher_checkpoint': teacher_export,
+              'method': 'kd'}
+  plan = tmp_path / 'plan.py'
+  plan.write_text(textwrap.dedent(f'''
+      from adain_kd_jax.experiments.parallel import PlannedRun
+      def get_plan(workdir=None):
+        return [PlannedRun('kd', 'configs/default.py', {settings!r})]
+  '''))
+  return str(plan)
+
+
+def _train_records(run_dir):
+  """metrics.jsonl without its timing field."""
+  with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
+    records = [json.loads(line) for line in f]
+  for r in records:
+    r.pop('images_per_sec', None)
+  return records
+
+
+def _release_when_requeued(task, timeout=240):
+  """Waits until SLURM lists `task` pending after its requeue and lets it
+  start at once (SLURM holds a requeued job about two minutes)."""
+  end = time.time() + timeout
+  while True:
+    state = subprocess.run(['squeue', '-h', '-j', task, '-o', '%T %r'],
+                           capture_output=True, text=True,
+                           check=False).stdout.split()
+    if state[:2] == ['PENDING', 'BeginTime']:
+      subprocess.run(['scontrol', 'update', f'JobId={task}', 'StartTime=now'],
+                     check=True, capture_output=True)
+      return
+    assert state, f'{task} left the queue instead of being requeued'
+    assert time.time() < end, f'{task} not requeued after {timeout} s'
+    time.sleep(0.2)
+
+
+def test_stop_signal_requeues_the_task_which_resumes_bit_for_bit(
+    slurm, tmp_path, idx_data_dir, teacher_export):
+  """scancel --signal=USR1 on a running task: the run saves and stops, the
+  task requeues itself, and the requeued task ends with the metrics and
+  summary of an uninterrupted run."""
+  del slurm
+  steps = 60
+  plan = _one_run_plan(tmp_path, idx_data_dir, teacher_export, steps)
+  workdir = tmp_path / 'runs'
+  proc = _campaign(plan, workdir, '--slurm=--time=00:20:00')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  [script] = (workdir / 'slurm').glob('runs-*.sbatch')
+  for line in ('#SBATCH --requeue', '#SBATCH --signal=USR1@120',
+               '#SBATCH --open-mode=append'):
+    assert line in script.read_text()
+  run_dir = workdir / 'kd'
+  task = json.loads((run_dir / 'slurm.json').read_text())['task']
+  # The uninterrupted reference: the same config.json, trained here.
+  reference = tmp_path / 'reference'
+  reference.mkdir()
+  (reference / 'config.json').write_text((run_dir / 'config.json').read_text())
+  from adain_kd_jax.experiments import parallel  # pylint: disable=g-import-not-at-top
+  ref = subprocess.Popen(parallel.train_command(str(reference)), cwd=ROOT,
+                         env=dict(os.environ, PYTHONPATH=ROOT),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+  end = time.time() + 240
+  while not (run_dir / 'checkpoints' / '3').is_dir():
+    assert time.time() < end, 'no checkpoint 3 after 240 s'
+    time.sleep(0.05)
+  subprocess.run(['scancel', '--signal=USR1', task], check=True)
+  _release_when_requeued(task)
+  _wait(task.split('_')[0])
+  _, err = ref.communicate(timeout=300)
+  assert ref.returncode == 0, err[-3000:]
+  log = ''.join(p.read_text() for p in (workdir / 'slurm').glob('*.log'))
+  saved = re.search(r'Preempted: saved step (\d+)', (run_dir / 'log.txt')
+                    .read_text())
+  assert saved and int(saved.group(1)) < steps, log
+  assert 'requeue of job' in log and 'done' in log, log
+  assert f'Resuming {run_dir} at step {saved.group(1)}.' in (
+      run_dir / 'log.txt').read_text()
+  assert _train_records(run_dir) == _train_records(reference)
+  ours, theirs = (json.loads((d / 'summary.json').read_text())
+                  for d in (run_dir, reference))
+  for key in ('test_accuracy', 'best_accuracy', 'steps'):
+    assert ours[key] == theirs[key], key
+  assert not (run_dir / 'claim.json').exists()
+
+
+def test_srun_two_tasks_are_one_run_like_two_devices(
+    slurm, tmp_path, idx_data_dir, teacher_export):
+  """`srun -n 2 python train.py` with no distributed flags: one two-process
+  run (set up from SLURM's environment), equal to one process with two
+  devices."""
+  del slurm
+  flags_ = test_multihost.train_flags(idx_data_dir, teacher_export)
+  multi = tmp_path / 'multi'
+  command = shlex.join([sys.executable, os.path.join(ROOT, 'train.py'),
+                        f'--workdir={multi}', *flags_])
+  env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED='1')
+  env.pop('XLA_FLAGS', None)  # As run_train_py: train.py sets its own.
+  proc = subprocess.run(
+      ['sbatch', '--parsable', '--ntasks=2', f'--chdir={ROOT}',
+       f'--output={tmp_path}/srun.log',
+       f'--wrap=srun -n 2 {command}; echo "srun exit $?"'],
+      capture_output=True, text=True, timeout=60, env=env, check=False)
+  assert proc.returncode == 0, proc.stderr
+  job = proc.stdout.strip().split(';')[0]
+  single = str(tmp_path / 'single')
+  done = run_train_py(single, *flags_[:-1], '--cpu_devices=2')
+  assert done.returncode == 0, done.stderr[-3000:]
+  _wait(job, timeout=300)
+  log = (tmp_path / 'srun.log').read_text()
+  assert (multi / 'summary.json').exists(), log[-3000:]
+  # Both tasks ended well and process 0 alone printed the run's header: one
+  # run (two separate ones would print two, or the second would find the
+  # first's claim and exit 2).
+  assert 'srun exit 0' in log, log[-3000:]
+  assert log.count('[adain_kd] resnet8 on fashion_mnist') == 1, log[-3000:]
+  test_multihost.assert_same_training(single, str(multi))

@@ -361,7 +361,8 @@ def test_sweep_skips_finished_runs_and_trains_the_rest(tmp_path, monkeypatch):
     return {'test_accuracy': 0.5}
 
   monkeypatch.setattr(loop, 'train_and_evaluate', fake_train)
-  results = sweep.run_grid(_config(), ['none', 'adain'], [0, 1], workdir)
+  results = sweep.train_cells_in_turn(_config(), ['none', 'adain'], [0, 1],
+                                      workdir)
   assert calls == [('adain', 1, '', os.path.join(workdir, 'adain', 'seed1'))]
   assert results[('none', 0)] == 'skipped'
   assert results[('adain', 1)] == {'test_accuracy': 0.5}
@@ -373,7 +374,7 @@ def test_sweep_skips_finished_runs_and_trains_the_rest(tmp_path, monkeypatch):
     assert json.load(f)['method'] == 'adain'
 
   # A second job of the same sweep adds its cell to sweep.json.
-  sweep.run_grid(_config(), ['kd'], [2], workdir)
+  sweep.train_cells_in_turn(_config(), ['kd'], [2], workdir)
   with open(os.path.join(workdir, 'sweep.json')) as f:
     record = json.load(f)
   assert record['methods'] == ['none', 'adain', 'kd']
@@ -389,11 +390,12 @@ def test_sweep_stops_when_preempted_and_checks_configs_first(tmp_path,
     return {'preempted_at': 1}
 
   monkeypatch.setattr(loop, 'train_and_evaluate', fake_train)
-  results = sweep.run_grid(_config(), ['kd', 'adain'], [0],
-                           str(tmp_path / 'a'))
+  results = sweep.train_cells_in_turn(_config(), ['kd', 'adain'], [0],
+                                      str(tmp_path / 'a'))
   assert len(calls) == 1 and ('adain', 0) not in results
   with pytest.raises(ValueError, match='Unknown method'):
-    sweep.run_grid(_config(), ['kd', 'adian'], [0], str(tmp_path / 'b'))
+    sweep.train_cells_in_turn(_config(), ['kd', 'adian'], [0],
+                              str(tmp_path / 'b'))
   assert len(calls) == 1
 
 
@@ -533,3 +535,15 @@ def test_report_finds_the_teacher_above_the_run(tmp_path, monkeypatch):
                      r'that .* recorded is neither above the run nor at .*'
                      r'site/teachers/gone; .* or pass --nostats\.'):
     stats_figures.find_teacher(config, str(run_dir))
+
+
+def test_wall_time_is_the_whole_runs_over_its_segments():
+  """The table's wall (min) adds a run's segments (wall_seconds_total), not
+  its last one; a run from before the total was kept has its one segment."""
+  runs = [{'method': 'kd', 'seed': s, 'summary': summary, 'metrics': []}
+          for s, summary in enumerate([
+              {'test_accuracy': 0.8, 'wall_seconds': 6.0,
+               'wall_seconds_total': 198.0},
+              {'test_accuracy': 0.8, 'wall_seconds': 132.0}])]
+  row, = tables.aggregate(runs)
+  assert row['wall_minutes'] == pytest.approx((198.0 + 132.0) / 2 / 60)

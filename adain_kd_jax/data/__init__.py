@@ -2,6 +2,8 @@
 
   registry             DatasetInfo facts of every data set (`DATASETS`)
   sources              IDX files and tfds sources; whole sets into memory
+  own_data             sets named by path: folder:, npz:, tfds: (facts computed)
+  examples             writes a small example of the folder and npz layouts
   idx                  the IDX file format of the MNISTs
   fetch                Fashion-MNIST from the Debian package, without root
   batching             stateless per-host index batches; the one host gather

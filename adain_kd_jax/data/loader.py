@@ -2,21 +2,25 @@
 
 Two kinds of data set, one interface (`open_data` picks by the registry's
 `streamed`):
-  * `InMemoryData`: the small sets (MNISTs, CIFARs) as uint8 arrays in host
-    memory (`sources.load`), batched by index (`batching`), optionally
+  * `InMemoryData`: the small sets (MNISTs, CIFARs, and sets named by path,
+    `own_data`) as uint8 arrays in host memory (`sources.load`,
+    `own_data.load`), batched by index (`batching`), optionally
     copied whole to the devices (`config.device_data`).
-  * `StreamingData`: ImageNet through `tfds.data_source`, JPEGs decoded and
-    augmented (random-resized crop, flip) in grain worker processes
-    (`imagenet`); the devices only normalise.
+  * `StreamingData`: a set too large for memory, read example by example by
+    the input module its registry row names (`DatasetInfo.input_module`;
+    ImageNet's is `imagenet`: JPEGs from `tfds.data_source`, decoded and
+    augmented in grain worker processes); the devices only normalise.
 Both are stateless functions of (seed, step), so a resumed run reads exactly
 what the interrupted one would have.
 """
 
+import importlib
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from adain_kd_jax.data import batching
+from adain_kd_jax.data import own_data
 from adain_kd_jax.data import registry
 from adain_kd_jax.data import sources
 
@@ -68,13 +72,7 @@ class InMemoryData:
     self._config = config
     self._host = dict(process_index=process_index,
                       process_count=process_count)
-    info = registry.get_info(config.dataset)
-    kwargs = dict(source=config.data_source,
-                  data_dir=config.data_dir or None, download=config.download)
-    train = sources.load(config.dataset, info.train_split,
-                         limit=config.train_limit or None, **kwargs)
-    test = sources.load(config.dataset, info.test_split,
-                        limit=config.test_limit or None, **kwargs)
+    train, test, own = self._load(config)
     val = None
     if config.holdout:
       if config.holdout >= len(train[0]):
@@ -88,16 +86,41 @@ class InMemoryData:
       # same subset for every run seed, never a validation image.
       train = sources.class_balanced_subset(*train, config.train_per_class,
                                             holdout_seed(config))
+    # A set named by path: its facts from its files, the statistics from
+    # the training part alone (the hold-out and the test set left out).
+    self.info = (registry.get_info(config.dataset) if own is None
+                 else own_data.facts(config.dataset, own, train[0]))
+    # What WORKDIR/dataset.json records (None for a registered set).
+    self.record = None if own is None else own_data.record(
+        self.info, own, len(train[0]), 0 if val is None else len(val[0]))
     self.splits = {'train': train, 'test': test}
     if val is not None:
       self.splits['val'] = val
     for what, (x, y) in self.splits.items():
       check_arrays(x, y, what=f'{config.dataset} {what}',
-                             num_classes=info.num_classes,
-                             image_shape=info.image_shape)
+                   num_classes=self.info.num_classes,
+                   image_shape=self.info.image_shape)
     self.train_images, self.train_labels = train
     self.num_train = len(self.train_images)
     self.image_shape = tuple(self.train_images.shape[1:])
+
+  @staticmethod
+  def _load(config):
+    """(train, test, own_data.Loaded or None), the limits applied."""
+    limits = (config.train_limit or None, config.test_limit or None)
+    if own_data.parse(config.dataset):
+      own = own_data.load(config.dataset, fit=config.image_fit,
+                          data_dir=config.data_dir or None,
+                          download=config.download)
+      train, test = ((x[:n], y[:n]) for (x, y), n in zip(
+          (own.train, own.test), limits))
+      return train, test, own
+    info = registry.get_info(config.dataset)
+    kwargs = dict(source=config.data_source,
+                  data_dir=config.data_dir or None, download=config.download)
+    train, test = (sources.load(config.dataset, split, limit=n, **kwargs)
+                   for split, n in zip(info.splits, limits))
+    return train, test, None
 
   def train_batches(self, start_step: int, *,
                     indices_only: bool = False) -> Iterator[dict[str, Any]]:
@@ -121,15 +144,16 @@ class InMemoryData:
 
 
 class StreamingData:
-  """ImageNet: decoded and augmented on the host by worker processes."""
+  """A streamed set, read by the input module its registry row names."""
   streaming = True
 
   def __init__(self, config, process_index: int, process_count: int):
     # config_checks.check has refused holdout and device_data here.
-    # grain is imported by streamed sets only: in-memory runs do without it.
-    # pylint: disable-next=g-import-not-at-top
-    from adain_kd_jax.data import imagenet
-    self._imagenet = imagenet
+    info = self.info = registry.get_info(config.dataset)
+    self.record = None
+    # Imported by name, by streamed sets only: in-memory runs do without
+    # their dependencies (grain for ImageNet).
+    self._module = open_input_module(info)
     self._config = config
     self._host = dict(process_index=process_index,
                       process_count=process_count)
@@ -138,14 +162,13 @@ class StreamingData:
     open_kw = dict(data_dir=config.data_dir or None,
                    download=config.download,
                    skip_decoding=config.decode_in_workers)
-    info = registry.get_info(config.dataset)
-    self._train = imagenet.open_source(info.train_split, **open_kw)
-    self._test = imagenet.open_source(info.test_split, **open_kw)
+    self._train = self._module.open_source(info.train_split, **open_kw)
+    self._test = self._module.open_source(info.test_split, **open_kw)
     self.num_train = len(self._train)
     if config.train_limit:
       self.num_train = min(self.num_train, config.train_limit)
-    self.image_shape = (self._size, self._size, 3)
-    self.train_labels = None  # Not read ahead (1.28M records).
+    self.image_shape = (self._size, self._size, info.image_shape[-1])
+    self.train_labels = None  # Not read ahead (ImageNet: 1.28M records).
     self._open = []
 
   def _track(self, iterator):
@@ -155,7 +178,7 @@ class StreamingData:
   def train_batches(self, start_step: int, *, indices_only: bool = False):
     del indices_only  # device_data is refused in __init__.
     source = sources.First(self._train, self.num_train)
-    return self._track(self._imagenet.train_batches(
+    return self._track(self._module.train_batches(
         source, global_batch_size=self._config.batch_size,
         seed=self._config.seed, start_step=start_step,
         num_workers=self._workers, size=self._size, **self._host))
@@ -165,7 +188,7 @@ class StreamingData:
     if self._config.test_limit:
       n = min(n, self._config.test_limit)
     source = sources.First(self._test, n)
-    return {'test': lambda: self._track(self._imagenet.eval_batches(
+    return {'test': lambda: self._track(self._module.eval_batches(
         source, global_batch_size=self._config.eval_batch_size,
         num_workers=self._workers, size=self._size, **self._host))}
 
@@ -175,8 +198,22 @@ class StreamingData:
     self._open = []
 
 
+def open_input_module(info: registry.DatasetInfo):
+  """The input module that `info`'s row names, checked for
+  `registry.INPUT_MODULE_API`."""
+  module = importlib.import_module(info.input_module)
+  missing = [name for name in registry.INPUT_MODULE_API
+             if not callable(getattr(module, name, None))]
+  if missing:
+    raise ValueError(
+        f'{info.name}: its input module {info.input_module!r} lacks '
+        f'{", ".join(missing)} (see registry.INPUT_MODULE_API).')
+  return module
+
+
 def open_data(config, process_index: int, process_count: int):
   """The right kind of data for `config.dataset`."""
-  streamed = registry.get_info(config.dataset).streamed
+  streamed = (not own_data.parse(config.dataset)
+              and registry.get_info(config.dataset).streamed)
   kind = StreamingData if streamed else InMemoryData
   return kind(config, process_index, process_count)

@@ -2,13 +2,23 @@
 
 The one place that says how many classes a set has, its image shape, its
 normalisation statistics, its split names, where its IDX files live and
-whether it is streamed (ImageNet) or loaded whole into memory. Everything
-else (loading, batching, the ImageNet pipeline, the config checks) reads it
-from here.
+what serves it: the `config.data_source` values that load it whole into
+memory (`sources`), or the input module that streams it (`input_module`,
+ImageNet's `adain_kd_jax.data.imagenet`). Everything else (loading,
+batching, the streamed pipeline, the config checks) reads it from here: a
+source a row does not declare is refused, and a second streamed set is its
+input module and its row.
 """
 
 import dataclasses
 from typing import Optional
+
+# What a streamed set's input module provides (see `data/loader.py`,
+# `StreamingData`): `open_source(split, *, data_dir, download,
+# skip_decoding)` -> a random-access source, and `train_batches(source, ...)`
+# / `eval_batches(source, ...)` with the signatures of
+# `adain_kd_jax.data.imagenet`'s, each returning an iterator with `close()`.
+INPUT_MODULE_API = ('open_source', 'train_batches', 'eval_batches')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,8 +36,12 @@ class DatasetInfo:
     test_split: name of the test split.
     idx_subdir: folder name under which the IDX files are searched for by
       default (None: no IDX files for this set).
-    streamed: True if the set is read example by example during training
-      (too large for memory), False if it is loaded whole.
+    sources: the `config.data_source` values that serve the set (for an
+      in-memory set, those `sources.load` reads it with; 'idx' needs
+      `idx_subdir`); any other is refused.
+    input_module: for a set too large for memory, the module that streams
+      it (`INPUT_MODULE_API`), imported by name when a run opens it; None
+      for a set loaded whole.
   """
   name: str
   num_classes: int
@@ -37,7 +51,20 @@ class DatasetInfo:
   train_split: str = 'train'
   test_split: str = 'test'
   idx_subdir: Optional[str] = None
-  streamed: bool = False
+  sources: tuple[str, ...] = ('tfds',)
+  input_module: Optional[str] = None
+
+  def __post_init__(self):
+    if not self.sources:
+      raise ValueError(f'DatasetInfo {self.name!r}: sources is empty.')
+    if 'idx' in self.sources and self.idx_subdir is None:
+      raise ValueError(f"DatasetInfo {self.name!r}: source 'idx' needs "
+                       'idx_subdir.')
+
+  @property
+  def streamed(self) -> bool:
+    """Read example by example by `input_module` (too large for memory)."""
+    return self.input_module is not None
 
   @property
   def splits(self) -> tuple[str, str]:
@@ -49,10 +76,12 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {
     'fashion_mnist': DatasetInfo(
         name='fashion_mnist', num_classes=10, image_shape=(28, 28, 1),
-        mean=(0.2860,), std=(0.3530,), idx_subdir='fashion-mnist'),
+        mean=(0.2860,), std=(0.3530,), idx_subdir='fashion-mnist',
+        sources=('idx', 'tfds')),
     'mnist': DatasetInfo(
         name='mnist', num_classes=10, image_shape=(28, 28, 1),
-        mean=(0.1307,), std=(0.3081,), idx_subdir='mnist'),
+        mean=(0.1307,), std=(0.3081,), idx_subdir='mnist',
+        sources=('idx', 'tfds')),
     'cifar10': DatasetInfo(
         name='cifar10', num_classes=10, image_shape=(32, 32, 3),
         mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
@@ -60,7 +89,7 @@ DATASETS: dict[str, DatasetInfo] = {
     'imagenet2012': DatasetInfo(
         name='imagenet2012', num_classes=1000, image_shape=(224, 224, 3),
         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-        test_split='validation', streamed=True),
+        test_split='validation', input_module='adain_kd_jax.data.imagenet'),
     'cifar100': DatasetInfo(
         name='cifar100', num_classes=100, image_shape=(32, 32, 3),
         mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
@@ -77,4 +106,5 @@ def get_info(name: str) -> DatasetInfo:
 
 def idx_names() -> list[str]:
   """The data sets that have IDX files (`config.data_source='idx'`)."""
-  return sorted(name for name, info in DATASETS.items() if info.idx_subdir)
+  return sorted(name for name, info in DATASETS.items()
+                if 'idx' in info.sources)

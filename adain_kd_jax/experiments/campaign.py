@@ -46,6 +46,7 @@ from absl import flags
 import ml_collections
 
 from adain_kd_jax import cli
+from adain_kd_jax.experiments import estimates
 from adain_kd_jax.experiments import parallel
 from adain_kd_jax.experiments import slurm
 from adain_kd_jax.training import claims
@@ -240,6 +241,42 @@ def _define_flags():
                        'tasks of one array at once.')
 
 
+def _list(jobs: Sequence[parallel.Job]) -> None:
+  """Prints each run's state and, for a pending one, its steps and its
+  estimated time (estimates.py), then the pending runs' totals."""
+  known = estimates.speeds(j.run_dir for j in jobs)
+  pending = [j for j in jobs if not j.finished]
+  if any(os.path.exists(os.path.join(j.run_dir, slurm.SLURM_JSON))
+         for j in jobs):
+    lines = [f'{job.run_dir}  {state}'
+             for job, state in zip(jobs, slurm.states(jobs))]
+  else:
+    lines = []
+    for job in jobs:
+      holder = None if job.finished else claims.holder(job.run_dir)
+      state = ('finished' if job.finished else 'claimed' if holder else
+               'ready' if job.ready() else 'waiting')
+      lines.append(f'{state:>8}  {job.run_dir}'
+                   + (f'  (by {holder})' if holder else ''))
+  for job, line in zip(jobs, lines):
+    print(line + ('' if job.finished else
+                  f'  [{estimates.describe(job.config, known)}]'))
+  if not pending:
+    return
+  steps = [estimates.train_steps(j.config) for j in pending]
+  times = {}
+  for job in pending:
+    for device, seconds in estimates.estimates(job.config, known).items():
+      times.setdefault(device, []).append(seconds)
+  print(f'Pending: {len(pending)} run(s), '
+        f'{sum(s for s in steps if s is not None):,} steps'
+        + (f' ({steps.count(None)} of unknown length)' if None in steps
+           else '')
+        + ''.join(f'; ~{estimates.duration(sum(t))} on {device} for the '
+                  f'{len(t)} run(s) with a known speed'
+                  for device, t in sorted(times.items())) + '.')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -253,17 +290,7 @@ def main(argv):
     runs = [r for r in runs if r.name.startswith(tuple(FLAGS.only))]
   jobs = build_jobs(runs, FLAGS.workdir, parse_sets(FLAGS.set), FLAGS.toy)
   if FLAGS.list:
-    if any(os.path.exists(os.path.join(j.run_dir, slurm.SLURM_JSON))
-           for j in jobs):
-      for job, state in zip(jobs, slurm.states(jobs)):
-        print(f'{job.run_dir}  {state}')
-      return
-    for job in jobs:
-      holder = None if job.finished else claims.holder(job.run_dir)
-      state = ('finished' if job.finished else 'claimed' if holder else
-               'ready' if job.ready() else 'waiting')
-      print(f'{state:>8}  {job.run_dir}'
-            + (f'  (by {holder})' if holder else ''))
+    _list(jobs)
     return
   if FLAGS.slurm is not None:
     with cli.user_errors():
@@ -283,7 +310,9 @@ def main(argv):
   if FLAGS.grid:
     from adain_kd_jax import host_setup
     from adain_kd_jax.experiments import campaign_grid
-    host_setup.set_xla_cpu_flags(ynnpack=True)
+    # One CPU device, YNNPACK, no compilation cache: what it ran before.
+    host_setup.prepare((1,), cpu_devices='1', ynnpack=True,
+                       compilation_cache='')
     status = campaign_grid.run_jobs_as_grids(
         jobs, FLAGS.parallel, log=lambda line: print(line, flush=True))
   else:

@@ -13,11 +13,15 @@ named <kind>-<date>-<time>-<pid>):
   * dependants-*.sbatch: the runs that wait for a teacher, likewise, with
     `--dependency=afterok:<the teachers' job>`.
 
-Arrays carry a throttle (`%N`: at most N tasks at once). Each task runs
+Arrays carry a throttle (`%N`: at most N tasks at once) and ask for
+`--requeue` and `--signal=USR1@120` (the extra stop signal, preemption.py,
+two minutes before the time limit). Each task runs, as a job step (`srun`,
+which the time limit's warning and `scancel --signal` reach),
 `python -m adain_kd_jax.experiments.slurm_task <name>.runs.json` with its
 task index: it claims its runs, trains them (parallel.run_jobs, or a grid),
 publishes a teacher's export, and exits non-zero unless all are finished, so
-that dependants start only after their teacher succeeded. Every submitted run
+that dependants start only after their teacher succeeded; after the stop
+signal it requeues itself, and the requeued task resumes. Every submitted run
 records its array task in RUN_DIR/slurm.json; `states` reads squeue, so that
 `campaign --list` says 'queued' or 'running' under job N.
 """
@@ -33,9 +37,13 @@ from typing import Callable, Sequence
 from adain_kd_jax import cli
 from adain_kd_jax.experiments import parallel
 from adain_kd_jax.training import claims
+from adain_kd_jax.training import preemption
 from adain_kd_jax.training import run_record
 
 SLURM_JSON = 'slurm.json'
+# Seconds before the time limit that SLURM sends the stop signal: time to
+# finish a step and save (`--slurm="--signal=USR1@N"` sets another).
+WARNING_S = 120
 
 
 def _squeue() -> dict[str, str]:
@@ -92,10 +100,19 @@ def _script(name: str, slurm_dir: str, sbatch_args: Sequence[str],
            f'#SBATCH --output={slurm_dir}/{name}_%A_%a.log']
   if dependency:
     lines.append(f'#SBATCH --dependency={dependency}')
+  # Requeued after the stop signal (slurm_task.py): the log goes on, and the
+  # time limit's warning is that signal, unless the options name their own.
+  lines += ['#SBATCH --requeue', '#SBATCH --open-mode=append']
+  signum = preemption.extra_stop_signal()
+  if signum is not None and not any(a.startswith('--signal')
+                                    for a in sbatch_args):
+    lines.append(f'#SBATCH --signal={signum.name[3:]}@{WARNING_S}')
   lines += [f'#SBATCH {arg}' for arg in sbatch_args]
   runs_json = os.path.join(slurm_dir, f'{name}.runs.json')
+  # A job step (srun), not the batch shell: `scancel --signal=USR1` and the
+  # time limit's warning reach job steps only.
   lines += ['', f'cd {shlex.quote(cli.project_root())}',
-            f'exec {shlex.quote(sys.executable)} -m '
+            f'exec srun --ntasks=1 {shlex.quote(sys.executable)} -m '
             'adain_kd_jax.experiments.slurm_task '
             f'{shlex.quote(runs_json)} "$SLURM_ARRAY_TASK_ID"', '']
   return '\n'.join(lines)

@@ -127,10 +127,11 @@ def write_sweep_json(workdir: str, config: ml_collections.ConfigDict,
   return record
 
 
-def run_grid(config: ml_collections.ConfigDict, methods: Sequence[str],
-             seeds: Sequence[int], workdir: str,
-             train_fn: Callable[..., dict[str, Any]] | None = None,
-             ) -> dict[tuple[str, int], Any]:
+def train_cells_in_turn(config: ml_collections.ConfigDict,
+                        methods: Sequence[str], seeds: Sequence[int],
+                        workdir: str,
+                        train_fn: Callable[..., dict[str, Any]] | None = None,
+                        ) -> dict[tuple[str, int], Any]:
   """Trains every (method, seed) not yet finished, in order.
 
   Args:
@@ -138,7 +139,7 @@ def run_grid(config: ml_collections.ConfigDict, methods: Sequence[str],
     methods: config.method values.
     seeds: config.seed values.
     workdir: the sweep directory.
-    train_fn: `train_and_evaluate(config, workdir)`; default train_lib's.
+    train_fn: `train_and_evaluate(config, workdir)`; default loop.train_and_evaluate.
 
   Returns:
     {(method, seed): summary dict, or 'skipped'}, for the runs handled
@@ -177,13 +178,14 @@ def run_grid(config: ml_collections.ConfigDict, methods: Sequence[str],
   return results
 
 
-def run_table_as_grid(config: ml_collections.ConfigDict,
-                      methods: Sequence[str], seeds: Sequence[int],
-                      workdir: str) -> dict[tuple[str, int], Any]:
-  """run_grid, but every unfinished cell trains in one grid (`--grid`).
+def train_cells_as_grid(config: ml_collections.ConfigDict,
+                        methods: Sequence[str], seeds: Sequence[int],
+                        workdir: str) -> dict[tuple[str, int], Any]:
+  """train_cells_in_turn, but every unfinished cell trains in one grid
+  (`--grid`).
 
-  Cells are the same runs in the same directories as run_grid's; finished
-  ones are skipped, stopped ones resume. Returns {(method, seed): summary,
+  Cells are the same runs in the same directories as train_cells_in_turn's;
+  finished ones are skipped, stopped ones resume. Returns {(method, seed): summary,
   'skipped' or {'failed': message}}.
   """
   from adain_kd_jax.training import config_checks
@@ -201,22 +203,23 @@ def run_table_as_grid(config: ml_collections.ConfigDict,
             'skipped.', flush=True)
     else:
       os.makedirs(directory, exist_ok=True)
-      with open(os.path.join(directory, 'config.json'), 'w') as f:
-        f.write(cell_config.to_json_best_effort(indent=2) + '\n')
+      with cli.user_errors():  # A cell begun under another config: refused.
+        run_record.check_and_write(directory, cell_config)
     entries.append((cell_config, directory))
   out = grid.train_members(entries)
   return {c: out[run_dir(workdir, *c)] for c in cells
           if run_dir(workdir, *c) in out}
 
 
-def run_grid_parallel(config: ml_collections.ConfigDict,
-                      methods: Sequence[str], seeds: Sequence[int],
-                      workdir: str, num_parallel: int) -> dict[str, str]:
-  """run_grid with `num_parallel` train.py processes at once.
+def train_cells_in_parallel(config: ml_collections.ConfigDict,
+                            methods: Sequence[str], seeds: Sequence[int],
+                            workdir: str, num_parallel: int) -> dict[str, str]:
+  """train_cells_in_turn with `num_parallel` train.py processes at once.
 
   Each cell's config goes to its `config.json`, which its process trains
   (configs/from_json.py); finished cells are skipped and stopped ones
-  resume, as in run_grid. Returns {run_dir: status} (parallel.run_jobs).
+  resume, as in train_cells_in_turn. Returns {run_dir: status}
+  (parallel.run_jobs).
   """
   from adain_kd_jax.experiments import parallel
   from adain_kd_jax.training import config_checks
@@ -267,22 +270,18 @@ def main(argv):
   if _PARALLEL.value > 1 and _GRID.value:
     raise app.UsageError('--grid trains in this process: drop --parallel.')
   if _PARALLEL.value > 1:
-    status = run_grid_parallel(config, methods, seeds, _WORKDIR.value,
-                               _PARALLEL.value)
+    status = train_cells_in_parallel(config, methods, seeds, _WORKDIR.value,
+                                     _PARALLEL.value)
     _print_table(methods, seeds)
     if any(s.startswith('failed') for s in status.values()):
       raise SystemExit(1)
     return
   # Before JAX is imported.
-  host_setup.set_cpu_devices((config.batch_size, config.eval_batch_size))
-  host_setup.set_xla_cpu_flags()
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  host_setup.enable_compilation_cache()
+  host_setup.prepare((config.batch_size, config.eval_batch_size))
   if _GRID.value:
-    results = run_table_as_grid(config, methods, seeds, _WORKDIR.value)
+    results = train_cells_as_grid(config, methods, seeds, _WORKDIR.value)
   else:
-    results = run_grid(config, methods, seeds, _WORKDIR.value)
+    results = train_cells_in_turn(config, methods, seeds, _WORKDIR.value)
   _print_table(methods, seeds)
   if any(isinstance(r, dict) and r.get('interrupted')
          for r in results.values()):

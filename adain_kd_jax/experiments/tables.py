@@ -43,8 +43,11 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     best_mean, best_std = _mean_std(
         [finished_runs.best_test_accuracy(r) for r in group])
     val_mean, val_std = _mean_std([s.get('val_accuracy') for s in summaries])
-    walls = [s['wall_seconds'] / 60 for s in summaries
-             if s.get('wall_seconds') is not None]
+    # The whole run: every segment (runs written before the total was kept
+    # have their one segment's).
+    walls = [s.get('wall_seconds_total', s.get('wall_seconds')) / 60
+             for s in summaries
+             if s.get('wall_seconds_total', s.get('wall_seconds')) is not None]
     rows.append({
         'method': method, 'n': len(group),
         'seeds': [r['seed'] for r in group],

@@ -1,6 +1,7 @@
 """Pure losses: array functions with no config and no Flax state.
 
-Family modules, one test file each:
+Family modules, one test file each, sharing the checks and casts of
+`checks`:
   * `adain_family`: channel statistics, AdaIN, the AdaIN loss, the
     statistics L2s, and the terms every method shares (cross-entropy, KD);
   * `baselines`: FitNet, attention transfer, decoupled KD;
@@ -9,17 +10,21 @@ Family modules, one test file each:
   * `relational`: SP, CC, RKD and PKT, relations between a batch's examples;
   * `nst`: NST's kernel discrepancy of channel activation patterns;
   * `dist`: DIST's inter- and intra-class relations of the predictions;
+  * `ofd`: OFD's margin and partial L2 on the maps before the ReLU;
+  * `reviewkd`: ReviewKD's hierarchical context loss and nearest resize;
   * `kdsvd`: KDSVD's relations of singular vectors across stages;
   * `srrl`: SRRL's feature matching and softmax regression.
 This module is their public face: `losses.<name>` for every public name.
 """
 
-from adain_kd_jax.losses.adain_family import (
-    ADAIN_LOSS_KINDS,
-    ADAIN_STATS,
+from adain_kd_jax.losses.checks import (
     as_float,
     check_4d,
     check_same_channels_and_batch,
+)
+from adain_kd_jax.losses.adain_family import (
+    ADAIN_LOSS_KINDS,
+    ADAIN_STATS,
     cross_entropy,
     kd,
     channel_stats,
@@ -75,6 +80,18 @@ from adain_kd_jax.losses.dist import (
     DIST_EPS,
     dist_relations,
     dist_loss,
+)
+from adain_kd_jax.losses.ofd import (
+    OFD_MIN_NEGATIVE_MASS,
+    ofd_margin,
+    ofd_partial_l2,
+    ofd_loss,
+)
+from adain_kd_jax.losses.reviewkd import (
+    HCL_LEVELS,
+    nearest_resize,
+    hcl_level,
+    hcl_loss,
 )
 from adain_kd_jax.losses.kdsvd import (
     KDSVD_K,

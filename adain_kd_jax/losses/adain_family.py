@@ -4,9 +4,8 @@ Channel statistics, AdaIN, the AdaIN loss and the statistics-L2 ablation,
 with the cross-entropy and Hinton KD terms they are combined with. Formulas:
 docs/method.md, sections "Channel statistics", "AdaIN", "The AdaIN loss" and
 "The objective". The baselines' losses live apart: FitNet, AT and DKD in
-`losses_baselines.py`, CRD (loss, memory bank, sampler, heads) in `crd.py`;
-both use the helpers here (`as_float`, `check_4d`,
-`check_same_channels_and_batch`).
+`baselines.py`, CRD (loss, memory bank, sampler, heads) in `crd.py`; the
+checks and casts they share are in `checks.py`.
 
 Pure functions: arrays in, scalars (or statistics) out. Shape suffixes: `N`
 batch, `H`/`W` spatial, `C` channels, `K` classes.
@@ -24,54 +23,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from adain_kd_jax.losses import checks
+
 # How the tail's output on the AdaIN map is judged (adain_loss `kind`).
 ADAIN_LOSS_KINDS = ('mse', 'kl', 'ce')
 # Which student statistics AdaIN puts into the teacher's map (`stats`); the
 # others stay the teacher's own.
 ADAIN_STATS = ('both', 'mean', 'std')
-
-
-def _compute_dtype(dtype) -> jnp.dtype:
-  """Returns float32, or float64 where `dtype` already is float64."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
-def as_float(x: jax.Array) -> jax.Array:
-  """Casts `x` to its compute dtype: float32, or float64 if it is float64."""
-  x = jnp.asarray(x)
-  return x.astype(_compute_dtype(x.dtype))
-
-
-def check_4d(name: str, f: jax.Array) -> None:
-  """Raises ValueError unless `f` is a 4-D (N, H, W, C) feature map."""
-  if jnp.ndim(f) != 4:
-    raise ValueError(
-        f'{name} must be a 4-D feature map of shape (N, H, W, C); '
-        f'got shape {jnp.shape(f)}.')
-
-
-def check_same_channels_and_batch(f_t_NHWC: jax.Array,
-                                  f_s_NHWC: jax.Array) -> None:
-  """Raises ValueError unless teacher and student maps pair up.
-
-  Args:
-    f_t_NHWC: teacher feature map, shape (N, Ht, Wt, C).
-    f_s_NHWC: student feature map, shape (N, Hs, Ws, C).
-  """
-  check_4d('f_t', f_t_NHWC)
-  check_4d('f_s', f_s_NHWC)
-  n_t, _, _, c_t = jnp.shape(f_t_NHWC)
-  n_s, _, _, c_s = jnp.shape(f_s_NHWC)
-  if c_t != c_s:
-    raise ValueError(
-        f'Channel mismatch: teacher feature f_t has {c_t} channels, student '
-        f'feature f_s has {c_s} (shapes {jnp.shape(f_t_NHWC)} and '
-        f'{jnp.shape(f_s_NHWC)}). Pass the student feature through the '
-        'connector (1x1 conv to the teacher channel count) first.')
-  if n_t != n_s:
-    raise ValueError(
-        f'Batch mismatch: f_t has batch size {n_t}, f_s has {n_s} (shapes '
-        f'{jnp.shape(f_t_NHWC)} and {jnp.shape(f_s_NHWC)}).')
 
 
 def cross_entropy(logits_NK: jax.Array,
@@ -90,7 +48,7 @@ def cross_entropy(logits_NK: jax.Array,
     Scalar float32 loss.
   """
   ce_N = optax.softmax_cross_entropy_with_integer_labels(
-      as_float(logits_NK), labels_N)
+      checks.as_float(logits_NK), labels_N)
   if mask_N is None:
     return jnp.mean(ce_N)
   mask_N = jnp.asarray(mask_N).astype(ce_N.dtype)
@@ -117,8 +75,8 @@ def kd(student_logits_NK: jax.Array,
   Returns:
     Scalar float32 loss.
   """
-  z_s_NK = as_float(student_logits_NK)
-  z_t_NK = jax.lax.stop_gradient(as_float(teacher_logits_NK))
+  z_s_NK = checks.as_float(student_logits_NK)
+  z_t_NK = jax.lax.stop_gradient(checks.as_float(teacher_logits_NK))
   log_p_s_NK = jax.nn.log_softmax(z_s_NK / temperature, axis=-1)
   log_p_t_NK = jax.nn.log_softmax(z_t_NK / temperature, axis=-1)
   p_t_NK = jnp.exp(log_p_t_NK)
@@ -145,14 +103,14 @@ def channel_stats(f_NHWC: jax.Array,
     ValueError: if `f_NHWC` is not 4-D or H*W < 2 (unbiased variance needs at
       least two positions).
   """
-  check_4d('feature map', f_NHWC)
+  checks.check_4d('feature map', f_NHWC)
   _, h, w, _ = jnp.shape(f_NHWC)
   if h * w < 2:
     raise ValueError(
         f'channel_stats needs at least 2 spatial positions (H*W >= 2) for the '
         f'unbiased variance; got H={h}, W={w} (shape {jnp.shape(f_NHWC)}). '
         'Pick an insertion point before global pooling.')
-  f_NHWC = as_float(f_NHWC)
+  f_NHWC = checks.as_float(f_NHWC)
   mu_NC = jnp.mean(f_NHWC, axis=(1, 2))
   centered_NHWC = f_NHWC - mu_NC[:, None, None, :]
   var_NC = jnp.sum(jnp.square(centered_NHWC), axis=(1, 2)) / (h * w - 1)
@@ -190,9 +148,9 @@ def adain(f_t_NHWC: jax.Array,
       raise ValueError(
           f'{name} must have shape (N, C) with C={c} (the channels of f_t, '
           f'shape {jnp.shape(f_t_NHWC)}); got shape {jnp.shape(stat)}.')
-  f_t_NHWC = as_float(f_t_NHWC)
-  mu_s_NC = as_float(mu_s_NC)
-  sigma_s_NC = as_float(sigma_s_NC)
+  f_t_NHWC = checks.as_float(f_t_NHWC)
+  mu_s_NC = checks.as_float(mu_s_NC)
+  sigma_s_NC = checks.as_float(sigma_s_NC)
   normalized_NHWC = ((f_t_NHWC - mu_t_NC[:, None, None, :])
                      / sigma_t_NC[:, None, None, :])
   return (sigma_s_NC[:, None, None, :] * normalized_NHWC
@@ -256,7 +214,7 @@ def adain_loss(f_t_NHWC: jax.Array,
         f'{", ".join(repr(k) for k in ADAIN_STATS)}.')
   if kind == 'ce' and labels_N is None:
     raise ValueError("adain_loss kind 'ce' needs labels_N.")
-  check_same_channels_and_batch(f_t_NHWC, f_s_NHWC)
+  checks.check_same_channels_and_batch(f_t_NHWC, f_s_NHWC)
   f_t_NHWC = jax.lax.stop_gradient(f_t_NHWC)
   mu_s_NC, sigma_s_NC = channel_stats(f_s_NHWC, eps)
   if stats != 'both':
@@ -275,8 +233,8 @@ def adain_loss(f_t_NHWC: jax.Array,
     return kd(z_NK, z_t_NK, temperature)
   if kind == 'ce':
     return cross_entropy(z_NK, labels_N)
-  z_t_NK = jax.lax.stop_gradient(as_float(z_t_NK))
-  return jnp.mean(jnp.square(as_float(z_NK) - z_t_NK))
+  z_t_NK = jax.lax.stop_gradient(checks.as_float(z_t_NK))
+  return jnp.mean(jnp.square(checks.as_float(z_NK) - z_t_NK))
 
 
 def stat_l2(f_t_NHWC: jax.Array,
@@ -299,7 +257,7 @@ def stat_l2(f_t_NHWC: jax.Array,
   Raises:
     ValueError: on mismatched channels or batch sizes, or H*W < 2.
   """
-  check_same_channels_and_batch(f_t_NHWC, f_s_NHWC)
+  checks.check_same_channels_and_batch(f_t_NHWC, f_s_NHWC)
   mu_t_NC, sigma_t_NC = channel_stats(jax.lax.stop_gradient(f_t_NHWC), eps)
   mu_s_NC, sigma_s_NC = channel_stats(f_s_NHWC, eps)
   return (jnp.mean(jnp.square(mu_s_NC - mu_t_NC))
@@ -324,7 +282,7 @@ def stat_mean_l2(f_t_NHWC: jax.Array, f_s_NHWC: jax.Array) -> jax.Array:
   Raises:
     ValueError: on mismatched channels or batch sizes.
   """
-  check_same_channels_and_batch(f_t_NHWC, f_s_NHWC)
-  mu_t_NC = jnp.mean(as_float(jax.lax.stop_gradient(f_t_NHWC)), axis=(1, 2))
-  mu_s_NC = jnp.mean(as_float(f_s_NHWC), axis=(1, 2))
+  checks.check_same_channels_and_batch(f_t_NHWC, f_s_NHWC)
+  mu_t_NC = jnp.mean(checks.as_float(jax.lax.stop_gradient(f_t_NHWC)), axis=(1, 2))
+  mu_s_NC = jnp.mean(checks.as_float(f_s_NHWC), axis=(1, 2))
   return jnp.mean(jnp.square(mu_s_NC - mu_t_NC))

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from adain_kd_jax.losses import adain_family
+from adain_kd_jax.losses import checks
 # ------------------------------------------------------------------ FitNet
 
 
@@ -36,9 +37,9 @@ def feature_mse(f_t_NHWC: jax.Array, f_s_NHWC: jax.Array) -> jax.Array:
   Raises:
     ValueError: on mismatched channels or batch sizes.
   """
-  adain_family.check_same_channels_and_batch(f_t_NHWC, f_s_NHWC)
-  f_t_NHWC = jax.lax.stop_gradient(adain_family.as_float(f_t_NHWC))
-  f_s_NHWC = adain_family.as_float(f_s_NHWC)
+  checks.check_same_channels_and_batch(f_t_NHWC, f_s_NHWC)
+  f_t_NHWC = jax.lax.stop_gradient(checks.as_float(f_t_NHWC))
+  f_s_NHWC = checks.as_float(f_s_NHWC)
   if jnp.shape(f_s_NHWC)[1:3] != jnp.shape(f_t_NHWC)[1:3]:
     f_s_NHWC = jax.image.resize(
         f_s_NHWC, jnp.shape(f_t_NHWC), method='bilinear')
@@ -70,8 +71,8 @@ def hint_mse(f_t_NHWC: jax.Array, f_s_NHWC: jax.Array) -> jax.Array:
         f'the teacher feature {jnp.shape(f_t_NHWC)}; they must be equal '
         '(the hint regressor maps the student feature to the teacher\'s '
         'shape).')
-  f_t_NHWC = jax.lax.stop_gradient(adain_family.as_float(f_t_NHWC))
-  return jnp.mean(jnp.square(adain_family.as_float(f_s_NHWC) - f_t_NHWC))
+  f_t_NHWC = jax.lax.stop_gradient(checks.as_float(f_t_NHWC))
+  return jnp.mean(jnp.square(checks.as_float(f_s_NHWC) - f_t_NHWC))
 
 
 # ---------------------------------------------------- Attention transfer
@@ -118,8 +119,8 @@ def attention_map(f_NHWC: jax.Array, p: float = 2) -> jax.Array:
   Raises:
     ValueError: if `f_NHWC` is not 4-D.
   """
-  adain_family.check_4d('feature map', f_NHWC)
-  f_NHWC = adain_family.as_float(f_NHWC)
+  checks.check_4d('feature map', f_NHWC)
+  f_NHWC = checks.as_float(f_NHWC)
   n, h, w, _ = jnp.shape(f_NHWC)
   a_NHW = jnp.mean(jnp.abs(f_NHWC)**p, axis=-1)
   return _l2_normalize(jnp.reshape(a_NHW, (n, h * w)))
@@ -153,16 +154,16 @@ def at(f_t_NHWC: jax.Array, f_s_NHWC: jax.Array, p: float = 2) -> jax.Array:
       where neither map can be pooled exactly to the other's (one larger in H
       and smaller in W, or a size that does not divide).
   """
-  adain_family.check_4d('f_t', f_t_NHWC)
-  adain_family.check_4d('f_s', f_s_NHWC)
+  checks.check_4d('f_t', f_t_NHWC)
+  checks.check_4d('f_s', f_s_NHWC)
   n_t, h_t, w_t, _ = jnp.shape(f_t_NHWC)
   n_s, h_s, w_s, _ = jnp.shape(f_s_NHWC)
   if n_t != n_s:
     raise ValueError(
         f'Batch mismatch: f_t has batch size {n_t}, f_s has {n_s} (shapes '
         f'{jnp.shape(f_t_NHWC)} and {jnp.shape(f_s_NHWC)}).')
-  f_t_NHWC = jax.lax.stop_gradient(adain_family.as_float(f_t_NHWC))
-  f_s_NHWC = adain_family.as_float(f_s_NHWC)
+  f_t_NHWC = jax.lax.stop_gradient(checks.as_float(f_t_NHWC))
+  f_s_NHWC = checks.as_float(f_s_NHWC)
   if (h_s, w_s) != (h_t, w_t):
     if h_s >= h_t and w_s >= w_t and h_s % h_t == 0 and w_s % w_t == 0:
       f_s_NHWC = _adaptive_avg_pool(f_s_NHWC, h_t, w_t)
@@ -241,8 +242,8 @@ def dkd_terms(student_logits_NK: jax.Array,
     ValueError: on mismatched shapes.
   """
   _check_logits_and_labels(student_logits_NK, teacher_logits_NK, labels_N)
-  z_s_NK = adain_family.as_float(student_logits_NK)
-  z_t_NK = jax.lax.stop_gradient(adain_family.as_float(teacher_logits_NK))
+  z_s_NK = checks.as_float(student_logits_NK)
+  z_t_NK = jax.lax.stop_gradient(checks.as_float(teacher_logits_NK))
   k = jnp.shape(z_s_NK)[-1]
   gt_mask_NK = jax.nn.one_hot(labels_N, k, dtype=z_s_NK.dtype)
   other_mask_NK = 1. - gt_mask_NK
@@ -309,5 +310,5 @@ def dkd_warmup_factor(epoch, warmup_epochs: float = 20) -> jax.Array:
   Returns:
     Scalar float32 factor in [0, 1] for epoch >= 0.
   """
-  epoch = adain_family.as_float(epoch)
+  epoch = checks.as_float(epoch)
   return jnp.minimum(epoch / warmup_epochs, 1.0)

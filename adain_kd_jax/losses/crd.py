@@ -17,7 +17,7 @@ stays float64).
 import jax
 import jax.numpy as jnp
 
-from adain_kd_jax.losses import adain_family
+from adain_kd_jax.losses import checks
 CRD_EPS = 1e-7  # RepDistiller crd/criterion.py `eps`.
 
 
@@ -36,7 +36,7 @@ def crd_embed_normalize(x_ND: jax.Array) -> jax.Array:
   """
   if jnp.ndim(x_ND) != 2:
     raise ValueError(f'x must have shape (N, D); got {jnp.shape(x_ND)}.')
-  x_ND = adain_family.as_float(x_ND)
+  x_ND = checks.as_float(x_ND)
   return x_ND / jnp.sqrt(jnp.sum(jnp.square(x_ND), axis=-1, keepdims=True))
 
 
@@ -247,8 +247,8 @@ def crd_loss(emb_s_ND: jax.Array,
   mem_s = jnp.asarray(memory['memory_s'])
   mem_t = jnp.asarray(memory['memory_t'])
   num_data = jnp.shape(mem_s)[0]
-  emb_s_ND = adain_family.as_float(emb_s_ND)
-  emb_t_ND = adain_family.as_float(emb_t_ND)
+  emb_s_ND = checks.as_float(emb_s_ND)
+  emb_t_ND = checks.as_float(emb_t_ND)
   dtype = emb_s_ND.dtype
   mem_s_c = jax.lax.stop_gradient(mem_s).astype(dtype)
   mem_t_c = jax.lax.stop_gradient(mem_t).astype(dtype)

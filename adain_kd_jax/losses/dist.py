@@ -17,7 +17,7 @@ teacher's logits without gradient. Shape suffixes: N batch, K classes.
 import jax
 import jax.numpy as jnp
 
-from adain_kd_jax.losses import adain_family
+from adain_kd_jax.losses import checks
 
 DIST_EPS = 1e-8  # The authors' cosine_similarity eps.
 
@@ -39,9 +39,9 @@ def dist_relations(logits_s_NK: jax.Array, logits_t_NK: jax.Array,
     raise ValueError(
         f'DIST: logits {jnp.shape(logits_s_NK)} and '
         f'{jnp.shape(logits_t_NK)} must be (N, K) of the same shape.')
-  y_s = jax.nn.softmax(adain_family.as_float(logits_s_NK) / temperature, -1)
+  y_s = jax.nn.softmax(checks.as_float(logits_s_NK) / temperature, -1)
   y_t = jax.lax.stop_gradient(jax.nn.softmax(
-      adain_family.as_float(logits_t_NK) / temperature, -1))
+      checks.as_float(logits_t_NK) / temperature, -1))
   inter = 1.0 - jnp.mean(_pearson_rows(y_s, y_t))
   intra = 1.0 - jnp.mean(_pearson_rows(y_s.T, y_t.T))
   scale = temperature ** 2

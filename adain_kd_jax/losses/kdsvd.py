@@ -28,7 +28,7 @@ float64), the teacher's side without gradient.
 import jax
 import jax.numpy as jnp
 
-from adain_kd_jax.losses import adain_family
+from adain_kd_jax.losses import checks
 from adain_kd_jax.losses import relational
 
 KDSVD_K = 1  # RepDistiller's and mdistiller's KDSVD k.
@@ -122,16 +122,16 @@ def kdsvd_loss(feats_s: list[jax.Array], feats_t: list[jax.Array],
     raise ValueError(f'KDSVD: k={k} must be >= 1.')
   total, prev = 0.0, None
   for i, (f_s, f_t) in enumerate(zip(feats_s, feats_t)):
-    adain_family.check_4d(f'KDSVD student stage {i + 1}', f_s)
-    adain_family.check_4d(f'KDSVD teacher stage {i + 1}', f_t)
+    checks.check_4d(f'KDSVD student stage {i + 1}', f_s)
+    checks.check_4d(f'KDSVD teacher stage {i + 1}', f_t)
     if (jnp.shape(f_s)[0], jnp.shape(f_s)[3]) != (jnp.shape(f_t)[0],
                                                    jnp.shape(f_t)[3]):
       raise ValueError(
           f'KDSVD at stage {i + 1}: student {jnp.shape(f_s)} and teacher '
           f'{jnp.shape(f_t)} maps need the same batch and channel counts.')
     v_t, s_t = kdsvd_singular(
-        jax.lax.stop_gradient(adain_family.as_float(f_t)), k)
-    v_s, _ = kdsvd_singular(adain_family.as_float(f_s), k + KDSVD_EXTRA)
+        jax.lax.stop_gradient(checks.as_float(f_t)), k)
+    v_s, _ = kdsvd_singular(checks.as_float(f_s), k + KDSVD_EXTRA)
     v_s = kdsvd_align(v_s, v_t)
     scale = s_t[:, None, :]
     v_t, v_s = v_t * scale, v_s * scale

@@ -17,7 +17,7 @@ stays float64), the teacher's side without gradient.
 import jax
 import jax.numpy as jnp
 
-from adain_kd_jax.losses import adain_family
+from adain_kd_jax.losses import checks
 from adain_kd_jax.losses import relational
 from adain_kd_jax.losses import vid
 
@@ -40,13 +40,13 @@ def nst_loss(f_s_NHWC: jax.Array, f_t_NHWC: jax.Array) -> jax.Array:
   Raises:
     ValueError: unless both are 4-D with the same batch size.
   """
-  adain_family.check_4d('NST student map', f_s_NHWC)
-  adain_family.check_4d('NST teacher map', f_t_NHWC)
+  checks.check_4d('NST student map', f_s_NHWC)
+  checks.check_4d('NST teacher map', f_t_NHWC)
   if jnp.shape(f_s_NHWC)[0] != jnp.shape(f_t_NHWC)[0]:
     raise ValueError(f'NST: student {jnp.shape(f_s_NHWC)} and teacher '
                      f'{jnp.shape(f_t_NHWC)} maps need the same batch size.')
-  f_s = adain_family.as_float(f_s_NHWC)
-  f_t = jax.lax.stop_gradient(adain_family.as_float(f_t_NHWC))
+  f_s = checks.as_float(f_s_NHWC)
+  f_t = jax.lax.stop_gradient(checks.as_float(f_t_NHWC))
   s_h, t_h = jnp.shape(f_s)[1], jnp.shape(f_t)[1]
   if s_h > t_h:
     f_s = vid.adaptive_avg_pool(f_s, t_h, t_h)

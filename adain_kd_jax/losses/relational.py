@@ -22,7 +22,7 @@ batch, `H`/`W` spatial, `C` channels, `D` feature size.
 import jax
 import jax.numpy as jnp
 
-from adain_kd_jax.losses import adain_family
+from adain_kd_jax.losses import checks
 
 NORMALIZE_EPS = 1e-12  # torch's F.normalize eps (SP, RKD).
 PKT_EPS = 1e-7  # RepDistiller's PKT eps.
@@ -32,7 +32,7 @@ RKD_ANGLE_WEIGHT = 50.0  # RepDistiller's RKDLoss w_a.
 
 def _flat(f: jax.Array) -> jax.Array:
   """(N, ...) -> (N, D) in the compute dtype."""
-  f = adain_family.as_float(f)
+  f = checks.as_float(f)
   return jnp.reshape(f, (jnp.shape(f)[0], -1))
 
 
@@ -93,8 +93,8 @@ def cc_loss(e_s_ND: jax.Array, e_t_ND: jax.Array) -> jax.Array:
     raise ValueError(
         f'CC: embeddings {jnp.shape(e_s_ND)} and {jnp.shape(e_t_ND)} must '
         'be (N, D) of the same shape with N >= 2.')
-  delta = jnp.abs(adain_family.as_float(e_s_ND) -
-                  adain_family.as_float(e_t_ND))
+  delta = jnp.abs(checks.as_float(e_s_ND) -
+                  checks.as_float(e_t_ND))
   return jnp.mean(jnp.sum(delta[:-1] * delta[1:], axis=1))
 
 

@@ -23,7 +23,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from adain_kd_jax.losses import adain_family
+from adain_kd_jax.losses import checks
 
 
 def srrl_terms(e_s_ND: jax.Array, f_t_ND: jax.Array, logits_t_NK: jax.Array,
@@ -42,10 +42,10 @@ def srrl_terms(e_s_ND: jax.Array, f_t_ND: jax.Array, logits_t_NK: jax.Array,
         f'SRRL: the connected student feature {jnp.shape(e_s_ND)}, the '
         f'teacher feature {jnp.shape(f_t_ND)} and logits '
         f'{jnp.shape(logits_t_NK)} must be (N, D), (N, D) and (N, K).')
-  e_s = adain_family.as_float(e_s_ND)
-  f_t = jax.lax.stop_gradient(adain_family.as_float(f_t_ND))
-  z_t = jax.lax.stop_gradient(adain_family.as_float(logits_t_NK))
-  z_sc = adain_family.as_float(classify(e_s))
+  e_s = checks.as_float(e_s_ND)
+  f_t = jax.lax.stop_gradient(checks.as_float(f_t_ND))
+  z_t = jax.lax.stop_gradient(checks.as_float(logits_t_NK))
+  z_sc = checks.as_float(classify(e_s))
   return (jnp.mean(jnp.square(e_s - f_t)),
           jnp.mean(jnp.square(z_sc - z_t)))
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adain_kd_jax.losses import adain_family
+from adain_kd_jax.losses import checks
 VID_EPS = 1e-5  # RepDistiller's eps, the variance's floor.
 VID_INIT_PRED_VAR = 5.0  # RepDistiller's init_pred_var.
 
@@ -44,7 +44,7 @@ def adaptive_avg_pool(f_NHWC: jax.Array, h: int, w: int) -> jax.Array:
   Raises:
     ValueError: unless `f_NHWC` is 4-D and 1 <= h <= H, 1 <= w <= W.
   """
-  adain_family.check_4d('feature map', f_NHWC)
+  checks.check_4d('feature map', f_NHWC)
   _, big_h, big_w, _ = jnp.shape(f_NHWC)
   if not (1 <= h <= big_h and 1 <= w <= big_w):
     raise ValueError(
@@ -72,7 +72,7 @@ def vid_alpha_init(init_pred_var: float = VID_INIT_PRED_VAR,
 
 def vid_variance(alpha_C: jax.Array, eps: float = VID_EPS) -> jax.Array:
   """The predicted variance per channel: `softplus(alpha) + eps`."""
-  return jax.nn.softplus(adain_family.as_float(alpha_C)) + eps
+  return jax.nn.softplus(checks.as_float(alpha_C)) + eps
 
 
 def vid_loss(f_t_NHWC: jax.Array, mean_NHWC: jax.Array, alpha_C: jax.Array,
@@ -100,7 +100,7 @@ def vid_loss(f_t_NHWC: jax.Array, mean_NHWC: jax.Array, alpha_C: jax.Array,
     ValueError: on mismatched batch sizes or channels, an alpha of another
       shape than (C,), or a prediction larger than the teacher's map.
   """
-  adain_family.check_same_channels_and_batch(f_t_NHWC, mean_NHWC)
+  checks.check_same_channels_and_batch(f_t_NHWC, mean_NHWC)
   _, t_h, t_w, c = jnp.shape(f_t_NHWC)
   _, m_h, m_w, _ = jnp.shape(mean_NHWC)
   if jnp.shape(alpha_C) != (c,):
@@ -111,9 +111,9 @@ def vid_loss(f_t_NHWC: jax.Array, mean_NHWC: jax.Array, alpha_C: jax.Array,
         f'VID: the prediction is {m_h}x{m_w}, larger than the teacher map '
         f'{t_h}x{t_w}; the regressor pools the student map to the '
         "teacher's size first.")
-  f_t_NHWC = jax.lax.stop_gradient(adain_family.as_float(f_t_NHWC))
+  f_t_NHWC = jax.lax.stop_gradient(checks.as_float(f_t_NHWC))
   f_t_NHWC = adaptive_avg_pool(f_t_NHWC, m_h, m_w)
   var_C = vid_variance(alpha_C, eps)
-  nll = 0.5 * (jnp.square(f_t_NHWC - adain_family.as_float(mean_NHWC)) / var_C
+  nll = 0.5 * (jnp.square(f_t_NHWC - checks.as_float(mean_NHWC)) / var_C
                + jnp.log(var_C))
   return jnp.mean(nll)

@@ -5,7 +5,8 @@ outputs, see `base.py`); `METHODS` maps a method name to the terms it adds
 up, each weighted by `config.loss.<term>`. Adding a method: write its term in
 `adain_terms.py` or `baseline_terms.py` (or a module of its own), register it
 in `TERMS`, name the method in `METHODS`, and declare its weight (and
-settings, if any) in `configs/default.py`. A module trained with the
+settings, if any: a group named in the term's `config_fields`) in
+`configs/default.py`. A module trained with the
 student (VID's regressors, say) is declared by its term (`Needs.adapters`,
 an `Adapter` next to its module) and built by the objective. Nothing else
 knows a method by name. docs/architecture.md walks through it.
@@ -14,6 +15,7 @@ knows a method by name. docs/architecture.md walks through it.
 from adain_kd_jax import cli
 from adain_kd_jax.methods import adain_terms
 from adain_kd_jax.methods import baseline_terms
+from adain_kd_jax.methods import feature_terms
 from adain_kd_jax.methods import relational_terms
 from adain_kd_jax.methods.base import Adapter
 from adain_kd_jax.methods.base import Context
@@ -41,6 +43,8 @@ TERMS = {
     'pkt': relational_terms.PKT,
     'nst': relational_terms.NST,
     'dist': relational_terms.DIST,
+    'ofd': feature_terms.OFD,
+    'reviewkd': feature_terms.ReviewKD,
 }
 
 # The terms each method adds up, in this order (weights: config.loss).
@@ -62,9 +66,21 @@ METHODS = {
     'pkt': ('ce', 'pkt'),
     'nst': ('ce', 'nst'),
     'dist': ('ce', 'dist'),
+    'ofd': ('ce', 'ofd'),
+    'reviewkd': ('ce', 'reviewkd'),
 }
 # The terms that read config.points (feature points with their weights).
 POINT_TERMS = tuple(name for name, cls in TERMS.items() if cls.reads_points)
+# Every top-level config field a term reads besides config.loss (its
+# settings group, config.points): what differs from method to method.
+SETTING_FIELDS = tuple(dict.fromkeys(
+    field for cls in TERMS.values() for field in cls.config_fields))
+
+
+def setting_fields(method: str) -> tuple[str, ...]:
+  """The fields of SETTING_FIELDS that `method`'s terms read."""
+  return tuple(dict.fromkeys(field for name in METHODS[method]
+                             for field in TERMS[name].config_fields))
 
 
 def check_method(method: str, field: str = 'method') -> None:
@@ -91,5 +107,6 @@ def create_terms(config, context: Context) -> tuple[tuple[str, Term, float],
   return tuple(out)
 
 
-__all__ = ['METHODS', 'POINT_TERMS', 'TERMS', 'Adapter', 'Context', 'Needs',
-           'Outputs', 'Shapes', 'Term', 'check_method', 'create_terms']
+__all__ = ['METHODS', 'POINT_TERMS', 'SETTING_FIELDS', 'TERMS', 'Adapter', 'Context', 'Needs',
+           'Outputs', 'Shapes', 'Term', 'check_method', 'create_terms',
+           'setting_fields']

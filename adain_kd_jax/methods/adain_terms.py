@@ -1,7 +1,8 @@
 """The AdaIN family's terms: L_adain, L_fm, the mean-only L_stat_mean, stat_l2.
 
 Formulas: docs/method.md ("The AdaIN loss", "The objective"); the math is in
-`losses.py`, this module binds it to a step's outputs and the config.
+`losses/adain_family.py`, this module binds it to a step's outputs and the
+config.
 """
 
 import dataclasses
@@ -18,6 +19,9 @@ def _through_connectors(stages) -> base.Needs:
   return base.Needs(teacher=True, same_stages=True, adapters=(
       connectors.ConnectorAdapter(stages=tuple(stages)),))
 
+# The points with their weights, and the connectors' ReLU.
+_CONNECTOR_POINTS = ('points', 'point_weights', 'connector_relu')
+
 
 @dataclasses.dataclass(frozen=True)
 class AdaIN(base.PointTerm):
@@ -26,6 +30,7 @@ class AdaIN(base.PointTerm):
   linear warm-up `min(step / (warmup_epochs * steps_per_epoch), 1)` when
   `warmup_epochs` > 0 (at step 0 the term pushes the student several times
   harder than CE, mostly a batch-mean mismatch the connector's BN absorbs)."""
+  config_fields = _CONNECTOR_POINTS
   kind: str = 'mse'  # losses.ADAIN_LOSS_KINDS
   stats: str = 'both'  # losses.ADAIN_STATS
   temperature: float = 4.0  # For kind 'kl' (loss.adain_temperature).
@@ -63,6 +68,7 @@ class AdaIN(base.PointTerm):
 class FeatureMatching(base.Term):
   """alpha * L_fm: FitNet's squared error at the last stage, through the
   AdaIN connector (the feature term of the adain methods)."""
+  config_fields = ('connector_relu',)
   point: int
 
   @property
@@ -85,6 +91,7 @@ class StatMean(base.PointTerm):
   """L_stat_mean: the squared error of the channel means alone, at the
   AdaIN points, through the same connectors (the authors' released form adds
   it to the squared error through the teacher's classifier)."""
+  config_fields = _CONNECTOR_POINTS
 
   @property
   def needs(self):
@@ -98,6 +105,7 @@ class StatMean(base.PointTerm):
 @dataclasses.dataclass(frozen=True)
 class StatL2(base.PointTerm):
   """The statistics-L2 ablation: the same statistics, compared directly."""
+  config_fields = _CONNECTOR_POINTS
 
   @property
   def needs(self):

@@ -114,7 +114,9 @@ class Outputs:
   (N, H, W, C) and 'pre_logits' -> (N, D). Teacher-side values are already
   wrapped in `stop_gradient`; `tail(k, h)` runs the frozen teacher from
   after stage k on a map `h` (gradients flow through it into `h`);
-  `adapted` holds the outputs of the trained modules the terms declared.
+  `teacher_method(name, *args)` applies the frozen teacher's method `name`
+  (e.g. 'preact_bn', OFD's margin); `adapted` holds the outputs of the
+  trained modules the terms declared.
   """
   logits_s_NK: jax.Array
   feats_s: dict[str, jax.Array]
@@ -125,6 +127,7 @@ class Outputs:
   logits_t_NK: jax.Array | None = None
   feats_t: dict[str, jax.Array] | None = None
   tail: Callable[[int, jax.Array], jax.Array] | None = None
+  teacher_method: Callable[..., Any] | None = None
   # The declared adapters' outputs by key (`Adapter`), e.g. 'connector' ->
   # {'stage<k>': (N, H, W, C_t)}, 'crd' -> (e_s_ND, e_t_ND).
   adapted: dict[str, Any] | None = None
@@ -136,6 +139,11 @@ class Term:
   stateful: ClassVar[bool] = False
   # Reads config.points / config.point_weights (`feature_points`).
   reads_points: ClassVar[bool] = False
+  # The top-level config fields it (or an adapter it needs) reads besides
+  # its weight config.loss.<name>: its settings group ('dkd' for
+  # config.dkd), config.points. The grid, the default config and the docs
+  # take the list of per-method settings from here.
+  config_fields: ClassVar[tuple[str, ...]] = ()
 
   @property
   def needs(self) -> Needs:
@@ -158,6 +166,7 @@ class Term:
 class PointTerm(Term):
   """A term at feature points: `config.points` with their weights."""
   reads_points = True
+  config_fields = ('points', 'point_weights')
   points: tuple[int, ...]
   point_weights: tuple[float, ...]
 

@@ -85,6 +85,7 @@ class AT(base.EveryStageTerm):
 @dataclasses.dataclass(frozen=True)
 class DKD(base.Term):
   """Decoupled KD (alpha TCKD + beta NCKD), with its linear warm-up."""
+  config_fields = ('dkd',)
   alpha: float
   beta: float
   temperature: float
@@ -120,6 +121,7 @@ class CRD(base.Term):
   negatives, momentum 0.5, negatives drawn from other classes (RepDistiller's
   'exact' mode), 128-d embeddings.
   """
+  config_fields = ('crd',)
   stateful = True
   dim: int = 128
   temperature: float = 0.07
@@ -174,6 +176,7 @@ class VID(base.Term):
   stage output (`vid_regressor.VIDRegressor`) and the Gaussian negative
   log-likelihood of the teacher's map, summed over every stage with weight
   1 each (RepDistiller's `feat[1:-1]`, as AT)."""
+  config_fields = ('vid',)
   num_stages: int
   init_pred_var: float = losses.VID_INIT_PRED_VAR
   eps: float = losses.VID_EPS

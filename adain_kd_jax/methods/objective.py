@@ -111,7 +111,7 @@ class Distiller:
 
   def predict(self, params, batch_stats, images_NHWC):
     """Student logits in inference mode (evaluation)."""
-    logits, _ = self.student.apply(
+    logits, _ = jax.named_call(self.student.apply, name='student_forward')(
         {'params': params['student'], 'batch_stats': batch_stats['student']},
         images_NHWC, train=False)
     return logits
@@ -123,8 +123,9 @@ class Distiller:
     computes it once per batch and hands it to every member's `loss_fn`.
     """
     t_vars = jax.lax.stop_gradient(teacher_vars)
-    return jax.lax.stop_gradient(
-        self.teacher.apply(t_vars, images_NHWC, train=False))
+    return jax.lax.stop_gradient(jax.named_call(
+        self.teacher.apply, name='teacher_forward')(t_vars, images_NHWC,
+                                                    train=False))
 
   def loss_fn(self, params, nondiff_vars: NondiffVars, batch, rng, step,
               teacher_out=None):
@@ -163,9 +164,11 @@ class Distiller:
     """Runs the student, the teacher (unless given) and the trained
     modules once."""
     images, bs = batch['image'], nondiff_vars['batch_stats']
-    (z_s, f_s), updates = self.student.apply(
-        {'params': params['student'], 'batch_stats': bs['student']},
-        images, train=True, mutable=['batch_stats'])
+    # Named, so that profiles (jax.profiler, XProf) show the forwards apart.
+    (z_s, f_s), updates = jax.named_call(
+        self.student.apply, name='student_forward')(
+            {'params': params['student'], 'batch_stats': bs['student']},
+            images, train=True, mutable=['batch_stats'])
     new_bs = {'student': updates['batch_stats']}
     fields = {}
     if self.teacher is not None:
@@ -173,8 +176,10 @@ class Distiller:
       z_t, f_t = (self.teacher_outputs(nondiff_vars['teacher'], images)
                   if teacher_out is None else teacher_out)
       fields.update(logits_t_NK=z_t, feats_t=f_t, tail=lambda k, h: (
-          self.teacher.apply(t_vars, h, start=k, train=False,
-                             method='tail')))
+          jax.named_call(self.teacher.apply, name='teacher_tail')(
+              t_vars, h, start=k, train=False, method='tail')),
+                    teacher_method=lambda name, *args: self.teacher.apply(
+                        t_vars, *args, method=name))
     adapted = fields['adapted'] = {}
     for decl, module in self.adapters:
       args = decl.inputs(f_s, fields.get('feats_t'))

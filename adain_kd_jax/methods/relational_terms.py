@@ -38,6 +38,7 @@ class SP(base.Term):
 class CC(base.Term):
   """Correlation congruence on the pooled features through CC's linear
   heads (`cc_heads.CCHeads`, RepDistiller's `LinearEmbed` x 2)."""
+  config_fields = ('cc',)
   dim: int = 128
 
   @property
@@ -61,6 +62,7 @@ class CC(base.Term):
 class RKD(base.Term):
   """Relational KD (distance + angle) on the pooled features
   (RepDistiller's `feat[-1]`)."""
+  config_fields = ('rkd',)
   distance_weight: float = losses.RKD_DISTANCE_WEIGHT
   angle_weight: float = losses.RKD_ANGLE_WEIGHT
 
@@ -112,6 +114,7 @@ class NST(base.EveryStageTerm):
 class DIST(base.Term):
   """DIST: inter- and intra-class relations of the predictions at
   temperature tau (the authors' `DIST`, `config.dist`)."""
+  config_fields = ('dist',)
   beta: float = 1.0
   gamma: float = 1.0
   temperature: float = 1.0

@@ -16,13 +16,18 @@ from adain_kd_jax.models import layers
 
 
 class BasicBlock(nn.Module):
-  """conv3x3(stride)-BN-ReLU-conv3x3-BN + shortcut, then ReLU."""
+  """conv3x3(stride)-BN-ReLU-conv3x3-BN + shortcut, then ReLU.
+
+  With `preact=True` it returns (output, the sum before the ReLU).
+  """
   features: int
   stride: int = 1
   dtype: Any = jnp.float32
 
+  preact_bn_name: ClassVar[str] = 'bn2'
+
   @nn.compact
-  def __call__(self, x, *, train: bool):
+  def __call__(self, x, *, train: bool, preact: bool = False):
     norm = functools.partial(
         layers.batch_norm, self.dtype, use_running_average=not train)
     y = layers.conv(self.features, 3, self.stride, self.dtype, name='conv1')(x)
@@ -34,7 +39,7 @@ class BasicBlock(nn.Module):
       x = layers.conv(self.features, 1, self.stride, self.dtype,
                       name='shortcut_conv')(x)
       x = norm(name='shortcut_bn')(x)
-    return nn.relu(y + x)
+    return (nn.relu(y + x), y + x) if preact else nn.relu(y + x)
 
 
 class CifarResNet(layers.StagedNetwork):
@@ -52,6 +57,7 @@ class CifarResNet(layers.StagedNetwork):
   dtype: Any = jnp.float32
 
   num_stages: ClassVar[int] = 3
+  preact_blocks: ClassVar[bool] = True
 
   def setup(self):
     if self.depth < 8 or (self.depth - 2) % 6:

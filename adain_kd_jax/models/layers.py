@@ -7,7 +7,10 @@ initialisations. Parameters stay float32 whatever the computation dtype.
 
 `StagedNetwork` is the common shape of every network: a stem, `num_stages`
 stages and a head, with `__call__` returning the logits and each stage's
-output, and `tail` finishing the forward pass from any stage's output.
+output, and `tail` finishing the forward pass from any stage's output. The
+families whose stages end in a BatchNorm and a ReLU also return each stage's
+map before that ReLU ('preact_stage<k>', OFD's features) and name that
+BatchNorm (`preact_bn`, OFD's margin).
 """
 
 from typing import Any, ClassVar
@@ -102,9 +105,19 @@ class StagedNetwork(nn.Module):
       `_blocks_in_stage(s)` (which a subclass using this default defines).
     `_head(h, train) -> (logits, pre_logits)`: `_classify`, a global mean and
       the submodule `fc`.
+  A family with pre-ReLU features defines `_stage_preact(s, h, train) ->
+  (h, preact)` and `preact_bn_path(s)`; the default for residual stages
+  (`preact_blocks`) calls the stage's last block with `preact=True`, which
+  returns its output and its sum before the final ReLU.
   """
 
   num_stages: ClassVar[int]
+  # The blocks take `preact=` and name the BN before their sum in
+  # `preact_bn_name` (OFD's `get_bn_before_relu`).
+  preact_blocks: ClassVar[bool] = False
+  # Why there is no BatchNorm to name before the pre-ReLU maps (OFD cannot
+  # take its margin from this network), or '' when there is one.
+  preact_bn_missing: ClassVar[str] = ''
 
   def _stem(self, x, train: bool):
     h = self.stem_conv(x)
@@ -119,6 +132,39 @@ class StagedNetwork(nn.Module):
     for b in range(self._blocks_in_stage(s)):
       h = getattr(self, f'stage{s}_block{b}')(h, train=train)
     return h
+
+  def _stage_preact(self, s: int, h, train: bool):
+    """(stage s's output, its map before the final ReLU, or None)."""
+    if not self.preact_blocks:
+      return self._stage(s, h, train), None
+    last = self._blocks_in_stage(s) - 1
+    for b in range(last):
+      h = getattr(self, f'stage{s}_block{b}')(h, train=train)
+    return getattr(self, f'stage{s}_block{last}')(h, train=train,
+                                                  preact=True)
+
+  def preact_bn_path(self, s: int) -> tuple[str, ...]:
+    """The params path of the BatchNorm before stage s's final ReLU.
+
+    mdistiller's `get_bn_before_relu`: OFD's margin is computed from its
+    scale and bias. NotImplementedError for a family without pre-ReLU
+    features.
+    """
+    if not self.preact_blocks:
+      raise NotImplementedError(
+          f'{type(self).__name__} has no pre-ReLU features.')
+    if self.preact_bn_missing:
+      raise NotImplementedError(self.preact_bn_missing)
+    block = f'stage{s}_block{self._blocks_in_stage(s) - 1}'
+    return (block, getattr(self, block).preact_bn_name)
+
+  def preact_bn(self, s: int):
+    """(scale_C, bias_C) of the BatchNorm at `preact_bn_path(s)` (apply with
+    `method='preact_bn'`)."""
+    params = self.variables['params']
+    for key in self.preact_bn_path(s):
+      params = params[key]
+    return params['scale'], params['bias']
 
   def _classify(self, h):
     """Returns (logits, pre_logits): `fc` of the mean over H and W."""
@@ -138,13 +184,17 @@ class StagedNetwork(nn.Module):
 
     Returns:
       float32 logits and a dict of features: 'stem', 'stage1' ... 'stageS'
-      (maps) and 'pre_logits' (the pooled vector).
+      (maps), 'pre_logits' (the pooled vector) and, for the families that
+      have them, 'preact_stage1' ... 'preact_stageS' (each stage's map
+      before its final ReLU).
     """
     h = self._stem(x, train)
     features = {'stem': h}
     for s in range(1, self.num_stages + 1):
-      h = self._stage(s, h, train)
+      h, preact = self._stage_preact(s, h, train)
       features[f'stage{s}'] = h
+      if preact is not None:
+        features[f'preact_stage{s}'] = preact
     logits, features['pre_logits'] = self._head(h, train)
     return logits, features
 

@@ -41,9 +41,11 @@ class Bottleneck(nn.Module):
   dtype: Any = jnp.float32
 
   expansion: ClassVar[int] = 4
+  preact_bn_name: ClassVar[str] = 'bn3'
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
+  def __call__(self, x, *, train: bool, preact: bool = False):
+    """The block's output; with `preact`, also its sum before the ReLU."""
     norm = functools.partial(
         layers.batch_norm, self.dtype, use_running_average=not train)
     out_features = self.expansion * self.features
@@ -58,7 +60,7 @@ class Bottleneck(nn.Module):
       x = layers.conv(out_features, 1, self.stride, self.dtype,
                       name='shortcut_conv')(x)
       x = norm(name='shortcut_bn')(x)
-    return nn.relu(y + x)
+    return (nn.relu(y + x), y + x) if preact else nn.relu(y + x)
 
 
 class ResNet(layers.StagedNetwork):
@@ -81,6 +83,7 @@ class ResNet(layers.StagedNetwork):
   dtype: Any = jnp.float32
 
   num_stages: ClassVar[int] = 4
+  preact_blocks: ClassVar[bool] = True
 
   def setup(self):
     if len(self.stage_sizes) != self.num_stages:

@@ -45,6 +45,12 @@ def channel_shuffle(x, groups: int):
       *lead, c)
 
 
+# mdistiller's ShuffleNets have pre-ReLU maps (students of OFD) but raise for
+# the BN before them: "not supported for 'Overhaul' teacher".
+_NO_PREACT_BN = ('mdistiller\'s ShuffleNets name no BatchNorm before their '
+                 'ReLUs (not supported as an OFD teacher)')
+
+
 class ShuffleV1Block(nn.Module):
   """Grouped conv1x1-BN-ReLU, shuffle, depthwise conv3x3(stride)-BN-ReLU,
   grouped conv1x1-BN; + x, or concatenated with a 3x3 average pool of x for
@@ -67,7 +73,8 @@ class ShuffleV1Block(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
+  def __call__(self, x, *, train: bool, preact: bool = False):
+    """The block's output; with `preact`, also its map before the ReLU."""
     norm = functools.partial(
         layers.batch_norm, self.dtype, use_running_average=not train)
     g = self.groups if self.conv1_groups is None else self.conv1_groups
@@ -84,8 +91,10 @@ class ShuffleV1Block(nn.Module):
       # PyTorch's AvgPool2d(3, 2, padding=1) counts the padding.
       shortcut = nn.avg_pool(x, (3, 3), strides=(2, 2),
                              padding=((1, 1), (1, 1)), count_include_pad=True)
-      return nn.relu(jnp.concatenate([y, shortcut], axis=-1))
-    return nn.relu(y + x)
+      pre = jnp.concatenate([y, shortcut], axis=-1)
+    else:
+      pre = y + x
+    return (nn.relu(pre), pre) if preact else nn.relu(pre)
 
 
 class ShuffleV2DownBlock(nn.Module):
@@ -124,7 +133,9 @@ class ShuffleV2Block(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
+  def __call__(self, x, *, train: bool, preact: bool = False):
+    """The block's output; with `preact`, also mdistiller's `preact`: the
+    first half and the branch before its ReLU, concatenated, unshuffled."""
     norm = functools.partial(
         layers.batch_norm, self.dtype, use_running_average=not train)
     c = int(x.shape[-1] * self.split_ratio)
@@ -134,8 +145,11 @@ class ShuffleV2Block(nn.Module):
     y = _conv(c, 3, 1, self.dtype, groups=c, name='conv2')(y)
     y = norm(name='bn2')(y)
     y = _conv(c, 1, 1, self.dtype, name='conv3')(y)
-    y = nn.relu(norm(name='bn3')(y))
-    return channel_shuffle(jnp.concatenate([x1, y], axis=-1), 2)
+    y_pre = norm(name='bn3')(y)
+    out = channel_shuffle(jnp.concatenate([x1, nn.relu(y_pre)], axis=-1), 2)
+    if preact:
+      return out, jnp.concatenate([x1, y_pre], axis=-1)
+    return out
 
 
 class ShuffleNetV1(layers.StagedNetwork):
@@ -155,6 +169,8 @@ class ShuffleNetV1(layers.StagedNetwork):
   dtype: Any = jnp.float32
 
   num_stages: ClassVar[int] = 3
+  preact_blocks: ClassVar[bool] = True
+  preact_bn_missing: ClassVar[str] = _NO_PREACT_BN
 
   def setup(self):
     if len(self.out_planes) != self.num_stages or len(
@@ -196,6 +212,8 @@ class ShuffleNetV2(layers.StagedNetwork):
   dtype: Any = jnp.float32
 
   num_stages: ClassVar[int] = 3
+  preact_blocks: ClassVar[bool] = True
+  preact_bn_missing: ClassVar[str] = _NO_PREACT_BN
 
   def setup(self):
     if len(self.out_channels) != self.num_stages + 1 or len(

@@ -65,20 +65,28 @@ class VGG(layers.StagedNetwork):
                            kernel_init=layers.classifier_normal_init)
 
   def _block(self, s: int, h, train: bool):
+    """(the block's output, its last BN's output before the ReLU)."""
     prefix = 'stem' if s == 0 else f'stage{s}'
     for j in range(len(self.cfg[s])):
       h = getattr(self, f'{prefix}_conv{j}')(h)
-      h = getattr(self, f'{prefix}_bn{j}')(h, use_running_average=not train)
-      h = nn.relu(h)
-    return h
+      preact = getattr(self, f'{prefix}_bn{j}')(
+          h, use_running_average=not train)
+      h = nn.relu(preact)
+    return h, preact
 
   def _stem(self, x, train: bool):
-    return self._block(0, x, train)
+    return self._block(0, x, train)[0]
 
-  def _stage(self, s: int, h, train: bool):
+  def _stage_preact(self, s: int, h, train: bool):
     if s < self.num_stages or self.pool_before_stage4:
       h = _max_pool(h)
     return self._block(s, h, train)
+
+  def _stage(self, s: int, h, train: bool):
+    return self._stage_preact(s, h, train)[0]
+
+  def preact_bn_path(self, s: int) -> tuple[str, ...]:
+    return (f'stage{s}_bn{len(self.cfg[s]) - 1}',)
 
 
 _CFGS = {

@@ -16,16 +16,21 @@ from adain_kd_jax.models import layers
 
 
 class PreActBlock(nn.Module):
-  """BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3 + shortcut (no final ReLU)."""
+  """BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3 + shortcut (no final ReLU).
+
+  With `preact=True` it returns (output, its first BN's output): the
+  previous stage's map before its ReLU.
+  """
   features: int
   stride: int = 1
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
+  def __call__(self, x, *, train: bool, preact: bool = False):
     norm = functools.partial(
         layers.batch_norm, self.dtype, use_running_average=not train)
-    y = nn.relu(norm(name='bn1')(x))
+    x_bn = norm(name='bn1')(x)
+    y = nn.relu(x_bn)
     if x.shape[-1] == self.features:
       shortcut = x
     else:
@@ -36,7 +41,7 @@ class PreActBlock(nn.Module):
     y = layers.conv(self.features, 3, self.stride, self.dtype, name='conv1')(y)
     y = nn.relu(norm(name='bn2')(y))
     y = layers.conv(self.features, 3, 1, self.dtype, name='conv2')(y)
-    return y + shortcut
+    return (y + shortcut, x_bn) if preact else y + shortcut
 
 
 class WideResNet(layers.StagedNetwork):
@@ -85,6 +90,32 @@ class WideResNet(layers.StagedNetwork):
     # final BN + ReLU.
     h = nn.relu(self.head_bn(h, use_running_average=not train))
     return self._classify(h)
+
+  def __call__(self, x, *, train: bool):
+    """`StagedNetwork.__call__`, with the pre-ReLU features of mdistiller's
+    WRN: stage s's map through the BN that pre-activates it (the next
+    stage's first block's `bn1`, or the head's BN for the last stage),
+    taken from the pass itself, so each BN runs once."""
+    h = self._stem(x, train)
+    features = {'stem': h}
+    for s in range(1, self.num_stages + 1):
+      for b in range(self._blocks_in_stage(s)):
+        block = getattr(self, f'stage{s}_block{b}')
+        if s > 1 and b == 0:
+          h, features[f'preact_stage{s - 1}'] = block(h, train=train,
+                                                      preact=True)
+        else:
+          h = block(h, train=train)
+      features[f'stage{s}'] = h
+    preact = self.head_bn(h, use_running_average=not train)
+    features[f'preact_stage{self.num_stages}'] = preact
+    logits, features['pre_logits'] = self._classify(nn.relu(preact))
+    return logits, features
+
+  def preact_bn_path(self, s: int) -> tuple[str, ...]:
+    if s == self.num_stages:
+      return ('head_bn',)
+    return (f'stage{s + 1}_block0', 'bn1')
 
 
 wrn_16_1 = functools.partial(WideResNet, depth=16, widen_factor=1)

@@ -2,8 +2,8 @@
 
 Every tensor is used, every variable filled and every shape checked against
 `models.create_model(arch, num_classes)`'s variables; the names come from
-`torch_names`. Values are numpy arrays (or anything `np.asarray` takes):
-`import_torch.load_state_dict` reads them from `.pth` files.
+`key_maps.py`. Values are numpy arrays (or anything `np.asarray` takes):
+`zoo.load_state_dict` reads them from `.pth` files.
 """
 
 import functools

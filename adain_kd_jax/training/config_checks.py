@@ -1,11 +1,12 @@
 """Config validation: one pass over everything the config alone can tell.
 
 `check(config)` runs before any data is read, any model is built or anything
-is compiled (train_lib, the sweep and the campaign call it first). Each error
+is compiled (the run's set-up, the sweep and the campaign call it first). Each error
 is one line naming the field and the fix: `config.x=... is invalid: ...`.
-Allowed values come from the modules that own them (data.registry.DATASETS,
-data.sources.SOURCES, methods.METHODS, models.MODEL_NAMES and DTYPES,
-losses.ADAIN_LOSS_KINDS and ADAIN_STATS, steps.SCHEDULES);
+Allowed values come from the modules that own them (data.registry.DATASETS
+and the sources each row declares, data.own_data for sets named by path,
+methods.METHODS, models.MODEL_NAMES and DTYPES, losses.ADAIN_LOSS_KINDS and
+ADAIN_STATS, steps.SCHEDULES);
 configs/default.py documents every field.
 
 What needs more than the config is checked where it is known, still before
@@ -15,7 +16,7 @@ anything is compiled or written:
   * data.loader / data.sources / preflight: holdout smaller than the training
     set; every class has train_per_class examples; the data files exist;
     images and labels fit the data set.
-  * distill.create: teacher and student stage counts agree (feature methods,
+  * objective.create: teacher and student stage counts agree (feature methods,
     AT); each of config.points is a stage of the model; FitNet's hint
     regressors map the student's maps to the teacher's shapes.
   * Distiller.init_aux: crd.num_negatives below the training set size.
@@ -31,6 +32,7 @@ from adain_kd_jax import cli
 from adain_kd_jax import losses
 from adain_kd_jax import methods
 from adain_kd_jax import models
+from adain_kd_jax.data import own_data
 from adain_kd_jax.data import registry
 from adain_kd_jax.data import sources
 from adain_kd_jax.training import steps
@@ -76,18 +78,23 @@ def check(config) -> None:
 
 def _check_data(config) -> None:
   """dataset, data_source, mock_data, limits, holdout, streaming fields."""
-  _one_of('dataset', config.dataset, sorted(registry.DATASETS))
-  _one_of('data_source', config.data_source, sources.SOURCES, quote=True)
-  if (config.data_source == 'idx'
-      and registry.DATASETS[config.dataset].idx_subdir is None):
-    idx_sets = sorted(n for n, i in registry.DATASETS.items() if i.idx_subdir)
+  own = _check_dataset(config)
+  source = own[0] if own else config.data_source
+  if not own:
+    _one_of('data_source', config.data_source, sources.SOURCES, quote=True)
+  served_by = _info_sources(config, own)
+  if source not in served_by:
+    why = ('has no IDX files (only '
+           f'{", ".join(registry.idx_names())} do)'
+           if config.data_source == 'idx' else 'is not served by it')
     _fail('data_source', config.data_source,
-          f'config.dataset={config.dataset!r} has no IDX files (only '
-          f'{", ".join(idx_sets)} do); use --config.data_source=tfds.')
+          f'config.dataset={config.dataset!r} {why}; its registry row '
+          f'declares {", ".join(map(repr, served_by))}: use '
+          f'--config.data_source={served_by[0]}.')
   mock = config.get('mock_data', 0)
   if isinstance(mock, bool) or not isinstance(mock, int) or mock < 0:
     _fail('mock_data', mock, 'use a number of examples (0 = real data).')
-  if mock and config.data_source != 'tfds':
+  if mock and source != 'tfds':
     _fail('data_source', config.data_source,
           'config.mock_data replaces tfds data; use --config.data_source=tfds.')
   if mock and config.get('decode_in_workers', False):
@@ -104,13 +111,41 @@ def _check_data(config) -> None:
   if config.get('num_workers', 0) < 0:
     _fail('num_workers', config.num_workers,
           'it must be >= 0 (0 = one per core).')
-  if registry.DATASETS[config.dataset].streamed:
+  if _streamed(config):
     for field in ('holdout', 'train_per_class', 'device_data'):
       if config[field]:
         raise ValueError(
             f'config.{field}={config[field]!r} is invalid for '
             f'{config.dataset}: it is for the in-memory data sets; set it '
             'to 0/False.')
+
+
+def _check_dataset(config):
+  """dataset: a key of DATASETS, or KIND:LOCATION (own_data.parse's
+  result); image_fit."""
+  why = own_data.check_name(config.dataset)
+  if why:
+    _fail('dataset', config.dataset, why)
+  own = own_data.parse(config.dataset)
+  if not own:
+    _one_of('dataset', config.dataset, sorted(registry.DATASETS))
+  fit = config.get('image_fit', '')
+  own_data.parse_fit(fit)
+  if fit and not own:
+    _fail('image_fit', fit, f'config.dataset={config.dataset!r} has images '
+          "of one size; set it to '' (it is for sets named by path).")
+  return own
+
+
+def _info_sources(config, own) -> tuple[str, ...]:
+  """The sources the data set's row declares (a set named by path: its
+  kind)."""
+  return (own[0],) if own else registry.DATASETS[config.dataset].sources
+
+
+def _streamed(config) -> bool:
+  return (not own_data.parse(config.dataset)
+          and registry.DATASETS[config.dataset].streamed)
 
 
 def _check_models(config) -> None:
@@ -135,7 +170,7 @@ def _check_points(config) -> None:
   """points (stage numbers) and point_weights: the same length.
 
   Whether each point is a stage of the model needs its stage count:
-  distill.create checks that.
+  objective.create checks that.
   """
   points, weights = config.points, config.point_weights
   if (not isinstance(points, (tuple, list))
@@ -184,7 +219,7 @@ def _check_baselines(config) -> None:
   if not 0 <= config.crd.momentum <= 1:
     _fail('crd.momentum', config.crd.momentum, 'it must be in [0, 1].')
   if (_uses(config, 'crd') and config.crd.class_aware
-      and registry.DATASETS[config.dataset].streamed):
+      and _streamed(config)):
     _fail('crd.class_aware', True,
           'it needs every training label up front, which streamed data sets '
           f'({config.dataset}) do not read; set '

@@ -23,8 +23,8 @@ What "equal" means: a grid of one is the solo step bit for bit. In a larger
 grid each member computes the same functions of the same inputs as its solo
 run, but XLA fuses a larger program differently, so a member agrees with its
 solo run to rounding (tests/test_grid.py: losses within 1e-6 relative after
-the first step) and, for some methods, bit for bit (on the CPU: none,
-fitnet and stat_l2; benchmarks/grid_identity.py). The same grid rerun, or
+the first step) and, for some methods, bit for bit (which, on which
+device: benchmarks/README.md, measured by benchmarks/grid_identity.py). The same grid rerun, or
 stopped (SIGTERM, Ctrl-C) and resumed, is bit-identical.
 
 A member whose loss turns non-finite (without config.skip_nonfinite) stops
@@ -42,23 +42,23 @@ from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
 
+from adain_kd_jax import methods
 from adain_kd_jax.data import loader
 from adain_kd_jax.training import claims
 from adain_kd_jax.training import grid_step
 from adain_kd_jax.training import loop
-from adain_kd_jax.training import metric_writer
-from adain_kd_jax.training import preemption
-from adain_kd_jax.training import progress as progress_lib
+from adain_kd_jax.training import member as member_lib
 from adain_kd_jax.training import run as run_lib
+from adain_kd_jax.training import steps
 from adain_kd_jax.training import summary as summary_lib
 
-# Fields in which the members of one grid may differ. Everything else (the
-# student, the teacher, the data, the batch size, the schedule, the logging
-# and checkpoint periods) must be equal.
-MEMBER_FIELDS = ('method', 'seed', 'compare_to', 'loss', 'points',
-                 'point_weights', 'connector_relu', 'dkd', 'crd',
-                 'learning_rate', 'momentum', 'weight_decay',
-                 'skip_nonfinite', 'export', 'keep_checkpoints')
+# Fields in which the members of one grid may differ: these and every
+# method's settings (methods.SETTING_FIELDS, which the terms declare).
+# Everything else (the student, the teacher, the data, the batch size, the
+# schedule, the logging and checkpoint periods) must be equal.
+MEMBER_FIELDS = ('method', 'seed', 'compare_to', 'loss', 'learning_rate',
+                 'momentum', 'weight_decay', 'skip_nonfinite', 'export',
+                 'keep_checkpoints') + methods.SETTING_FIELDS
 
 
 def group_key(config: ml_collections.ConfigDict) -> str:
@@ -66,48 +66,27 @@ def group_key(config: ml_collections.ConfigDict) -> str:
   return grid_step.config_key(config, omit=MEMBER_FIELDS)
 
 
-class _Member:
-  """One member's run and what its loop keeps (state, meta, writer, clock)."""
-
-  def __init__(self, run: run_lib.Run, start_time: float):
-    # pylint: disable=protected-access
-    self.run = run
-    self.state = run.state
-    self.meta = dict(run.meta)
-    self.clock = self._clock(start_time)
-    self.writer: metric_writer.MetricWriter | None = None
-    self.failed: str | None = None  # The non-finite message, once it happened.
-    self.last_eval: dict[str, dict[str, Any]] | None = None  # By split.
-
-  def _clock(self, start_time: float) -> 'loop._Clock':
-    # pylint: disable=protected-access
-    return loop._Clock(start_time,
-                       {k: self.meta.get(k, 0) for k in loop._TOTALS})
-
-  @property
-  def name(self) -> str:
-    return f'{self.run.config.method}/seed{self.run.config.seed}'
-
-  def roll_back(self, step: int, start_time: float) -> None:
-    """Restores this member's checkpoint of `step` (an older one than it
-    resumed from) and deletes the newer ones, which the grid recomputes."""
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-        self.state)
-    ckpt = self.run.checkpointer
-    self.state, meta = ckpt.restore(abstract, at_most=step)
-    restored = int(self.state.step)
-    ckpt.delete_after(restored)
-    kept = {k: self.meta[k] for k in ('resumes', 'config_changes')
-            if k in self.meta}
-    self.meta = dict(meta, **kept)
-    self.clock = self._clock(start_time)
-    if jax.process_index() == 0:
-      print(f'{self.run.workdir}: rolled back to step {restored}, the '
-            'newest step every member of its grid saved.', flush=True)
+def roll_back(member: member_lib.Member, step: int, start_time: float) -> None:
+  """Restores `member`'s checkpoint of `step` (an older one than it resumed
+  from) and deletes the newer ones, which the grid recomputes."""
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+      member.state)
+  ckpt = member.run.checkpointer
+  member.state, meta = ckpt.restore(abstract, at_most=step)
+  restored = int(member.state.step)
+  ckpt.delete_after(restored)
+  kept = {k: member.meta[k] for k in ('resumes', 'config_changes')
+          if k in member.meta}
+  member.meta = dict(meta, **kept)
+  member.clock = member_lib.Clock(start_time, member.meta)
+  if jax.process_index() == 0:
+    print(f'{member.run.workdir}: rolled back to step {restored}, the '
+          'newest step every member of its grid saved.', flush=True)
 
 
-def align_steps(members: Sequence[_Member], start_time: float) -> None:
+def align_steps(members: Sequence[member_lib.Member],
+                start_time: float) -> None:
   """Rolls back the members that resumed from checkpoints to the newest step
   all of them saved (a grid killed between two members' saves resumes as
   one grid, bit for bit). Members that never saved start at step 0; with no
@@ -122,7 +101,7 @@ def align_steps(members: Sequence[_Member], start_time: float) -> None:
     step = max(common)
     for m in saved:
       if int(m.state.step) != step:
-        m.roll_back(step, start_time)
+        roll_back(m, step, start_time)
 
 
 def train_members(entries: Sequence[tuple[ml_collections.ConfigDict, str]],
@@ -170,7 +149,7 @@ def _train_group(group, start_time):
         except claims.Claimed as e:  # Trained elsewhere: leave it alone.
           results[workdir] = {'claimed': str(e)}
           continue
-        members.append(_Member(run, start_time))
+        members.append(member_lib.Member(run, start_time))
       align_steps(members, start_time)
       by_step = {}
       for m in members:
@@ -192,30 +171,6 @@ def _train_group(group, start_time):
   return results
 
 
-def _stacked(run, chunk):
-  return run.to_global(jax.tree.map(lambda *x: np.stack(x), *chunk),
-                       P(None, 'data'))
-
-
-def _evaluate(members, slots, eval_steps):
-  """{split: result} for every member: one jitted call per eval batch and
-  seed, for all that seed's members."""
-  results = [dict() for _ in members]
-  for slot, idx in enumerate(slots):
-    run = members[idx[0]].run
-    states = tuple(members[i].state for i in idx)
-    for split, batches in run.data.eval_splits().items():
-      sums = None
-      for batch in batches():
-        out = eval_steps[slot](states, run.to_global(batch))
-        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-      for i, s in zip(idx, jax.device_get(sums)):
-        results[i][split] = {'accuracy': float(s['correct'] / s['count']),
-                             'loss': float(s['loss'] / s['count']),
-                             'count': int(s['count'])}
-  return results
-
-
 def member_names(members) -> list[str]:
   """Each member's workdir relative to the members' common directory
   ('kd/seed0' in a sweep; 'kd/t2/seed100' beside other arms of a tuning),
@@ -227,206 +182,69 @@ def member_names(members) -> list[str]:
   return [os.path.relpath(d, root) for d in dirs]
 
 
-def _grid_record(members, member, layout):
-  """What a member's summary.json says about its grid."""
-  return {'members': member_names(members), 'size': len(members),
-          'layout': layout,
-          'shared_teacher': sum(
-              m.run.config.seed == member.run.config.seed
-              and m.run.distiller.teacher is not None for m in members) > 1
-          and member.run.distiller.teacher is not None,
-          'xla_flags': os.environ.get('XLA_FLAGS', '')}
+class GridCalls:
+  """A grid's jitted steps (`grid_step.GridSteps`) as `loop.train` calls
+  them: per seed slot, the host's batches from `start_step`."""
+
+  def __init__(self, members: Sequence[member_lib.Member],
+               jitted: grid_step.GridSteps, start_step: int):
+    self.members = list(members)
+    self.jitted = jitted
+    self.hosts = [r.data.train_batches(start_step) for r in jitted.slot_runs]
+
+  def multi_step(self, members: Sequence[member_lib.Member], k: int
+                 ) -> tuple[Any, ...]:
+    """Trains every member k steps in one call; returns their metrics."""
+    batches = tuple(
+        steps.to_global(r.mesh,
+                        jax.tree.map(lambda *x: np.stack(x),
+                                     *[next(h) for _ in range(k)]),
+                        P(None, 'data'))
+        for r, h in zip(self.jitted.slot_runs, self.hosts))
+    states, metrics = self.jitted.multi_step(
+        tuple(m.state for m in members), self.jitted.teacher_vars, batches)
+    for m, s in zip(members, states):
+      m.state = s
+    return metrics
+
+  def evaluate(self, members: Sequence[member_lib.Member]
+               ) -> list[dict[str, Any]]:
+    """{split: result} for every member: one jitted call per eval batch and
+    seed, for all that seed's members."""
+    results = [dict() for _ in members]
+    for slot, idx in enumerate(self.jitted.slots):
+      run = members[idx[0]].run
+      states = tuple(members[i].state for i in idx)
+      for split, batches in run.data.eval_splits().items():
+        sums = None
+        for batch in batches():
+          out = self.jitted.eval_steps[slot](
+              states, steps.to_global(run.mesh, batch))
+          sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+        for i, s in zip(idx, jax.device_get(sums)):
+          results[i][split] = loop.eval_results(s)
+    return results
+
+  def grid_record(self, member: member_lib.Member) -> dict[str, Any]:
+    """What a member's summary.json says about its grid."""
+    members = self.members
+    return {'members': member_names(members), 'size': len(members),
+            'layout': self.jitted.layout,
+            'shared_teacher': sum(
+                m.run.config.seed == member.run.config.seed
+                and m.run.distiller.teacher is not None for m in members) > 1
+            and member.run.distiller.teacher is not None,
+            'xla_flags': os.environ.get('XLA_FLAGS', '')}
 
 
-def _open_writers(members: Sequence[_Member], start_step: int) -> None:
-  """Announces every member (mock data, resume) and the grid; opens each
-  member's metric writer at `start_step`."""
-  # pylint: disable=protected-access
-  is_main = jax.process_index() == 0
-  for m in members:
-    if is_main:
-      loop._announce(m.run, start_step, m.meta)
-    m.writer = metric_writer.MetricWriter(m.run.workdir, start_step,
-                                          enabled=is_main)
-  if is_main:
-    print(f'Grid of {len(members)} ({", ".join(member_names(members))}) '
-          f'from step {start_step}.', flush=True)
-
-
-def _train_call(members: Sequence[_Member], jitted: grid_step.GridSteps,
-                hosts: Sequence[Any], k: int) -> tuple[Any, ...]:
-  """Runs k steps of every member in one call; returns their metrics.
-
-  The first call's time is compilation: each member's training clock starts
-  when it is done.
-  """
-  batches = tuple(_stacked(r, [next(h) for _ in range(k)])
-                  for r, h in zip(jitted.slot_runs, hosts))
-  states, metrics = jitted.multi_step(tuple(m.state for m in members),
-                                      jitted.teacher_vars, batches)
-  for m, s in zip(members, states):
-    m.state = s
-  if members[0].clock.train_start is None:
-    jax.block_until_ready(metrics)
-    train_start = time.time()
-    for m in members:
-      m.clock.train_start = train_start
-  else:
-    for m in members:
-      m.clock.images += k * m.run.config.batch_size
-  return metrics
-
-
-def _settle(members: Sequence[_Member], done) -> None:
-  """`loop._settle` for every member that has not failed: a member whose
-  metrics are not finite fails (and says so); the others log the last step
-  when asked. `done`: (first step, metrics per member, whether to log)."""
-  # pylint: disable=protected-access
-  first_step, metrics, log = done
-  for m, mm in zip(members, metrics):
-    if m.failed:
-      continue
-    try:
-      loop._check_finite(m.run, first_step, mm,
-                         m.run.checkpointer.latest_step())
-    except FloatingPointError as e:
-      m.failed = str(e)
-      print(f'{m.name}: {e}', flush=True)
-      continue
-    if log:
-      values = {k: float(v[-1]) for k, v in jax.device_get(mm).items()
-                if k != 'finite'}
-      last = first_step + len(mm['finite']) - 1
-      m.writer.write(dict(step=last, split='train',
-                          epoch=last / m.run.steps_per_epoch,
-                          images_per_sec=m.clock.images_per_sec(),
-                          **values))
-
-
-def _evaluate_and_log(members: Sequence[_Member], jitted: grid_step.GridSteps,
-                      step: int) -> None:
-  """Evaluates every member at `step`, logs it and keeps its best step in
-  its meta (chosen on val where there is one, else on test)."""
-  eval_start = time.time()
-  evals = _evaluate(members, jitted.slots, jitted.eval_steps)
-  seconds = time.time() - eval_start
-  for m, results in zip(members, evals):
-    m.clock.eval_seconds += seconds
-    if m.failed:
-      continue
-    m.last_eval = results
-    for split, result in results.items():
-      m.writer.write(dict(step=step, split=split,
-                          epoch=step / m.run.steps_per_epoch, **result))
-    acc = results['val' if 'val' in results else 'test']['accuracy']
-    if acc > m.meta['best_accuracy']:
-      m.meta = dict(m.meta, best_accuracy=acc, best_step=step)
-
-
-def _save(members: Sequence[_Member], step: int) -> None:
-  """Checkpoints every member that has not failed; flushes its metrics."""
-  for m in members:
-    if not m.failed:
-      m.run.checkpointer.save(step, m.state,
-                              dict(m.meta, **m.clock.totals()))
-      m.writer.flush()
-
-
-def _train_steps(members: Sequence[_Member], jitted: grid_step.GridSteps,
-                 hosts: Sequence[Any], start_step: int
-                 ) -> tuple[int | None, bool]:
-  """Trains `members` from `start_step` to the end, as `loop.train` trains
-  one run: checkpoints at every log/checkpoint/eval boundary, evaluates at
-  the eval ones, stops cleanly on SIGTERM or Ctrl-C.
-
-  Returns:
-    (the step it stopped at, or None if it trained to the end; whether the
-    stop was Ctrl-C).
-  """
-  first = members[0].run
-  config, total_steps = first.config, first.total_steps
-  boundaries = (config.log_every_steps, config.checkpoint_every_steps,
-                first.eval_every)
-  # A bar on a terminal, lines in a log file (as a solo run's).
-  progress = progress_lib.progress(
-      total=total_steps, initial=start_step, desc=f'grid of {len(members)}',
-      every=config.log_every_steps, disable=jax.process_index() != 0)
-  watcher = preemption.PreemptionWatcher(sync_every=config.log_every_steps)
-  pending, preempted_at, step = None, None, start_step
-  try:
-    while step < total_steps:
-      to_next = min(b - step % b for b in boundaries)
-      k = min(config.steps_per_call, to_next, total_steps - step)
-      metrics = _train_call(members, jitted, hosts, k)
-      first_step, step = step + 1, step + k
-      progress.update(k)
-      if pending is not None:
-        _settle(members, pending)
-      pending = (first_step, metrics, step % config.log_every_steps == 0
-                 or step == total_steps)
-      stop = watcher.should_stop(step)
-      is_eval = step % first.eval_every == 0 or step == total_steps
-      if is_eval or stop or step % config.checkpoint_every_steps == 0:
-        _settle(members, pending)  # Never checkpoint a non-finite state.
-        pending = None
-        if is_eval:
-          _evaluate_and_log(members, jitted, step)
-        _save(members, step)
-      if stop and step < total_steps:
-        preempted_at = step
-        break
-  finally:
-    progress.close()
-    watcher.close()
-    for m in members:
-      m.writer.close()
-  return preempted_at, watcher.interrupted
-
-
-def _stopped_early(members: Sequence[_Member], step: int,
-                   interrupted: bool) -> dict[str, Any]:
-  """Says where a stopped grid saved; {workdir: its stopped summary}."""
-  if jax.process_index() == 0:
-    why = 'Interrupted (Ctrl-C)' if interrupted else 'Preempted'
-    print(f'{why}: saved step {step} of the grid of '
-          f'{len(members)}; run the same command again to resume.',
-          flush=True)
-  return {m.run.workdir: summary_lib.stopped(m.run.config, step, interrupted)
-          for m in members}
-
-
-def _finish(members: Sequence[_Member], jitted: grid_step.GridSteps,
-            start_time: float) -> dict[str, Any]:
-  """Every member's summary, export and summary.json (with its grid
-  record), or {'failed': message}; {workdir: that}."""
-  # pylint: disable=protected-access
-  missing = [m for m in members if m.last_eval is None and not m.failed]
-  if missing:  # Resumed already finished members.
-    for m, results in zip(members, _evaluate(members, jitted.slots,
-                                             jitted.eval_steps)):
-      if m in missing:
-        m.last_eval = results
-  out = {}
-  for m in members:
-    if m.failed:
-      out[m.run.workdir] = {'failed': m.failed}
-      continue
-    out[m.run.workdir] = loop._finish(
-        m.run, m.state, m.meta, m.last_eval, m.clock, start_time,
-        grid=_grid_record(members, m, jitted.layout))
-  return out
-
-
-def train_grid(members: Sequence[_Member], start_time: float
+def train_grid(members: Sequence[member_lib.Member], start_time: float
                ) -> dict[str, Any]:
-  """Trains `members` (one group, all at the same step) to the end, as
-  `loop.train` trains one run; returns {workdir: summary}."""
+  """Trains `members` (one group, all at the same step) to the end in one
+  `loop.train`; returns {workdir: summary}."""
   start_step = int(members[0].state.step)
   jitted = grid_step.build_grid_steps([m.run for m in members])
-  hosts = [r.data.train_batches(start_step) for r in jitted.slot_runs]
-  _open_writers(members, start_step)
-  preempted_at, interrupted = _train_steps(members, jitted, hosts,
-                                           start_step)
-  if preempted_at is not None:
-    return _stopped_early(members, preempted_at, interrupted)
-  return _finish(members, jitted, start_time)
+  if jax.process_index() == 0:
+    print(f'Grid of {len(members)} ({", ".join(member_names(members))}) '
+          f'from step {start_step}.', flush=True)
+  return loop.train(members, start_time,
+                    GridCalls(members, jitted, start_step))

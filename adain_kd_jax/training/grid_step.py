@@ -42,7 +42,7 @@ from adain_kd_jax.training import steps
 
 
 @dataclasses.dataclass(frozen=True)
-class Member:
+class MemberStep:
   """A member's static step arguments."""
   distiller: objective.Distiller
   tx: optax.GradientTransformation
@@ -90,7 +90,7 @@ def grid_train_step(states, teacher_vars, batches, *, members, preps,
     teacher_vars: a tuple, per seed slot, of the teacher's variables (None
       where no member of the slot has a teacher).
     batches: a tuple, per seed slot, of that seed's batch.
-    members: the `Member`s (static).
+    members: the `MemberStep`s (static).
     preps: per seed slot, its `steps.Preprocess` (static).
     slots: per seed slot, the indices of its members (static); with
       layout 'vmap', every slot's members in the same order of settings.
@@ -247,7 +247,7 @@ def build_grid_steps(runs: Sequence[run_lib.Run]) -> GridSteps:
   slot_runs = [runs[idx[0]] for idx in slots]
   preps = [run_lib.make_preprocess(r.config, r.dataset_info)
            for r in slot_runs]
-  spec = [Member(distiller=r.distiller, tx=r.tx, schedule=r.schedule,
+  spec = [MemberStep(distiller=r.distiller, tx=r.tx, schedule=r.schedule,
                  skip_nonfinite=bool(r.config.skip_nonfinite)) for r in runs]
   multi_step = jit_grid_multi_step(runs[0].mesh, spec, preps, slots, layout)
   eval_steps = [

@@ -8,10 +8,9 @@ of all devices, the batch sharded over the 'data' axis, everything else
 replicated. BatchNorm statistics are therefore over the global batch.
 """
 
-import functools
 import os
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from absl import logging
 import jax
@@ -20,16 +19,16 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from adain_kd_jax.training import checkpoints
+from adain_kd_jax.training import member as member_lib
 from adain_kd_jax.training import metric_writer
 from adain_kd_jax.training import preemption
 from adain_kd_jax.training import progress as progress_lib
 from adain_kd_jax.training import run as run_lib
+from adain_kd_jax.training import steps
 from adain_kd_jax.training import summary as summary_lib
 
-# Kept in the checkpoints' meta, so that a resumed run adds up all its
-# segments: wall time, training time (compilation and evaluation excluded)
-# and the images trained on in that time.
-_TOTALS = ('wall_seconds_total', 'train_seconds_total', 'train_images_total')
+# One run as the loop trains it (member.py); a solo run is a grid of one.
+Member = member_lib.Member
 
 
 def train_and_evaluate(config, workdir: str,
@@ -40,15 +39,23 @@ def train_and_evaluate(config, workdir: str,
   keys and values, described there. WORKDIR/config.json holds the config
   (written at the start). A run stopped by SIGTERM or Ctrl-C returns
   `summary.stopped(...)` instead: {'model', 'method', 'preempted_at': step,
-  'interrupted': whether it was Ctrl-C}.
+  'interrupted': whether it was Ctrl-C}. A non-finite loss (without
+  config.skip_nonfinite) raises FloatingPointError naming the step.
   """
   start_time = time.time()
+  done = summary_lib.finished_summary(config, workdir, resume_changes)
+  if done is not None:
+    return done
   with run_lib.mock_data(config):
     run = run_lib.create_run(config, workdir, tuple(resume_changes))
     try:
-      return train(run, run.state, run.meta, start_time=start_time)
+      out = train([Member(run, start_time)], start_time)
+      out = out[run.workdir]
     finally:
       run.close()
+  if 'failed' in out:
+    raise FloatingPointError(out['failed'])
+  return out
 
 
 def evaluate(run: run_lib.Run, state) -> dict[str, dict[str, Any]]:
@@ -57,47 +64,57 @@ def evaluate(run: run_lib.Run, state) -> dict[str, dict[str, Any]]:
   for split, batches in run.data.eval_splits().items():
     sums = None
     for batch in batches():
-      out = run.eval_step(state, run.to_global(batch))
+      out = run.eval_step(state, steps.to_global(run.mesh, batch))
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-    sums = jax.device_get(sums)
-    results[split] = {'accuracy': float(sums['correct'] / sums['count']),
-                      'loss': float(sums['loss'] / sums['count']),
-                      'count': int(sums['count'])}
+    results[split] = eval_results(jax.device_get(sums))
   return results
 
 
-class _Clock:
-  """Wall and training time of this segment, and of all segments so far.
+def eval_results(sums) -> dict[str, Any]:
+  """{'accuracy', 'loss', 'count'} from an eval step's summed outputs."""
+  return {'accuracy': float(sums['correct'] / sums['count']),
+          'loss': float(sums['loss'] / sums['count']),
+          'count': int(sums['count'])}
 
-  Training time counts from the end of the first call (compilation
-  excluded) and leaves evaluation out.
-  """
 
-  def __init__(self, start_time: float, earlier: dict[str, float]):
-    self.start_time = start_time
-    self.earlier = earlier
-    self.images = 0
-    self.train_start = None
-    self.eval_seconds = 0.0
+class SoloCalls:
+  """A run's own jitted steps (`run.multi_step`, `run.eval_step`): the next
+  k steps' batches, stacked and global, with images from the host or
+  gathered on the devices (`config.device_data`)."""
 
-  def train_seconds(self) -> float:
-    if self.train_start is None:
-      return 0.0
-    return time.time() - self.train_start - self.eval_seconds
+  def __init__(self, member: Member):
+    run = member.run
+    self.run = run
+    self.device_data = None
+    if run.config.device_data:
+      # Every device holds the training set (CIFAR-100 is 150 MB as uint8);
+      # each step then gathers its batch on the device, no host transfer.
+      self.device_data = steps.to_global(
+          run.mesh, {'image': run.data.train_images,
+                     'label': run.data.train_labels.astype(np.int32)},
+          P())
+    self.host = run.data.train_batches(
+        int(member.state.step), indices_only=self.device_data is not None)
 
-  def images_per_sec(self) -> float | None:
-    if not self.images:
-      return None
-    return self.images / max(self.train_seconds(), 1e-9)
+  def multi_step(self, members: Sequence[Member], k: int
+                 ) -> tuple[Any]:
+    """Trains the member k steps; returns its metrics (stacked over k)."""
+    chunk = [next(self.host) for _ in range(k)]
+    batches = steps.to_global(
+        self.run.mesh, jax.tree.map(lambda *x: np.stack(x), *chunk),
+        P(None, 'data'))
+    m, = members
+    m.state, metrics = self.run.multi_step(
+        m.state, self.run.teacher_vars, self.device_data, batches)
+    return (metrics,)
 
-  def totals(self) -> dict[str, float]:
-    """`_TOTALS` over this run's segments so far (see summary.json)."""
-    e = self.earlier
-    return {'wall_seconds_total':
-                e['wall_seconds_total'] + time.time() - self.start_time,
-            'train_seconds_total':
-                e['train_seconds_total'] + self.train_seconds(),
-            'train_images_total': e['train_images_total'] + self.images}
+  def evaluate(self, members: Sequence[Member]
+               ) -> list[dict[str, Any]]:
+    return [evaluate(self.run, m.state) for m in members]
+
+  def grid_record(self, member: Member) -> dict[str, Any] | None:
+    del member  # A solo run has no grid.
+    return None
 
 
 def _check_finite(run, first, metrics, latest_step):
@@ -117,187 +134,213 @@ def _check_finite(run, first, metrics, latest_step):
       'skip such steps.')
 
 
-def _progress_bar(run, initial, compiling=False):
-  # Until the first call has run, its time is compilation: no ETA.
-  return progress_lib.progress(
-      total=run.total_steps, initial=initial,
-      desc=f'{run.config.method}:{run.config.model}',
-      every=run.config.log_every_steps, disable=jax.process_index() != 0,
-      compiling=compiling)
-
-
-class _Batches:
-  """The next k steps' batches, stacked and global; images from the host or
-  gathered on the devices (`config.device_data`)."""
-
-  def __init__(self, run, start_step):
-    self.run = run
-    self.device_data = None
-    if run.config.device_data:
-      # Every device holds the training set (CIFAR-100 is 150 MB as uint8);
-      # each step then gathers its batch on the device, no host transfer.
-      self.device_data = run.to_global(
-          {'image': run.data.train_images,
-           'label': run.data.train_labels.astype(np.int32)}, P())
-    self.host = run.data.train_batches(
-        start_step, indices_only=self.device_data is not None)
-
-  def next(self, k):
-    chunk = [next(self.host) for _ in range(k)]
-    return self.run.to_global(jax.tree.map(lambda *x: np.stack(x), *chunk),
-                              P(None, 'data'))
-
-
-def _announce(run, start_step, meta):
+def _announce(member: Member, start_step: int) -> None:
   """Says that the data are mock data, or that the run resumes."""
-  config = run.config
+  run, config = member.run, member.run.config
   if config.get('mock_data', 0):
     print(f'Mock data: {config.mock_data} random examples per split '
           '(tfds.testing.mock_data)'
           + (f', a random {config.teacher} teacher' if run.random_teacher
              else '') + '; the accuracies mean nothing.', flush=True)
-  if meta.get('resumes'):
+  if member.meta.get('resumes'):
     print(f'Resuming {run.workdir} at step {start_step}.', flush=True)
 
 
-def _settle(run, writer, clock, done):
+def _start(members: Sequence[Member], start_step: int) -> None:
+  """Announces every member; opens its metric writer at `start_step`."""
+  is_main = jax.process_index() == 0
+  for m in members:
+    config = m.run.config
+    if is_main:
+      _announce(m, start_step)
+    m.writer = metric_writer.MetricWriter(m.run.workdir, start_step,
+                                          enabled=is_main)
+    logging.info('Training %s with %s for %d steps (%d per epoch) on %d '
+                 'device(s), from step %d.', config.model, config.method,
+                 m.run.total_steps, m.run.steps_per_epoch,
+                 jax.device_count(), start_step)
+
+
+def _settle(members: Sequence[Member], done) -> None:
   """Checks a dispatched call's metrics once it is done; logs the last.
 
   Called one call late, so that the host never waits for the device except
-  to read the finite flags. A non-finite step stops the run here, before its
-  state can be checkpointed. `done`: (first step, metrics, whether to log).
+  to read the finite flags. A member whose metrics are not finite fails
+  here, before its state can be checkpointed; the others go on. `done`:
+  (first step, metrics per member, whether to log).
   """
   first, metrics, log = done
-  _check_finite(run, first, metrics, run.checkpointer.latest_step())
-  if log:
-    values = {k: float(v[-1]) for k, v in jax.device_get(metrics).items()
-              if k != 'finite'}
-    step = first + len(metrics['finite']) - 1
-    writer.write(dict(step=step, split='train',
-                      epoch=step / run.steps_per_epoch,
-                      images_per_sec=clock.images_per_sec(), **values))
+  for m, mm in zip(members, metrics):
+    if m.failed:
+      continue
+    try:
+      _check_finite(m.run, first, mm, m.run.checkpointer.latest_step())
+    except FloatingPointError as e:
+      m.failed = str(e)
+      if len(members) > 1:
+        print(f'{m.name}: {e}', flush=True)
+      continue
+    if log:
+      values = {k: float(v[-1]) for k, v in jax.device_get(mm).items()
+                if k != 'finite'}
+      step = first + len(mm['finite']) - 1
+      m.writer.write(dict(step=step, split='train',
+                          epoch=step / m.run.steps_per_epoch,
+                          images_per_sec=m.clock.images_per_sec(), **values))
 
 
-def _evaluate_and_log(run, state, step, meta, writer, clock):
-  """Evaluates at `step`, logs it, and keeps the best step in `meta`.
-
-  The best is chosen on the validation split where there is one, else on
-  test. Returns (results by split, meta).
-  """
+def _evaluate_and_log(members: Sequence[Member], calls,
+                      step: int) -> None:
+  """Evaluates every member at `step`, logs it and keeps its best step in
+  its meta (chosen on the validation split where there is one, else on
+  test)."""
   eval_start = time.time()
-  results = evaluate(run, state)
-  clock.eval_seconds += time.time() - eval_start
-  for split, result in results.items():
-    writer.write(dict(step=step, split=split,
-                      epoch=step / run.steps_per_epoch, **result))
-  acc = results['val' if 'val' in results else 'test']['accuracy']
-  if acc > meta['best_accuracy']:
-    meta = dict(meta, best_accuracy=acc, best_step=step)
-  return results, meta
+  evals = calls.evaluate(members)
+  seconds = time.time() - eval_start
+  for m, results in zip(members, evals):
+    m.clock.eval_seconds += seconds
+    if m.failed:
+      continue
+    m.last_eval = results
+    for split, result in results.items():
+      m.writer.write(dict(step=step, split=split,
+                          epoch=step / m.run.steps_per_epoch, **result))
+    acc = results['val' if 'val' in results else 'test']['accuracy']
+    if acc > m.meta['best_accuracy']:
+      m.meta = dict(m.meta, best_accuracy=acc, best_step=step)
 
 
-def _start(run: run_lib.Run, start_step: int, meta: dict[str, Any],
-           start_time: float):
-  """Announces the run; its clock, batches and metric writer from
-  `start_step`."""
-  config, is_main = run.config, jax.process_index() == 0
-  if is_main:
-    _announce(run, start_step, meta)
-  clock = _Clock(start_time, {k: meta.get(k, 0) for k in _TOTALS})
-  batches = _Batches(run, start_step)
-  writer = metric_writer.MetricWriter(run.workdir, start_step,
-                                      enabled=is_main)
-  logging.info('Training %s with %s for %d steps (%d per epoch) on %d '
-               'device(s), from step %d.', config.model, config.method,
-               run.total_steps, run.steps_per_epoch, jax.device_count(),
-               start_step)
-  return clock, batches, writer
+def _save(members: Sequence[Member], step: int) -> None:
+  """Checkpoints every member that has not failed; flushes its metrics."""
+  for m in members:
+    if not m.failed:
+      m.run.checkpointer.save(step, m.state, dict(m.meta, **m.clock.totals()))
+      m.writer.flush()
 
 
-def _stopped_early(run: run_lib.Run, step: int, interrupted: bool,
-                   is_main: bool) -> dict[str, Any]:
-  """Says where a stopped run saved; the summary of a stopped run."""
-  if is_main:
-    why = 'Interrupted (Ctrl-C)' if interrupted else 'Preempted'
-    print(f'{why}: saved step {step} in {run.workdir}; run the '
-          'same command again to resume.', flush=True)
-  return summary_lib.stopped(run.config, step, interrupted)
+def _progress_bar(members, initial, compiling=False):
+  # Until the first call has run, its time is compilation: no ETA.
+  run = members[0].run
+  desc = (f'{run.config.method}:{run.config.model}' if len(members) == 1
+          else f'grid of {len(members)}')
+  return progress_lib.progress(
+      total=run.total_steps, initial=initial, desc=desc,
+      every=run.config.log_every_steps, disable=jax.process_index() != 0,
+      compiling=compiling)
 
 
-def train(run: run_lib.Run, state, meta: dict[str, Any],
-          start_time: float | None = None) -> dict[str, Any]:
-  """Trains `run` from `state` (with its checkpoint `meta`: best accuracy,
-  earlier segments' totals) to `total_steps`; returns the summary.
+def train(members: Sequence[Member],
+          start_time: float | None = None, calls=None) -> dict[str, Any]:
+  """Trains `members` (all at the same step, on one schedule) to the end;
+  returns {workdir: summary, or {'failed': message}, or the stopped
+  summary}. A solo run is
+  `train([Member(run, start_time)])`.
 
-  Checkpoints at every log/checkpoint/eval boundary, stops cleanly on
-  SIGTERM or Ctrl-C (see `train_and_evaluate`), writes metrics.jsonl and
-  TensorBoard scalars, and at the end summary.json (and the export).
+  `calls` runs the members' jitted steps: `multi_step(members, k)` (updates
+  their states, returns their metrics), `evaluate(members)` and
+  `grid_record(member)`; `SoloCalls` (one member's own steps) by default,
+  a grid's for several (grid.py). Checkpoints at every log/checkpoint/eval
+  boundary, stops cleanly on SIGTERM or Ctrl-C, writes each member's
+  metrics.jsonl and TensorBoard scalars, and at the end its summary.json
+  (and export). A member whose loss turns non-finite (without
+  config.skip_nonfinite) stops being checkpointed and logged; the others go
+  on.
   """
   start_time = time.time() if start_time is None else start_time
-  config, is_main = run.config, jax.process_index() == 0
-  meta = dict(meta)
-  start_step = int(state.step)
-  clock, batches, writer = _start(run, start_step, meta, start_time)
+  calls = SoloCalls(members[0]) if calls is None else calls
+  first_run = members[0].run
+  config, total_steps = first_run.config, first_run.total_steps
+  start_step = int(members[0].state.step)
+  _start(members, start_step)
   boundaries = (config.log_every_steps, config.checkpoint_every_steps,
-                run.eval_every)
-
-  settle = functools.partial(_settle, run, writer, clock)
-  progress = _progress_bar(run, start_step, compiling=True)
+                first_run.eval_every)
+  progress = _progress_bar(members, start_step, compiling=True)
   watcher = preemption.PreemptionWatcher(sync_every=config.log_every_steps)
-  last_eval, pending, preempted_at = None, None, None
-  step = start_step
+  pending, preempted_at, step = None, None, start_step
   try:
-    while step < run.total_steps:
+    while step < total_steps:
       to_next = min(b - step % b for b in boundaries)
-      k = min(config.steps_per_call, to_next, run.total_steps - step)
-      state, metrics = run.multi_step(state, run.teacher_vars,
-                                      batches.device_data, batches.next(k))
+      k = min(config.steps_per_call, to_next, total_steps - step)
+      metrics = calls.multi_step(members, k)
       first, step = step + 1, step + k
-      if clock.train_start is None:
+      if members[0].clock.train_start is None:
         jax.block_until_ready(metrics)
-        clock.train_start = time.time()
+        train_start = time.time()
+        for m in members:
+          m.clock.train_start = train_start
         progress.close()
-        progress = _progress_bar(run, step)
+        progress = _progress_bar(members, step)
       else:
-        clock.images += k * config.batch_size
+        for m in members:
+          m.clock.images += k * m.run.config.batch_size
         progress.update(k)
       if pending is not None:
-        settle(pending)
+        _settle(members, pending)
       pending = (first, metrics, step % config.log_every_steps == 0
-                 or step == run.total_steps)
+                 or step == total_steps)
       stop = watcher.should_stop(step)
-      is_eval = step % run.eval_every == 0 or step == run.total_steps
+      is_eval = step % first_run.eval_every == 0 or step == total_steps
       if is_eval or stop or step % config.checkpoint_every_steps == 0:
-        settle(pending)  # Never checkpoint a non-finite state.
+        _settle(members, pending)  # Never checkpoint a non-finite state.
         pending = None
+        if all(m.failed for m in members):
+          break
         if is_eval:
-          last_eval, meta = _evaluate_and_log(run, state, step, meta, writer,
-                                              clock)
-          progress.set_postfix(
-              test_acc=f'{last_eval["test"]["accuracy"]:.4f}')
-        run.checkpointer.save(step, state, dict(meta, **clock.totals()))
-        writer.flush()
-      if stop and step < run.total_steps:
+          _evaluate_and_log(members, calls, step)
+          if len(members) == 1:
+            progress.set_postfix(
+                test_acc=f'{members[0].last_eval["test"]["accuracy"]:.4f}')
+        _save(members, step)
+      if all(m.failed for m in members):
+        break
+      if stop and step < total_steps:
         preempted_at = step
         break
   finally:
     progress.close()
     watcher.close()
-    writer.close()
-
+    for m in members:
+      m.writer.close()
   if preempted_at is not None:
-    return _stopped_early(run, preempted_at, watcher.interrupted, is_main)
-  if last_eval is None:  # Resumed an already finished run.
-    last_eval = evaluate(run, state)
-  return _finish(run, state, meta, last_eval, clock, start_time)
+    return _stopped_early(members, preempted_at, watcher.interrupted)
+  return _finish(members, calls, start_time)
 
 
-def _finish(run, state, meta, last_eval, clock, start_time, grid=None):
+def _stopped_early(members: Sequence[Member], step: int,
+                   interrupted: bool) -> dict[str, Any]:
+  """Says where the members saved; {workdir: its stopped summary}."""
+  if jax.process_index() == 0:
+    why = 'Interrupted (Ctrl-C)' if interrupted else 'Preempted'
+    where = (f'in {members[0].run.workdir}' if len(members) == 1
+             else f'of the grid of {len(members)}')
+    print(f'{why}: saved step {step} {where}; run the same command again to '
+          'resume.', flush=True)
+  return {m.run.workdir: summary_lib.stopped(m.run.config, step, interrupted)
+          for m in members}
+
+
+def _finish(members: Sequence[Member], calls,
+            start_time: float) -> dict[str, Any]:
+  """{workdir: the member's summary record, or {'failed': message}}."""
+  missing = [m for m in members if m.last_eval is None and not m.failed]
+  if missing:  # Resumed already finished members.
+    for m, results in zip(members, calls.evaluate(members)):
+      if m in missing:
+        m.last_eval = results
+  return {m.run.workdir: {'failed': m.failed} if m.failed
+          else _summarise(m, start_time, calls.grid_record(m))
+          for m in members}
+
+
+def _summarise(member: Member, start_time: float,
+               grid: dict[str, Any] | None) -> dict[str, Any]:
   """The summary, the export and summary.json; returns the summary's record
   (`summary.RunSummary.to_json`). `grid`: a grid member's grid record."""
+  run, state, meta, last_eval = (member.run, member.state, member.meta,
+                                 member.last_eval)
   config = run.config
   wall = time.time() - start_time
-  total = clock.totals()
+  total = member.clock.totals()
   summary = summary_lib.RunSummary(
       model=config.model, method=config.method,
       teacher=config.teacher if run.distiller.teacher is not None else '',
@@ -322,9 +365,12 @@ def _finish(run, state, meta, last_eval, clock, start_time, grid=None):
     summary.export = _export(run, state, summary, last_eval, wall)
   if jax.process_index() == 0:
     summary_lib.write(run.workdir, summary)
+    segments = (f'{summary.wall_seconds_total:.0f} s in all over '
+                f'{summary.resumes + 1} segments'
+                if summary.resumes else f'{wall:.0f} s')
     print(f'[{config.method}] {config.model} on {config.dataset}: test '
           f'accuracy {summary.test_accuracy:.4f} after '
-          f'{run.total_steps} steps ({wall:.0f} s); best '
+          f'{run.total_steps} steps ({segments}); best '
           f'{summary.best_accuracy:.4f} at step {summary.best_step}.',
           flush=True)
   return summary.to_json()

@@ -10,14 +10,15 @@ The extra stop signal, SIGUSR1 unless ADAIN_KD_STOP_SIGNAL names another
 (`USR2`, `SIGHUP`, ...; `none`: no extra signal), acts as SIGTERM does:
 SLURM's warning before a job's time limit (`sbatch --signal=USR1@120`) is
 usually SIGUSR1.
+
+Imports no JAX at module level, so that the SLURM submission (which writes
+the signal into its job scripts) stays free of it.
 """
 
 import os
 import signal
 import threading
 
-import jax
-from jax.experimental import multihost_utils
 import numpy as np
 
 STOP_SIGNAL_ENV = 'ADAIN_KD_STOP_SIGNAL'
@@ -73,10 +74,12 @@ class PreemptionWatcher:
     self._requested = True
 
   def should_stop(self, step: int) -> bool:
+    import jax  # pylint: disable=g-import-not-at-top
     if jax.process_count() == 1:
       return self._requested
     if step % self._sync_every:
       return False
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     flags = multihost_utils.process_allgather(np.array(self._requested))
     return bool(np.any(flags))
 

@@ -5,7 +5,7 @@ workdir or compiles anything (errors are the user's: `cli.user_errors`), and
 returns a `Run`: the mesh, the data, the model set (`objective.Distiller`), the
 frozen teacher's variables, the optimiser, the state (restored from the
 newest checkpoint in WORKDIR, or new), the jitted steps and the
-checkpointer. Training (`train_lib.train`), the grid and the plots start
+checkpointer. Training (`loop.train`), the grid and the plots start
 here. The model set, optimiser, initialiser and jitted steps come from
 `step_builder.build_step`, which the step benchmark
 (benchmarks/step_throughput.py) and the step tests call too: they time and
@@ -31,6 +31,7 @@ import optax
 from adain_kd_jax import cli
 from adain_kd_jax.data import batching
 from adain_kd_jax.data import loader
+from adain_kd_jax.data import own_data
 from adain_kd_jax.data import registry
 from adain_kd_jax.methods import objective
 from adain_kd_jax.training import checkpoints
@@ -75,12 +76,6 @@ class Run:
   @property
   def image_shape(self):
     return self.data.image_shape
-
-  def to_global(self, batch, spec=P('data')):
-    """Host-local arrays -> global arrays on the mesh (`spec` sharding)."""
-    sharding = NamedSharding(self.mesh, spec)
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
   def close(self) -> None:
     """Stops input workers; completes in-flight checkpoint saves; releases
@@ -211,7 +206,7 @@ def _mesh(config):
 
 def _create(config, workdir, mesh, data, changes):
   """create_run after the mesh and the data."""
-  info = registry.DATASETS[config.dataset]
+  info = data.info  # The registry's row, or a set named by path's facts.
   if config.batch_size > data.num_train:
     raise ValueError(
         f'config.batch_size={config.batch_size} is larger than the '
@@ -243,8 +238,13 @@ def _create(config, workdir, mesh, data, changes):
         step = int(jax.device_get(state.step))
         meta['config_changes'] = list(meta.get('config_changes', [])) + [
             dict(c, at_step=step) for c in changes]
+    if data.record is not None and state is not None:  # A resume.
+      own_data.check_unchanged(workdir, data.record)
     if jax.process_index() == 0:
       run_record.write(workdir, config)
+      if data.record is not None:  # A set named by path: what it was.
+        run_record.write_json(
+            os.path.join(workdir, own_data.DATASET_JSON), data.record)
   if state is None:
     state = parts.init_state(jax.random.key(config.seed))
   return Run(

@@ -77,6 +77,7 @@ OLDER_RUNS = {
     'loss.adain_warmup_epochs': 0.0,
     'loss.stat_mean': 0.0,
     'grid_layout': 'loop',  # Grids were loops before the option.
+    'image_fit': '',  # Only sets named by path read it.
 }
 
 

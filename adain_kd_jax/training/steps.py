@@ -81,7 +81,7 @@ def init_state(distiller, tx, image_shape, rng, num_train: int = 0,
   `num_train` (and `train_labels`, all training labels, for class-aware
   negatives) size CRD's memory bank; other methods ignore them. Jitted: an
   eager initialisation runs op by op (30 s for a MobileNetV2 on a CPU);
-  inside another jit (train_lib's sharded init) it is inlined.
+  inside another jit (the run's sharded init, run.py) it is inlined.
   """
   if train_labels is not None:
     num_train = len(train_labels)
@@ -177,6 +177,13 @@ def create_mesh(devices=None) -> jax.sharding.Mesh:
   # newer JAX) reject the plain jitted step.
   return jax.make_mesh((len(devices),), ('data',), devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def to_global(mesh: jax.sharding.Mesh, batch, spec=P('data')):
+  """Host-local arrays -> global arrays on `mesh` (`spec` sharding)."""
+  sharding = NamedSharding(mesh, spec)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
 
 def jit_eval_step(mesh, distiller, prep):

@@ -7,16 +7,24 @@ stopped by SIGTERM or Ctrl-C writes none: its loop returns `stopped(...)`.
 """
 
 import dataclasses
+import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import ml_collections
 
+from adain_kd_jax import cli
 from adain_kd_jax.training import run_record
 
 SUMMARY_JSON = 'summary.json'
 # Keys written only where they apply: absent from summary.json when None.
 _OPTIONAL = ('val_accuracy', 'export', 'grid')
+
+
+def device_name() -> str:
+  """This run's devices: their kind and count, e.g. 'NVIDIA H200 x1'."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return f'{jax.devices()[0].device_kind} x{jax.device_count()}'
 
 
 @dataclasses.dataclass
@@ -49,6 +57,10 @@ class RunSummary:
   # The fields a resume changed (allowed by naming them in
   # `resume_changes`, see run_record.py): [{field, was, now, at_step}].
   config_changes: list[dict[str, Any]]
+  # What trained it, e.g. 'NVIDIA H200 x1' or 'cpu x2' (every process's
+  # devices): `campaign --list` estimates pending runs' time from the speed
+  # of finished ones on the same device.
+  device: str = dataclasses.field(default_factory=device_name)
   val_accuracy: float | None = None  # On val after the last step (holdout).
   export: str | None = None  # WORKDIR/export, with config.export.
   # A grid member's grid: {members, size, layout, shared_teacher,
@@ -74,6 +86,31 @@ def write(workdir: str, summary: RunSummary) -> None:
 def finished(workdir: str) -> bool:
   """Whether the run in `workdir` has finished: its summary.json exists."""
   return os.path.exists(os.path.join(workdir, SUMMARY_JSON))
+
+
+def finished_summary(config, workdir: str, resume_changes: Sequence[str] = ()
+                     ) -> dict[str, Any] | None:
+  """A finished run's summary.json, printed, if `config` is the one it
+  finished under; None otherwise (nothing finished, or a config change the
+  run must train for). Nothing is evaluated, counted or written."""
+  if not finished(workdir):
+    return None
+  with cli.user_errors():  # A run of another config: refused, one line.
+    changes = run_record.check_resume(workdir, config, resume_changes)
+  if changes:
+    return None
+  with open(os.path.join(workdir, SUMMARY_JSON)) as f:
+    done = json.load(f)
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_index() == 0:
+    total = done.get('wall_seconds_total', done.get('wall_seconds', 0.0))
+    print(f'[{done["method"]}] {done["model"]} on {done["dataset"]}: '
+          f'finished before: test accuracy {done["test_accuracy"]:.4f} after '
+          f'{done["steps"]} steps ({total:.0f} s in all); best '
+          f'{done["best_accuracy"]:.4f} at step {done["best_step"]}. Nothing '
+          f'trained ({os.path.join(workdir, SUMMARY_JSON)}).',
+          flush=True)
+  return done
 
 
 def stopped(config: ml_collections.ConfigDict, step: int,

@@ -10,8 +10,8 @@ path makes them. `tests/test_imagenet_input.py` checks that the pipeline
 still makes exactly these batches.
 
 The stored file was written at commit c6536a0 by this script's first version,
-through the hand-written worker pool that `adain_kd_jax/imagenet_input.py`
-had then; since then the script runs the grain pipeline, which reproduces
+through the hand-written worker pool that the ImageNet input module had
+then; since then the script runs the grain pipeline, which reproduces
 the file bit for bit.
 """
 

@@ -1,0 +1,74 @@
+"""The terms of OFD and ReviewKD: feature distillation through modules
+trained with the student, on architecture-specific features (the maps
+before the final ReLU).
+
+Each as mdistiller's distiller applies it (which features, which modules
+trained with the student); the math is in `losses/ofd.py` and
+`losses/reviewkd.py`, the published CIFAR-100 weights in
+`configs/default.py`, `configs/cifar100_distill.py` and docs/method.md,
+section "Baselines".
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from adain_kd_jax import losses
+from adain_kd_jax.methods import base
+from adain_kd_jax.methods import ofd_connectors
+from adain_kd_jax.methods import reviewkd_abf
+
+
+@dataclasses.dataclass(frozen=True)
+class OFD(base.Term):
+  """Overhaul of feature distillation (mdistiller's `OFD`): the student's
+  pre-ReLU maps of the aligned stages through its connectors, against the
+  teacher's pre-ReLU maps with the margins of the teacher's BatchNorms
+  before those ReLUs (`ofd_connectors.OFDAdapter`, `losses.ofd_loss`)."""
+
+  @property
+  def needs(self):
+    return base.Needs(teacher=True, adapters=(ofd_connectors.OFDAdapter(),))
+
+  def __call__(self, out):
+    pairs = ofd_connectors.aligned_stages(out.feats_s, out.feats_t)
+    connected = out.adapted['ofd']
+    margins = [jax.lax.stop_gradient(losses.ofd_margin(
+        *out.teacher_method('preact_bn', k_t))) for _, k_t in pairs]
+    return losses.ofd_loss(
+        [connected[f'preact_stage{k_s}'] for k_s, _ in pairs],
+        [out.feats_t[f'preact_stage{k_t}'] for _, k_t in pairs], margins)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReviewKD(base.Term):
+  """Knowledge review (mdistiller's `ReviewKD`): the student's levels fused
+  by `reviewkd_abf.ReviewKDFusion` against the teacher's pre-ReLU maps and
+  pooled vector, the hierarchical context loss with DKD's linear warm-up
+  `min(epoch / warmup_epochs, 1)` (epochs from 1, as mdistiller)."""
+  config_fields = ('reviewkd',)
+  warmup_epochs: float = 20.0
+  steps_per_epoch: int = 1
+
+  @property
+  def needs(self):
+    return base.Needs(teacher=True,
+                      adapters=(reviewkd_abf.ReviewKDAdapter(),))
+
+  @classmethod
+  def from_config(cls, config, context):
+    warmup = float(config.reviewkd.warmup_epochs)
+    if not warmup > 0:
+      raise ValueError(f'config.reviewkd.warmup_epochs={warmup} must be > 0 '
+                       '(published: 20).')
+    return cls(warmup_epochs=warmup, steps_per_epoch=context.steps_per_epoch)
+
+  def __call__(self, out):
+    _, t_names = reviewkd_abf.levels(out.feats_s, out.feats_t)
+    epoch = (jnp.asarray(out.step) // self.steps_per_epoch + 1).astype(
+        jnp.float32)
+    return losses.dkd_warmup_factor(epoch, self.warmup_epochs) * (
+        losses.hcl_loss(list(out.adapted['reviewkd']),
+                        [reviewkd_abf.as_map(out.feats_t[name])
+                         for name in t_names]))
