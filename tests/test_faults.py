@@ -232,3 +232,34 @@ def test_sigusr1_asks_to_stop_as_sigterm_does(monkeypatch):
   with pytest.raises(ValueError, match=r"ADAIN_KD_STOP_SIGNAL='USR9' names "
                      r'no signal; use e\.g\. USR1'):
     preemption.stop_signals()
+
+
+def test_a_full_disk_mid_run_is_one_line_naming_the_saved_step(
+    tmp_path, idx_data_dir, teacher_export, monkeypatch):
+  """The disk fills while step 4 is saved: one user error (OSError, exit
+  status 2 from the command line) saying step 2 is saved and how to resume;
+  the rerun resumes from step 2."""
+  from adain_kd_jax import cli  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / 'run')
+  config = _config(idx_data_dir, teacher_export, num_train_steps=6)
+  save = checkpoints.ocp.CheckpointManager.save
+
+  def save_until_full(self, step, *args, **kwargs):
+    if step == 4:  # As orbax reports it: the OSError under its own error.
+      try:
+        raise OSError(28, 'No space left on device')
+      except OSError as full:
+        raise RuntimeError('the checkpoint write failed') from full
+    return save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoints.ocp.CheckpointManager, 'save',
+                      save_until_full)
+  with pytest.raises(OSError) as raised:
+    loop.train_and_evaluate(config, workdir)
+  message = str(raised.value)
+  assert cli.is_user_error(raised.value)
+  assert 'is full' in message and 'step 2 is saved' in message, message
+  assert 'run the same command again to resume' in message
+  monkeypatch.setattr(checkpoints.ocp.CheckpointManager, 'save', save)
+  summary = loop.train_and_evaluate(config, workdir)
+  assert summary['resumes'] == 1

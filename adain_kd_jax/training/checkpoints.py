@@ -16,6 +16,7 @@ was trained and its test accuracy, and a SHA-256 of every file under
 """
 
 import contextlib
+import errno
 import gc
 import hashlib
 import json
@@ -30,6 +31,7 @@ from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
+from adain_kd_jax import cli
 from adain_kd_jax.training import run_record
 
 TEACHER_JSON = 'teacher.json'
@@ -79,12 +81,17 @@ class RunCheckpointer:
       self._mngr.delete(later)
 
   def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-    """Starts an asynchronous save of `state` at `step` (skips duplicates)."""
+    """Starts an asynchronous save of `state` at `step` (skips duplicates).
+
+    A full disk (here or in an earlier save still being written) is one
+    OSError saying which step is saved and how to resume (`_disk_full`).
+    """
     if step in self._mngr.all_steps():
       return
-    self._mngr.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-                    force=True)
+    with self._disk_full(step):
+      self._mngr.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                      force=True)
 
   def restore(self, abstract_state: Any, at_most: int | None = None
               ) -> tuple[Any, dict[str, Any]]:
@@ -145,7 +152,32 @@ class RunCheckpointer:
         tree, is_leaf=lambda x: hasattr(x, 'shape')))
 
   def wait(self) -> None:
-    self._mngr.wait_until_finished()
+    with self._disk_full(None):
+      self._mngr.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _disk_full(self, step: int | None):
+    """Turns a full disk (ENOSPC anywhere in the error's chain) into one
+    OSError naming the newest complete step and the way to resume."""
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-except
+      chain, error = [], e
+      while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+      if not any(isinstance(x, OSError) and x.errno == errno.ENOSPC
+                 for x in chain):
+        raise
+      saved = [s for s in self._mngr.all_steps() if s != step]
+      kept = (f'step {max(saved)} is saved' if saved
+              else 'no step is saved yet')
+      with cli.user_errors():  # One line, exit status 2.
+        raise OSError(errno.ENOSPC, (
+            f'The disk of {self.directory} is full'
+            + (f' (saving step {step})' if step is not None else '')
+            + f': {kept}; free some space and run the same command again '
+            'to resume.')) from e
 
   def close(self) -> None:
     self._mngr.close()
