@@ -182,8 +182,9 @@ def _loss(config):
   # resnet8x4 in cifar100_distill.py).
   config.loss.reviewkd = 1.0
   # SRRL's feature matching + softmax regression through the teacher's
-  # classifier (methods srrl, with CE 1 and KD 1 at loss.temperature):
-  # DefangChen/SimKD's CIFAR-100 recipe (scripts/run.sh: -c 1 -d 1 -b 1).
+  # classifier (method srrl, with CE 1 and KD 1 at loss.temperature):
+  # DefangChen/SimKD's CIFAR-100 recipe (scripts/run_distill.sh:
+  # -c 1 -d 1 -b 1).
   config.loss.srrl = 1.0
 
 

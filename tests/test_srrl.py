@@ -230,5 +230,5 @@ def test_every_cifar100_pair_traces(row):
   assert loss.shape == ()
   d_s, d_t = (objective.feature_shapes(net, (32, 32, 3))['pre_logits']
               .shape[-1] for net in (d.student, d.teacher))
-  assert sum(int(np.prod(a.shape)) for a in
-             jax.tree.leaves(variables['params']['srrl'])) == d_s * d_t + 2 * d_t
+  params = jax.tree.leaves(variables['params']['srrl'])
+  assert sum(int(np.prod(a.shape)) for a in params) == d_s * d_t + 2 * d_t
