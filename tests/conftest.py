@@ -64,6 +64,49 @@ def make_teacher_variables(name='resnet8', num_classes=10,
   return {'params': variables['params'], 'batch_stats': batch_stats}
 
 
+def trace_loss(distiller, image_shape, batch=2):
+  """(variables, loss) of `distiller` as shapes only (jax.eval_shape): its
+  init and its loss on a batch of `batch`, with the teacher's variables
+  as shapes too; for a method's traces on every pair of a table."""
+  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp
+  from adain_kd_jax.methods import objective
+  # pylint: enable=g-import-not-at-top
+  x = jax.ShapeDtypeStruct((batch, *image_shape), jnp.float32)
+  variables = jax.eval_shape(distiller.init, jax.random.key(0), x)
+  t_vars = objective.teacher_variables_struct(distiller, image_shape)
+  loss, _ = jax.eval_shape(
+      distiller.loss_fn, variables['params'],
+      {'batch_stats': variables['batch_stats'], 'aux': {}, 'teacher': t_vars},
+      {'image': x, 'label': jax.ShapeDtypeStruct((batch,), jnp.int32)},
+      jax.random.key(0), 0)
+  return variables, loss
+
+
+def term_inputs(distiller, batch):
+  """What a term's reference test compares against, from a fresh init and
+  random teacher variables on `batch` ({'image' uint8, 'label'}): a dict
+  of the variables, teacher variables, float images, the loss and metrics
+  of `loss_fn`, and the student's (training mode) and teacher's features."""
+  variables = distiller.init(
+      jax.random.key(0), np.zeros((1, *batch['image'].shape[1:]), np.float32))
+  teacher_vars = make_teacher_variables()
+  images = batch['image'].astype(np.float32) / 255.0
+  nondiff_vars = {'batch_stats': variables['batch_stats'], 'aux': {},
+                  'teacher': teacher_vars}
+  loss, (metrics, _) = distiller.loss_fn(
+      variables['params'], nondiff_vars,
+      {'image': images, 'label': batch['label']}, jax.random.key(0), 0)
+  _, f_s = distiller.student.apply(
+      {'params': variables['params']['student'],
+       'batch_stats': variables['batch_stats']['student']},
+      images, train=True, mutable=['batch_stats'])[0]
+  _, f_t = distiller.teacher.apply(teacher_vars, images, train=False)
+  return {'variables': variables, 'teacher_vars': teacher_vars,
+          'images': images, 'loss': loss, 'metrics': metrics, 'f_s': f_s,
+          'f_t': f_t}
+
+
 @pytest.fixture(scope='session')
 def teacher_export(tmp_path_factory):
   """A tiny exported resnet8 teacher for 10-class 28x28x1 data."""

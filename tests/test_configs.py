@@ -6,8 +6,6 @@ import json
 import os
 import re
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -24,6 +22,7 @@ from configs import imagenet_distill
 from configs import mock
 from configs import smoke
 from configs import teacher
+from tests.conftest import trace_loss
 
 ROWS = cifar100_distill.TABLE
 
@@ -50,15 +49,7 @@ def test_table_row_traces(row, method):
   config = cifar100_distill.get_config(_arg(*row, method))
   config_checks.check(config)
   d = objective.create(config, 100, (32, 32, 3))
-  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
-  variables = jax.eval_shape(d.init, jax.random.key(0), x)
-  t_vars = objective.teacher_variables_struct(d, (32, 32, 3))
-  nondiff_vars = {'batch_stats': variables['batch_stats'], 'aux': {},
-                  'teacher': t_vars}
-  loss, _ = jax.eval_shape(
-      d.loss_fn, variables['params'], nondiff_vars,
-      {'image': x, 'label': jax.ShapeDtypeStruct((2,), jnp.int32)},
-      jax.random.key(0), 0)
+  _, loss = trace_loss(d, (32, 32, 3))
   assert loss.shape == ()
 
 

@@ -20,6 +20,8 @@ from configs import cifar100_distill
 from configs import smoke
 from tests.conftest import make_teacher_variables
 from tests.conftest import one_step
+from tests.conftest import term_inputs
+from tests.conftest import trace_loss
 
 IMAGE_SHAPE = (28, 28, 1)
 # The zoo's pre-ReLU maps (N = 8): resnet32x4 -> resnet8x4 after the
@@ -195,19 +197,9 @@ def test_term_reads_the_references_features():
   distiller = objective.create(config, 10, IMAGE_SHAPE)
   assert [(n, w) for n, _, w in distiller.terms] == [('ce', 1.0),
                                                      ('ofd', 1e-3)]
-  variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
-  teacher_vars = make_teacher_variables()
-  images = _batch(0)['image'].astype(np.float32) / 255.0
-  nondiff_vars = {'batch_stats': variables['batch_stats'], 'aux': {},
-                  'teacher': teacher_vars}
-  _, (metrics, _) = distiller.loss_fn(
-      variables['params'], nondiff_vars,
-      {'image': images, 'label': _batch(0)['label']}, jax.random.key(0), 0)
-  _, f_s = distiller.student.apply(
-      {'params': variables['params']['student'],
-       'batch_stats': variables['batch_stats']['student']},
-      images, train=True, mutable=['batch_stats'])[0]
-  _, f_t = distiller.teacher.apply(teacher_vars, images, train=False)
+  got = term_inputs(distiller, _batch(0))
+  variables, teacher_vars, metrics, f_s, f_t = (
+      got[k] for k in ('variables', 'teacher_vars', 'metrics', 'f_s', 'f_t'))
   names = [f'preact_stage{k}' for k in (1, 2, 3)]
   connected = distiller.adapter('ofd').apply(
       {'params': variables['params']['ofd'],
@@ -261,14 +253,7 @@ def test_every_cifar100_pair_traces_or_is_refused(row):
       objective.create(config, 100, (32, 32, 3))
     return
   d = objective.create(config, 100, (32, 32, 3))
-  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
-  variables = jax.eval_shape(d.init, jax.random.key(0), x)
-  t_vars = objective.teacher_variables_struct(d, (32, 32, 3))
-  loss, _ = jax.eval_shape(
-      d.loss_fn, variables['params'],
-      {'batch_stats': variables['batch_stats'], 'aux': {}, 'teacher': t_vars},
-      {'image': x, 'label': jax.ShapeDtypeStruct((2,), jnp.int32)},
-      jax.random.key(0), 0)
+  variables, loss = trace_loss(d, (32, 32, 3))
   assert loss.shape == ()
   shapes_s = objective.feature_shapes(d.student, (32, 32, 3))
   shapes_t = objective.feature_shapes(d.teacher, (32, 32, 3))

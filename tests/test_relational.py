@@ -15,6 +15,7 @@ from adain_kd_jax.training import steps
 from configs import smoke
 from tests.conftest import make_teacher_variables
 from tests.conftest import one_step
+from tests.conftest import term_inputs
 
 IMAGE_SHAPE = (28, 28, 1)
 # The zoo's shapes (N = 16): wrn_40_2 -> wrn_16_2's last stage outputs, and
@@ -300,19 +301,10 @@ def test_term_reads_the_references_features(method):
   distiller = objective.create(_config(method), 10, IMAGE_SHAPE)
   assert [(n, w) for n, _, w in distiller.terms] == [
       ('ce', 1.0), (method, float(_config(method).loss[method]))]
-  variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
-  teacher_vars = make_teacher_variables()
-  images = _batch(0)['image'].astype(np.float32) / 255.0
-  nondiff_vars = {'batch_stats': variables['batch_stats'], 'aux': {},
-                  'teacher': teacher_vars}
-  _, (metrics, _) = distiller.loss_fn(
-      variables['params'], nondiff_vars,
-      {'image': images, 'label': _batch(0)['label']}, jax.random.key(0), 0)
-  _, f_s = distiller.student.apply(
-      {'params': variables['params']['student'],
-       'batch_stats': variables['batch_stats']['student']},
-      images, train=True, mutable=['batch_stats'])[0]
-  _, f_t = distiller.teacher.apply(teacher_vars, images, train=False)
+  got = term_inputs(distiller, _batch(0))
+  variables, teacher_vars, images, metrics, f_s, f_t = (
+      got[k] for k in ('variables', 'teacher_vars', 'images', 'metrics',
+                       'f_s', 'f_t'))
   ref = CASES[method][1]
   f64 = lambda x: np.asarray(x, np.float64)
   if method == 'sp':

@@ -19,6 +19,8 @@ from configs import cifar100_distill
 from configs import smoke
 from tests.conftest import make_teacher_variables
 from tests.conftest import one_step
+from tests.conftest import term_inputs
+from tests.conftest import trace_loss
 
 IMAGE_SHAPE = (28, 28, 1)
 # The fused levels of resnet32x4 -> resnet8x4 (N = 2), shallowest first.
@@ -218,18 +220,9 @@ def test_term_reads_the_references_features():
   reference loss of the fused student levels against the teacher's pre-ReLU
   stage maps and pooled vector."""
   distiller = objective.create(_config(), 10, IMAGE_SHAPE)
-  variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
-  teacher_vars = make_teacher_variables()
-  images = _batch(0)['image'].astype(np.float32) / 255.0
-  _, (metrics, _) = distiller.loss_fn(
-      variables['params'], {'batch_stats': variables['batch_stats'],
-                            'aux': {}, 'teacher': teacher_vars},
-      {'image': images, 'label': _batch(0)['label']}, jax.random.key(0), 0)
-  _, f_s = distiller.student.apply(
-      {'params': variables['params']['student'],
-       'batch_stats': variables['batch_stats']['student']},
-      images, train=True, mutable=['batch_stats'])[0]
-  _, f_t = distiller.teacher.apply(teacher_vars, images, train=False)
+  got = term_inputs(distiller, _batch(0))
+  variables, metrics, f_s, f_t = (
+      got[k] for k in ('variables', 'metrics', 'f_s', 'f_t'))
   s_maps = tuple(reviewkd_abf.as_map(f_s[n]) for n in
                  ('stage1', 'stage2', 'stage3', 'pre_logits'))
   fused = distiller.adapter('reviewkd').apply(
@@ -279,14 +272,7 @@ def test_every_cifar100_pair_traces(row):
       f'teacher={t_name},student={s_name},method=reviewkd')
   config_checks.check(config)
   d = objective.create(config, 100, (32, 32, 3))
-  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
-  variables = jax.eval_shape(d.init, jax.random.key(0), x)
-  t_vars = objective.teacher_variables_struct(d, (32, 32, 3))
-  loss, _ = jax.eval_shape(
-      d.loss_fn, variables['params'],
-      {'batch_stats': variables['batch_stats'], 'aux': {}, 'teacher': t_vars},
-      {'image': x, 'label': jax.ShapeDtypeStruct((2,), jnp.int32)},
-      jax.random.key(0), 0)
+  variables, loss = trace_loss(d, (32, 32, 3))
   assert loss.shape == ()
   levels = min(d.student.num_stages, d.teacher.num_stages) + 1
   assert sorted(variables['params']['reviewkd']) == [

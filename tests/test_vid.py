@@ -20,6 +20,7 @@ from tests.conftest import make_teacher_variables
 from tests.conftest import maybe_jit
 from tests.conftest import one_step
 from tests.conftest import rand
+from tests.conftest import term_inputs
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -171,21 +172,9 @@ def test_the_term_is_the_sum_over_every_stage():
   distiller = objective.create(_config(), 10, IMAGE_SHAPE)
   assert [(n, w) for n, _, w in distiller.terms] == [('ce', 1.0),
                                                     ('vid', 1.0)]
-  variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
-  teacher_vars = make_teacher_variables()
-  batch = _batch(0)
-  images = batch['image'].astype(np.float32) / 255.0
-  nondiff_vars = {'batch_stats': variables['batch_stats'], 'aux': {},
-                  'teacher': teacher_vars}
-  loss, (metrics, _) = distiller.loss_fn(
-      variables['params'], nondiff_vars,
-      {'image': images, 'label': batch['label']},
-      jax.random.key(0), 0)
-  _, f_s = distiller.student.apply(
-      {'params': variables['params']['student'],
-       'batch_stats': variables['batch_stats']['student']},
-      images, train=True, mutable=['batch_stats'])[0]
-  _, f_t = distiller.teacher.apply(teacher_vars, images, train=False)
+  got = term_inputs(distiller, _batch(0))
+  variables, loss, metrics, f_s, f_t = (
+      got[k] for k in ('variables', 'loss', 'metrics', 'f_s', 'f_t'))
   out = distiller.adapter('vid').apply(
       {'params': variables['params']['vid']}, f_s)
   expected = sum(_np_vid(f_t[f'stage{k}'], *out[f'stage{k}'])

@@ -32,6 +32,7 @@ being checkpointed and logged, with the solo run's message; the others go
 on, and `train_members` reports it as {'failed': message}.
 """
 
+import dataclasses
 import os
 import time
 from typing import Any, Sequence
@@ -49,6 +50,7 @@ from adain_kd_jax.training import grid_step
 from adain_kd_jax.training import loop
 from adain_kd_jax.training import member as member_lib
 from adain_kd_jax.training import run as run_lib
+from adain_kd_jax.training import run_progress
 from adain_kd_jax.training import steps
 from adain_kd_jax.training import summary as summary_lib
 
@@ -76,10 +78,12 @@ def roll_back(member: member_lib.Member, step: int, start_time: float) -> None:
   member.state, meta = ckpt.restore(abstract, at_most=step)
   restored = int(member.state.step)
   ckpt.delete_after(restored)
-  kept = {k: member.meta[k] for k in ('resumes', 'config_changes')
-          if k in member.meta}
-  member.meta = dict(meta, **kept)
-  member.clock = member_lib.Clock(start_time, member.meta)
+  # The older step's best and totals, this segment's resumes and changes.
+  member.progress = dataclasses.replace(
+      run_progress.RunProgress.from_json(meta),
+      resumes=member.progress.resumes,
+      config_changes=member.progress.config_changes)
+  member.clock = member_lib.Clock(start_time, member.progress)
   if jax.process_index() == 0:
     print(f'{member.run.workdir}: rolled back to step {restored}, the '
           'newest step every member of its grid saved.', flush=True)

@@ -8,6 +8,7 @@ of all devices, the batch sharded over the 'data' axis, everything else
 replicated. BatchNorm statistics are therefore over the global batch.
 """
 
+import dataclasses
 import os
 import time
 from typing import Any, Sequence
@@ -142,7 +143,7 @@ def _announce(member: Member, start_step: int) -> None:
           '(tfds.testing.mock_data)'
           + (f', a random {config.teacher} teacher' if run.random_teacher
              else '') + '; the accuracies mean nothing.', flush=True)
-  if member.meta.get('resumes'):
+  if member.progress.resumes:
     print(f'Resuming {run.workdir} at step {start_step}.', flush=True)
 
 
@@ -192,7 +193,7 @@ def _settle(members: Sequence[Member], done) -> None:
 def _evaluate_and_log(members: Sequence[Member], calls,
                       step: int) -> None:
   """Evaluates every member at `step`, logs it and keeps its best step in
-  its meta (chosen on the validation split where there is one, else on
+  its progress record (chosen on the validation split where there is one, else on
   test)."""
   eval_start = time.time()
   evals = calls.evaluate(members)
@@ -206,15 +207,17 @@ def _evaluate_and_log(members: Sequence[Member], calls,
       m.writer.write(dict(step=step, split=split,
                           epoch=step / m.run.steps_per_epoch, **result))
     acc = results['val' if 'val' in results else 'test']['accuracy']
-    if acc > m.meta['best_accuracy']:
-      m.meta = dict(m.meta, best_accuracy=acc, best_step=step)
+    if acc > m.progress.best_accuracy:
+      m.progress = dataclasses.replace(m.progress, best_accuracy=acc,
+                                       best_step=step)
 
 
 def _save(members: Sequence[Member], step: int) -> None:
   """Checkpoints every member that has not failed; flushes its metrics."""
   for m in members:
     if not m.failed:
-      m.run.checkpointer.save(step, m.state, dict(m.meta, **m.clock.totals()))
+      m.run.checkpointer.save(step, m.state, dataclasses.replace(
+          m.progress, **m.clock.totals()).to_json())
       m.writer.flush()
 
 
@@ -336,7 +339,8 @@ def _summarise(member: Member, start_time: float,
                grid: dict[str, Any] | None) -> dict[str, Any]:
   """The summary, the export and summary.json; returns the summary's record
   (`summary.RunSummary.to_json`). `grid`: a grid member's grid record."""
-  run, state, meta, last_eval = (member.run, member.state, member.meta,
+  run, state, progress, last_eval = (member.run, member.state,
+                                     member.progress,
                                  member.last_eval)
   config = run.config
   wall = time.time() - start_time
@@ -347,7 +351,7 @@ def _summarise(member: Member, start_time: float,
       dataset=config.dataset, seed=config.seed, steps=run.total_steps,
       epochs=run.total_steps / run.steps_per_epoch,
       test_accuracy=last_eval['test']['accuracy'],
-      best_accuracy=meta['best_accuracy'], best_step=meta['best_step'],
+      best_accuracy=progress.best_accuracy, best_step=progress.best_step,
       best_on='val' if 'val' in last_eval else 'test',
       teacher_test_accuracy=run.teacher_meta.get('test_accuracy'),
       skipped_steps=int(state.skipped),
@@ -356,8 +360,8 @@ def _summarise(member: Member, start_time: float,
           if total['train_images_total'] else None),
       wall_seconds=wall,
       wall_seconds_total=total['wall_seconds_total'],
-      resumes=meta.get('resumes', 0),
-      config_changes=meta.get('config_changes', []),
+      resumes=progress.resumes,
+      config_changes=list(progress.config_changes),
       val_accuracy=(last_eval['val']['accuracy'] if 'val' in last_eval
                     else None),
       grid=grid)

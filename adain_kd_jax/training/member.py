@@ -6,12 +6,7 @@ from typing import Any
 
 from adain_kd_jax.training import metric_writer
 from adain_kd_jax.training import run as run_lib
-
-# Kept in the checkpoints' meta, so that a resumed run adds up all its
-# segments: wall time, training time (compilation and evaluation excluded)
-# and the images trained on in that time.
-_TOTALS = ('wall_seconds_total', 'train_seconds_total', 'train_images_total')
-
+from adain_kd_jax.training import run_progress
 
 class Clock:
   """Wall and training time of this segment, and of all segments so far.
@@ -20,9 +15,10 @@ class Clock:
   excluded) and leaves evaluation out.
   """
 
-  def __init__(self, start_time: float, meta: dict[str, Any]):
+  def __init__(self, start_time: float,
+               progress: run_progress.RunProgress):
     self.start_time = start_time
-    self.earlier = {k: meta.get(k, 0) for k in _TOTALS}
+    self.earlier = progress  # The segments before this one.
     self.images = 0
     self.train_start = None
     self.eval_seconds = 0.0
@@ -38,25 +34,26 @@ class Clock:
     return self.images / max(self.train_seconds(), 1e-9)
 
   def totals(self) -> dict[str, float]:
-    """`_TOTALS` over this run's segments so far (see summary.json)."""
+    """Wall time, training time (compilation and evaluation excluded) and
+    training images over this run's segments so far (see summary.json)."""
     e = self.earlier
     return {'wall_seconds_total':
-                e['wall_seconds_total'] + time.time() - self.start_time,
+                e.wall_seconds_total + time.time() - self.start_time,
             'train_seconds_total':
-                e['train_seconds_total'] + self.train_seconds(),
-            'train_images_total': e['train_images_total'] + self.images}
+                e.train_seconds_total + self.train_seconds(),
+            'train_images_total': e.train_images_total + self.images}
 
 
 class Member:
   """One run as the loop trains it: its run, where it stands (state,
-  checkpoint meta: best accuracy, earlier segments' totals), its clock and
+  progress record: best accuracy, earlier segments' totals), its clock and
   metric writer, and the non-finite message once it has failed."""
 
   def __init__(self, run: run_lib.Run, start_time: float):
     self.run = run
     self.state = run.state
-    self.meta = dict(run.meta)
-    self.clock = Clock(start_time, self.meta)
+    self.progress = run.progress
+    self.clock = Clock(start_time, self.progress)
     self.writer: metric_writer.MetricWriter | None = None
     self.failed: str | None = None
     self.last_eval: dict[str, dict[str, Any]] | None = None  # By split.

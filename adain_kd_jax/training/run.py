@@ -39,6 +39,7 @@ from adain_kd_jax.training import claims
 from adain_kd_jax.training import config_checks
 from adain_kd_jax.training import preflight
 from adain_kd_jax.training import run_record
+from adain_kd_jax.training import run_progress
 from adain_kd_jax.training import step_builder
 from adain_kd_jax.training import steps
 
@@ -47,7 +48,7 @@ from adain_kd_jax.training import steps
 class Run:
   """Everything a run needs (see the module docstring).
 
-  `state` and `meta` are where the run starts: step 0, or the newest
+  `state` and `progress` are where the run starts: step 0, or the newest
   checkpoint's. `multi_step(state, teacher_vars, device_data, batches)`
   runs k training steps (batches stacked on a leading axis), `eval_step(
   state, batch)` returns sums of correct predictions, loss and examples.
@@ -66,7 +67,7 @@ class Run:
   tx: optax.GradientTransformation
   schedule: optax.Schedule
   state: steps.TrainState
-  meta: dict[str, Any]
+  progress: run_progress.RunProgress  # Carried from earlier segments.
   multi_step: steps.MultiStep
   eval_step: steps.EvalStep
   checkpointer: checkpoints.RunCheckpointer | None  # None without workdir.
@@ -223,7 +224,7 @@ def _create(config, workdir, mesh, data, changes):
   teacher_vars, teacher_meta, random_teacher = _teacher(
       config, parts.distiller, info, data.image_shape, mesh)
   abstract_state = _placed(parts.state_shapes, NamedSharding(mesh, P()))
-  ckpt, state, meta = None, None, {'best_accuracy': -1.0, 'best_step': 0}
+  ckpt, state, progress = None, None, run_progress.RunProgress()
   if workdir is not None:
     state_bytes = sum(x.size * x.dtype.itemsize
                       for x in jax.tree.leaves(abstract_state))
@@ -233,11 +234,13 @@ def _create(config, workdir, mesh, data, changes):
                                        keep=config.keep_checkpoints)
     if ckpt.latest_step() is not None:
       state, meta = ckpt.restore(abstract_state)
-      meta = dict(meta, resumes=meta.get('resumes', 0) + 1)
+      progress = run_progress.RunProgress.from_json(meta)
+      progress = dataclasses.replace(progress, resumes=progress.resumes + 1)
       if changes:  # Allowed by the user (resume_changes): kept for the summary.
         step = int(jax.device_get(state.step))
-        meta['config_changes'] = list(meta.get('config_changes', [])) + [
-            dict(c, at_step=step) for c in changes]
+        progress = dataclasses.replace(
+            progress, config_changes=progress.config_changes + tuple(
+                dict(c, at_step=step) for c in changes))
     if data.record is not None and state is not None:  # A resume.
       own_data.check_unchanged(workdir, data.record)
     if jax.process_index() == 0:
@@ -255,7 +258,7 @@ def _create(config, workdir, mesh, data, changes):
                                   * steps_per_epoch))),
       distiller=parts.distiller, teacher_vars=teacher_vars,
       teacher_meta=teacher_meta, tx=parts.tx, schedule=parts.schedule,
-      state=state, meta=meta, multi_step=parts.multi_step,
+      state=state, progress=progress, multi_step=parts.multi_step,
       eval_step=parts.eval_step, checkpointer=ckpt,
       random_teacher=random_teacher)
 
