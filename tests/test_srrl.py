@@ -18,6 +18,7 @@ from configs import cifar100_distill
 from configs import smoke
 from tests.conftest import make_teacher_variables
 from tests.conftest import one_step
+from tests.conftest import trace_loss
 
 # A student narrower than its teacher, as the zoo's pooled widths
 # (resnet20's 64 -> wrn_40_2's 128), 100 classes (CIFAR-100), batch 16.
@@ -219,14 +220,7 @@ def test_every_cifar100_pair_traces(row):
       f'teacher={t_name},student={s_name},method=srrl')
   config_checks.check(config)
   d = objective.create(config, 100, (32, 32, 3))
-  x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
-  variables = jax.eval_shape(d.init, jax.random.key(0), x)
-  t_vars = objective.teacher_variables_struct(d, (32, 32, 3))
-  loss, _ = jax.eval_shape(
-      d.loss_fn, variables['params'],
-      {'batch_stats': variables['batch_stats'], 'aux': {}, 'teacher': t_vars},
-      {'image': x, 'label': jax.ShapeDtypeStruct((2,), jnp.int32)},
-      jax.random.key(0), 0)
+  variables, loss = trace_loss(d, (32, 32, 3))
   assert loss.shape == ()
   d_s, d_t = (objective.feature_shapes(net, (32, 32, 3))['pre_logits']
               .shape[-1] for net in (d.student, d.teacher))
