@@ -181,6 +181,11 @@ def _loss(config):
   # mdistiller's CFG.REVIEWKD.REVIEWKD_WEIGHT with CE 1; 5 for resnet32x4 ->
   # resnet8x4 in cifar100_distill.py).
   config.loss.reviewkd = 1.0
+  # SRRL's feature matching + softmax regression through the teacher's
+  # classifier (method srrl, with CE 1 and KD 1 at loss.temperature):
+  # DefangChen/SimKD's CIFAR-100 recipe (scripts/run_distill.sh:
+  # -c 1 -d 1 -b 1).
+  config.loss.srrl = 1.0
 
 
 def _baselines(config):

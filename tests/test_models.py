@@ -154,6 +154,27 @@ def test_preact_features_are_the_maps_before_the_relu(name):
       assert np.any(pre < 0)
 
 
+@pytest.mark.parametrize('name', ['resnet8', 'wrn_16_1'])
+def test_classify_is_the_fc_of_the_pooled_vector(name):
+  """`classify` on the model's own 'pre_logits' gives its logits, and is
+  x W + b of the fc in float64 on any other vector."""
+  model = models.create_model(name, num_classes=10)
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 32, 32, 3)).astype(np.float32)
+  variables = model.init(jax.random.key(0), x, train=False)
+  logits, features = model.apply(variables, x, train=False)
+  np.testing.assert_array_equal(
+      model.apply(variables, features['pre_logits'], method='classify'),
+      logits)
+  v = rng.standard_normal(features['pre_logits'].shape).astype(np.float32)
+  fc = variables['params']['fc']
+  expected = (v.astype(np.float64) @ np.asarray(fc['kernel'], np.float64)
+              + np.asarray(fc['bias'], np.float64))
+  got = model.apply(variables, v, method='classify')
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_models_without_preact_features_say_so():
   """MobileNetV2 returns no pre-ReLU features (nor does mdistiller's); the
   ShuffleNets return them but name no BN before them, as mdistiller."""

@@ -1,5 +1,7 @@
 """SRRL (SimKD's code of its CIFAR-100 numbers): the connector and the loss,
-value and gradient, against a float64 numpy port of the reference."""
+value and gradient, against a float64 numpy port of the reference; the
+term's inputs, its connector on every CIFAR-100 pair, and a few training
+steps."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +9,16 @@ import numpy as np
 import pytest
 
 from adain_kd_jax import losses
+from adain_kd_jax.methods import objective
 from adain_kd_jax.methods import srrl_connector
+from adain_kd_jax.training import config_checks
+from adain_kd_jax.training import step_builder
+from adain_kd_jax.training import steps
+from configs import cifar100_distill
+from configs import smoke
+from tests.conftest import make_teacher_variables
+from tests.conftest import one_step
+from tests.conftest import trace_loss
 
 # A student narrower than its teacher, as the zoo's pooled widths
 # (resnet20's 64 -> wrn_40_2's 128), 100 classes (CIFAR-100), batch 16.
@@ -113,3 +124,105 @@ def test_srrl_connector_is_torch_conv_bn_relu():
   x = f @ np.asarray(kernel)
   ref = np.maximum((x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5), 0.0)
   np.testing.assert_allclose(e, ref, rtol=1e-4, atol=1e-5)
+
+
+# --- the method: term, connector per pair, training -------------------------
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def _config():
+  """resnet8 (pooled width 64) from resnet8x4 (256): the connector widens."""
+  config = smoke.get_config()
+  config.update(model='resnet8', teacher='resnet8x4', method='srrl')
+  return config
+
+
+def _batch(seed):
+  rng = np.random.default_rng(seed)
+  return {'image': rng.integers(0, 256, (16, *IMAGE_SHAPE), dtype=np.uint8),
+          'label': rng.integers(0, 10, 16).astype(np.int32),
+          'index': rng.permutation(64)[:16].astype(np.int32)}
+
+
+def test_term_is_the_loss_on_the_references_inputs():
+  """SimKD's recipe (CE 1, KD 1, SRRL 1); the term is `losses.srrl_loss` on
+  the connector's output from the student's pooled feature, the teacher's
+  pooled feature and logits, and the teacher's fc hand-wired, and the
+  float64 formula on those."""
+  config = _config()
+  distiller = objective.create(config, 10, IMAGE_SHAPE)
+  assert [(n, w) for n, _, w in distiller.terms] == [
+      ('ce', 1.0), ('kd', 1.0), ('srrl', 1.0)]
+  variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
+  teacher_vars = make_teacher_variables('resnet8x4')
+  images = _batch(0)['image'].astype(np.float32) / 255.0
+  _, (metrics, _) = distiller.loss_fn(
+      variables['params'],
+      {'batch_stats': variables['batch_stats'], 'aux': {},
+       'teacher': teacher_vars},
+      {'image': images, 'label': _batch(0)['label']}, jax.random.key(0), 0)
+  _, f_s = distiller.student.apply(
+      {'params': variables['params']['student'],
+       'batch_stats': variables['batch_stats']['student']},
+      images, train=True, mutable=['batch_stats'])[0]
+  z_t, f_t = distiller.teacher.apply(teacher_vars, images, train=False)
+  e_s = distiller.adapter('srrl').apply(
+      {'params': variables['params']['srrl'],
+       'batch_stats': variables['batch_stats']['srrl']},
+      f_s['pre_logits'], train=True, mutable=['batch_stats'])[0]
+  assert e_s.shape == (16, 256)
+  fc = teacher_vars['params']['fc']
+  expected = losses.srrl_loss(e_s, f_t['pre_logits'], z_t,
+                              lambda e: e @ fc['kernel'] + fc['bias'])
+  np.testing.assert_allclose(metrics['srrl'], expected, rtol=1e-5)
+  e, w, b = (np.asarray(a, np.float64) for a in (e_s, fc['kernel'],
+                                                  fc['bias']))
+  ref = (np.mean((e - np.asarray(f_t['pre_logits'], np.float64)) ** 2)
+         + np.mean((e @ w + b - np.asarray(z_t, np.float64)) ** 2))
+  np.testing.assert_allclose(metrics['srrl'], ref, rtol=1e-4)
+
+
+def test_method_trains_a_few_steps():
+  """Four jitted steps on a repeated batch: finite, the term and the total
+  go down, the connector moves."""
+  config = _config()
+  parts = step_builder.build_step(
+      config, steps.create_mesh(), num_classes=10, image_shape=IMAGE_SHAPE,
+      prep=steps.Preprocess(key=jax.random.key(1), mean=(0.3,),
+                            std=(0.35,), crop_padding=0, flip=False),
+      steps_per_epoch=10, total_steps=100)
+  state = parts.init_state(jax.random.key(0))
+  p_train_step = one_step(parts.multi_step)
+  teacher_vars = make_teacher_variables('resnet8x4')
+  before = jax.device_get(state.params['srrl'])
+  values, totals = [], []
+  for _ in range(4):
+    state, metrics = p_train_step(state, teacher_vars, _batch(1))
+    values.append(float(jax.device_get(metrics['srrl'])))
+    totals.append(float(jax.device_get(metrics['loss'])))
+  assert np.all(np.isfinite(values + totals)), (values, totals)
+  assert values[-1] < values[0], values
+  assert totals[-1] < totals[0], totals
+  moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), before,
+                       jax.device_get(state.params['srrl']))
+  assert all(jax.tree.leaves(moved))
+
+
+@pytest.mark.parametrize('row', cifar100_distill.TABLE,
+                         ids=['-'.join(r) for r in cifar100_distill.TABLE])
+def test_every_cifar100_pair_traces(row):
+  """Each pair of the table: the loss traces, with one connector from the
+  student's pooled width D_s to the teacher's D_t (D_s D_t + 2 D_t
+  parameters: a bias-free 1x1 conv and BatchNorm)."""
+  t_name, s_name = row
+  config = cifar100_distill.get_config(
+      f'teacher={t_name},student={s_name},method=srrl')
+  config_checks.check(config)
+  d = objective.create(config, 100, (32, 32, 3))
+  variables, loss = trace_loss(d, (32, 32, 3))
+  assert loss.shape == ()
+  d_s, d_t = (objective.feature_shapes(net, (32, 32, 3))['pre_logits']
+              .shape[-1] for net in (d.student, d.teacher))
+  params = jax.tree.leaves(variables['params']['srrl'])
+  assert sum(int(np.prod(a.shape)) for a in params) == d_s * d_t + 2 * d_t

@@ -45,6 +45,7 @@ TERMS = {
     'dist': relational_terms.DIST,
     'ofd': feature_terms.OFD,
     'reviewkd': feature_terms.ReviewKD,
+    'srrl': feature_terms.SRRL,
 }
 
 # The terms each method adds up, in this order (weights: config.loss).
@@ -68,6 +69,8 @@ METHODS = {
     'dist': ('ce', 'dist'),
     'ofd': ('ce', 'ofd'),
     'reviewkd': ('ce', 'reviewkd'),
+    # SimKD's SRRL recipe: CE 1, KD 1 at tau 4, SRRL 1.
+    'srrl': ('ce', 'kd', 'srrl'),
 }
 # The terms that read config.points (feature points with their weights).
 POINT_TERMS = tuple(name for name, cls in TERMS.items() if cls.reads_points)

@@ -1,12 +1,12 @@
-"""The terms of OFD and ReviewKD: feature distillation through modules
-trained with the student, on architecture-specific features (the maps
-before the final ReLU).
+"""The terms of OFD, ReviewKD and SRRL: feature distillation through
+modules trained with the student, on architecture-specific features (the
+maps before the final ReLU) or through the teacher's own classifier.
 
-Each as mdistiller's distiller applies it (which features, which modules
-trained with the student); the math is in `losses/ofd.py` and
-`losses/reviewkd.py`, the published CIFAR-100 weights in
-`configs/default.py`, `configs/cifar100_distill.py` and docs/method.md,
-section "Baselines".
+OFD and ReviewKD as mdistiller's distillers apply them, SRRL as
+DefangChen/SimKD's (which features, which modules trained with the
+student); the math is in `losses/ofd.py`, `losses/reviewkd.py` and
+`losses/srrl.py`, the published CIFAR-100 weights in `configs/default.py`,
+`configs/cifar100_distill.py` and docs/method.md, section "Baselines".
 """
 
 import dataclasses
@@ -18,6 +18,7 @@ from adain_kd_jax import losses
 from adain_kd_jax.methods import base
 from adain_kd_jax.methods import ofd_connectors
 from adain_kd_jax.methods import reviewkd_abf
+from adain_kd_jax.methods import srrl_connector
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,3 +73,21 @@ class ReviewKD(base.Term):
         losses.hcl_loss(list(out.adapted['reviewkd']),
                         [reviewkd_abf.as_map(out.feats_t[name])
                          for name in t_names]))
+
+
+@dataclasses.dataclass(frozen=True)
+class SRRL(base.Term):
+  """Softmax regression representation learning (SimKD's `SRRL`): the
+  student's pooled feature through its connector (`srrl_connector`), matched
+  to the teacher's pooled feature and, through the frozen teacher's own
+  classifier (`classify`), to the teacher's logits (`losses.srrl_loss`)."""
+
+  @property
+  def needs(self):
+    return base.Needs(teacher=True,
+                      adapters=(srrl_connector.SRRLAdapter(),))
+
+  def __call__(self, out):
+    return losses.srrl_loss(
+        out.adapted['srrl'], out.feats_t['pre_logits'], out.logits_t_NK,
+        lambda e_s: out.teacher_method('classify', e_s))

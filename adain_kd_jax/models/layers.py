@@ -169,7 +169,13 @@ class StagedNetwork(nn.Module):
   def _classify(self, h):
     """Returns (logits, pre_logits): `fc` of the mean over H and W."""
     pre_logits = jnp.mean(h, axis=(1, 2))
-    return self.fc(pre_logits).astype(jnp.float32), pre_logits
+    return self.classify(pre_logits), pre_logits
+
+  def classify(self, pre_logits_NC):
+    """The logits of a pooled vector through `fc` alone (apply with
+    `method='classify'`): the teacher's classifier on another feature,
+    SRRL's softmax regression."""
+    return self.fc(pre_logits_NC).astype(jnp.float32)
 
   def _head(self, h, train: bool):
     del train  # Unused by the default head.
