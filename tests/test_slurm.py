@@ -248,6 +248,14 @@ def test_stop_signal_requeues_the_task_which_resumes_bit_for_bit(
     time.sleep(0.05)
   subprocess.run(['scancel', '--signal=USR1', task], check=True)
   _release_when_requeued(task)
+  # The requeued task's end is the run's summary (on a loaded machine the
+  # queue can list the job's requeued record late: wait for the run).
+  end = time.time() + 300
+  while not (run_dir / 'summary.json').exists():
+    assert time.time() < end, subprocess.run(
+        ['squeue', '-a', '-o', '%i %T %r'], capture_output=True,
+        text=True, check=False).stdout
+    time.sleep(0.5)
   _wait(task.split('_')[0])
   _, err = ref.communicate(timeout=300)
   assert ref.returncode == 0, err[-3000:]
