@@ -59,8 +59,10 @@ def _wait(job, timeout=240):
     time.sleep(0.5)
 
 
-# One array task: takes the run's claim (or is refused), holds it a moment,
-# and writes what happened and the claim's record to out/<task>.json.
+# One array task (of two): takes the run's claim (or is refused), holds it
+# until the other task has tried (up to 120 s: on a busy node the two may
+# run one after the other), and writes what happened and the claim's record
+# to out/<task>.json.
 _TASK = textwrap.dedent('''
     import json, os, sys, time
     from adain_kd_jax.training import claims
@@ -72,7 +74,10 @@ _TASK = textwrap.dedent('''
       result = {'claimed': False, 'message': str(e)}
     else:
       result = {'claimed': True, 'record': claims.read(run_dir)}
-      time.sleep(5)
+      other = os.path.join(out, ('1' if task == '0' else '0') + '.json')
+      end = time.time() + 120
+      while not os.path.exists(other) and time.time() < end:
+        time.sleep(0.2)
       claim.release()
     with open(os.path.join(out, task + '.json'), 'w') as f:
       json.dump(result, f)
