@@ -83,6 +83,34 @@ def trace_loss(distiller, image_shape, batch=2):
   return variables, loss
 
 
+def train_a_few_steps(config, term, batch, teacher_vars, image_shape,
+                      steps=4):
+  """Trains `config`'s jitted step (10 steps an epoch, one step a call)
+  `steps` times on `batch`; returns the term's values, the total losses and,
+  per leaf of the term's trained module (params[term]), whether it moved."""
+  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.training import step_builder
+  from adain_kd_jax.training import steps as steps_lib
+  # pylint: enable=g-import-not-at-top
+  parts = step_builder.build_step(
+      config, steps_lib.create_mesh(), num_classes=10,
+      image_shape=image_shape,
+      prep=steps_lib.Preprocess(key=jax.random.key(1), mean=(0.3,),
+                                std=(0.35,), crop_padding=0, flip=False),
+      steps_per_epoch=10, total_steps=100)
+  state = parts.init_state(jax.random.key(0))
+  p_train_step = one_step(parts.multi_step)
+  before = jax.device_get(state.params[term])
+  values, totals = [], []
+  for _ in range(steps):
+    state, metrics = p_train_step(state, teacher_vars, batch)
+    values.append(float(jax.device_get(metrics[term])))
+    totals.append(float(jax.device_get(metrics['loss'])))
+  moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), before,
+                       jax.device_get(state.params[term]))
+  return values, totals, jax.tree.leaves(moved)
+
+
 def term_inputs(distiller, batch):
   """What a term's reference test compares against, from a fresh init and
   random teacher variables on `batch` ({'image' uint8, 'label'}): a dict

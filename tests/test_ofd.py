@@ -14,12 +14,10 @@ from adain_kd_jax import losses
 from adain_kd_jax.methods import objective
 from adain_kd_jax.methods import ofd_connectors
 from adain_kd_jax.training import config_checks
-from adain_kd_jax.training import step_builder
-from adain_kd_jax.training import steps
 from configs import cifar100_distill
 from configs import smoke
 from tests.conftest import make_teacher_variables
-from tests.conftest import one_step
+from tests.conftest import train_a_few_steps
 from tests.conftest import term_inputs
 from tests.conftest import trace_loss
 
@@ -217,25 +215,11 @@ def test_method_trains_a_few_steps():
   """Four jitted steps on a repeated batch: finite, the term goes down, the
   connectors move."""
   config = _config()
-  parts = step_builder.build_step(
-      config, steps.create_mesh(), num_classes=10, image_shape=IMAGE_SHAPE,
-      prep=steps.Preprocess(key=jax.random.key(1), mean=(0.3,),
-                            std=(0.35,), crop_padding=0, flip=False),
-      steps_per_epoch=10, total_steps=100)
-  state = parts.init_state(jax.random.key(0))
-  p_train_step = one_step(parts.multi_step)
-  teacher_vars = make_teacher_variables()
-  before = jax.device_get(state.params['ofd'])
-  values, totals = [], []
-  for _ in range(4):
-    state, metrics = p_train_step(state, teacher_vars, _batch(1))
-    values.append(float(jax.device_get(metrics['ofd'])))
-    totals.append(float(jax.device_get(metrics['loss'])))
+  values, totals, moved = train_a_few_steps(
+      config, 'ofd', _batch(1), make_teacher_variables(), IMAGE_SHAPE)
   assert np.all(np.isfinite(values + totals)), (values, totals)
   assert values[-1] < values[0], values
-  moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), before,
-                       jax.device_get(state.params['ofd']))
-  assert all(jax.tree.leaves(moved))
+  assert all(moved)
 
 
 @pytest.mark.parametrize('row', cifar100_distill.TABLE,

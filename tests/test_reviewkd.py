@@ -13,12 +13,10 @@ from adain_kd_jax import losses
 from adain_kd_jax.methods import objective
 from adain_kd_jax.methods import reviewkd_abf
 from adain_kd_jax.training import config_checks
-from adain_kd_jax.training import step_builder
-from adain_kd_jax.training import steps
 from configs import cifar100_distill
 from configs import smoke
 from tests.conftest import make_teacher_variables
-from tests.conftest import one_step
+from tests.conftest import train_a_few_steps
 from tests.conftest import term_inputs
 from tests.conftest import trace_loss
 
@@ -241,24 +239,11 @@ def test_method_trains_a_few_steps():
   goes down, every ABF moves."""
   config = _config()
   config.reviewkd.warmup_epochs = 0.1
-  parts = step_builder.build_step(
-      config, steps.create_mesh(), num_classes=10, image_shape=IMAGE_SHAPE,
-      prep=steps.Preprocess(key=jax.random.key(1), mean=(0.3,),
-                            std=(0.35,), crop_padding=0, flip=False),
-      steps_per_epoch=10, total_steps=100)
-  state = parts.init_state(jax.random.key(0))
-  p_train_step = one_step(parts.multi_step)
-  teacher_vars = make_teacher_variables()
-  before = jax.device_get(state.params['reviewkd'])
-  values = []
-  for _ in range(4):
-    state, metrics = p_train_step(state, teacher_vars, _batch(1))
-    values.append(float(jax.device_get(metrics['reviewkd'])))
-    assert np.isfinite(float(jax.device_get(metrics['loss'])))
+  values, totals, moved = train_a_few_steps(
+      config, 'reviewkd', _batch(1), make_teacher_variables(), IMAGE_SHAPE)
+  assert np.all(np.isfinite(totals)), totals
   assert np.all(np.isfinite(values)) and values[-1] < values[0], values
-  moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), before,
-                       jax.device_get(state.params['reviewkd']))
-  assert all(jax.tree.leaves(moved))
+  assert all(moved)
 
 
 @pytest.mark.parametrize('row', cifar100_distill.TABLE,

@@ -12,12 +12,10 @@ from adain_kd_jax import losses
 from adain_kd_jax.methods import objective
 from adain_kd_jax.methods import srrl_connector
 from adain_kd_jax.training import config_checks
-from adain_kd_jax.training import step_builder
-from adain_kd_jax.training import steps
 from configs import cifar100_distill
 from configs import smoke
 from tests.conftest import make_teacher_variables
-from tests.conftest import one_step
+from tests.conftest import train_a_few_steps
 from tests.conftest import trace_loss
 
 # A student narrower than its teacher, as the zoo's pooled widths
@@ -187,26 +185,12 @@ def test_method_trains_a_few_steps():
   """Four jitted steps on a repeated batch: finite, the term and the total
   go down, the connector moves."""
   config = _config()
-  parts = step_builder.build_step(
-      config, steps.create_mesh(), num_classes=10, image_shape=IMAGE_SHAPE,
-      prep=steps.Preprocess(key=jax.random.key(1), mean=(0.3,),
-                            std=(0.35,), crop_padding=0, flip=False),
-      steps_per_epoch=10, total_steps=100)
-  state = parts.init_state(jax.random.key(0))
-  p_train_step = one_step(parts.multi_step)
-  teacher_vars = make_teacher_variables('resnet8x4')
-  before = jax.device_get(state.params['srrl'])
-  values, totals = [], []
-  for _ in range(4):
-    state, metrics = p_train_step(state, teacher_vars, _batch(1))
-    values.append(float(jax.device_get(metrics['srrl'])))
-    totals.append(float(jax.device_get(metrics['loss'])))
+  values, totals, moved = train_a_few_steps(
+      config, 'srrl', _batch(1), make_teacher_variables('resnet8x4'), IMAGE_SHAPE)
   assert np.all(np.isfinite(values + totals)), (values, totals)
   assert values[-1] < values[0], values
   assert totals[-1] < totals[0], totals
-  moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), before,
-                       jax.device_get(state.params['srrl']))
-  assert all(jax.tree.leaves(moved))
+  assert all(moved)
 
 
 @pytest.mark.parametrize('row', cifar100_distill.TABLE,

@@ -12,13 +12,11 @@ from adain_kd_jax import losses
 from adain_kd_jax.methods import base
 from adain_kd_jax.methods import objective
 from adain_kd_jax.methods import vid_regressor
-from adain_kd_jax.training import step_builder
-from adain_kd_jax.training import steps
 from configs import smoke
 from tests.conftest import JIT
 from tests.conftest import make_teacher_variables
 from tests.conftest import maybe_jit
-from tests.conftest import one_step
+from tests.conftest import train_a_few_steps
 from tests.conftest import rand
 from tests.conftest import term_inputs
 
@@ -187,20 +185,7 @@ def test_vid_trains_a_few_steps():
   """Four jitted steps: finite, every regressor leaf moves, the VID term
   goes down on a repeated batch."""
   config = _config()
-  parts = step_builder.build_step(
-      config, steps.create_mesh(), num_classes=10, image_shape=IMAGE_SHAPE,
-      prep=steps.Preprocess(key=jax.random.key(1), mean=(0.3,),
-                            std=(0.35,), crop_padding=0, flip=False),
-      steps_per_epoch=10, total_steps=100)
-  state = parts.init_state(jax.random.key(0))
-  p_train_step = one_step(parts.multi_step)
-  teacher_vars = make_teacher_variables()
-  before = jax.device_get(state.params['vid'])
-  values = []
-  for _ in range(4):
-    state, metrics = p_train_step(state, teacher_vars, _batch(1))
-    values.append(float(jax.device_get(metrics['vid'])))
+  values, _, moved = train_a_few_steps(
+      config, 'vid', _batch(1), make_teacher_variables(), IMAGE_SHAPE)
   assert np.all(np.isfinite(values)) and values[-1] < values[0], values
-  moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), before,
-                       jax.device_get(state.params['vid']))
-  assert all(jax.tree.leaves(moved))
+  assert all(moved)
