@@ -81,7 +81,7 @@ def is_user_error(error: BaseException) -> bool:
           or bool(getattr(error, _MARK, False)))
 
 
-def _chain(error: BaseException) -> list[BaseException]:
+def exception_chain(error: BaseException) -> list[BaseException]:
   """`error` and the exceptions it was raised from, outermost first."""
   chain = []
   while error is not None and error not in chain:
@@ -148,7 +148,7 @@ def _bad_value(text: str) -> str | None:
 
 def message(error: BaseException, argv: Sequence[str] = ()) -> str:
   """The one-line message for a usage or input error raised with `argv`."""
-  chain = _chain(error)
+  chain = exception_chain(error)
   unknown = _unknown_field(chain, argv)
   if unknown:
     return unknown

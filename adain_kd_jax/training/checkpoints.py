@@ -162,12 +162,8 @@ class RunCheckpointer:
     try:
       yield
     except Exception as e:  # pylint: disable=broad-except
-      chain, error = [], e
-      while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
       if not any(isinstance(x, OSError) and x.errno == errno.ENOSPC
-                 for x in chain):
+                 for x in cli.exception_chain(e)):
         raise
       saved = [s for s in self._mngr.all_steps() if s != step]
       kept = (f'step {max(saved)} is saved' if saved
