@@ -87,6 +87,21 @@ def test_npz_reads_arrays_and_adds_the_channel_axis(npz):
   assert loaded.train[1].dtype == np.int32 and loaded.num_classes == 4
 
 
+def test_test_images_read_a_set_named_by_path_as_the_run_fitted_it(
+    npz, folder):
+  """loader.test_images (the report's statistics figure) takes path-named
+  sets: an .npz's first test images, a folder's fitted as the run's."""
+  with np.load(npz) as arrays:
+    np.testing.assert_array_equal(
+        loader.test_images(_config(f'npz:{npz}'), 5)[..., 0],
+        arrays['x_test'][:5])
+  fitted = own_data.load(f'folder:{folder}', fit='resize:8x8').test[0]
+  got = loader.test_images(_config(f'folder:{folder}',
+                                   image_fit='resize:8x8'))
+  np.testing.assert_array_equal(got, fitted)
+  assert got.shape == (16, 8, 8, 3)
+
+
 def test_holdout_and_statistics_come_from_the_training_part(npz):
   """The validation split is the registered sets' (split_holdout with
   holdout_seed); mean and std are the float64 ones of what is left."""

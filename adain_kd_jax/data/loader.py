@@ -198,6 +198,20 @@ class StreamingData:
     self._open = []
 
 
+def test_images(config, limit: int | None = None) -> np.ndarray:
+  """The first `limit` test images of `config.dataset` (uint8 NHWC), for a
+  registered set or one named by path (fitted as the run fitted it)."""
+  if own_data.parse(config.dataset):
+    images = own_data.load(config.dataset, fit=config.image_fit,
+                           data_dir=config.data_dir or None).test[0]
+    return images if limit is None else images[:limit]
+  info = registry.get_info(config.dataset)
+  return sources.load(config.dataset, info.test_split,
+                      source=config.data_source,
+                      data_dir=config.data_dir or None, download=False,
+                      limit=limit)[0]
+
+
 def open_input_module(info: registry.DatasetInfo):
   """The input module that `info`'s row names, checked for
   `registry.INPUT_MODULE_API`."""

@@ -111,8 +111,7 @@ def stats_figures(directory: str, runs, num_examples: int,
   With `strict` (the figure was asked for), a figure that cannot be made
   raises instead of printing why it is missing.
   """
-  from adain_kd_jax.data import registry  # pylint: disable=g-import-not-at-top
-  from adain_kd_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.data import loader  # pylint: disable=g-import-not-at-top
   names, images = [], {}
   for method in dict.fromkeys(r['method'] for r in runs):
     run = scatter_run(runs, method)
@@ -124,12 +123,10 @@ def stats_figures(directory: str, runs, num_examples: int,
         continue
       try:
         find_teacher(config, run['dir'])
-        key = (config.dataset, config.data_source, config.data_dir)
+        key = (config.dataset, config.data_source, config.data_dir,
+               config.image_fit)
         if key not in images:
-          images[key] = sources.load(
-              config.dataset, registry.DATASETS[config.dataset].test_split,
-              source=config.data_source, data_dir=config.data_dir or None,
-              download=False, limit=num_examples)[0]
+          images[key] = loader.test_images(config, num_examples)
         stats = plots.insertion_point_stats(config, run['dir'], images[key])
       except ValueError as e:
         if 'has no connector' in str(e):
