@@ -29,7 +29,11 @@ fail() {
 }
 
 answers() {
-  timeout 5 sinfo -h -o %T >/dev/null 2>&1
+  timeout 20 sinfo -h -o %T >/dev/null 2>&1
+}
+
+alive() {  # alive FILE: whether the daemon whose id FILE holds runs.
+  [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
 }
 
 install() {
@@ -93,6 +97,12 @@ start() {
   if answers; then
     echo "slurm_local.sh: a cluster answers already ($(sinfo -h -o '%P %D node(s) %C cpus(A/I/O/T)' | head -1))."
     return 0
+  fi
+  if alive "$STATE/slurmctld.pid" || alive "$STATE/slurmd.pid"; then
+    # Ours, running but slow to answer (a loaded machine): a second pair of
+    # daemons would fight the first over its jobs.
+    for _ in $(seq 30); do answers && { echo 'slurm_local.sh: the cluster this script started answers.'; return 0; }; sleep 2; done
+    fail "the daemons this script started run but do not answer: see $STATE/slurmctld.log, or stop them first."
   fi
   [ "$(id -u)" = 0 ] || fail 'the daemons run as root here: run start as root.'
   install

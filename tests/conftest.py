@@ -7,6 +7,8 @@ trains; XLA_FLAGS with its own `xla_cpu_experimental_ynn_fusion_type` wins.
 Must run before JAX is imported anywhere, so it sets the flags at import time.
 """
 import os
+import subprocess
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flags = os.environ.get("XLA_FLAGS", "")
@@ -163,6 +165,25 @@ def idx_data_dir(tmp_path_factory):
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# tests/test_slurm.py's local cluster: the lock its workers take to start it,
+# and the mark that says the tests started it (stopped at the session's end).
+SLURM_START_LOCK = os.path.join(tempfile.gettempdir(),
+                                'adain_kd_jax_slurm_start.lock')
+SLURM_STARTED_MARK = os.path.join(tempfile.gettempdir(),
+                                  'adain_kd_jax_slurm_started_by_tests')
+
+
+def pytest_sessionfinish(session):
+  """Stops a local SLURM cluster that the tests started, once every worker
+  is done (in the controlling process only, as pytest-xdist calls this hook
+  in each worker too)."""
+  if hasattr(session.config, 'workerinput') or not os.path.exists(
+      SLURM_STARTED_MARK):
+    return
+  os.remove(SLURM_STARTED_MARK)
+  subprocess.run([os.path.join(ROOT, 'scripts', 'slurm_local.sh'), 'stop'],
+                 capture_output=True, timeout=120, check=False)
 
 
 def _subprocess_env():

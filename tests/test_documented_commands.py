@@ -55,6 +55,9 @@ NOT_RUN = {
     '--plan=results/fashion_mnist_benchmark/plan.py --workdir=/tmp/toy '
     '--only=teacher/wrn_40_2,tune/kd/ --list':
         "lists the toy submission's states; tests/test_slurm.py checks them",
+    'python -m adain_kd_jax.experiments.report /tmp/toy/tune/kd':
+        "reports the toy submission's runs; tests/test_slurm.py reports the "
+        'runs its toy plan trained on SLURM',
     'python3 -m venv .venv': 'installs; tests/test_package.py installs the '
                              'package',
     '. .venv/bin/activate': 'installs',

@@ -1,10 +1,13 @@
 """On a real SLURM (scripts/slurm_local.sh): claims under array tasks.
 
 The cluster is the one-node cluster of scripts/slurm_local.sh, started here if
-no cluster answers (and stopped again at the end); the tests skip, saying
-why, only where it cannot start (not root, no apt-get, no package).
+no cluster answers; the tests skip, saying why, only where it cannot start
+(not root, no apt-get, no package). One started here serves every pytest-xdist
+worker and is stopped when the whole session ends (conftest.py), not when one
+worker's tests end.
 """
 
+import fcntl
 import json
 import os
 import re
@@ -18,6 +21,8 @@ import pytest
 
 from tests import test_multihost
 from tests.conftest import ROOT
+from tests.conftest import SLURM_START_LOCK
+from tests.conftest import SLURM_STARTED_MARK
 from tests.conftest import run_train_py
 
 _SCRIPT = os.path.join(ROOT, 'scripts', 'slurm_local.sh')
@@ -30,16 +35,20 @@ def _script(command):
 
 @pytest.fixture(scope='module')
 def slurm():
-  """A SLURM cluster that answers; skips, with the reason, if none can."""
-  started = _script('status').returncode != 0
-  if started:
-    proc = _script('start')
-    if proc.returncode != 0:
-      pytest.skip('no local SLURM cluster: '
-                  + (proc.stderr.strip() or proc.stdout.strip()))
+  """A SLURM cluster that answers; skips, with the reason, if none can.
+
+  Workers take a lock to start it, so that two never start two clusters;
+  the mark tells the session's end to stop it (conftest.py)."""
+  with open(SLURM_START_LOCK, 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if _script('status').returncode != 0:
+      proc = _script('start')
+      if proc.returncode != 0:
+        pytest.skip('no local SLURM cluster: '
+                    + (proc.stderr.strip() or proc.stdout.strip()))
+      with open(SLURM_STARTED_MARK, 'w') as mark:
+        mark.write(str(os.getpid()))
   yield
-  if started:
-    _script('stop')
 
 
 def _sbatch(*args):
@@ -174,6 +183,15 @@ def test_toy_plan_on_slurm_trains_every_run_once(slurm, tmp_path,
                if json.loads(l)['split'] == 'train']
     assert steps == [2, 4], (run, steps)  # Trained once.
     assert not (workdir / run / 'claim.json').exists()
+  # The table of what SLURM trained, as docs/cluster.md ends the toy plan.
+  report = subprocess.run(
+      [sys.executable, '-m', 'adain_kd_jax.experiments.report',
+       str(workdir)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+      capture_output=True, text=True, timeout=300, check=False)
+  assert report.returncode == 0, report.stderr[-3000:]
+  for method in ('kd', 'dkd'):
+    assert re.search(rf'^\| {method} \| 2 \|', report.stdout, re.M), \
+        report.stdout
 
 
 def _one_run_plan(tmp_path, idx_data_dir, teacher_export, steps):
@@ -221,11 +239,6 @@ def _wait_until_requeued(task, timeout=240):
     time.sleep(0.2)
 
 
-@pytest.mark.skip(reason=(
-    'known problem: in two full-suite runs on the 2-core machine the '
-    "requeued task never ran again (SLURM held it, 'launch failed requeued "
-    "held', and drained the node with 'Duplicate jobid'). "
-    'Skipped until the requeue is fixed; docs/cluster.md says what to do.'))
 def test_stop_signal_requeues_the_task_which_resumes_bit_for_bit(
     slurm, tmp_path, idx_data_dir, teacher_export):
   """scancel --signal=USR1 on a running task: the run saves and stops, the
