@@ -34,34 +34,24 @@ vgg13 -> vgg8 and vgg13 -> MobileNetV2, 8 for every other pair), T 4,
 warm-up 20 epochs. adain_kd weights CE and KD exactly as kd (0.1 and 0.9,
 tau 4), so that its gap to kd is the AdaIN term alone.
 
-Published top-1 (%) to set results against (teacher / student alone; KD,
-FitNet, AT, CRD, DKD), as their authors report them. Two papers, two
-conventions:
-  - teacher, student, KD, FitNet, AT and CRD: the CRD table (Tian et al.,
-    ICLR 2020; RepDistiller README), top-1 at the LAST epoch
-    (RepDistiller issue #16: "based on the last epoch"; its
-    train_student.py prints the best, which is higher). The DKD paper
-    repeats these KD numbers.
+Published top-1 (%) to set results against, as their authors report them,
+per source (`PUBLISHED_SOURCES`), each under its own convention
+(`PUBLISHED_AT`); docs/cifar100.md sets out the whole table:
+  - teacher, student alone, KD, FitNet, AT, SP, CC, VID, RKD, PKT, AB, FT,
+    FSP, NST and CRD: the CRD table (Tian et al., ICLR 2020; RepDistiller
+    README), top-1 at the LAST epoch (RepDistiller issue #16: "based on
+    the last epoch"; its train_student.py prints the best, which is
+    higher). The DKD paper repeats these KD numbers.
   - DKD: the DKD table (Zhao et al., CVPR 2022; mdistiller README), top-1
     at the BEST test epoch (mdistiller issue #30: "the best accuracies among
     epochs").
-                            [CRD table, last epoch           ] [DKD, best]
-                            teacher / student; KD FitNet AT CRD  DKD
-  wrn_40_2 -> wrn_16_2      75.61 / 73.26; 74.92 73.58 74.08 75.48 76.23
-  wrn_40_2 -> wrn_40_1      75.61 / 71.98; 73.54 72.24 72.77 74.14 74.81
-  resnet56 -> resnet20      72.34 / 69.06; 70.66 69.21 70.55 71.16 71.97
-  resnet110 -> resnet32     74.31 / 71.14; 73.08 71.06 72.31 73.48 74.11
-  resnet32x4 -> resnet8x4   79.42 / 72.50; 73.33 73.50 73.44 75.51 76.32
-  vgg13 -> vgg8             74.64 / 70.36; 72.98 71.02 71.43 73.94 74.68
-  vgg13 -> MobileNetV2      74.64 / 64.60; 67.37 64.14 59.40 69.73 69.71
-  ResNet50 -> MobileNetV2   79.34 / 64.60; 67.35 63.16 58.58 69.11 70.35
-  resnet32x4 -> ShuffleV1   79.42 / 70.50; 74.07 73.59 71.73 75.11 76.45
-  resnet32x4 -> ShuffleV2   79.42 / 71.82; 74.45 73.54 72.73 75.65 77.07
-  wrn_40_2 -> ShuffleV1     75.61 / 70.50; 74.83 73.73 73.32 76.05 76.70
+  - DOT (KD+DOT, mdistiller README), DIST (DIST_KD README, mean of its
+    runs) and SimKD and SRRL (SimKD README): epoch unknown (not stated in
+    the source or its issue threads), so no difference is taken.
 Report top-1 at the last and at the best epoch over 3 or more seeds, and
-compare the last with the CRD-table columns, the best with the DKD column.
-The same numbers are PUBLISHED below; `python results/cifar100/run_table.py`
-runs the whole table and sets our numbers beside them (docs/cifar100.md).
+compare each with the published number at its source's epoch.
+`python results/cifar100/run_table.py` runs the whole table and sets our
+numbers beside them (docs/cifar100.md).
 """
 
 from configs import config_args
@@ -75,28 +65,115 @@ TABLE = (
     ('ResNet50', 'MobileNetV2'), ('resnet32x4', 'ShuffleV1'),
     ('resnet32x4', 'ShuffleV2'), ('wrn_40_2', 'ShuffleV1'),
 )
-# The published top-1 (%) of each row, as in the docstring's table:
-# teacher, student alone and KD, FitNet, AT, CRD from the CRD table (last
-# epoch), DKD from the DKD table (best epoch); PUBLISHED_AT says which.
-PUBLISHED_METHODS = ('teacher', 'none', 'kd', 'fitnet', 'at', 'crd', 'dkd')
-PUBLISHED_AT = {'dkd': 'best'}  # Every other column: 'last'.
-_PUBLISHED_TABLE = (
-    (75.61, 73.26, 74.92, 73.58, 74.08, 75.48, 76.23),
-    (75.61, 71.98, 73.54, 72.24, 72.77, 74.14, 74.81),
-    (72.34, 69.06, 70.66, 69.21, 70.55, 71.16, 71.97),
-    (74.31, 71.14, 73.08, 71.06, 72.31, 73.48, 74.11),
-    (79.42, 72.50, 73.33, 73.50, 73.44, 75.51, 76.32),
-    (74.64, 70.36, 72.98, 71.02, 71.43, 73.94, 74.68),
-    (74.64, 64.60, 67.37, 64.14, 59.40, 69.73, 69.71),
-    (79.34, 64.60, 67.35, 63.16, 58.58, 69.11, 70.35),
-    (79.42, 70.50, 74.07, 73.59, 71.73, 75.11, 76.45),
-    (79.42, 71.82, 74.45, 73.54, 72.73, 75.65, 77.07),
-    (75.61, 70.50, 74.83, 73.73, 73.32, 76.05, 76.70),
-)
+# The published top-1 (%) per source: {method: (one value per TABLE row, in
+# TABLE's order, None where the source gives no number for that pair)},
+# transcribed from each source's README (docs/cifar100.md: the same table).
+#
+# HobbitLong/RepDistiller README, "Benchmark Results on CIFAR-100", both
+# tables (the CRD paper's). Its columns resnet110 -> resnet20 and ResNet50 ->
+# vgg8 are not rows of TABLE; FSP is "N/A" for wrn_40_2 -> wrn_40_1 and has
+# no row in its cross-architecture table. Last epoch (issue #16).
+REPDISTILLER = {
+    # Columns, as TABLE: the README's same-architecture table (first six),
+    # then its cross-architecture one (last five), each less the column
+    # that TABLE has not.
+    'teacher': (75.61, 75.61, 72.34, 74.31, 79.42, 74.64,
+                74.64, 79.34, 79.42, 79.42, 75.61),
+    'none': (73.26, 71.98, 69.06, 71.14, 72.50, 70.36,
+             64.60, 64.60, 70.50, 71.82, 70.50),
+    'kd': (74.92, 73.54, 70.66, 73.08, 73.33, 72.98,
+           67.37, 67.35, 74.07, 74.45, 74.83),
+    'fitnet': (73.58, 72.24, 69.21, 71.06, 73.50, 71.02,
+               64.14, 63.16, 73.59, 73.54, 73.73),
+    'at': (74.08, 72.77, 70.55, 72.31, 73.44, 71.43,
+           59.40, 58.58, 71.73, 72.73, 73.32),
+    'sp': (73.83, 72.43, 69.67, 72.69, 72.94, 72.68,
+           66.30, 68.08, 73.48, 74.56, 74.52),
+    'cc': (73.56, 72.21, 69.63, 71.48, 72.97, 70.71,
+           64.86, 65.43, 71.14, 71.29, 71.38),
+    'vid': (74.11, 73.30, 70.38, 72.61, 73.09, 71.23,
+            65.56, 67.57, 73.38, 73.40, 73.61),
+    'rkd': (73.35, 72.22, 69.61, 71.82, 71.90, 71.48,
+            64.52, 64.43, 72.28, 73.21, 72.21),
+    'pkt': (74.54, 73.45, 70.34, 72.61, 73.64, 72.88,
+            67.13, 66.52, 74.10, 74.69, 73.89),
+    'ab': (72.50, 72.38, 69.47, 70.98, 73.17, 70.94,
+           66.06, 67.20, 73.55, 74.31, 73.34),
+    'ft': (73.25, 71.59, 69.84, 72.37, 72.86, 70.58,
+           61.78, 60.99, 71.75, 72.50, 72.03),
+    'fsp': (72.91, None, 69.95, 71.89, 72.62, 70.23,
+            None, None, None, None, None),
+    'nst': (73.68, 72.24, 69.60, 71.96, 73.30, 71.53,
+            58.16, 64.96, 74.12, 74.68, 74.89),
+    'crd': (75.48, 74.14, 71.16, 73.48, 75.51, 73.94,
+            69.73, 69.11, 75.11, 75.65, 76.05),
+}
+# megvii-research/mdistiller README: DKD (its two CIFAR-100 tables; the
+# column its README heads "ResNet32x4 / MobileNet-V2" is resnet32x4 ->
+# ShuffleV2: its KD there, 74.45, is the CRD table's ShuffleV2 number, and the
+# DKD paper names ShuffleNet-V2). Best epoch (issue #30).
+MDISTILLER_DKD = {
+    'dkd': (76.23, 74.81, 71.97, 74.11, 76.32, 74.68,
+            69.71, 70.35, 76.45, 77.07, 76.70),
+}
+# mdistiller README, "DOT": KD+DOT on three pairs. Epoch unknown.
+MDISTILLER_DOT = {
+    'dot': (None, None, None, None, 75.12, 73.77,
+            None, None, None, 75.55, None),
+}
+# hunto/DIST_KD README, "CIFAR-100": DIST, mean of its runs (it gives
+# mean +- std). Epoch unknown.
+DIST_KD = {
+    'dist': (None, 74.43, 71.75, None, 76.31, None,
+             None, 68.66, 76.34, 77.35, None),
+}
+# DefangChen/SimKD README, "Some results on CIFAR-100": its only pair of
+# TABLE is resnet32x4 -> resnet8x4 (its other columns have a resnet32x4
+# teacher over vgg8 and ShuffleNetV2x1.5). SimKD at f=2, its code's default
+# projector factor (f=4: 77.88, f=8: 76.73); SRRL as SimKD ran it. Its own
+# student-alone and KD runs (73.09, 74.42) are not the CRD table's and are
+# not taken. Epoch unknown. jingyang2017/KD_SRRL's README gives ImageNet only.
+SIMKD = {
+    'simkd': (None, None, None, None, 78.08, None,
+              None, None, None, None, None),
+    'srrl': (None, None, None, None, 75.39, None,
+             None, None, None, None, None),
+}
+# Source -> (its block, the epoch its numbers are at: 'last', 'best' or
+# 'unknown'). A method is in one source only.
+PUBLISHED_SOURCES = {
+    'RepDistiller': (REPDISTILLER, 'last'),
+    'mdistiller (DKD)': (MDISTILLER_DKD, 'best'),
+    'mdistiller (DOT)': (MDISTILLER_DOT, 'unknown'),
+    'DIST_KD': (DIST_KD, 'unknown'),
+    'SimKD': (SIMKD, 'unknown'),
+}
+# Methods with no published CIFAR-100 number in these sources, and why.
+UNPUBLISHED = {
+    'logit_mse': 'a control of this project, no published recipe',
+    'stat_l2': "the AdaIN paper's own foil, no published CIFAR-100 number",
+    'adain': 'the AdaIN-KD paper gives no number on these pairs',
+    'adain_kd': 'the AdaIN-KD paper gives no number on these pairs',
+    'ofd': "mdistiller's README has no OFD number (the DKD paper's table "
+           'has; not transcribed from a paper)',
+    'reviewkd': "mdistiller's README has no ReviewKD number (the DKD "
+                "paper's table has; not transcribed from a paper)",
+    'kdsvd': "neither RepDistiller's nor mdistiller's README has KDSVD",
+}
+# The published methods, in the sources' order; the source of each.
+PUBLISHED_METHODS = tuple(m for block, _ in PUBLISHED_SOURCES.values()
+                          for m in block)
+PUBLISHED_SOURCE = {m: source for source, (block, _) in
+                    PUBLISHED_SOURCES.items() for m in block}
+# Each published method's epoch: 'last', 'best' or 'unknown'
+# (experiments/published.py takes a difference at 'last' and 'best' only).
+PUBLISHED_AT = {m: at for block, at in PUBLISHED_SOURCES.values()
+                for m in block}
 # {(teacher, student): {'teacher': %, 'none': % (the student alone), 'kd':
-# %, ...}}.
-PUBLISHED = {row: dict(zip(PUBLISHED_METHODS, values))
-             for row, values in zip(TABLE, _PUBLISHED_TABLE)}
+# %, ...}}, the methods with a number for that row only.
+PUBLISHED = {row: {m: block[m][i] for block, _ in PUBLISHED_SOURCES.values()
+                   for m in block if block[m][i] is not None}
+             for i, row in enumerate(TABLE)}
 # Students trained with lr 0.01 in the benchmark.
 LOW_LR_STUDENTS = ('MobileNetV2', 'ShuffleV1', 'ShuffleV2')
 # DKD's NCKD weight beta per (teacher, student), as mdistiller's

@@ -3,8 +3,13 @@ to end on tfds mock data at toy size."""
 
 import os
 
+import pytest
+
+from adain_kd_jax import methods
 from adain_kd_jax.experiments import campaign
+from adain_kd_jax.methods import objective
 from configs import cifar100_distill
+from tests.conftest import ROOT
 
 # pylint: disable=protected-access
 PLAN = campaign._load_module('results/cifar100/plan.py')
@@ -12,14 +17,23 @@ TABLE = campaign._load_module('results/cifar100/run_table.py')
 
 
 def test_plan_is_every_row_method_and_seed_with_the_recipe():
-  """Teachers not imported first, then 11 rows x 10 arms x 3 seeds, each
-  the row's published config; only `none` starts without its teacher."""
+  """Teachers not imported first, then 11 rows x 21 arms x 3 seeds less
+  the pairs the config refuses, each the row's published config; only
+  `none` starts without its teacher."""
   runs = PLAN.get_plan('w')
   teachers = [r for r in runs if r.name.startswith('teacher/')]
   rows = [r for r in runs if not r.name.startswith('teacher/')]
   assert {r.name for r in teachers} <= {
       f'teacher/{t}' for t, _ in cifar100_distill.TABLE}
-  assert len(rows) == len(cifar100_distill.TABLE) * len(PLAN.METHODS) * 3
+  refused = sum((PLAN.ARMS[arm][0], student) in PLAN.REFUSED
+                for _, student in cifar100_distill.TABLE
+                for arm in PLAN.METHODS)
+  assert refused == 2  # OFD on the two MobileNetV2 students.
+  assert len(rows) == (len(cifar100_distill.TABLE) * len(PLAN.METHODS)
+                       - refused) * 3 == 687
+  names = {r.name for r in rows}
+  assert 'vgg13-MobileNetV2/ofd/seed0' not in names
+  assert 'vgg13-vgg8/ofd/seed0' in names
   run = next(r for r in rows if r.name == 'vgg13-MobileNetV2/dkd/seed2')
   assert run.config == ('configs/cifar100_distill.py:teacher=vgg13,'
                         'student=MobileNetV2,method=dkd')
@@ -34,6 +48,37 @@ def test_plan_is_every_row_method_and_seed_with_the_recipe():
                                'loss.adain': 1.0, 'loss.stat_mean': 1.0,
                                'seed': 1}
   assert {'logit_mse', 'adain', 'adain_kd'} <= set(PLAN.METHODS)
+
+
+def test_every_method_has_an_arm_or_a_reason():
+  """Each method of METHODS runs in some arm of the plan or is in NO_ARM
+  with its reason; every arm names a method that exists."""
+  armed = {method for method, _ in PLAN.ARMS.values()}
+  assert armed <= set(methods.METHODS)
+  missing = set(methods.METHODS) - armed - set(PLAN.NO_ARM)
+  assert not missing, f'methods with no arm and no reason: {missing}'
+  assert all(isinstance(why, str) and why for why in PLAN.NO_ARM.values())
+  assert not armed & set(PLAN.NO_ARM)
+
+
+def test_refused_pairs_are_refused_by_the_config():
+  """Each pair the plan leaves out is one the objective refuses, in one
+  line naming the method's need."""
+  for method, student in PLAN.REFUSED:
+    teacher = next(t for t, s in cifar100_distill.TABLE if s == student)
+    config = cifar100_distill.get_config(
+        f'teacher={teacher},student={student},method={method}')
+    with pytest.raises(ValueError, match=method.upper()):
+      objective.create(config, 100, (32, 32, 3))
+
+
+def test_docs_state_the_plans_size():
+  """docs/cifar100.md states the plan's run count as the plan makes it."""
+  runs = [r for r in PLAN.get_plan('w') if not r.name.startswith('teacher/')]
+  with open(os.path.join(ROOT, 'docs', 'cifar100.md')) as f:
+    doc = ' '.join(f.read().split())
+  assert (f'the table is {len(runs)} such runs of different sizes (11 rows '
+          f'x {len(PLAN.METHODS)} arms x 3 seeds') in doc
 
 
 def test_bad_row_names_the_flag_and_the_fix():

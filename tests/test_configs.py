@@ -22,6 +22,7 @@ from configs import imagenet_distill
 from configs import mock
 from configs import smoke
 from configs import teacher
+from tests.conftest import ROOT
 from tests.conftest import trace_loss
 
 ROWS = cifar100_distill.TABLE
@@ -192,18 +193,28 @@ def test_published_tables_say_their_convention():
   assert says(doc, "the DKD paper's ImageNet table", 'BEST test epoch')
 
 
-def test_published_constants_are_the_docstring_table():
-  """PUBLISHED holds every row of the docstring's table, number for number."""
-  rows = {}
-  for line in cifar100_distill.__doc__.splitlines():
-    match = re.fullmatch(r'\s*(\w+) -> (\w+)\s+([\d. /;]+)', line)
-    if match:
-      values = match[3].replace('/', ' ').replace(';', ' ').split()
-      rows[(match[1], match[2])] = [float(v) for v in values]
-  assert list(rows) == list(cifar100_distill.TABLE)
-  for row, values in rows.items():
-    published = cifar100_distill.PUBLISHED[row]
-    assert [published[m] for m in cifar100_distill.PUBLISHED_METHODS] == values
+def test_published_constants_are_the_docs_table():
+  """PUBLISHED_SOURCES holds docs/cifar100.md's published table, number for
+  number, source and epoch included, and PUBLISHED its numbers by row."""
+  with open(os.path.join(ROOT, 'docs', 'cifar100.md')) as f:
+    doc = f.read().split('## The published numbers', 1)[1]
+  lines = [[c.strip() for c in line.strip().strip('|').split('|')]
+           for line in doc.splitlines() if line.startswith('| ')]
+  header, rows = lines[0], lines[1:]
+  assert [tuple(c.split(' -> ')) for c in header[3:]] == list(
+      cifar100_distill.TABLE)
+  in_docs = {cells[0]: (cells[1], cells[2], tuple(
+      None if c == '-' else float(c) for c in cells[3:]))
+             for cells in rows}
+  in_config = {m: (source, at, values)
+               for source, (block, at) in
+               cifar100_distill.PUBLISHED_SOURCES.items()
+               for m, values in block.items()}
+  assert in_docs == in_config
+  for i, row in enumerate(cifar100_distill.TABLE):
+    assert cifar100_distill.PUBLISHED[row] == {
+        m: values[i] for m, (_, _, values) in in_docs.items()
+        if values[i] is not None}
 
 
 def test_fashion_mnist_benchmark_recipe():

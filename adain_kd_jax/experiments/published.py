@@ -8,7 +8,9 @@ r"""Our numbers beside the published ones, for one row of a benchmark table.
 A row's directory is a sweep directory (`<method>/seed<k>/summary.json`, as
 `finished_runs.collect` reads it). Each published number is set beside ours
 under its paper's convention: top-1 at the last epoch (the CRD table), or at the
-best test epoch (`at[method] = 'best'`, the DKD table). The row `teacher` is
+best test epoch (`at[method] = 'best'`, the DKD table); a number at an
+epoch its source does not state (`at[method] = 'unknown'`) is set beside
+ours without a difference. The row `teacher` is
 the teacher's test top-1 as its teacher.json records it (for an imported
 teacher, the `--test_accuracy` given to the importer), `none` the student
 alone. Methods we ran without a published
@@ -41,7 +43,8 @@ def beside_rows(rows: list[dict[str, Any]],
     rows: `tables.aggregate(finished_runs.collect(row_dir))`.
     published: {method: top-1 in %}, with 'teacher' for the teacher and
       'none' for the student alone.
-    at: {method: 'best'} for numbers published at the best epoch; 'last'
+    at: {method: 'best'} for numbers published at the best epoch,
+      'unknown' where the source does not say (no difference taken); 'last'
       for every other.
 
   Returns:
