@@ -79,7 +79,7 @@ def trace_loss(distiller, image_shape, batch=2):
   t_vars = objective.teacher_variables_struct(distiller, image_shape)
   loss, _ = jax.eval_shape(
       distiller.loss_fn, variables['params'],
-      {'batch_stats': variables['batch_stats'], 'aux': {}, 'teacher': t_vars},
+      {'batch_stats': variables['batch_stats'], 'term_state': {}, 'teacher': t_vars},
       {'image': x, 'label': jax.ShapeDtypeStruct((batch,), jnp.int32)},
       jax.random.key(0), 0)
   return variables, loss
@@ -122,7 +122,7 @@ def term_inputs(distiller, batch):
       jax.random.key(0), np.zeros((1, *batch['image'].shape[1:]), np.float32))
   teacher_vars = make_teacher_variables()
   images = batch['image'].astype(np.float32) / 255.0
-  nondiff_vars = {'batch_stats': variables['batch_stats'], 'aux': {},
+  nondiff_vars = {'batch_stats': variables['batch_stats'], 'term_state': {},
                   'teacher': teacher_vars}
   loss, (metrics, _) = distiller.loss_fn(
       variables['params'], nondiff_vars,

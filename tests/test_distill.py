@@ -48,12 +48,12 @@ def _loss(distiller, params, batch_stats, teacher_vars, images, labels_N,
           step=0):
   """distiller.loss_fn on a batch without indices; (loss, (metrics,
   new_batch_stats, new_aux))."""
-  nondiff_vars = {'batch_stats': batch_stats, 'aux': {},
+  nondiff_vars = {'batch_stats': batch_stats, 'term_state': {},
                   'teacher': teacher_vars}
   loss, (metrics, updated) = distiller.loss_fn(
       params, nondiff_vars, {'image': images, 'label': labels_N},
       jax.random.key(0), step)
-  return loss, (metrics, updated['batch_stats'], updated['aux'])
+  return loss, (metrics, updated['batch_stats'], updated['term_state'])
 
 
 def _student_train(distiller, variables, images):
@@ -92,7 +92,7 @@ def test_one_step_updates_student_only(method):
   teacher_vars = make_teacher_variables()
   teacher_before = jax.device_get(teacher_vars)
   params_before = jax.device_get(state.params)
-  state_aux_before = jax.device_get(state.aux)
+  term_state_before = jax.device_get(state.term_state)
   new_state, metrics = p_train_step(state, teacher_vars, _batch())
   metrics = jax.device_get(metrics)
 
@@ -112,8 +112,8 @@ def test_one_step_updates_student_only(method):
   assert set(new_state.batch_stats) == {'student'} | {
       a.key for a in declared if a.batch_norm}
   if 'crd' in distiller.term:  # The memory bank moved at the batch's rows.
-    rows = np.asarray(jax.device_get(new_state.aux['crd']['memory_s']))
-    before = np.asarray(jax.device_get(state_aux_before['crd']['memory_s']))
+    rows = np.asarray(jax.device_get(new_state.term_state['crd']['memory_s']))
+    before = np.asarray(jax.device_get(term_state_before['crd']['memory_s']))
     changed = np.flatnonzero(np.any(rows != before, axis=1))
     np.testing.assert_array_equal(changed, np.sort(_batch()['index']))
   jax.tree.map(np.testing.assert_array_equal, teacher_before,
@@ -475,7 +475,7 @@ def test_profiles_name_the_student_and_teacher_forwards():
   variables = distiller.init(jax.random.key(0), jnp.zeros((1, *IMAGE_SHAPE)))
   batch = _batch()
   images = batch['image'].astype(np.float32) / 255.0
-  nondiff_vars = {'batch_stats': variables['batch_stats'], 'aux': {},
+  nondiff_vars = {'batch_stats': variables['batch_stats'], 'term_state': {},
                   'teacher': make_teacher_variables()}
   text = jax.jit(distiller.loss_fn).lower(
       variables['params'], nondiff_vars,

@@ -157,7 +157,7 @@ def test_term_is_the_loss_on_the_references_inputs():
   images = _batch(0)['image'].astype(np.float32) / 255.0
   _, (metrics, _) = distiller.loss_fn(
       variables['params'],
-      {'batch_stats': variables['batch_stats'], 'aux': {},
+      {'batch_stats': variables['batch_stats'], 'term_state': {},
        'teacher': teacher_vars},
       {'image': images, 'label': _batch(0)['label']}, jax.random.key(0), 0)
   _, f_s = distiller.student.apply(

@@ -3,7 +3,7 @@
 CRD's pure parts, as RepDistiller's `crd/` (the embedding heads trained with
 the student are `methods/crd_heads.py`):
   - the memory bank of every training example, as explicit state
-    (`crd_memory_init`; it lives in `TrainState.aux`, never optimised);
+    (`crd_memory_init`; it lives in `TrainState.term_state`, never optimised);
   - the negative sampler (`crd_sample_contrast`);
   - the loss, which also returns the updated memory bank (`crd_loss`), and
     its two parts: the normalised contrast scores (`crd_contrast_scores`)

@@ -20,7 +20,7 @@ returned updated) and the teacher's variables. The teacher's are wrapped in
 and nothing of it is ever returned for update; gradients of the AdaIN loss
 still flow *through* the frozen teacher tail into the student's statistics.
 Terms with state of their own (CRD's memory bank) keep it in
-`nondiff_vars['aux'][term]`.
+`nondiff_vars['term_state'][term]`.
 """
 
 import dataclasses
@@ -39,11 +39,13 @@ METHODS = methods.METHODS
 class NondiffVars(TypedDict):
   """The variables `Distiller.loss_fn` reads but does not differentiate.
 
-  `batch_stats` and `aux` come from the train state and go back to it
-  updated (`loss_fn`'s {'batch_stats', 'aux'}); the teacher's are read only.
+  `batch_stats` and `term_state` come from the train state and go back to
+  it updated (`loss_fn`'s {'batch_stats', 'term_state'}); the teacher's are
+  read only.
   """
   batch_stats: Any  # BatchNorm statistics: {'student', adapter keys}.
-  aux: dict[str, Any]  # The stateful terms' state by name (CRD's memory).
+  # The stateful terms' state by name (CRD's memory).
+  term_state: dict[str, Any]
   teacher: Any  # The frozen teacher's variables; None without a teacher.
 
 
@@ -104,7 +106,7 @@ class Distiller:
         batch_stats[decl.key] = variables['batch_stats']
     return {'params': params, 'batch_stats': batch_stats}
 
-  def init_aux(self, rng, num_train: int, train_labels=None):
+  def init_term_state(self, rng, num_train: int, train_labels=None):
     """The state of the stateful terms ({term: state}; CRD's memory)."""
     return {name: t.init_state(rng, num_train, train_labels)
             for name, t, _ in self.terms if t.stateful}
@@ -143,21 +145,23 @@ class Distiller:
         this batch computed by the caller (shared by a grid's members).
 
     Returns:
-      (loss, (metrics, {'batch_stats', 'aux'})): metrics has every term's
+      (loss, (metrics, {'batch_stats', 'term_state'})): metrics has every term's
       value, the loss and the batch accuracy.
     """
     out, batch_stats = self._outputs(params, nondiff_vars, batch, rng, step,
                                      teacher_out)
-    values, aux = {}, dict(nondiff_vars['aux'])
+    values, term_state = {}, dict(nondiff_vars['term_state'])
     for name, term, _ in self.terms:
       if term.stateful:
-        values[name], aux[name] = term(out, nondiff_vars['aux'][name])
+        values[name], term_state[name] = term(
+            out, nondiff_vars['term_state'][name])
       else:
         values[name] = term(out)
     loss = sum(w * values[name] for name, _, w in self.terms)
     metrics = dict(values, loss=loss, accuracy=jnp.mean(
         jnp.argmax(out.logits_s_NK, -1) == batch['label']))
-    return loss, (metrics, {'batch_stats': batch_stats, 'aux': aux})
+    return loss, (metrics, {'batch_stats': batch_stats,
+                             'term_state': term_state})
 
   def _outputs(self, params, nondiff_vars, batch, rng, step,
                teacher_out=None):

@@ -16,6 +16,7 @@ was trained and its test accuracy, and a SHA-256 of every file under
 """
 
 import contextlib
+import dataclasses
 import errno
 import gc
 import hashlib
@@ -35,6 +36,9 @@ from adain_kd_jax import cli
 from adain_kd_jax.training import run_record
 
 TEACHER_JSON = 'teacher.json'
+# Top-level keys of a train state that older versions saved under another
+# name: {old: today's}. Restoring such a step reads it under the old name.
+RENAMED_KEYS = {'aux': 'term_state'}
 _VARIABLES = 'variables'
 
 
@@ -101,9 +105,11 @@ class RunCheckpointer:
     A step that fails to restore (truncated or corrupted files) is deleted
     and the step before it is tried; once one restores, each skipped step
     is reported in one line (the details, and the tracebacks orbax's failed
-    reads leave behind, go to the debug log: --verbosity=1). A step whose recorded arrays
-    are not those of `abstract_state` (written with another model or
-    method) is an error that leaves every checkpoint in place.
+    reads leave behind, go to the debug log: --verbosity=1). A step whose
+    recorded arrays are not those of `abstract_state` (written with another
+    model or method) is an error that leaves every checkpoint in place. A
+    step that recorded a field under its older name (`RENAMED_KEYS`) is read
+    under that name.
     """
     expected = _shapes(jax.tree.leaves(abstract_state))
     skipped = []
@@ -119,9 +125,11 @@ class RunCheckpointer:
               f'shapes than the {len(expected)} this config trains); nothing '
               'was changed. Use another --workdir, or run the config that '
               'wrote them.')
+        old_names = self._old_names(step, abstract_state)
         try:
           out = self._mngr.restore(step, args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(abstract_state),
+              state=ocp.args.StandardRestore(
+                  _under_names(abstract_state, old_names)),
               meta=ocp.args.JsonRestore()))
         except Exception as e:  # pylint: disable=broad-except
           logging.debug('Checkpoint step %d in %s is unreadable; deleting it.',
@@ -133,23 +141,45 @@ class RunCheckpointer:
           print(f'Checkpoint step {bad} in {self.directory} is corrupted or '
                 f'incomplete ({why}); deleted it and resumed from step '
                 f'{step}.', flush=True)
-        return out.state, out.meta
+        state = out.state
+        if old_names:
+          state = abstract_state.replace(**{
+              f: state[old_names.get(f, f)] for f in _fields(abstract_state)})
+        return state, out.meta
     raise ValueError(
         f'No readable checkpoint in {self.directory} (steps '
         f'{", ".join(str(s) for s, _ in skipped)} failed to restore); move it '
         'away to start the run afresh.')
 
-  def _saved_shapes(self, step: int) -> list[tuple[int, ...]] | None:
-    """The shapes of the arrays recorded at `step` (None if unreadable)."""
+  def _saved_tree(self, step: int) -> Any:
+    """The metadata tree recorded at `step` (None if unreadable)."""
     # The item's own handler: the manager's item_metadata warns about every
     # item it has no handler for yet (before the first save or restore).
     path = epath.Path(os.path.abspath(self.directory)) / str(step) / 'state'
     try:
-      tree = ocp.StandardCheckpointHandler().metadata(path).tree
+      return ocp.StandardCheckpointHandler().metadata(path).tree
     except Exception:  # pylint: disable=broad-except
       return None  # Unreadable metadata: a corrupted step, handled below.
+
+  def _saved_shapes(self, step: int) -> list[tuple[int, ...]] | None:
+    """The shapes of the arrays recorded at `step` (None if unreadable)."""
+    tree = self._saved_tree(step)
+    if tree is None:
+      return None
     return _shapes(jax.tree.leaves(
         tree, is_leaf=lambda x: hasattr(x, 'shape')))
+
+  def _old_names(self, step: int, abstract_state: Any) -> dict[str, str]:
+    """{field: the key step's record has it under} for the fields of a
+    state dataclass that an older version saved under another name
+    (`RENAMED_KEYS`); empty when the names are today's."""
+    tree = self._saved_tree(step)
+    if not isinstance(tree, dict) or not dataclasses.is_dataclass(
+        abstract_state):
+      return {}
+    return {new: old for old, new in RENAMED_KEYS.items()
+            if old in tree and new not in tree
+            and new in _fields(abstract_state)}
 
   def wait(self) -> None:
     with self._disk_full(None):
@@ -226,6 +256,19 @@ def _failed_reads_to_debug() -> Iterator[None]:
     gc.collect()  # What the failed reads left, reported while hooked.
     asyncio_logger.removeFilter(to_debug)
     sys.unraisablehook = previous
+
+
+def _fields(state: Any) -> list[str]:
+  return [f.name for f in dataclasses.fields(state)]
+
+
+def _under_names(abstract_state: Any, old_names: dict[str, str]) -> Any:
+  """`abstract_state`, or (with `old_names`) its fields as a dict under the
+  names an older checkpoint recorded them, for orbax to match by key."""
+  if not old_names:
+    return abstract_state
+  return {old_names.get(f, f): getattr(abstract_state, f)
+          for f in _fields(abstract_state)}
 
 
 def _shapes(leaves) -> list[tuple[int, ...]]:

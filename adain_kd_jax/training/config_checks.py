@@ -19,7 +19,7 @@ anything is compiled or written:
   * objective.create: teacher and student stage counts agree (feature methods,
     AT); each of config.points is a stage of the model; FitNet's hint
     regressors map the student's maps to the teacher's shapes.
-  * Distiller.init_aux: crd.num_negatives below the training set size.
+  * Distiller.init_term_state: crd.num_negatives below the training set size.
   * checkpoints.load_teacher: teacher_checkpoint holds a config.teacher
     trained on config.dataset.
   * preflight.prepare_workdir: the workdir is writable, with room for the

@@ -29,7 +29,9 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   skipped: jax.Array  # Steps skipped for a non-finite loss or gradient.
-  aux: Any  # Method state that is not optimised (CRD's memory bank).
+  # The stateful terms' state by name, never optimised (CRD's memory bank);
+  # checkpoints before 2026-12 call it 'aux' (checkpoints.RENAMED_KEYS).
+  term_state: Any
 
 
 # A network's flax variables: {'params': ..., 'batch_stats': ...}.
@@ -87,7 +89,7 @@ def init_state(distiller, tx, image_shape, rng, num_train: int = 0,
     num_train = len(train_labels)
 
   def init(rng):
-    init_rng, aux_rng = jax.random.split(rng)
+    init_rng, term_rng = jax.random.split(rng)
     variables = distiller.init(init_rng,
                                jnp.zeros((1, *image_shape), jnp.float32))
     return TrainState(
@@ -95,7 +97,8 @@ def init_state(distiller, tx, image_shape, rng, num_train: int = 0,
         batch_stats=variables['batch_stats'],
         opt_state=tx.init(variables['params']),
         skipped=jnp.array(0, jnp.int32),
-        aux=distiller.init_aux(aux_rng, num_train, train_labels))
+        term_state=distiller.init_term_state(term_rng, num_train,
+                                              train_labels))
 
   return jax.jit(init)(rng)
 
@@ -124,27 +127,28 @@ def update_step(state, teacher_vars, batch, rng, *, distiller, tx, schedule,
   `rng` the loss's key; `teacher_out` (optional) the teacher's outputs on
   these images, computed once for a grid's members (grid_step.py)."""
   nondiff_vars = objective.NondiffVars(batch_stats=state.batch_stats,
-                                       aux=state.aux, teacher=teacher_vars)
+                                       term_state=state.term_state,
+                                       teacher=teacher_vars)
   grad_fn = jax.value_and_grad(
       functools.partial(distiller.loss_fn, teacher_out=teacher_out),
       has_aux=True)
   (_, (metrics, updated)), grads = grad_fn(
       state.params, nondiff_vars, batch, rng, state.step)
-  batch_stats, aux = updated['batch_stats'], updated['aux']
+  batch_stats, term_state = updated['batch_stats'], updated['term_state']
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics['grad_norm'] = optax.tree.norm(grads)
   finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
   new_state = TrainState(step=state.step + 1, params=params,
                          batch_stats=batch_stats, opt_state=opt_state,
-                         skipped=state.skipped, aux=aux)
+                         skipped=state.skipped, term_state=term_state)
   if skip_nonfinite:
     keep = lambda new, old: jnp.where(finite, new, old)
     new_state = new_state.replace(
         params=jax.tree.map(keep, params, state.params),
         batch_stats=jax.tree.map(keep, batch_stats, state.batch_stats),
         opt_state=jax.tree.map(keep, opt_state, state.opt_state),
-        aux=jax.tree.map(keep, aux, state.aux),
+        term_state=jax.tree.map(keep, term_state, state.term_state),
         skipped=state.skipped + (~finite).astype(jnp.int32))
   metrics['lr'] = schedule(state.step)
   metrics['finite'] = finite
