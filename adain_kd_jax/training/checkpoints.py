@@ -18,14 +18,10 @@ was trained and its test accuracy, and a SHA-256 of every file under
 import contextlib
 import dataclasses
 import errno
-import gc
 import hashlib
 import json
-import logging as logging_std
 import os
-import sys
-import traceback
-from typing import Any, Iterator
+from typing import Any
 
 from absl import logging
 from etils import epath
@@ -33,6 +29,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from adain_kd_jax import cli
+from adain_kd_jax.training import read_failures
 from adain_kd_jax.training import run_record
 
 TEACHER_JSON = 'teacher.json'
@@ -113,7 +110,7 @@ class RunCheckpointer:
     """
     expected = _shapes(jax.tree.leaves(abstract_state))
     skipped = []
-    with _failed_reads_to_debug():
+    with read_failures.to_debug_log():
       for step in sorted(self._mngr.all_steps(), reverse=True):
         if at_most is not None and step > at_most:
           continue
@@ -214,48 +211,6 @@ def _why(error: BaseException) -> str:
   text = ' '.join(str(error).split())
   return f'{type(error).__name__}: {text[:80]}' + ('...' if len(text) > 80
                                                    else '')
-
-
-class _ToDebug(logging_std.Filter):
-  """Re-logs the asyncio logger's records at debug level (see below)."""
-
-  def filter(self, record):
-    logging.debug('Logged by asyncio while restoring a checkpoint: %s%s',
-                  record.getMessage(),
-                  ''.join(traceback.format_exception(*record.exc_info))
-                  if record.exc_info else '')
-    return False
-
-
-@contextlib.contextmanager
-def _failed_reads_to_debug() -> Iterator[None]:
-  """Sends what orbax's failed reads leave behind to the debug log.
-
-  A failed read leaves orbax's asyncio machinery half torn down: TensorStore
-  callbacks meet a closed event loop, tasks' exceptions are never retrieved,
-  coroutines are never awaited. Python reports each (an unraisable
-  exception, or an ERROR of the `asyncio` logger), when it happens or when
-  the object is collected, with a traceback on stderr: hundreds of lines next
-  to the one line that says what happened. Here they go to the debug log.
-  """
-  previous = sys.unraisablehook
-  asyncio_logger = logging_std.getLogger('asyncio')
-  to_debug = _ToDebug()
-
-  def hook(unraisable):
-    logging.debug('Ignored while restoring a checkpoint: %s',
-                  ''.join(traceback.format_exception(
-                      unraisable.exc_type, unraisable.exc_value,
-                      unraisable.exc_traceback)))
-
-  sys.unraisablehook = hook
-  asyncio_logger.addFilter(to_debug)
-  try:
-    yield
-  finally:
-    gc.collect()  # What the failed reads left, reported while hooked.
-    asyncio_logger.removeFilter(to_debug)
-    sys.unraisablehook = previous
 
 
 def _fields(state: Any) -> list[str]:
