@@ -13,9 +13,12 @@ phases inside the run's one jitted step, the phase read from `state.step`:
      config.weight_decay (torch order: g + wd p, then momentum), on those
      params alone.
   2. steps n .. total-1: the run's own objective and optimiser
-     (`steps.create_optimizer`) over every param, its schedule offset by n
-     (a cosine over total - n steps, decay epochs and warm-up counted from
-     the phase's end).
+     (`steps.create_optimizer`), its schedule offset by n (a cosine over
+     total - n steps, decay epochs and warm-up counted from the phase's
+     end), over every param but the modules only the phase trains (the
+     adapters named in `init_trains`: AB's connectors, FT's paraphraser),
+     which stay as the phase left them: RepDistiller's optimiser of the
+     distillation leaves them out.
 
 The two optimisers keep separate states (`PhasedState`); the main one is
 not touched during the first phase, so its momentum starts at zero and its
@@ -63,6 +66,19 @@ def phase_labels(init_trains: tuple[str, ...]):
   return labels
 
 
+def main_labels(init_trains: tuple[str, ...]):
+  """params -> 'main', or 'frozen' under the adapter keys of
+  `init_trains` (the modules only the first phase trains)."""
+  frozen = tuple(k for k in init_trains if k != 'student')
+
+  def labels(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: 'frozen' if path[0].key in frozen else 'main',
+        params)
+
+  return labels
+
+
 def init_optimizer(config, init_trains: tuple[str, ...]):
   """RepDistiller's `init()` optimiser on the phase's params only."""
   sgd = optax.chain(optax.add_decayed_weights(config.weight_decay),
@@ -82,6 +98,9 @@ def with_init_phase(config, distiller, main_tx, main_schedule):
   """
   n = distiller.init_steps
   init_tx = init_optimizer(config, distiller.init_trains)
+  main_tx = optax.multi_transform(
+      {'main': optax.with_extra_args_support(main_tx),
+       'frozen': optax.set_to_zero()}, main_labels(distiller.init_trains))
 
   def init_fn(params):
     return PhasedState(init=init_tx.init(params), main=main_tx.init(params))
@@ -96,8 +115,7 @@ def with_init_phase(config, distiller, main_tx, main_schedule):
       return updates, state._replace(init=s)
 
     def main(_):
-      updates, s = optax.with_extra_args_support(main_tx).update(
-          grads, state.main, params, **extra_args)
+      updates, s = main_tx.update(grads, state.main, params, **extra_args)
       return updates, state._replace(main=s)
 
     return jax.lax.cond(jnp.asarray(step) < n, first, main, None)
