@@ -190,8 +190,8 @@ def _loss(config):
   # loss; RepDistiller's main phase then adds nothing of them (loss_kd = 0
   # in helper/loops.py, whatever its -b) and no KD (-a 0): weight 0, the
   # term reported, not optimised.
-  config.loss.fsp = 0.0
-  config.loss.ab = 0.0
+  config.loss.fsp = 0.0  # RepDistiller's script: -a 0 -b 50.
+  config.loss.ab = 0.0  # RepDistiller's script: -a 0 -b 1.
 
 
 def _baselines(config):
