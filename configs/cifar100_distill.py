@@ -54,6 +54,7 @@ compare each with the published number at its source's epoch.
 numbers beside them (docs/cifar100.md).
 """
 
+from adain_kd_jax import methods
 from configs import config_args
 from configs import default
 
@@ -252,4 +253,9 @@ def get_config(arg=None):
   if args.method in ('kd', 'adain_kd'):
     # The same CE and KD for both: their gap is the AdaIN term alone.
     config.loss.ce, config.loss.kd = KD_WEIGHTS['ce'], KD_WEIGHTS['kd']
+  if any(methods.TERMS[t].init_trains for t in methods.METHODS[args.method]):
+    # FSP, AB (RepDistiller's train_student.py): init_epochs 30 of the first
+    # phase, then its 240 epochs of distillation (the schedule counted from
+    # there).
+    config.num_epochs = config.init_epochs + 240.0
   return config

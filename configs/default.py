@@ -186,6 +186,12 @@ def _loss(config):
   # DefangChen/SimKD's CIFAR-100 recipe (scripts/run_distill.sh:
   # -c 1 -d 1 -b 1).
   config.loss.srrl = 1.0
+  # FSP and AB distil in a first phase (config.init_epochs) on their own
+  # loss; RepDistiller's main phase then adds nothing of them (loss_kd = 0
+  # in helper/loops.py, whatever its -b) and no KD (-a 0): weight 0, the
+  # term reported, not optimised.
+  config.loss.fsp = 0.0  # RepDistiller's script: -a 0 -b 50.
+  config.loss.ab = 0.0  # RepDistiller's script: -a 0 -b 1.
 
 
 def _baselines(config):
@@ -249,6 +255,12 @@ def _optimisation(config):
   # piecewise: epochs (numbers) at which to multiply by decay_factor.
   config.decay_epochs = (150, 180, 210)
   config.decay_factor = 0.1  # piecewise: the factor (float > 0).
+  # The first phase of the methods that have one (fsp, ab): epochs (>= 0,
+  # may be fractional) counted in num_epochs, before the distillation,
+  # whose schedule starts after it (training/init_phase.py). RepDistiller's
+  # init_epochs: 30 (its 240 epochs of distillation follow; here set
+  # num_epochs to 270 for the same).
+  config.init_epochs = 30.0
 
 
 def _run(config):

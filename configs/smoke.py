@@ -21,4 +21,5 @@ def get_config():
   config.log_every_steps = 4
   config.checkpoint_every_steps = 8
   config.crd.num_negatives = 256  # Fewer than the 512 examples.
+  config.init_epochs = 0.25  # FSP's, AB's first phase: 4 of the 12 steps.
   return config

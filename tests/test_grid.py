@@ -102,6 +102,16 @@ def test_grid_of_one_is_the_solo_step_bit_for_bit(method, idx_data_dir,
   jax.tree.map(np.testing.assert_array_equal, solo, grid_out)
 
 
+def test_grid_of_one_is_the_solo_step_across_a_first_phase(idx_data_dir,
+                                                          teacher_export):
+  """FSP with its first phase 1 step long (1/16 epoch): a grid of one is
+  the solo step bit for bit through the phase and after it."""
+  solo, grid_out = _solo_and_grid(
+      [_config(idx_data_dir, teacher_export, 'fsp', init_epochs=1 / 16)],
+      steps=2)
+  jax.tree.map(np.testing.assert_array_equal, solo, grid_out)
+
+
 @pytest.mark.parametrize('layout,grid_methods,rtol,atol', [
     ('loop', _MIXED, 1e-6, 1e-7),
     # The seeds stacked under vmap: the stateful, the step-dependent and the

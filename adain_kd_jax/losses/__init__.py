@@ -13,7 +13,9 @@ Family modules, one test file each, sharing the checks and casts of
   * `ofd`: OFD's margin and partial L2 on the maps before the ReLU;
   * `reviewkd`: ReviewKD's hierarchical context loss and nearest resize;
   * `kdsvd`: KDSVD's relations of singular vectors across stages;
-  * `srrl`: SRRL's feature matching and softmax regression.
+  * `srrl`: SRRL's feature matching and softmax regression;
+  * `two_stage`: FSP's and AB's losses, the methods distilled in a first
+    training phase.
 This module is their public face: `losses.<name>` for every public name.
 """
 
@@ -102,4 +104,13 @@ from adain_kd_jax.losses.kdsvd import (
 from adain_kd_jax.losses.srrl import (
     srrl_terms,
     srrl_loss,
+)
+from adain_kd_jax.losses.two_stage import (
+    AB_MARGIN,
+    AB_SCALE,
+    fsp_matrix,
+    fsp_matrices,
+    fsp_loss,
+    ab_stage_loss,
+    ab_loss,
 )

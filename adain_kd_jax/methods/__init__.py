@@ -17,6 +17,7 @@ from adain_kd_jax.methods import adain_terms
 from adain_kd_jax.methods import baseline_terms
 from adain_kd_jax.methods import feature_terms
 from adain_kd_jax.methods import relational_terms
+from adain_kd_jax.methods import two_stage_terms
 from adain_kd_jax.methods.base import Adapter
 from adain_kd_jax.methods.base import Context
 from adain_kd_jax.methods.base import Needs
@@ -46,6 +47,8 @@ TERMS = {
     'ofd': feature_terms.OFD,
     'reviewkd': feature_terms.ReviewKD,
     'srrl': feature_terms.SRRL,
+    'fsp': two_stage_terms.FSP,
+    'ab': two_stage_terms.AB,
 }
 
 # The terms each method adds up, in this order (weights: config.loss).
@@ -71,6 +74,10 @@ METHODS = {
     'reviewkd': ('ce', 'reviewkd'),
     # SimKD's SRRL recipe: CE 1, KD 1 at tau 4, SRRL 1.
     'srrl': ('ce', 'kd', 'srrl'),
+    # RepDistiller's FSP and AB: a first phase on their loss
+    # (config.init_epochs), then CE alone (its -a 0; loss_kd = 0).
+    'fsp': ('ce', 'fsp'),
+    'ab': ('ce', 'ab'),
 }
 # The terms that read config.points (feature points with their weights).
 POINT_TERMS = tuple(name for name, cls in TERMS.items() if cls.reads_points)
@@ -99,13 +106,14 @@ def create_terms(config, context: Context) -> tuple[tuple[str, Term, float],
   """(name, term, weight) for each term of `config.method` that counts.
 
   A term with weight 0 is left out (and computes nothing), except 'ce',
-  which is always computed for the metrics. The method is checked by the
+  which is always computed for the metrics, and a term with a first phase
+  (`init_trains`), which that phase trains. The method is checked by the
   caller (`check_method`).
   """
   out = []
   for name in METHODS[config.method]:
     weight = float(config.loss[name])
-    if name == 'ce' or weight != 0.0:
+    if name == 'ce' or weight != 0.0 or TERMS[name].init_trains:
       out.append((name, TERMS[name].from_config(config, context), weight))
   return tuple(out)
 

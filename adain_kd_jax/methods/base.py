@@ -5,7 +5,9 @@ config by `from_config`), `needs` says what the step must compute for it, and
 calling it on the step's `Outputs` returns its value. A term with state of
 its own that is not optimised (CRD's memory bank) sets `stateful`, defines
 `init_state` and returns `(value, new_state)` from `__call__(out, state)`.
-Terms are pure: they read `Outputs` and their settings, nothing else.
+Terms are pure: they read `Outputs` and their settings, nothing else. A
+term distilled in a first training phase (AB, FT, FSP) names what that
+phase trains in `init_trains` and defines its loss, `init_loss`.
 
 Modules trained with the student (e.g. connectors, FitNet's hint
 regressors, CRD's embedding heads) are declared, not hand-wired: a
@@ -144,10 +146,26 @@ class Term:
   # config.dkd), config.points. The grid, the default config and the docs
   # take the list of per-method settings from here.
   config_fields: ClassVar[tuple[str, ...]] = ()
+  # The top-level keys of the trained params ('student' or an adapter's
+  # key) that the run's first phase trains on `init_loss` before the
+  # distillation (RepDistiller's `init()`: AB, FT, FSP), for
+  # config.init_epochs epochs (training/init_phase.py); empty: no first
+  # phase.
+  init_trains: ClassVar[tuple[str, ...]] = ()
 
   @property
   def needs(self) -> Needs:
     return Needs()
+
+  def init_loss(self, out: Outputs) -> jax.Array:
+    """The first phase's loss, unweighted (terms with `init_trains`)."""
+    raise NotImplementedError
+
+  def check_shapes(self, config, shapes: Shapes) -> None:
+    """Raises ValueError, one line naming the config fields, for networks
+    whose features the term cannot pair (called by `objective.create` where
+    a term defines it); by default every pair is fine."""
+    del config, shapes
 
   @classmethod
   def from_config(cls, config, context: Context) -> 'Term':

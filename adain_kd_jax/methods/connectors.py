@@ -127,10 +127,13 @@ class HintRegressor(nn.Module):
     features: the teacher's channel count.
     teacher_hw: the teacher map's (H, W).
     dtype: computation dtype.
+    relu: end with the ReLU (ConvReg's `use_relu`; AB's connectors have
+      none).
   """
   features: int
   teacher_hw: tuple[int, int]
   dtype: Any = jnp.float32
+  relu: bool = True
 
   @nn.compact
   def __call__(self, x_NHWC, *, train: bool):
@@ -159,7 +162,7 @@ class HintRegressor(nn.Module):
                            name='conv')(x_NHWC)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
                      epsilon=1e-5, dtype=self.dtype, name='bn')(x)
-    return nn.relu(x)
+    return nn.relu(x) if self.relu else x
 
 
 class HintRegressors(nn.Module):

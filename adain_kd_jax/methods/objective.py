@@ -59,11 +59,21 @@ class Distiller:
     adapters: ((declaration, module), ...): the modules trained with the
       student that the terms declare (`methods.Adapter`), one per key
       (params / batch_stats[key], `Outputs.adapted[key]`).
+    init_steps: the length of the first phase in steps (terms with
+      `init_trains`, config.init_epochs): before it, the loss is the sum of
+      those terms' `init_loss`; 0 for none.
   """
   student: nn.Module
   teacher: nn.Module | None
   terms: tuple[tuple[str, methods.Term, float], ...]
   adapters: tuple[tuple[methods.Adapter, nn.Module], ...] = ()
+  init_steps: int = 0
+
+  @property
+  def init_trains(self) -> tuple[str, ...]:
+    """The params keys the first phase trains (its terms' `init_trains`)."""
+    return tuple(dict.fromkeys(k for _, t, _ in self.terms
+                               for k in t.init_trains))
 
   @property
   def term(self) -> dict[str, methods.Term]:
@@ -101,9 +111,11 @@ class Distiller:
              jax.random.fold_in(rng, decl.init_stream))
       variables = module.init(key, *decl.inputs(s_feats, t_feats),
                               **_train_arg(decl, False))
-      params[decl.key] = variables['params']
-      if 'batch_stats' in variables:
-        batch_stats[decl.key] = variables['batch_stats']
+      # A module may have no variables (AB's connectors are identities
+      # where the shapes agree): its entries are then empty.
+      params[decl.key] = variables.get('params', {})
+      if decl.batch_norm:
+        batch_stats[decl.key] = variables.get('batch_stats', {})
     return {'params': params, 'batch_stats': batch_stats}
 
   def init_term_state(self, rng, num_train: int, train_labels=None):
@@ -145,8 +157,10 @@ class Distiller:
         this batch computed by the caller (shared by a grid's members).
 
     Returns:
-      (loss, (metrics, {'batch_stats', 'term_state'})): metrics has every term's
-      value, the loss and the batch accuracy.
+      (loss, (metrics, {'batch_stats', 'term_state'})): metrics has every
+      term's value, the loss and the batch accuracy. In the first phase
+      (`step` < `init_steps`) the loss is the sum of the phase's
+      `init_loss`es.
     """
     out, batch_stats = self._outputs(params, nondiff_vars, batch, rng, step,
                                      teacher_out)
@@ -158,6 +172,10 @@ class Distiller:
       else:
         values[name] = term(out)
     loss = sum(w * values[name] for name, _, w in self.terms)
+    if self.init_steps:  # The phase from the step, inside the one program.
+      init_loss = sum(t.init_loss(out) for _, t, _ in self.terms
+                      if t.init_trains)
+      loss = jnp.where(jnp.asarray(step) < self.init_steps, init_loss, loss)
     metrics = dict(values, loss=loss, accuracy=jnp.mean(
         jnp.argmax(out.logits_s_NK, -1) == batch['label']))
     return loss, (metrics, {'batch_stats': batch_stats,
@@ -192,7 +210,7 @@ class Distiller:
         adapted[decl.key], updates = module.apply(
             {'params': params[decl.key], 'batch_stats': bs[decl.key]},
             *args, mutable=['batch_stats'], **kwargs)
-        new_bs[decl.key] = updates['batch_stats']
+        new_bs[decl.key] = updates.get('batch_stats', {})
       else:
         adapted[decl.key] = module.apply({'params': params[decl.key]},
                                          *args, **kwargs)
@@ -214,7 +232,8 @@ def create(config, num_classes: int, image_shape,
 
   Raises:
     ValueError: naming the config field, for an unknown method or model, a
-      missing teacher, stage counts that do not pair, or bad points.
+      missing teacher, stage counts that do not pair, bad points, or
+      features a term cannot pair (`Term.check_shapes`).
   """
   methods.check_method(config.method)
   dtype = jnp.dtype(config.dtype)
@@ -236,15 +255,22 @@ def create(config, num_classes: int, image_shape,
         f'config.teacher={config.teacher!r} has {teacher.num_stages}; '
         'feature methods pair stage k with stage k.')
   adapters = _declared_adapters(needs)
-  if adapters:
+  checking = [t for _, t, _ in terms
+              if type(t).check_shapes is not methods.Term.check_shapes]
+  if adapters or checking:
     shapes = methods.Shapes(
         student=feature_shapes(student, image_shape),
         teacher=None if teacher is None else feature_shapes(teacher,
                                                             image_shape),
         dtype=dtype)
+    for t in checking:
+      t.check_shapes(config, shapes)
     adapters = tuple((a, a.build(config, shapes)) for a in adapters)
+  init_steps = 0
+  if any(t.init_trains for _, t, _ in terms):
+    init_steps = int(round(float(config.init_epochs) * steps_per_epoch))
   return Distiller(student=student, teacher=teacher, terms=terms,
-                   adapters=adapters)
+                   adapters=adapters, init_steps=init_steps)
 
 
 def _declared_adapters(needs) -> tuple[methods.Adapter, ...]:

@@ -227,7 +227,8 @@ def _check_baselines(config) -> None:
 
 
 def _check_optimisation(config) -> None:
-  """Training length, learning rate, schedule, momentum, weight decay."""
+  """Training length, learning rate, schedule, momentum, weight decay and
+  the first phase of the methods that have one (init_epochs)."""
   for field in _POSITIVE_INTS:
     if int(config[field]) < 1:
       _fail(field, config[field], 'it must be a positive integer.')
@@ -243,6 +244,14 @@ def _check_optimisation(config) -> None:
     _fail('momentum', config.momentum, 'it must be in [0, 1).')
   if config.weight_decay < 0:
     _fail('weight_decay', config.weight_decay, 'it must be >= 0.')
+  if any(methods.TERMS[t].init_trains for t in methods.METHODS[config.method]):
+    if config.init_epochs < 0:
+      _fail('init_epochs', config.init_epochs, 'it must be >= 0.')
+    if config.num_train_steps <= 0 and config.init_epochs >= config.num_epochs:
+      _fail('init_epochs', config.init_epochs,
+            f'the first phase must be shorter than the run (num_epochs='
+            f'{config.num_epochs}, which counts it); lower it or raise '
+            'num_epochs.')
 
 
 def _check_run(config) -> None:

@@ -26,6 +26,7 @@ import ml_collections
 import optax
 
 from adain_kd_jax.methods import objective
+from adain_kd_jax.training import init_phase
 from adain_kd_jax.training import steps
 
 
@@ -74,7 +75,8 @@ def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
     image_shape: (H, W, C) of an input image.
     prep: the device-side preprocessing (augmentation key, mean and std).
     steps_per_epoch: for the schedule and the terms scheduled in epochs.
-    total_steps: the training length, for the schedule.
+    total_steps: the training length, for the schedule; a method with a
+      first phase (init_phase.py) spends config.init_epochs of it there.
     num_train: the number of training examples (sizes CRD's memory bank).
     train_labels: all training labels, or None (CRD's class-aware
       negatives; when given, its length is the number of examples).
@@ -85,11 +87,18 @@ def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
 
   Raises:
     ValueError: naming the config field, for a method, model, point or
-      schedule that `objective.create` or `steps.create_optimizer` refuses.
+      schedule that `objective.create` or `steps.create_optimizer` refuses,
+      or a first phase as long as the run.
   """
   distiller = objective.create(config, num_classes, image_shape,
                                steps_per_epoch=steps_per_epoch)
-  tx, schedule = steps.create_optimizer(config, steps_per_epoch, total_steps)
+  n = distiller.init_steps
+  if distiller.init_trains:
+    init_phase.check_length(config, n, total_steps)
+  tx, schedule = steps.create_optimizer(config, steps_per_epoch,
+                                        total_steps - n)
+  if n:
+    tx, schedule = init_phase.with_init_phase(config, distiller, tx, schedule)
   init = functools.partial(steps.init_state, distiller, tx, image_shape,
                            num_train=num_train, train_labels=train_labels)
   return StepParts(

@@ -135,7 +135,10 @@ def update_step(state, teacher_vars, batch, rng, *, distiller, tx, schedule,
   (_, (metrics, updated)), grads = grad_fn(
       state.params, nondiff_vars, batch, rng, state.step)
   batch_stats, term_state = updated['batch_stats'], updated['term_state']
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  # The step selects the phase of a run with a first phase (init_phase.py);
+  # other optimisers ignore it.
+  updates, opt_state = optax.with_extra_args_support(tx).update(
+      grads, state.opt_state, state.params, step=state.step)
   params = optax.apply_updates(state.params, updates)
   metrics['grad_norm'] = optax.tree.norm(grads)
   finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
