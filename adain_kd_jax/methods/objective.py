@@ -231,6 +231,8 @@ def create(config, num_classes: int, image_shape,
         f'config.model={config.model!r} has {student.num_stages} stages but '
         f'config.teacher={config.teacher!r} has {teacher.num_stages}; '
         'feature methods pair stage k with stage k.')
+  if any(n.same_channels for n in needs):
+    _check_same_channels(config, student, teacher, image_shape)
   adapters = _declared_adapters(needs)
   if adapters:
     shapes = methods.Shapes(
@@ -241,6 +243,22 @@ def create(config, num_classes: int, image_shape,
     adapters = tuple((a, a.build(config, shapes)) for a in adapters)
   return Distiller(student=student, teacher=teacher, terms=terms,
                    adapters=adapters)
+
+
+def _check_same_channels(config, student, teacher, image_shape) -> None:
+  """ValueError in one line unless every stage of the two networks has the
+  same channel count (`Needs.same_channels`)."""
+  widths = []
+  for model in (student, teacher):
+    shapes = feature_shapes(model, image_shape)
+    widths.append(tuple(shapes[f'stage{k}'].shape[-1]
+                        for k in range(1, model.num_stages + 1)))
+  if widths[0] != widths[1]:
+    raise ValueError(
+        f'config.method={config.method!r} needs the same channel count at '
+        f'every stage: config.model={config.model!r} has {widths[0]}, '
+        f'config.teacher={config.teacher!r} has {widths[1]}; pick a pair of '
+        'equal widths (e.g. resnet32x4 -> resnet8x4).')
 
 
 def _declared_adapters(needs) -> tuple[methods.Adapter, ...]:
