@@ -57,11 +57,14 @@ class Distiller:
     adapters: ((declaration, module), ...): the modules trained with the
       student that the terms declare (`methods.Adapter`), one per key
       (params / batch_stats[key], `Outputs.adapted[key]`).
+    dot: trained with DOT (`methods.DOT_METHODS`): the step takes the task
+      and distillation gradients apart (training/dot_step.py).
   """
   student: nn.Module
   teacher: nn.Module | None
   terms: tuple[tuple[str, methods.Term, float], ...]
   adapters: tuple[tuple[methods.Adapter, nn.Module], ...] = ()
+  dot: bool = False
 
   @property
   def term(self) -> dict[str, methods.Term]:
@@ -242,7 +245,8 @@ def create(config, num_classes: int, image_shape,
         dtype=dtype)
     adapters = tuple((a, a.build(config, shapes)) for a in adapters)
   return Distiller(student=student, teacher=teacher, terms=terms,
-                   adapters=adapters)
+                   adapters=adapters,
+                   dot=config.method in methods.DOT_METHODS)
 
 
 def _check_same_channels(config, student, teacher, image_shape) -> None:

@@ -26,6 +26,7 @@ import ml_collections
 import optax
 
 from adain_kd_jax.methods import objective
+from adain_kd_jax.training import dot_step
 from adain_kd_jax.training import steps
 
 
@@ -90,6 +91,9 @@ def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
   distiller = objective.create(config, num_classes, image_shape,
                                steps_per_epoch=steps_per_epoch)
   tx, schedule = steps.create_optimizer(config, steps_per_epoch, total_steps)
+  if distiller.dot:  # DOT's masks: which params each gradient reaches.
+    tx = dot_step.create_optimizer(config, schedule, *dot_step.reach_masks(
+        distiller, image_shape, num_train, train_labels))
   init = functools.partial(steps.init_state, distiller, tx, image_shape,
                            num_train=num_train, train_labels=train_labels)
   return StepParts(
