@@ -21,7 +21,9 @@ RepDistiller `scripts/run_cifar_distill.sh`; DKD's mdistiller
 stage 2, through RepDistiller's hint regressor `ConvReg`
 (`connectors.HintRegressor`) and a plain MSE; at 1000; crd 0.8; sp 3000,
 cc 0.02, rkd 1 (distance 25, angle 50), pkt 30000, nst 50 (each with CE
-1, no KD, one recipe for every pair: `configs/default.py`'s weights); dist
+1, no KD, one recipe for every pair: `configs/default.py`'s weights); kdsvd
+CE 1 + 1 x KDSVD (mdistiller's CFG.KDSVD; RepDistiller publishes no weight;
+only pairs of equal stage widths); dist
 CE 1 + 2 x DIST at tau 4 (hunto/image_classification_sota's
 `configs/strategies/distill/dist_cifar.yaml`, every pair); ofd CE 1 + 1e-3
 x OFD (mdistiller's CFG.OFD.LOSS, every pair it can build); reviewkd CE 1
@@ -32,7 +34,9 @@ alpha 1, beta per pair (`DKD_BETA`: 2 for resnet56 -> resnet20 and
 resnet110 -> resnet32, 6 for wrn_40_2 -> wrn_16_2, wrn_40_2 -> wrn_40_1,
 vgg13 -> vgg8 and vgg13 -> MobileNetV2, 8 for every other pair), T 4,
 warm-up 20 epochs. adain_kd weights CE and KD exactly as kd (0.1 and 0.9,
-tau 4), so that its gap to kd is the AdaIN term alone.
+tau 4), so that its gap to kd is the AdaIN term alone; so does dot
+(mdistiller's KD + DOT, `configs/cifar100/dot/*.yaml`: momentum 0.9 -/+
+delta 0.075).
 
 Published top-1 (%) to set results against, as their authors report them,
 per source (`PUBLISHED_SOURCES`), each under its own convention
@@ -250,8 +254,9 @@ def get_config(arg=None):
   config.dkd.beta = dkd_beta(args.teacher, args.student)
   config.loss.reviewkd = REVIEWKD_WEIGHTS.get((args.teacher, args.student),
                                               config.loss.reviewkd)
-  if args.method in ('kd', 'adain_kd'):
-    # The same CE and KD for both: their gap is the AdaIN term alone.
+  if args.method in ('kd', 'adain_kd', 'dot'):
+    # The same CE and KD for all three: their gaps are the AdaIN term alone
+    # and DOT alone (mdistiller's KD + DOT: CE 0.1, KD 0.9, tau 4).
     config.loss.ce, config.loss.kd = KD_WEIGHTS['ce'], KD_WEIGHTS['kd']
   if any(methods.TERMS[t].init_trains for t in methods.METHODS[args.method]):
     # FSP, AB (RepDistiller's train_student.py): init_epochs 30 of the first

@@ -172,6 +172,10 @@ def _loss(config):
   config.loss.pkt = 30000.0
   # Neuron selectivity transfer, summed over every stage (weight 1 each).
   config.loss.nst = 50.0
+  # KDSVD, relations of consecutive stages' singular vectors: mdistiller's
+  # CFG.KDSVD.LOSS.FEAT_WEIGHT 1 with CE 1 (RepDistiller's scripts publish
+  # no -b for it).
+  config.loss.kdsvd = 1.0
   # DIST (config.dist), its authors' CIFAR-100 kd_loss_weight with CE 1.
   config.loss.dist = 2.0
   # OFD's partial L2 on the pre-ReLU maps through connectors (mdistiller's

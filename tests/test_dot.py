@@ -17,14 +17,18 @@ KD_MASK = {'both': True, 'kd_only': True, 'task_only': False}
 SHAPES = {'both': (3, 4), 'kd_only': (5,), 'task_only': (2, 2)}
 
 
-def _np_dot_steps(params, grads, lrs, momentum, m_kd, wd):
+def _np_dot_steps(params, grads, lrs, momentum, m_kd, wd,
+                  task_mask=None, kd_mask=None):
   """mdistiller's DistillationOrientedTrainer: step_kd() then step() per
-  iteration; a parameter without a gradient (None) as the masks say."""
+  iteration; a parameter without a gradient (None) as the masks say
+  (flat dicts; TASK_MASK and KD_MASK unless given)."""
+  task_mask = TASK_MASK if task_mask is None else task_mask
+  kd_mask = KD_MASK if kd_mask is None else kd_mask
   p = {k: v.copy() for k, v in params.items()}
   buf, kd_buf = {}, {}
   for (g_task, g_kd), lr in zip(grads, lrs):
-    task_params = [k for k in p if TASK_MASK[k]]
-    kd_params = [k for k in p if KD_MASK[k]]
+    task_params = [k for k in p if task_mask[k]]
+    kd_params = [k for k in p if kd_mask[k]]
     for k in task_params:  # dot(): the task loop.
       d_p = g_task[k] + wd * p[k]
       if k not in buf:

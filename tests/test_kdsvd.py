@@ -1,5 +1,6 @@
 """KDSVD (RepDistiller): the loss and its gradient against a float64 numpy
-port of the reference code."""
+port of the reference code; the method's term, its pair check and a few
+training steps."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,11 @@ import numpy as np
 import pytest
 
 from adain_kd_jax import losses
+from adain_kd_jax.methods import objective
+from configs import smoke
+from tests.conftest import make_teacher_variables
+from tests.conftest import term_inputs
+from tests.conftest import train_a_few_steps
 
 # The zoo's stage outputs of resnet32x4 -> resnet8x4 (both 64, 128, 256
 # channels at 32, 16, 8 pixels), at batch 4.
@@ -131,3 +137,56 @@ def test_kdsvd_alignment_and_bad_shapes():
                       [np.ones((2, 4, 4, 3)), np.ones((2, 2, 2, 6))])
   with pytest.raises(ValueError, match='KDSVD needs'):
     losses.kdsvd_loss([np.ones((2, 4, 4, 3))], [np.ones((2, 4, 4, 3))])
+
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def _config(model='resnet8', teacher='resnet8'):
+  config = smoke.get_config()
+  config.update(model=model, teacher=teacher, method='kdsvd')
+  return config
+
+
+def _batch(seed):
+  rng = np.random.default_rng(seed)
+  return {'image': rng.integers(0, 256, (16, *IMAGE_SHAPE), dtype=np.uint8),
+          'label': rng.integers(0, 10, 16).astype(np.int32)}
+
+
+def test_the_term_is_the_reference_over_every_stage():
+  """kdsvd = the port on the two networks' stage outputs, CE + 1 x kdsvd."""
+  distiller = objective.create(_config(), 10, IMAGE_SHAPE)
+  assert [(n, w) for n, _, w in distiller.terms] == [('ce', 1.0),
+                                                    ('kdsvd', 1.0)]
+  got = term_inputs(distiller, _batch(0))
+  names = ('stage1', 'stage2', 'stage3')
+  expected = _np_kdsvd(
+      _nchw([np.asarray(got['f_s'][n], np.float64) for n in names]),
+      _nchw([np.asarray(got['f_t'][n], np.float64) for n in names]))
+  np.testing.assert_allclose(got['metrics']['kdsvd'], expected, rtol=2e-3)
+  np.testing.assert_allclose(got['loss'], got['metrics']['ce']
+                             + got['metrics']['kdsvd'], rtol=1e-6)
+
+
+def test_a_pair_of_unequal_widths_is_refused_in_one_line():
+  """resnet8 (16, 32, 64 channels) under resnet8x4 (64, 128, 256): one line
+  naming the method, both models and their widths."""
+  with pytest.raises(ValueError) as error:
+    objective.create(_config('resnet8', 'resnet8x4'), 10, IMAGE_SHAPE)
+  message = str(error.value)
+  assert '\n' not in message
+  for part in ("config.method='kdsvd'", "config.model='resnet8'",
+               '(16, 32, 64)', "config.teacher='resnet8x4'",
+               '(64, 128, 256)'):
+    assert part in message, message
+
+
+def test_kdsvd_trains_a_few_steps():
+  """Four jitted steps on eight simulated devices (the step that hung
+  before eigh ran one matrix per LAPACK call on the CPU): finite, and the
+  KDSVD term and the total loss go down on a repeated batch."""
+  values, totals, _ = train_a_few_steps(
+      _config(), 'kdsvd', _batch(1), make_teacher_variables(), IMAGE_SHAPE)
+  assert np.all(np.isfinite(values)) and values[-1] < values[0], values
+  assert totals[-1] < totals[0], totals

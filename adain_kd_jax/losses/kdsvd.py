@@ -42,6 +42,23 @@ def _finite(x: jax.Array) -> jax.Array:
   return jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x))
 
 
+def _eigh(m_NDD: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`jnp.linalg.eigh` of each matrix; on a CPU one matrix per LAPACK call.
+
+  jaxlib's CPU eigh splits a large enough batch into chunks scheduled on
+  XLA's intra-op thread pool and blocks its own pool thread until they are
+  done. When as many eighs run at once as the pool has threads (the
+  student's and the teacher's at one stage, or one per simulated device),
+  every thread waits for chunks that no thread is free to run: the jitted
+  training step hung, idle, on a 2-core CPU. A batch of one runs on the
+  calling thread, so `lax.map` over the examples cannot deadlock; other
+  platforms keep the batched call.
+  """
+  return jax.lax.platform_dependent(
+      m_NDD, cpu=lambda m: jax.lax.map(jnp.linalg.eigh, m),
+      default=jnp.linalg.eigh)
+
+
 def kdsvd_singular(f_NHWC: jax.Array,
                    n: int) -> tuple[jax.Array, jax.Array]:
   """(v_NCn, s_Nn): the first n right singular vectors of each example's
@@ -58,11 +75,11 @@ def kdsvd_singular(f_NHWC: jax.Array,
   b, h, w, c = jnp.shape(f_NHWC)
   x = jnp.reshape(f_NHWC, (b, h * w, c))
   if c <= h * w:
-    lam, vecs = jnp.linalg.eigh(jnp.einsum('nxc,nxd->ncd', x, x))
+    lam, vecs = _eigh(jnp.einsum('nxc,nxd->ncd', x, x))
     lam, v = lam[:, ::-1][:, :n], vecs[:, :, ::-1][:, :, :n]
     s = jnp.sqrt(jnp.maximum(lam, 0.0))
   else:
-    lam, vecs = jnp.linalg.eigh(jnp.einsum('nxc,nyc->nxy', x, x))
+    lam, vecs = _eigh(jnp.einsum('nxc,nyc->nxy', x, x))
     lam, u = lam[:, ::-1][:, :n], vecs[:, :, ::-1][:, :, :n]
     s = jnp.sqrt(jnp.maximum(lam, 0.0))
     v = jnp.einsum('nxc,nxk->nck', x, u) / s[:, None, :]

@@ -43,6 +43,7 @@ TERMS = {
     'rkd': relational_terms.RKD,
     'pkt': relational_terms.PKT,
     'nst': relational_terms.NST,
+    'kdsvd': relational_terms.KDSVD,
     'dist': relational_terms.DIST,
     'ofd': feature_terms.OFD,
     'reviewkd': feature_terms.ReviewKD,
@@ -69,6 +70,7 @@ METHODS = {
     'rkd': ('ce', 'rkd'),
     'pkt': ('ce', 'pkt'),
     'nst': ('ce', 'nst'),
+    'kdsvd': ('ce', 'kdsvd'),
     'dist': ('ce', 'dist'),
     'ofd': ('ce', 'ofd'),
     'reviewkd': ('ce', 'reviewkd'),
@@ -78,7 +80,18 @@ METHODS = {
     # (config.init_epochs), then CE alone (its -a 0; loss_kd = 0).
     'fsp': ('ce', 'fsp'),
     'ab': ('ce', 'ab'),
+    # KD trained with DOT (DOT_METHODS), mdistiller's KD + DOT recipe.
+    'dot': ('ce', 'kd'),
 }
+# The methods trained with DOT (training/dot.py), the distillation-oriented
+# trainer: a method of the table, not a config switch, because DOT is
+# published as a method of its own (KD + DOT, its own row in the tables) and
+# a sweep, a campaign or a grid then names it like any other; its terms are
+# those of KD. Their step differentiates the TASK_TERMS and the other terms
+# apart (training/dot_step.py).
+DOT_METHODS = ('dot',)
+# The terms of DOT's task gradient; every other term is distillation.
+TASK_TERMS = ('ce',)
 # The terms that read config.points (feature points with their weights).
 POINT_TERMS = tuple(name for name, cls in TERMS.items() if cls.reads_points)
 # Every top-level config field a term reads besides config.loss (its
@@ -118,6 +131,6 @@ def create_terms(config, context: Context) -> tuple[tuple[str, Term, float],
   return tuple(out)
 
 
-__all__ = ['METHODS', 'POINT_TERMS', 'SETTING_FIELDS', 'TERMS', 'Adapter', 'Context', 'Needs',
+__all__ = ['DOT_METHODS', 'METHODS', 'POINT_TERMS', 'TASK_TERMS', 'SETTING_FIELDS', 'TERMS', 'Adapter', 'Context', 'Needs',
            'Outputs', 'Shapes', 'Term', 'check_method', 'create_terms',
            'setting_fields']

@@ -93,11 +93,14 @@ class Needs:
     teacher: the frozen teacher's logits, features and tail.
     same_stages: student and teacher must have the same number of stages
       (the term pairs stage k with stage k).
+    same_channels: and the same channel count at every stage (KDSVD's
+      cosines pair the two networks' channels).
     adapters: the modules trained with the student that the term reads
       (`Adapter` declarations); their outputs are `Outputs.adapted[key]`.
   """
   teacher: bool = False
   same_stages: bool = False
+  same_channels: bool = False
   adapters: tuple[Adapter, ...] = ()
 
 

@@ -62,12 +62,15 @@ class Distiller:
     init_steps: the length of the first phase in steps (terms with
       `init_trains`, config.init_epochs): before it, the loss is the sum of
       those terms' `init_loss`; 0 for none.
+    dot: trained with DOT (`methods.DOT_METHODS`): the step takes the task
+      and distillation gradients apart (training/dot_step.py).
   """
   student: nn.Module
   teacher: nn.Module | None
   terms: tuple[tuple[str, methods.Term, float], ...]
   adapters: tuple[tuple[methods.Adapter, nn.Module], ...] = ()
   init_steps: int = 0
+  dot: bool = False
 
   @property
   def init_trains(self) -> tuple[str, ...]:
@@ -254,6 +257,8 @@ def create(config, num_classes: int, image_shape,
         f'config.model={config.model!r} has {student.num_stages} stages but '
         f'config.teacher={config.teacher!r} has {teacher.num_stages}; '
         'feature methods pair stage k with stage k.')
+  if any(n.same_channels for n in needs):
+    _check_same_channels(config, student, teacher, image_shape)
   adapters = _declared_adapters(needs)
   checking = [t for _, t, _ in terms
               if type(t).check_shapes is not methods.Term.check_shapes]
@@ -270,7 +275,24 @@ def create(config, num_classes: int, image_shape,
   if any(t.init_trains for _, t, _ in terms):
     init_steps = int(round(float(config.init_epochs) * steps_per_epoch))
   return Distiller(student=student, teacher=teacher, terms=terms,
-                   adapters=adapters, init_steps=init_steps)
+                   adapters=adapters, init_steps=init_steps,
+                   dot=config.method in methods.DOT_METHODS)
+
+
+def _check_same_channels(config, student, teacher, image_shape) -> None:
+  """ValueError in one line unless every stage of the two networks has the
+  same channel count (`Needs.same_channels`)."""
+  widths = []
+  for model in (student, teacher):
+    shapes = feature_shapes(model, image_shape)
+    widths.append(tuple(shapes[f'stage{k}'].shape[-1]
+                        for k in range(1, model.num_stages + 1)))
+  if widths[0] != widths[1]:
+    raise ValueError(
+        f'config.method={config.method!r} needs the same channel count at '
+        f'every stage: config.model={config.model!r} has {widths[0]}, '
+        f'config.teacher={config.teacher!r} has {widths[1]}; pick a pair of '
+        'equal widths (e.g. resnet32x4 -> resnet8x4).')
 
 
 def _declared_adapters(needs) -> tuple[methods.Adapter, ...]:

@@ -1,9 +1,10 @@
-"""The terms of the relational baselines SP, CC, RKD, PKT, and of NST and
-DIST.
+"""The terms of the relational baselines SP, CC, RKD, PKT, and of NST,
+KDSVD and DIST.
 
 Each as RepDistiller's `train_student.py` and `helper/loops.py` apply it
 (which features, which modules trained with the student; DIST as its
-authors' code); the math is in `losses/relational.py`, `nst.py`, `dist.py`, the published CIFAR-100 weights in
+authors' code); the math is in `losses/relational.py`, `nst.py`, `kdsvd.py`, `dist.py`,
+the published CIFAR-100 weights in
 `configs/default.py` and docs/method.md, section "Baselines".
 """
 
@@ -108,6 +109,23 @@ class NST(base.EveryStageTerm):
 
   def stage_loss(self, f_s, f_t):
     return losses.nst_loss(f_s, f_t)
+
+
+@dataclasses.dataclass(frozen=True)
+class KDSVD(base.EveryStageTerm):
+  """KDSVD, as RepDistiller: the relations of consecutive stage outputs'
+  singular vectors (its `feat[1:-1]`), one loss over all stages. Needs the
+  same channel count at every stage of both networks (checked by
+  `objective.create`)."""
+
+  @property
+  def needs(self):
+    return base.Needs(teacher=True, same_stages=True, same_channels=True)
+
+  def __call__(self, out):
+    names = [f'stage{k}' for k in range(1, self.num_stages + 1)]
+    return losses.kdsvd_loss([out.feats_s[n] for n in names],
+                             [out.feats_t[n] for n in names])
 
 
 @dataclasses.dataclass(frozen=True)

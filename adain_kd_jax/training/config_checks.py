@@ -17,7 +17,7 @@ anything is compiled or written:
     set; every class has train_per_class examples; the data files exist;
     images and labels fit the data set.
   * objective.create: teacher and student stage counts agree (feature methods,
-    AT); each of config.points is a stage of the model; FitNet's hint
+    AT), and their channel counts at every stage (KDSVD); each of config.points is a stage of the model; FitNet's hint
     regressors map the student's maps to the teacher's shapes.
   * Distiller.init_term_state: crd.num_negatives below the training set size.
   * checkpoints.load_teacher: teacher_checkpoint holds a config.teacher

@@ -24,9 +24,9 @@ decay).
 Which parameters get which gradient is structural in PyTorch (a gradient of
 None); here it is given as two boolean trees of the params' structure,
 `task_mask` and `kd_mask`. The transformation's `update` takes the pair
-`(task_grads, kd_grads)` as its updates. It is not wired into the training
-step yet: that needs the step to differentiate the task and distillation
-terms apart (docs/method.md, "Baselines").
+`(task_grads, kd_grads)` as its updates; the step of a method trained with
+DOT (`training/dot_step.py`) differentiates the task and distillation
+terms apart and derives the masks (docs/method.md, "Baselines").
 """
 
 from typing import Any, NamedTuple

@@ -26,6 +26,7 @@ import ml_collections
 import optax
 
 from adain_kd_jax.methods import objective
+from adain_kd_jax.training import dot_step
 from adain_kd_jax.training import init_phase
 from adain_kd_jax.training import steps
 
@@ -99,6 +100,9 @@ def build_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
                                         total_steps - n)
   if n:
     tx, schedule = init_phase.with_init_phase(config, distiller, tx, schedule)
+  if distiller.dot:  # DOT's masks: which params each gradient reaches.
+    tx = dot_step.create_optimizer(config, schedule, *dot_step.reach_masks(
+        distiller, image_shape, num_train, train_labels))
   init = functools.partial(steps.init_state, distiller, tx, image_shape,
                            num_train=num_train, train_labels=train_labels)
   return StepParts(

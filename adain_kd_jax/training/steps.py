@@ -20,6 +20,7 @@ import optax
 
 from adain_kd_jax.data import augment
 from adain_kd_jax.methods import objective
+from adain_kd_jax.training import dot_step
 
 
 @flax.struct.dataclass
@@ -129,16 +130,21 @@ def update_step(state, teacher_vars, batch, rng, *, distiller, tx, schedule,
   nondiff_vars = objective.NondiffVars(batch_stats=state.batch_stats,
                                        term_state=state.term_state,
                                        teacher=teacher_vars)
-  grad_fn = jax.value_and_grad(
-      functools.partial(distiller.loss_fn, teacher_out=teacher_out),
-      has_aux=True)
-  (_, (metrics, updated)), grads = grad_fn(
-      state.params, nondiff_vars, batch, rng, state.step)
+  if distiller.dot:
+    metrics, updated, grads, updates, opt_state = _dot_update(
+        state, nondiff_vars, batch, rng, distiller=distiller, tx=tx,
+        teacher_out=teacher_out)
+  else:
+    grad_fn = jax.value_and_grad(
+        functools.partial(distiller.loss_fn, teacher_out=teacher_out),
+        has_aux=True)
+    (_, (metrics, updated)), grads = grad_fn(
+        state.params, nondiff_vars, batch, rng, state.step)
+    # The step selects the phase of a run with a first phase (init_phase.py);
+    # other optimisers ignore it.
+    updates, opt_state = optax.with_extra_args_support(tx).update(
+        grads, state.opt_state, state.params, step=state.step)
   batch_stats, term_state = updated['batch_stats'], updated['term_state']
-  # The step selects the phase of a run with a first phase (init_phase.py);
-  # other optimisers ignore it.
-  updates, opt_state = optax.with_extra_args_support(tx).update(
-      grads, state.opt_state, state.params, step=state.step)
   params = optax.apply_updates(state.params, updates)
   metrics['grad_norm'] = optax.tree.norm(grads)
   finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
@@ -157,6 +163,20 @@ def update_step(state, teacher_vars, batch, rng, *, distiller, tx, schedule,
   metrics['finite'] = finite
   metrics['skipped'] = new_state.skipped
   return new_state, metrics
+
+
+def _dot_update(state, nondiff_vars, batch, rng, *, distiller, tx,
+                teacher_out):
+  """`update_step`'s gradient and update for a method trained with DOT:
+  the task and distillation gradients apart (one forward pass), both to
+  DOT's transformation; `grads`, their sum, for the gradient norm."""
+  metrics, updated, (g_task, g_kd) = dot_step.value_and_grads(
+      distiller, state.params, nondiff_vars, batch, rng, state.step,
+      teacher_out=teacher_out)
+  updates, opt_state = tx.update((g_task, g_kd), state.opt_state,
+                                 state.params)
+  return (metrics, updated, jax.tree.map(jnp.add, g_task, g_kd), updates,
+          opt_state)
 
 
 def eval_step(state, batch, *, distiller, prep):
