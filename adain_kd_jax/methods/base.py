@@ -144,6 +144,10 @@ class Term:
   # config.dkd), config.points. The grid, the default config and the docs
   # take the list of per-method settings from here.
   config_fields: ClassVar[tuple[str, ...]] = ()
+  # The top-level keys of the trained params ('student' or an adapter's
+  # key, e.g. 'ft_paraphraser') that the first phase trains, on
+  # `init_loss`; empty: the term has no first phase.
+  init_trains: ClassVar[tuple[str, ...]] = ()
 
   @property
   def needs(self) -> Needs:
@@ -159,6 +163,10 @@ class Term:
     raise NotImplementedError
 
   def __call__(self, out: Outputs, *state):
+    raise NotImplementedError
+
+  def init_loss(self, out: Outputs) -> jax.Array:
+    """The first phase's loss, unweighted (terms with `init_trains`)."""
     raise NotImplementedError
 
 
