@@ -186,6 +186,10 @@ def _loss(config):
   # DefangChen/SimKD's CIFAR-100 recipe (scripts/run_distill.sh:
   # -c 1 -d 1 -b 1).
   config.loss.srrl = 1.0
+  # FT's factor loss through the translator and the paraphraser (method ft,
+  # CE 1, no KD): RepDistiller's beta (scripts/run_cifar_distill.sh:
+  # --distill factor -a 0 -b 200).
+  config.loss.ft = 200.0
 
 
 def _baselines(config):

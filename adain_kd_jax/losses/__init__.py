@@ -13,7 +13,8 @@ Family modules, one test file each, sharing the checks and casts of
   * `ofd`: OFD's margin and partial L2 on the maps before the ReLU;
   * `reviewkd`: ReviewKD's hierarchical context loss and nearest resize;
   * `kdsvd`: KDSVD's relations of singular vectors across stages;
-  * `srrl`: SRRL's feature matching and softmax regression.
+  * `srrl`: SRRL's feature matching and softmax regression;
+  * `ft`: FT's factor loss and its paraphraser's reconstruction loss.
 This module is their public face: `losses.<name>` for every public name.
 """
 
@@ -102,4 +103,9 @@ from adain_kd_jax.losses.kdsvd import (
 from adain_kd_jax.losses.srrl import (
     srrl_terms,
     srrl_loss,
+)
+from adain_kd_jax.losses.ft import (
+    ft_factor,
+    ft_loss,
+    ft_reconstruction_loss,
 )

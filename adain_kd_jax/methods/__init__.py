@@ -46,6 +46,7 @@ TERMS = {
     'ofd': feature_terms.OFD,
     'reviewkd': feature_terms.ReviewKD,
     'srrl': feature_terms.SRRL,
+    'ft': feature_terms.FT,
 }
 
 # The terms each method adds up, in this order (weights: config.loss).
@@ -71,6 +72,8 @@ METHODS = {
     'reviewkd': ('ce', 'reviewkd'),
     # SimKD's SRRL recipe: CE 1, KD 1 at tau 4, SRRL 1.
     'srrl': ('ce', 'kd', 'srrl'),
+    # RepDistiller's FT recipe: CE 1, no KD, FT 200 (-a 0 -b 200).
+    'ft': ('ce', 'ft'),
 }
 # The terms that read config.points (feature points with their weights).
 POINT_TERMS = tuple(name for name, cls in TERMS.items() if cls.reads_points)
