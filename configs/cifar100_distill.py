@@ -26,7 +26,9 @@ CE 1 + 1 x KDSVD (mdistiller's CFG.KDSVD; RepDistiller publishes no weight;
 only pairs of equal stage widths); dist
 CE 1 + 2 x DIST at tau 4 (hunto/image_classification_sota's
 `configs/strategies/distill/dist_cifar.yaml`, every pair); ofd CE 1 + 1e-3
-x OFD (mdistiller's CFG.OFD.LOSS, every pair it can build); reviewkd CE 1
+x OFD (mdistiller's CFG.OFD.LOSS, every pair it can build); ft CE 1 +
+200 x FT, no KD (RepDistiller's `--distill factor -a 0 -b 200`, every
+pair); reviewkd CE 1
 + ReviewKD weight 1, 5 for resnet32x4 -> resnet8x4 (`REVIEWKD_WEIGHTS`:
 mdistiller's CFG.REVIEWKD and configs/cifar100/reviewkd.yaml), warm-up 20
 epochs; dkd CE 1,

@@ -196,6 +196,10 @@ def _loss(config):
   # term reported, not optimised.
   config.loss.fsp = 0.0  # RepDistiller's script: -a 0 -b 50.
   config.loss.ab = 0.0  # RepDistiller's script: -a 0 -b 1.
+  # FT's factor loss through the translator and the paraphraser (method ft,
+  # CE 1, no KD): RepDistiller's beta (scripts/run_cifar_distill.sh:
+  # --distill factor -a 0 -b 200).
+  config.loss.ft = 200.0
 
 
 def _baselines(config):

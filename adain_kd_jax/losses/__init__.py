@@ -16,6 +16,7 @@ Family modules, one test file each, sharing the checks and casts of
   * `srrl`: SRRL's feature matching and softmax regression;
   * `two_stage`: FSP's and AB's losses, the methods distilled in a first
     training phase.
+  * `ft`: FT's factor loss and its paraphraser's reconstruction loss.
 This module is their public face: `losses.<name>` for every public name.
 """
 
@@ -113,4 +114,9 @@ from adain_kd_jax.losses.two_stage import (
     fsp_loss,
     ab_stage_loss,
     ab_loss,
+)
+from adain_kd_jax.losses.ft import (
+    ft_factor,
+    ft_loss,
+    ft_reconstruction_loss,
 )

@@ -50,6 +50,7 @@ TERMS = {
     'srrl': feature_terms.SRRL,
     'fsp': two_stage_terms.FSP,
     'ab': two_stage_terms.AB,
+    'ft': feature_terms.FT,
 }
 
 # The terms each method adds up, in this order (weights: config.loss).
@@ -82,6 +83,8 @@ METHODS = {
     'ab': ('ce', 'ab'),
     # KD trained with DOT (DOT_METHODS), mdistiller's KD + DOT recipe.
     'dot': ('ce', 'kd'),
+    # RepDistiller's FT recipe: CE 1, no KD, FT 200 (-a 0 -b 200).
+    'ft': ('ce', 'ft'),
 }
 # The methods trained with DOT (training/dot.py), the distillation-oriented
 # trainer: a method of the table, not a config switch, because DOT is

@@ -1,11 +1,13 @@
-"""The terms of OFD, ReviewKD and SRRL: feature distillation through
+"""The terms of OFD, ReviewKD, SRRL and FT: feature distillation through
 modules trained with the student, on architecture-specific features (the
-maps before the final ReLU) or through the teacher's own classifier.
+maps before the final ReLU), through the teacher's own classifier or
+through a paraphraser of the teacher's map.
 
 OFD and ReviewKD as mdistiller's distillers apply them, SRRL as
-DefangChen/SimKD's (which features, which modules trained with the
-student); the math is in `losses/ofd.py`, `losses/reviewkd.py` and
-`losses/srrl.py`, the published CIFAR-100 weights in `configs/default.py`,
+DefangChen/SimKD's, FT as RepDistiller's (which features, which modules
+trained with the student); the math is in `losses/ofd.py`,
+`losses/reviewkd.py`, `losses/srrl.py` and `losses/ft.py`, the published
+CIFAR-100 weights in `configs/default.py`,
 `configs/cifar100_distill.py` and docs/method.md, section "Baselines".
 """
 
@@ -16,9 +18,11 @@ import jax.numpy as jnp
 
 from adain_kd_jax import losses
 from adain_kd_jax.methods import base
+from adain_kd_jax.methods import ft_modules
 from adain_kd_jax.methods import ofd_connectors
 from adain_kd_jax.methods import reviewkd_abf
 from adain_kd_jax.methods import srrl_connector
+from adain_kd_jax.methods.relational_terms import last_stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,3 +95,36 @@ class SRRL(base.Term):
     return losses.srrl_loss(
         out.adapted['srrl'], out.feats_t['pre_logits'], out.logits_t_NK,
         lambda e_s: out.teacher_method('classify', e_s))
+
+
+@dataclasses.dataclass(frozen=True)
+class FT(base.Term):
+  """Factor transfer (RepDistiller's `FactorTransfer` with its
+  `Paraphraser` and `Translator`, `ft_modules`): the student's last stage
+  map through the translator against the teacher's through the
+  paraphraser's encoder (`losses.ft_loss`).
+
+  Its first phase trains the paraphraser alone (`init_trains`) on the
+  reconstruction of the teacher's last stage map (`init_loss`,
+  `losses.ft_reconstruction_loss`). In the main phase RepDistiller keeps
+  the paraphraser out of its optimiser (`trainable_list` holds the student
+  and the translator); here the main loss stops the gradient of the
+  teacher's factor, so the paraphraser gets none from it.
+  """
+  init_trains = ('ft_paraphraser',)
+
+  @property
+  def needs(self):
+    return base.Needs(teacher=True,
+                      adapters=(ft_modules.ParaphraserAdapter(),
+                                ft_modules.TranslatorAdapter()))
+
+  def __call__(self, out):
+    factor_t, _ = out.adapted['ft_paraphraser']
+    return losses.ft_loss(out.adapted['ft'],
+                          jax.lax.stop_gradient(factor_t))
+
+  def init_loss(self, out):
+    _, rec = out.adapted['ft_paraphraser']
+    return losses.ft_reconstruction_loss(rec,
+                                         out.feats_t[last_stage(out.feats_t)])
