@@ -356,6 +356,7 @@ def test_method_trains_a_few_steps():
   """Four jitted steps on a repeated batch at lr 0.01: finite, the term and
   the total go down, the translator moves."""
   config = _config()
+  config.init_epochs = 0.0  # The main phase alone (the phase: below).
   # FT's weight 200 on an L1 loss: at the smoke config's lr 0.05 the first
   # steps on one repeated batch overshoot (the term rises, then falls).
   config.learning_rate = 0.01
@@ -365,6 +366,18 @@ def test_method_trains_a_few_steps():
   assert values[-1] < values[0], values
   assert totals[-1] < totals[0], totals
   assert all(moved)
+
+
+def test_first_phase_trains_the_paraphraser_alone():
+  """Four steps of the first phase: the loss is the reconstruction, which
+  goes down; the translator (params['ft']) does not move."""
+  config = _config()
+  config.init_epochs = 0.4  # 4 steps of 10 an epoch.
+  _, totals, moved = train_a_few_steps(
+      config, 'ft', _batch(2), make_teacher_variables(), IMAGE_SHAPE)
+  assert np.all(np.isfinite(totals)), totals
+  assert totals[-1] < totals[0], totals
+  assert moved and not any(moved)
 
 
 def _reference_param_counts(c_s, c_t):
