@@ -13,7 +13,9 @@ Family modules, one test file each, sharing the checks and casts of
   * `ofd`: OFD's margin and partial L2 on the maps before the ReLU;
   * `reviewkd`: ReviewKD's hierarchical context loss and nearest resize;
   * `kdsvd`: KDSVD's relations of singular vectors across stages;
-  * `srrl`: SRRL's feature matching and softmax regression.
+  * `srrl`: SRRL's feature matching and softmax regression;
+  * `simkd`: SimKD's projected-feature MSE and its prediction through the
+    teacher's classifier.
 This module is their public face: `losses.<name>` for every public name.
 """
 
@@ -102,4 +104,10 @@ from adain_kd_jax.losses.kdsvd import (
 from adain_kd_jax.losses.srrl import (
     srrl_terms,
     srrl_loss,
+)
+from adain_kd_jax.losses.simkd import (
+    simkd_aligned_size,
+    simkd_align,
+    simkd_loss,
+    simkd_logits,
 )

@@ -46,6 +46,7 @@ TERMS = {
     'ofd': feature_terms.OFD,
     'reviewkd': feature_terms.ReviewKD,
     'srrl': feature_terms.SRRL,
+    'simkd': feature_terms.SimKD,
 }
 
 # The terms each method adds up, in this order (weights: config.loss).
@@ -71,6 +72,9 @@ METHODS = {
     'reviewkd': ('ce', 'reviewkd'),
     # SimKD's SRRL recipe: CE 1, KD 1 at tau 4, SRRL 1.
     'srrl': ('ce', 'kd', 'srrl'),
+    # SimKD's recipe (DefangChen/SimKD scripts/run_distill.sh, -c 0 -d 0
+    # -b 1): its MSE alone, no CE and no KD.
+    'simkd': ('simkd',),
 }
 # The terms that read config.points (feature points with their weights).
 POINT_TERMS = tuple(name for name, cls in TERMS.items() if cls.reads_points)

@@ -18,7 +18,9 @@ anything is compiled or written:
     images and labels fit the data set.
   * objective.create: teacher and student stage counts agree (feature methods,
     AT); each of config.points is a stage of the model; FitNet's hint
-    regressors map the student's maps to the teacher's shapes.
+    regressors map the student's maps to the teacher's shapes; SimKD's
+    teacher classifies the mean of its last stage map (the classifier it
+    reuses), OFD's pair exposes pre-ReLU maps.
   * Distiller.init_aux: crd.num_negatives below the training set size.
   * checkpoints.load_teacher: teacher_checkpoint holds a config.teacher
     trained on config.dataset.
@@ -164,6 +166,14 @@ def _check_method(config) -> None:
   """method and compare_to: names of methods.METHODS ('' = no comparison)."""
   for field in ('method',) + (('compare_to',) if config.compare_to else ()):
     methods.check_method(config[field], field)
+  predictors = [methods.TERMS[t].predicted_by
+                for t in methods.METHODS[config.method]
+                if methods.TERMS[t].predicted_by]
+  if config.export and predictors:
+    _fail('export', config.export,
+          f'method {config.method!r} predicts with {predictors[0]}, which '
+          'an export of the student alone does not hold; use '
+          '--config.export=False.')
 
 
 def _check_points(config) -> None:
