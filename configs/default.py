@@ -239,7 +239,7 @@ def _baselines(config):
   # width // factor (int >= 1; DefangChen/SimKD's --factor, 2 in its
   # CIFAR-100 recipe and README table).
   config.simkd = ml_collections.ConfigDict()
-  config.simkd.factor = 2
+  config.simkd.factor = 2  # The projector's reduction (int >= 1).
 
 
 def _optimisation(config):

@@ -264,6 +264,16 @@ def test_teacher_with_a_head_after_its_last_map_is_refused(teacher):
   assert '\n' not in str(err.value)
 
 
+@pytest.mark.parametrize('factor', [0, -1, True])
+def test_bad_factor_is_refused(factor):
+  """config.simkd.factor must be an int >= 1: one line naming the field."""
+  config = _config()
+  config.simkd.factor = factor
+  with pytest.raises(ValueError, match=r'config\.simkd\.factor=.* is '
+                                       r'invalid: use an int >= 1'):
+    config_checks.check(config)
+
+
 def test_export_of_a_simkd_run_is_refused():
   """config.export with SimKD is refused in one line: the student alone is
   not the model."""

@@ -117,10 +117,10 @@ class Distiller:
     return next((t for _, t, _ in self.terms if t.needs.predicts), None)
 
   @property
-  def predicted_by(self) -> str:
-    """What predicts, in words (the run's summary says so)."""
-    term = self.predictor
-    return 'the student' if term is None else term.predicted_by
+  def predicted_by(self) -> str | None:
+    """What predicts, in words, where it is not the student alone (the
+    run's summary says so); None for the student."""
+    return None if self.predictor is None else self.predictor.predicted_by
 
   def predict(self, params, batch_stats, images_NHWC, teacher_vars=None):
     """The model's logits in inference mode (evaluation): the student's,

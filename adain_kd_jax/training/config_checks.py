@@ -220,7 +220,12 @@ def _check_loss(config) -> None:
 
 
 def _check_baselines(config) -> None:
-  """crd.* (sizes, temperature, momentum; class-aware needs labels)."""
+  """crd.* (sizes, temperature, momentum; class-aware needs labels),
+  simkd.factor."""
+  if _uses(config, 'simkd'):  # Older recordings have no simkd group.
+    factor = config.simkd.factor
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+      _fail('simkd.factor', factor, 'use an int >= 1 (published: 2).')
   for field in ('dim', 'num_negatives'):
     if config.crd[field] < 1:
       _fail(f'crd.{field}', config.crd[field], 'it must be >= 1.')

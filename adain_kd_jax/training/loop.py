@@ -365,8 +365,7 @@ def _summarise(member: Member, start_time: float,
       config_changes=list(progress.config_changes),
       val_accuracy=(last_eval['val']['accuracy'] if 'val' in last_eval
                     else None),
-      grid=grid, predicted_by=(None if run.distiller.predictor is None
-                               else run.distiller.predicted_by))
+      grid=grid, predicted_by=run.distiller.predicted_by)
   if config.export:
     summary.export = _export(run, state, summary, last_eval, wall)
   if jax.process_index() == 0:
