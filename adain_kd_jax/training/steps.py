@@ -155,8 +155,8 @@ def update_step(state, teacher_vars, batch, rng, *, distiller, tx, schedule,
 
 def eval_step(state, teacher_vars, batch, *, distiller, prep):
   """Sums of correct predictions, loss and examples (padding masked out)
-  of the method's model (`Distiller.predict`: the student, or SimKD's
-  student through its projector and the teacher's classifier, which reads
+  of the method's model (`Distiller.predict`: the student's logits, or
+  those of the term that declares `Needs.predicts`, which may read
   `teacher_vars`)."""
   images = augment.preprocess_eval(batch['image'], mean=prep.mean,
                                    std=prep.std)

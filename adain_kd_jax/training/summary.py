@@ -67,8 +67,8 @@ class RunSummary:
   # xla_flags} (grid.py).
   grid: dict[str, Any] | None = None
   # What gave the evaluations' logits where it is not the student alone
-  # (`Distiller.predicted_by`; SimKD: the student's last map through its
-  # projector and the frozen teacher's classifier).
+  # (`Distiller.predicted_by`, from the term that declares
+  # `Needs.predicts`); absent for the student.
   predicted_by: str | None = None
 
   def to_json(self) -> dict[str, Any]:
