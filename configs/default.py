@@ -200,6 +200,10 @@ def _loss(config):
   # CE 1, no KD): RepDistiller's beta (scripts/run_cifar_distill.sh:
   # --distill factor -a 0 -b 200).
   config.loss.ft = 200.0
+  # SimKD's MSE between the projected student map and the teacher's last
+  # map (method simkd, alone: no CE, no KD): DefangChen/SimKD's CIFAR-100
+  # recipe (scripts/run_distill.sh: --distill simkd -c 0 -d 0 -b 1).
+  config.loss.simkd = 1.0
 
 
 def _baselines(config):
@@ -245,6 +249,11 @@ def _baselines(config):
   # ReviewKD (method reviewkd): loss.reviewkd * min(epoch / warmup_epochs, 1).
   config.reviewkd = ml_collections.ConfigDict()
   config.reviewkd.warmup_epochs = 20.0  # > 0; mdistiller's WARMUP_EPOCHS.
+  # SimKD (method simkd): its projector's middle width is the teacher's
+  # width // factor (int >= 1; DefangChen/SimKD's --factor, 2 in its
+  # CIFAR-100 recipe and README table).
+  config.simkd = ml_collections.ConfigDict()
+  config.simkd.factor = 2  # The projector's reduction (int >= 1).
 
 
 def _optimisation(config):

@@ -314,7 +314,7 @@ def test_term_and_init_loss_are_the_references_on_its_inputs():
   np.testing.assert_allclose(rec, np_rec, rtol=1e-4, atol=1e-5)
   out, _ = distiller._outputs(  # pylint: disable=protected-access
       variables['params'],
-      {'batch_stats': variables['batch_stats'], 'aux': {},
+      {'batch_stats': variables['batch_stats'], 'term_state': {},
        'teacher': got['teacher_vars']},
       {'image': got['images'], 'label': _batch(0)['label']},
       jax.random.key(0), 0)
@@ -331,7 +331,7 @@ def test_gradients_reach_the_modules_each_phase_trains():
   variables = distiller.init(jax.random.key(0),
                              jnp.zeros((1, *IMAGE_SHAPE)))
   batch = _batch(1)
-  nondiff = {'batch_stats': variables['batch_stats'], 'aux': {},
+  nondiff = {'batch_stats': variables['batch_stats'], 'term_state': {},
              'teacher': make_teacher_variables()}
   batch = {'image': batch['image'].astype(np.float32) / 255.0,
            'label': batch['label']}

@@ -17,6 +17,8 @@ Family modules, one test file each, sharing the checks and casts of
   * `two_stage`: FSP's and AB's losses, the methods distilled in a first
     training phase.
   * `ft`: FT's factor loss and its paraphraser's reconstruction loss.
+  * `simkd`: SimKD's projected-feature MSE and its prediction through the
+    teacher's classifier.
 This module is their public face: `losses.<name>` for every public name.
 """
 
@@ -119,4 +121,10 @@ from adain_kd_jax.losses.ft import (
     ft_factor,
     ft_loss,
     ft_reconstruction_loss,
+)
+from adain_kd_jax.losses.simkd import (
+    simkd_aligned_size,
+    simkd_align,
+    simkd_loss,
+    simkd_logits,
 )

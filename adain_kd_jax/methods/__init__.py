@@ -51,6 +51,7 @@ TERMS = {
     'fsp': two_stage_terms.FSP,
     'ab': two_stage_terms.AB,
     'ft': feature_terms.FT,
+    'simkd': feature_terms.SimKD,
 }
 
 # The terms each method adds up, in this order (weights: config.loss).
@@ -85,6 +86,9 @@ METHODS = {
     'dot': ('ce', 'kd'),
     # RepDistiller's FT recipe: CE 1, no KD, FT 200 (-a 0 -b 200).
     'ft': ('ce', 'ft'),
+    # SimKD's recipe (DefangChen/SimKD scripts/run_distill.sh, -c 0 -d 0
+    # -b 1): its MSE alone, no CE and no KD.
+    'simkd': ('simkd',),
 }
 # The methods trained with DOT (training/dot.py), the distillation-oriented
 # trainer: a method of the table, not a config switch, because DOT is

@@ -97,11 +97,17 @@ class Needs:
       cosines pair the two networks' channels).
     adapters: the modules trained with the student that the term reads
       (`Adapter` declarations); their outputs are `Outputs.adapted[key]`.
+    predicts: the method's model is not the student alone: the term's
+      `predict(out)` gives the logits that training's accuracy and every
+      evaluation report (SimKD: the student's features through its
+      projector and the frozen teacher's classifier), and its
+      `predicted_by` names that model. At most one term of a method.
   """
   teacher: bool = False
   same_stages: bool = False
   same_channels: bool = False
   adapters: tuple[Adapter, ...] = ()
+  predicts: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +183,16 @@ class Term:
 
   def init_state(self, rng, num_train: int, train_labels) -> Any:
     """The term's own state (stateful terms only)."""
+    raise NotImplementedError
+
+  # What predicts, in words, for a term whose `needs.predicts` is set (the
+  # run's summary says so).
+  predicted_by: ClassVar[str] = ''
+
+  def predict(self, out: Outputs) -> jax.Array:
+    """The model's logits_NK from the step's outputs (terms whose
+    `needs.predicts` is set; in evaluation `out` is computed in inference
+    mode)."""
     raise NotImplementedError
 
   def __call__(self, out: Outputs, *state):

@@ -1,12 +1,13 @@
-"""The terms of OFD, ReviewKD, SRRL and FT: feature distillation through
-modules trained with the student, on architecture-specific features (the
+"""The terms of OFD, ReviewKD, SRRL, FT and SimKD: feature distillation
+through modules trained with the student, on architecture-specific features (the
 maps before the final ReLU), through the teacher's own classifier or
 through a paraphraser of the teacher's map.
 
-OFD and ReviewKD as mdistiller's distillers apply them, SRRL as
+OFD and ReviewKD as mdistiller's distillers apply them, SRRL and SimKD as
 DefangChen/SimKD's, FT as RepDistiller's (which features, which modules
-trained with the student); the math is in `losses/ofd.py`,
-`losses/reviewkd.py`, `losses/srrl.py` and `losses/ft.py`, the published
+trained with the student; SimKD's model predicts through the teacher's
+classifier); the math is in `losses/ofd.py`, `losses/reviewkd.py`,
+`losses/srrl.py`, `losses/ft.py` and `losses/simkd.py`, the published
 CIFAR-100 weights in `configs/default.py`,
 `configs/cifar100_distill.py` and docs/method.md, section "Baselines".
 """
@@ -21,6 +22,7 @@ from adain_kd_jax.methods import base
 from adain_kd_jax.methods import ft_modules
 from adain_kd_jax.methods import ofd_connectors
 from adain_kd_jax.methods import reviewkd_abf
+from adain_kd_jax.methods import simkd_projector
 from adain_kd_jax.methods import srrl_connector
 from adain_kd_jax.methods.relational_terms import last_stage
 
@@ -129,3 +131,39 @@ class FT(base.Term):
     _, rec = out.adapted['ft_paraphraser']
     return losses.ft_reconstruction_loss(rec,
                                          out.feats_t[last_stage(out.feats_t)])
+
+
+class SimKD(base.Term):
+  """Knowledge distillation with the reused teacher classifier
+  (DefangChen/SimKD's `simkd`): the student's last map through its projector
+  (`simkd_projector`), matched to the teacher's last map
+  (`losses.simkd_loss`); the model predicts with the frozen teacher's
+  classifier on the pooled projection (`losses.simkd_logits`)."""
+  config_fields = ('simkd',)
+  factor: int = 2
+  predicted_by = ("the student's last map through the SimKD projector and "
+                  "the frozen teacher's classifier")
+
+  @property
+  def needs(self):
+    return base.Needs(
+        teacher=True, predicts=True,
+        adapters=(simkd_projector.SimKDAdapter(factor=self.factor),))
+
+  @classmethod
+  def from_config(cls, config, context):
+    del context
+    factor = config.simkd.factor
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+      raise ValueError(f'config.simkd.factor={factor!r} must be an int >= 1 '
+                       '(published: 2).')
+    return cls(factor=factor)
+
+  def __call__(self, out):
+    return losses.simkd_loss(
+        out.adapted['simkd'],
+        out.feats_t[simkd_projector.last_stage(out.feats_t)])
+
+  def predict(self, out):
+    return losses.simkd_logits(
+        out.adapted['simkd'], lambda v: out.teacher_method('classify', v))

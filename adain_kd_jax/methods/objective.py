@@ -126,12 +126,45 @@ class Distiller:
     return {name: t.init_state(rng, num_train, train_labels)
             for name, t, _ in self.terms if t.stateful}
 
-  def predict(self, params, batch_stats, images_NHWC):
-    """Student logits in inference mode (evaluation)."""
-    logits, _ = jax.named_call(self.student.apply, name='student_forward')(
+  @property
+  def predictor(self) -> methods.Term | None:
+    """The term that gives the model's logits (`Needs.predicts`: SimKD's
+    student features through its projector and the teacher's
+    classifier), or None: the student predicts alone."""
+    return next((t for _, t, _ in self.terms if t.needs.predicts), None)
+
+  @property
+  def predicted_by(self) -> str | None:
+    """What predicts, in words, where it is not the student alone (the
+    run's summary says so); None for the student."""
+    return None if self.predictor is None else self.predictor.predicted_by
+
+  def predict(self, params, batch_stats, images_NHWC, teacher_vars=None):
+    """The model's logits in inference mode (evaluation): the student's,
+    or the predicting term's (`predictor`) from the student, the teacher
+    (`teacher_vars`) and the trained modules, all in inference mode."""
+    logits, f_s = jax.named_call(self.student.apply, name='student_forward')(
         {'params': params['student'], 'batch_stats': batch_stats['student']},
         images_NHWC, train=False)
-    return logits
+    term = self.predictor
+    if term is None:
+      return logits
+    if teacher_vars is None:
+      raise ValueError(f'{term.predicted_by} predicts: evaluation needs the '
+                       "teacher's variables.")
+    fields = self._teacher_fields(teacher_vars, images_NHWC)
+    adapted = {}
+    for decl, module in self.adapters:
+      variables = {'params': params[decl.key]}
+      if decl.batch_norm:
+        variables['batch_stats'] = batch_stats[decl.key]
+      adapted[decl.key] = module.apply(
+          variables, *decl.inputs(f_s, fields['feats_t']),
+          **_train_arg(decl, False))
+    return term.predict(methods.Outputs(
+        logits_s_NK=logits, feats_s=f_s,
+        labels_N=jnp.zeros(images_NHWC.shape[:1], jnp.int32),
+        step=jnp.zeros((), jnp.int32), adapted=adapted, **fields))
 
   def teacher_outputs(self, teacher_vars, images_NHWC):
     """(logits_t_NK, feats_t) of the frozen teacher, under stop_gradient.
@@ -179,10 +212,26 @@ class Distiller:
       init_loss = sum(t.init_loss(out) for _, t, _ in self.terms
                       if t.init_trains)
       loss = jnp.where(jnp.asarray(step) < self.init_steps, init_loss, loss)
+    # The model's accuracy: the predicting term's logits where one is.
+    logits = (out.logits_s_NK if self.predictor is None
+              else self.predictor.predict(out))
     metrics = dict(values, loss=loss, accuracy=jnp.mean(
-        jnp.argmax(out.logits_s_NK, -1) == batch['label']))
+        jnp.argmax(logits, -1) == batch['label']))
     return loss, (metrics, {'batch_stats': batch_stats,
                              'term_state': term_state})
+
+  def _teacher_fields(self, teacher_vars, images, teacher_out=None):
+    """The teacher's `Outputs` fields: logits, features (computed here
+    unless `teacher_out` gives them), its tail and its methods."""
+    t_vars = jax.lax.stop_gradient(teacher_vars)
+    z_t, f_t = (self.teacher_outputs(teacher_vars, images)
+                if teacher_out is None else teacher_out)
+    return dict(
+        logits_t_NK=z_t, feats_t=f_t, tail=lambda k, h: (
+            jax.named_call(self.teacher.apply, name='teacher_tail')(
+                t_vars, h, start=k, train=False, method='tail')),
+        teacher_method=lambda name, *args: self.teacher.apply(
+            t_vars, *args, method=name))
 
   def _outputs(self, params, nondiff_vars, batch, rng, step,
                teacher_out=None):
@@ -197,14 +246,8 @@ class Distiller:
     new_bs = {'student': updates['batch_stats']}
     fields = {}
     if self.teacher is not None:
-      t_vars = jax.lax.stop_gradient(nondiff_vars['teacher'])
-      z_t, f_t = (self.teacher_outputs(nondiff_vars['teacher'], images)
-                  if teacher_out is None else teacher_out)
-      fields.update(logits_t_NK=z_t, feats_t=f_t, tail=lambda k, h: (
-          jax.named_call(self.teacher.apply, name='teacher_tail')(
-              t_vars, h, start=k, train=False, method='tail')),
-                    teacher_method=lambda name, *args: self.teacher.apply(
-                        t_vars, *args, method=name))
+      fields = self._teacher_fields(nondiff_vars['teacher'], images,
+                                    teacher_out)
     adapted = fields['adapted'] = {}
     for decl, module in self.adapters:
       args = decl.inputs(f_s, fields.get('feats_t'))
@@ -259,6 +302,10 @@ def create(config, num_classes: int, image_shape,
         'feature methods pair stage k with stage k.')
   if any(n.same_channels for n in needs):
     _check_same_channels(config, student, teacher, image_shape)
+  predicting = [name for name, t, _ in terms if t.needs.predicts]
+  if len(predicting) > 1:
+    raise ValueError(f'config.method={config.method!r}: the terms '
+                     f'{predicting} each predict; at most one may.')
   adapters = _declared_adapters(needs)
   checking = [t for _, t, _ in terms
               if type(t).check_shapes is not methods.Term.check_shapes]

@@ -17,8 +17,11 @@ anything is compiled or written:
     set; every class has train_per_class examples; the data files exist;
     images and labels fit the data set.
   * objective.create: teacher and student stage counts agree (feature methods,
-    AT), and their channel counts at every stage (KDSVD); each of config.points is a stage of the model; FitNet's hint
-    regressors map the student's maps to the teacher's shapes.
+    AT), and their channel counts at every stage (KDSVD); each of
+    config.points is a stage of the model; FitNet's hint regressors map
+    the student's maps to the teacher's shapes; SimKD's teacher classifies
+    the mean of its last stage map (the classifier it reuses), OFD's pair
+    exposes pre-ReLU maps.
   * Distiller.init_term_state: crd.num_negatives below the training set size.
   * checkpoints.load_teacher: teacher_checkpoint holds a config.teacher
     trained on config.dataset.
@@ -164,6 +167,14 @@ def _check_method(config) -> None:
   """method and compare_to: names of methods.METHODS ('' = no comparison)."""
   for field in ('method',) + (('compare_to',) if config.compare_to else ()):
     methods.check_method(config[field], field)
+  predictors = [methods.TERMS[t].predicted_by
+                for t in methods.METHODS[config.method]
+                if methods.TERMS[t].predicted_by]
+  if config.export and predictors:
+    _fail('export', config.export,
+          f'method {config.method!r} predicts with {predictors[0]}, which '
+          'an export of the student alone does not hold; use '
+          '--config.export=False.')
 
 
 def _check_points(config) -> None:
@@ -210,7 +221,12 @@ def _check_loss(config) -> None:
 
 
 def _check_baselines(config) -> None:
-  """crd.* (sizes, temperature, momentum; class-aware needs labels)."""
+  """crd.* (sizes, temperature, momentum; class-aware needs labels),
+  simkd.factor."""
+  if _uses(config, 'simkd'):  # Older recordings have no simkd group.
+    factor = config.simkd.factor
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+      _fail('simkd.factor', factor, 'use an int >= 1 (published: 2).')
   for field in ('dim', 'num_negatives'):
     if config.crd[field] < 1:
       _fail(f'crd.{field}', config.crd[field], 'it must be >= 1.')

@@ -223,7 +223,8 @@ class GridCalls:
         sums = None
         for batch in batches():
           out = self.jitted.eval_steps[slot](
-              states, steps.to_global(run.mesh, batch))
+              states, self.jitted.teacher_vars[slot],
+              steps.to_global(run.mesh, batch))
           sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
         for i, s in zip(idx, jax.device_get(sums)):
           results[i][split] = loop.eval_results(s)

@@ -150,14 +150,17 @@ def jit_grid_multi_step(mesh, members, preps, slots, layout='loop'):
       out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
-def grid_eval_step(states, batch, *, distillers, prep):
+def grid_eval_step(states, teacher_vars, batch, *, distillers, prep):
   """`steps.eval_step` of every member of one seed on one batch: a tuple
-  of sums of correct predictions, loss and examples, one per member."""
+  of sums of correct predictions, loss and examples, one per member
+  (`teacher_vars`: the seed slot's, for a model that predicts through the
+  teacher)."""
   images = augment.preprocess_eval(batch['image'], mean=prep.mean,
                                    std=prep.std)
   out = []
   for state, distiller in zip(states, distillers):
-    logits = distiller.predict(state.params, state.batch_stats, images)
+    logits = distiller.predict(state.params, state.batch_stats, images,
+                               teacher_vars)
     out.append(steps.eval_sums(logits, batch))
   return tuple(out)
 
@@ -167,7 +170,7 @@ def jit_grid_eval_step(mesh, distillers, prep):
   return jax.jit(
       functools.partial(grid_eval_step, distillers=tuple(distillers),
                         prep=prep),
-      in_shardings=(NamedSharding(mesh, P()),
+      in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P()),
                     NamedSharding(mesh, P('data'))),
       out_shardings=NamedSharding(mesh, P()))
 
@@ -179,9 +182,11 @@ States = tuple[steps.TrainState, ...]  # One per member.
 GridMultiStep = Callable[
     [States, tuple[steps.Variables | None, ...], tuple[steps.Batch, ...]],
     tuple[States, tuple[steps.Metrics, ...]]]
-# `jit_grid_eval_step`'s: (states of one slot's members, batch) -> per
-# member the sums of `steps.eval_step`.
-GridEvalStep = Callable[[States, steps.Batch], tuple[steps.Metrics, ...]]
+# `jit_grid_eval_step`'s: (states of one slot's members, the slot's
+# teacher variables or None, batch) -> per member the sums of
+# `steps.eval_step`.
+GridEvalStep = Callable[[States, steps.Variables | None, steps.Batch],
+                        tuple[steps.Metrics, ...]]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -65,7 +65,8 @@ def evaluate(run: run_lib.Run, state) -> dict[str, dict[str, Any]]:
   for split, batches in run.data.eval_splits().items():
     sums = None
     for batch in batches():
-      out = run.eval_step(state, steps.to_global(run.mesh, batch))
+      out = run.eval_step(state, run.teacher_vars,
+                          steps.to_global(run.mesh, batch))
       sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
     results[split] = eval_results(jax.device_get(sums))
   return results
@@ -364,7 +365,7 @@ def _summarise(member: Member, start_time: float,
       config_changes=list(progress.config_changes),
       val_accuracy=(last_eval['val']['accuracy'] if 'val' in last_eval
                     else None),
-      grid=grid)
+      grid=grid, predicted_by=run.distiller.predicted_by)
   if config.export:
     summary.export = _export(run, state, summary, last_eval, wall)
   if jax.process_index() == 0:
@@ -375,8 +376,9 @@ def _summarise(member: Member, start_time: float,
     print(f'[{config.method}] {config.model} on {config.dataset}: test '
           f'accuracy {summary.test_accuracy:.4f} after '
           f'{run.total_steps} steps ({segments}); best '
-          f'{summary.best_accuracy:.4f} at step {summary.best_step}.',
-          flush=True)
+          f'{summary.best_accuracy:.4f} at step {summary.best_step}'
+          + (f' (predicted by {summary.predicted_by})'
+             if summary.predicted_by else '') + '.', flush=True)
   return summary.to_json()
 
 

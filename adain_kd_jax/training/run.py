@@ -51,7 +51,8 @@ class Run:
   `state` and `progress` are where the run starts: step 0, or the newest
   checkpoint's. `multi_step(state, teacher_vars, device_data, batches)`
   runs k training steps (batches stacked on a leading axis), `eval_step(
-  state, batch)` returns sums of correct predictions, loss and examples.
+  state, teacher_vars, batch)` returns sums of correct predictions, loss
+  and examples of the method's model.
   """
   config: ml_collections.ConfigDict
   workdir: str | None

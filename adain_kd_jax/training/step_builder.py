@@ -48,8 +48,9 @@ class StepParts:
     multi_step: `multi_step(state, teacher_vars, device_data, batches) ->
       (state, metrics)`: k training steps per call (`steps.jit_multi_step`;
       batches stacked on a leading axis of k, the state donated).
-    eval_step: `eval_step(state, batch)` -> sums of correct predictions, loss
-      and examples (`steps.jit_eval_step`).
+    eval_step: `eval_step(state, teacher_vars, batch)` -> sums of correct
+      predictions, loss and examples of the method's model
+      (`steps.jit_eval_step`).
   """
   distiller: objective.Distiller
   tx: optax.GradientTransformation

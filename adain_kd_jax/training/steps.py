@@ -45,8 +45,9 @@ Metrics = dict[str, jax.Array]  # A step's metrics by name.
 # stacked over the k steps).
 MultiStep = Callable[[TrainState, Variables | None, Batch | None, Batch],
                      tuple[TrainState, Metrics]]
-# `jit_eval_step`'s: (state, batch) -> {'correct', 'loss', 'count'} sums.
-EvalStep = Callable[[TrainState, Batch], Metrics]
+# `jit_eval_step`'s: (state, teacher's variables or None, batch) ->
+# {'correct', 'loss', 'count'} sums.
+EvalStep = Callable[[TrainState, Variables | None, Batch], Metrics]
 
 
 # Learning-rate schedules (config.schedule).
@@ -179,16 +180,20 @@ def _dot_update(state, nondiff_vars, batch, rng, *, distiller, tx,
           opt_state)
 
 
-def eval_step(state, batch, *, distiller, prep):
-  """Sums of correct predictions, loss and examples (padding masked out)."""
+def eval_step(state, teacher_vars, batch, *, distiller, prep):
+  """Sums of correct predictions, loss and examples (padding masked out)
+  of the method's model (`Distiller.predict`: the student's logits, or
+  those of the term that declares `Needs.predicts`, which may read
+  `teacher_vars`)."""
   images = augment.preprocess_eval(batch['image'], mean=prep.mean,
                                    std=prep.std)
-  logits = distiller.predict(state.params, state.batch_stats, images)
+  logits = distiller.predict(state.params, state.batch_stats, images,
+                             teacher_vars)
   return eval_sums(logits, batch)
 
 
 def eval_sums(logits, batch):
-  """`eval_step`'s sums for the student's `logits` on `batch`."""
+  """`eval_step`'s sums for the model's `logits` on `batch`."""
   mask = batch['mask']
   logp = jax.nn.log_softmax(logits)
   nll = -jnp.take_along_axis(logp, batch['label'][:, None], axis=-1)[:, 0]
@@ -214,10 +219,11 @@ def to_global(mesh: jax.sharding.Mesh, batch, spec=P('data')):
 
 
 def jit_eval_step(mesh, distiller, prep):
-  """The jitted eval step: batch sharded, state replicated."""
+  """The jitted eval step: batch sharded, state and teacher replicated."""
   return jax.jit(
       functools.partial(eval_step, distiller=distiller, prep=prep),
-      in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))),
+      in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P()),
+                    NamedSharding(mesh, P('data'))),
       out_shardings=NamedSharding(mesh, P()))
 
 

@@ -18,7 +18,7 @@ from adain_kd_jax.training import run_record
 
 SUMMARY_JSON = 'summary.json'
 # Keys written only where they apply: absent from summary.json when None.
-_OPTIONAL = ('val_accuracy', 'export', 'grid')
+_OPTIONAL = ('val_accuracy', 'export', 'grid', 'predicted_by')
 
 
 def device_name() -> str:
@@ -66,6 +66,10 @@ class RunSummary:
   # A grid member's grid: {members, size, layout, shared_teacher,
   # xla_flags} (grid.py).
   grid: dict[str, Any] | None = None
+  # What gave the evaluations' logits where it is not the student alone
+  # (`Distiller.predicted_by`, from the term that declares
+  # `Needs.predicts`); absent for the student.
+  predicted_by: str | None = None
 
   def to_json(self) -> dict[str, Any]:
     """The summary.json record: every key, less the absent optional ones."""
