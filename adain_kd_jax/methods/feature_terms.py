@@ -133,6 +133,7 @@ class FT(base.Term):
                                          out.feats_t[last_stage(out.feats_t)])
 
 
+@dataclasses.dataclass(frozen=True)
 class SimKD(base.Term):
   """Knowledge distillation with the reused teacher classifier
   (DefangChen/SimKD's `simkd`): the student's last map through its projector
