@@ -79,7 +79,8 @@ def test_metrics_and_summary(finished_run):
   # The keys are RunSummary's fields, in its order.
   fields = [f.name for f in dataclasses.fields(summary_lib.RunSummary)]
   assert list(summary) == [k for k in fields if k in summary]
-  assert set(fields) - set(summary) <= {'val_accuracy', 'export', 'grid'}
+  assert set(fields) - set(summary) <= {'val_accuracy', 'export', 'grid',
+                                        'predicted_by'}
 
 
 def test_summary_record_leaves_out_absent_optional_keys():
