@@ -85,21 +85,27 @@ def trace_loss(distiller, image_shape, batch=2):
   return variables, loss
 
 
+def build_tiny_step(config, image_shape, total_steps=100):
+  """`config`'s step parts (step_builder.StepParts) for the methods' step
+  tests: 10 classes, 10 steps an epoch, no crop or flip."""
+  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.training import step_builder
+  from adain_kd_jax.training import steps as steps_lib
+  # pylint: enable=g-import-not-at-top
+  return step_builder.build_step(
+      config, steps_lib.create_mesh(), num_classes=10,
+      image_shape=image_shape,
+      prep=steps_lib.Preprocess(key=jax.random.key(1), mean=(0.3,),
+                                std=(0.35,), crop_padding=0, flip=False),
+      steps_per_epoch=10, total_steps=total_steps)
+
+
 def train_a_few_steps(config, term, batch, teacher_vars, image_shape,
                       steps=4):
   """Trains `config`'s jitted step (10 steps an epoch, one step a call)
   `steps` times on `batch`; returns the term's values, the total losses and,
   per leaf of the term's trained module (params[term]), whether it moved."""
-  # pylint: disable=g-import-not-at-top
-  from adain_kd_jax.training import step_builder
-  from adain_kd_jax.training import steps as steps_lib
-  # pylint: enable=g-import-not-at-top
-  parts = step_builder.build_step(
-      config, steps_lib.create_mesh(), num_classes=10,
-      image_shape=image_shape,
-      prep=steps_lib.Preprocess(key=jax.random.key(1), mean=(0.3,),
-                                std=(0.35,), crop_padding=0, flip=False),
-      steps_per_epoch=10, total_steps=100)
+  parts = build_tiny_step(config, image_shape)
   state = parts.init_state(jax.random.key(0))
   p_train_step = one_step(parts.multi_step)
   # A term without a trained module of its own (KDSVD) moves nothing.

@@ -13,9 +13,9 @@ import pytest
 
 from adain_kd_jax.training import config_checks
 from adain_kd_jax.training import init_phase
-from adain_kd_jax.training import step_builder
 from adain_kd_jax.training import steps as steps_lib
 from configs import smoke
+from tests.conftest import build_tiny_step
 from tests.conftest import idx_smoke_flags
 from tests.conftest import make_teacher_variables
 from tests.conftest import one_step
@@ -36,12 +36,7 @@ def _config(method='ab', teacher='resnet8x4'):
 
 
 def _parts(config):
-  return step_builder.build_step(
-      config, steps_lib.create_mesh(), num_classes=10,
-      image_shape=IMAGE_SHAPE,
-      prep=steps_lib.Preprocess(key=jax.random.key(1), mean=(0.3,),
-                                std=(0.35,), crop_padding=0, flip=False),
-      steps_per_epoch=10, total_steps=TOTAL)
+  return build_tiny_step(config, IMAGE_SHAPE, total_steps=TOTAL)
 
 
 def _batch(seed=0, n=16):

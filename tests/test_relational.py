@@ -10,9 +10,8 @@ import pytest
 from adain_kd_jax import losses
 from adain_kd_jax.methods import cc_heads
 from adain_kd_jax.methods import objective
-from adain_kd_jax.training import step_builder
-from adain_kd_jax.training import steps
 from configs import smoke
+from tests.conftest import build_tiny_step
 from tests.conftest import make_teacher_variables
 from tests.conftest import one_step
 from tests.conftest import term_inputs
@@ -335,11 +334,7 @@ def test_method_trains_a_few_steps(method):
   """Four jitted steps on a repeated batch: finite, the term goes down (CC:
   its heads move too)."""
   config = _config(method)
-  parts = step_builder.build_step(
-      config, steps.create_mesh(), num_classes=10, image_shape=IMAGE_SHAPE,
-      prep=steps.Preprocess(key=jax.random.key(1), mean=(0.3,),
-                            std=(0.35,), crop_padding=0, flip=False),
-      steps_per_epoch=10, total_steps=100)
+  parts = build_tiny_step(config, IMAGE_SHAPE)
   state = parts.init_state(jax.random.key(0))
   p_train_step = one_step(parts.multi_step)
   teacher_vars = make_teacher_variables()

@@ -18,10 +18,9 @@ from adain_kd_jax.methods import objective
 from adain_kd_jax.methods import simkd_projector
 from adain_kd_jax.training import config_checks
 from adain_kd_jax.training import loop
-from adain_kd_jax.training import step_builder
-from adain_kd_jax.training import steps as steps_lib
 from configs import cifar100_distill
 from configs import smoke
+from tests.conftest import build_tiny_step
 from tests.conftest import idx_smoke_config
 from tests.conftest import make_teacher_variables
 from tests.conftest import train_a_few_steps
@@ -284,12 +283,7 @@ def test_export_of_a_simkd_run_is_refused():
 
 
 def _parts(config):
-  return step_builder.build_step(
-      config, steps_lib.create_mesh(), num_classes=10,
-      image_shape=IMAGE_SHAPE,
-      prep=steps_lib.Preprocess(key=jax.random.key(1), mean=(0.3,),
-                                std=(0.35,), crop_padding=0, flip=False),
-      steps_per_epoch=10, total_steps=100)
+  return build_tiny_step(config, IMAGE_SHAPE, total_steps=100)
 
 
 def test_eval_is_the_projector_through_the_teachers_classifier():

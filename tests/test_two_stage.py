@@ -245,18 +245,12 @@ def test_the_first_phase_trains_and_its_loss_decreases(method, teacher):
   optimised loss there) is finite and decreases, then the main phase's
   loss is the cross-entropy."""
   # pylint: disable=g-import-not-at-top
-  from adain_kd_jax.training import step_builder
-  from adain_kd_jax.training import steps as steps_lib
+  from tests.conftest import build_tiny_step
   from tests.conftest import one_step
   # pylint: enable=g-import-not-at-top
   config = _config(method, teacher=teacher)
   config.init_epochs = 0.6  # 6 steps of 10 an epoch.
-  parts = step_builder.build_step(
-      config, steps_lib.create_mesh(), num_classes=10,
-      image_shape=IMAGE_SHAPE,
-      prep=steps_lib.Preprocess(key=jax.random.key(1), mean=(0.3,),
-                                std=(0.35,), crop_padding=0, flip=False),
-      steps_per_epoch=10, total_steps=8)
+  parts = build_tiny_step(config, IMAGE_SHAPE, total_steps=8)
   state, step = parts.init_state(jax.random.key(0)), one_step(
       parts.multi_step)
   teacher_vars, batch = make_teacher_variables(teacher), _batch()
