@@ -6,7 +6,6 @@ entry's step as runs build theirs (`step_builder.build_step`);
 step_throughput.py imports this module only after its XLA flags are set.
 """
 
-import dataclasses
 import functools
 import statistics
 import sys
@@ -22,35 +21,17 @@ import numpy as np
 
 from adain_kd_jax.data import batching
 from adain_kd_jax.methods import objective
-from adain_kd_jax.training import config_checks
 from adain_kd_jax.training import step_builder
 from adain_kd_jax.training import steps as steps_lib
+from benchmarks import step_plan
+from benchmarks.step_plan import POINT_METHODS
+from benchmarks.step_plan import Settings
 from configs import default
 
-ADAIN_METHODS = ('adain', 'adain_kd')
-POINT_METHODS = ('adain', 'adain_kd', 'fitnet', 'stat_l2')
 # The optimiser's and the terms' epoch length and the schedule's length:
 # speed does not depend on them.
 _STEPS_PER_EPOCH = 100
 _TOTAL_STEPS = 10000
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-  """step_throughput.py's flags, checked, with the platform's defaults."""
-  batch_sizes: list[int]
-  methods: list[str]
-  points: list[int]
-  image_shape: tuple[int, ...]
-  num_classes: int
-  steps: int
-  warmup: int
-  teacher: str
-  student: str
-  dtype: str
-  seed: int
-  input_examples: int
-  steps_per_call: int
 
 
 def log(msg: str) -> None:
@@ -92,59 +73,6 @@ def time_calls(call: Callable[[], None], *, warmup: int, steps: int,
   }
 
 
-def entry_names(methods, points):
-  """(entry name, method, points) for each timed train step but 'none'."""
-  entries = []
-  for method in methods:
-    if method == 'none':
-      continue
-    if method in ADAIN_METHODS:
-      entries.extend((f'{method}@{k}', method, (k,)) for k in points)
-    else:  # kd ignores the points; fitnet and stat_l2 use all of them.
-      entries.append((method, method, tuple(points)))
-  return entries
-
-
-def ratios(result, methods, points):
-  """adain_over_parts and adain_over_kd for every adain-type entry."""
-
-  def ms(name):
-    entry = result.get(name)
-    if entry is None or 'ms_per_step' not in entry:
-      return None
-    return entry['ms_per_step']
-
-  ratios = {}
-  for method in methods:
-    if method not in ADAIN_METHODS:
-      continue
-    for k in points:
-      name = f'{method}@{k}'
-      step = ms(name)
-      parts = [ms('teacher_forward'), ms('student_step'), ms(f'tail@{k}')]
-      kd = ms('kd')
-      ratios[name] = {
-          'adain_over_parts': (step / sum(parts) if step is not None and
-                               None not in parts else None),
-          'adain_over_kd': (step / kd if step is not None and kd is not None
-                            else None),
-      }
-  return ratios
-
-
-def make_config(settings: Settings, method, method_points):
-  """configs/default.py with the settings' models and dtype and `method` at
-  `method_points`; the teacher's variables are random, never loaded."""
-  config = default.get_config()
-  config.update(model=settings.student, teacher=settings.teacher,
-                teacher_checkpoint='unused (random teacher)', method=method,
-                points=tuple(method_points),
-                point_weights=(1.0,) * len(method_points),
-                dtype=settings.dtype)
-  config_checks.check(config)
-  return config
-
-
 def _tail_grad(teacher, k, replicated, sharded):
   """The teacher's tail from stage k, forward plus d/dh, jitted."""
 
@@ -165,7 +93,7 @@ class Teacher:
 
   def __init__(self, settings: Settings, replicated, sharded, init_key):
     image_shape, points = settings.image_shape, settings.points
-    teacher = objective.create(make_config(settings, 'kd', points),
+    teacher = objective.create(step_plan.make_config(settings, 'kd', points),
                              settings.num_classes, image_shape).teacher
     for k in points:
       if not 1 <= k <= teacher.num_stages:
@@ -215,7 +143,8 @@ class Bench:
     self.teacher = Teacher(settings, self.replicated, self.sharded,
                            self.init_key)
     self.train_entries = [('student_step', 'none', tuple(settings.points))]
-    self.train_entries += entry_names(settings.methods, settings.points)
+    self.train_entries += step_plan.entry_names(settings.methods,
+                                                settings.points)
     self.steppers = {}
     # Compiled state initialisers by the state's shapes (see `_stepper`).
     self.initialisers = {}
@@ -263,7 +192,7 @@ class Bench:
       self._time_multi_steps(result, batch_size, local)
     self._time_input_pipeline(result, batch_size)
     self._time_tails(result, batch_size, images_f32)
-    result['ratios'] = ratios(result, s.methods, s.points)
+    result['ratios'] = step_plan.ratios(result, s.methods, s.points)
     return result
 
   def _stepper(self, name, method, method_points):
@@ -278,7 +207,7 @@ class Bench:
     if name not in self.steppers:
       s = self.settings
       parts = step_builder.build_step(
-          make_config(s, method, method_points), self.mesh,
+          step_plan.make_config(s, method, method_points), self.mesh,
           num_classes=s.num_classes, image_shape=s.image_shape,
           prep=self.prep, steps_per_epoch=_STEPS_PER_EPOCH,
           total_steps=_TOTAL_STEPS)

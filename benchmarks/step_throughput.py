@@ -99,11 +99,11 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random data and init.')
 
 
 def _settings(batch_sizes, *, on_cpu: bool, num_devices: int):
-  """The flags as a checked `step_entries.Settings` (app.UsageError for a
+  """The flags as a checked `step_plan.Settings` (app.UsageError for a
   bad one)."""
   # pylint: disable=g-import-not-at-top
   from adain_kd_jax import methods as methods_lib
-  from benchmarks import step_entries
+  from benchmarks import step_plan
   # pylint: enable=g-import-not-at-top
   points = [int(k) for k in _POINTS.value]
   methods = list(dict.fromkeys(_METHODS.value))  # Dedup, keep order.
@@ -123,7 +123,7 @@ def _settings(batch_sizes, *, on_cpu: bool, num_devices: int):
       raise app.UsageError(
           f'Batch size {b} must be a positive multiple of the {num_devices} '
           'devices.')
-  return step_entries.Settings(
+  return step_plan.Settings(
       batch_sizes=batch_sizes, methods=methods, points=points,
       image_shape=image_shape, num_classes=_NUM_CLASSES.value, steps=steps,
       warmup=warmup, teacher=_TEACHER.value, student=_STUDENT.value,
