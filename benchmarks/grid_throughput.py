@@ -164,6 +164,7 @@ def _first_batch(base):
   from jax.sharding import PartitionSpec as P
   from adain_kd_jax.data import augment
   from adain_kd_jax.training import run as run_lib
+  from adain_kd_jax.training import steps
   # pylint: enable=g-import-not-at-top
   batch = steps.to_global(base.mesh, jax.tree.map(
       lambda x: np.asarray(x)[None], next(base.data.train_batches(0))),
