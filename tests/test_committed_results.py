@@ -70,3 +70,27 @@ def test_committed_report_names_no_absolute_path(path):
   it does not carry the path of the machine that wrote it."""
   found = _ABSOLUTE_PATH.findall(path.read_text())
   assert not found, f'{path}: absolute paths {found[:3]}; rerun its command'
+
+
+def test_every_committed_run_resumes_under_its_plan_today():
+  """Each run of the low-data plan that has a committed config.json gets,
+  from today's plan and configs, the config it recorded (save fields a
+  resume may change when named): a field added since is in
+  `run_record.OLDER_RUNS` with the value the older run meant, so the run
+  would resume rather than be refused."""
+  from adain_kd_jax.experiments import campaign  # pylint: disable=g-import-not-at-top
+  from adain_kd_jax.training import run_record  # pylint: disable=g-import-not-at-top
+  workdir = _ROOT / 'fashion_mnist_lowdata' / 'runs'
+  plan = campaign._load_module(  # pylint: disable=protected-access
+      str(_ROOT / 'fashion_mnist_lowdata' / 'plan.py'))
+  recorded = [r for r in plan.get_plan(str(workdir))
+              if (workdir / r.name / 'config.json').is_file()]
+  assert len(recorded) >= 200
+  refused = {}
+  for job in campaign.build_jobs(recorded, str(workdir), {}):
+    diffs = run_record.differences(
+        run_record.read(job.run_dir), run_record.config_dict(job.config))
+    fields = [k for k, _, _ in diffs if k not in run_record.CHANGEABLE]
+    if fields:
+      refused[job.run_dir] = fields
+  assert not refused, refused

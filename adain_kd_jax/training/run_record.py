@@ -78,6 +78,17 @@ OLDER_RUNS = {
     'loss.stat_mean': 0.0,
     'grid_layout': 'loop',  # Grids were loops before the option.
     'image_fit': '',  # Only sets named by path read it.
+    # The settings of methods added since (VID; then SP .. SimKD, the first
+    # phase): an older run's method reads none of them; their defaults.
+    'loss.vid': 1.0, 'vid.eps': 1e-5, 'vid.init_pred_var': 5.0,
+    'init_epochs': 30.0,
+    'loss.sp': 3000.0, 'loss.cc': 0.02, 'loss.rkd': 1.0, 'loss.pkt': 30000.0,
+    'loss.nst': 50.0, 'loss.ab': 0.0, 'loss.ft': 200.0, 'loss.fsp': 0.0,
+    'loss.kdsvd': 1.0, 'loss.ofd': 0.001, 'loss.reviewkd': 1.0,
+    'loss.dist': 2.0, 'loss.srrl': 1.0, 'loss.simkd': 1.0,
+    'cc.dim': 128, 'rkd.distance_weight': 25.0, 'rkd.angle_weight': 50.0,
+    'dist.beta': 1.0, 'dist.gamma': 1.0, 'dist.temperature': 4.0,
+    'reviewkd.warmup_epochs': 20.0, 'simkd.factor': 2,
 }
 
 
@@ -88,11 +99,9 @@ def fill_older(recorded: dict[str, Any]) -> dict[str, Any]:
   for field, value in OLDER_RUNS.items():
     *parents, leaf = field.split('.')
     node = out
-    for part in parents:
-      node = node.get(part)
-      if node is None:
-        break
-    if node is not None and leaf not in node:
+    for part in parents:  # A group added since (e.g. 'cc') is made too.
+      node = node.setdefault(part, {})
+    if leaf not in node:
       node[leaf] = value(out) if callable(value) else value
   return out
 
