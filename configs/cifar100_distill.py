@@ -28,7 +28,8 @@ CE 1 + 2 x DIST at tau 4 (hunto/image_classification_sota's
 `configs/strategies/distill/dist_cifar.yaml`, every pair); ofd CE 1 + 1e-3
 x OFD (mdistiller's CFG.OFD.LOSS, every pair it can build); ft CE 1 +
 200 x FT, no KD (RepDistiller's `--distill factor -a 0 -b 200`, every
-pair); reviewkd CE 1
+pair), its first phase at lr 0.01 for resnet and wrn students
+(`FT_INIT_LR_STUDENTS`), at the run's lr for the others; reviewkd CE 1
 + ReviewKD weight 1, 5 for resnet32x4 -> resnet8x4 (`REVIEWKD_WEIGHTS`:
 mdistiller's CFG.REVIEWKD and configs/cifar100/reviewkd.yaml), warm-up 20
 epochs; dkd CE 1,
@@ -205,6 +206,13 @@ KD_WEIGHTS = {'ce': 0.1, 'kd': 0.9}
 # AdaIN's weight at S by method: the low-data benchmark's choices on its
 # tuning seed (adain at S: adain_default's 1; adain_kd: 0.03).
 ADAIN_WEIGHTS = {'adain': 1.0, 'adain_kd': 0.03}
+# FT's first phase runs at lr 0.01 for these students, at the run's rate for
+# the others (RepDistiller's helper/pretrain.py, `--distill factor` only).
+FT_INIT_LR_STUDENTS = ('resnet8', 'resnet14', 'resnet20', 'resnet32',
+                       'resnet44', 'resnet56', 'resnet110', 'resnet8x4',
+                       'resnet32x4', 'wrn_16_1', 'wrn_16_2', 'wrn_40_1',
+                       'wrn_40_2')
+FT_INIT_LR = 0.01
 # The argument (`:teacher=..,student=..,method=..`): the table's first row.
 ARGS = {'teacher': 'wrn_40_2', 'student': 'wrn_16_2', 'method': 'adain'}
 
@@ -265,4 +273,6 @@ def get_config(arg=None):
     # phase, then its 240 epochs of distillation (the schedule counted from
     # there).
     config.num_epochs = config.init_epochs + 240.0
+  if args.method == 'ft' and args.student in FT_INIT_LR_STUDENTS:
+    config.init_learning_rate = FT_INIT_LR
   return config

@@ -278,6 +278,10 @@ def _optimisation(config):
   # init_epochs: 30 (its 240 epochs of distillation follow; here set
   # num_epochs to 270 for the same).
   config.init_epochs = 30.0
+  # The first phase's constant learning rate (> 0), or 0: config.learning_rate
+  # (RepDistiller's `init()`: 0.01 for FT with a resnet or wrn student,
+  # configs/cifar100_distill.py; the run's rate otherwise).
+  config.init_learning_rate = 0.0
 
 
 def _run(config):

@@ -74,6 +74,22 @@ def test_recipe_matches_the_benchmark():
                                           'fitnet')).points == (2,)
 
 
+def test_first_phases_follow_repdistiller():
+  """30 epochs of first phase before the 240 (FSP, AB, FT); FT's phase at
+  lr 0.01 for a resnet or wrn student and at the run's lr for the others
+  (RepDistiller's helper/pretrain.py); FSP's and AB's at the run's lr."""
+  ft = cifar100_distill.get_config(_arg('wrn_40_2', 'wrn_16_2', 'ft'))
+  assert (ft.init_epochs, ft.num_epochs, ft.learning_rate,
+          ft.init_learning_rate) == (30.0, 270.0, 0.05, 0.01)
+  for args in (('vgg13', 'vgg8', 'ft'), ('vgg13', 'MobileNetV2', 'ft'),
+               ('wrn_40_2', 'wrn_16_2', 'fsp'),
+               ('resnet32x4', 'resnet8x4', 'ab')):
+    config = cifar100_distill.get_config(_arg(*args))
+    assert config.num_epochs == 270.0 and config.init_learning_rate == 0, args
+  assert cifar100_distill.get_config(
+      _arg('wrn_40_2', 'wrn_16_2', 'kd')).num_epochs == 240.0
+
+
 def test_bad_config_argument():
   """An unknown key in the config argument names the valid ones."""
   with pytest.raises(ValueError, match=r"there is no argument 'studnet'; its "

@@ -113,9 +113,37 @@ def test_the_main_schedule_and_momentum_start_after_the_phase():
       fresh, jax.device_get(state.opt_state.main))))
 
 
+def test_the_phase_runs_at_its_own_learning_rate():
+  """A first step of the phase moves its params by lr x (g + wd p) at
+  config.init_learning_rate: twice as far at 0.02 as at 0.01, and with 0
+  as far as at a config.learning_rate of 0.01; the schedule reports it."""
+  teacher_vars = make_teacher_variables('resnet8x4')
+  deltas = {}
+  for lr, init_lr in ((0.01, 0.0), (0.05, 0.01), (0.05, 0.02)):
+    config = _config()
+    config.update(learning_rate=lr, init_learning_rate=init_lr)
+    parts = _parts(config)
+    assert float(parts.schedule(0)) == pytest.approx(init_lr or lr)
+    state = parts.init_state(jax.random.key(0))
+    before = jax.device_get(state.params['ab'])
+    state, _ = one_step(parts.multi_step)(state, teacher_vars, _batch(0))
+    deltas[lr, init_lr] = np.concatenate([
+        np.ravel(b - a) for a, b in zip(
+            jax.tree.leaves(before),
+            jax.tree.leaves(jax.device_get(state.params['ab'])))])
+  # Up to the float32 rounding of p + update (|p| < 1: below 1e-7).
+  assert np.abs(deltas[0.01, 0.0]).max() > 1e-3
+  np.testing.assert_allclose(deltas[0.05, 0.01], deltas[0.01, 0.0],
+                             rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(deltas[0.05, 0.02], 2 * deltas[0.05, 0.01],
+                             rtol=1e-4, atol=1e-7)
+
+
 @pytest.mark.parametrize('overrides, match', [
     ({'init_epochs': -1.0}, r'config\.init_epochs=-1\.0 is invalid: it must '
      r'be >= 0'),
+    ({'init_learning_rate': -0.1}, r'config\.init_learning_rate=-0\.1 is '
+     r'invalid: it must be > 0, or 0 for config\.learning_rate'),
     ({'init_epochs': 2.0, 'num_train_steps': -1, 'num_epochs': 2.0},
      r'config\.init_epochs=2\.0 is invalid: the first phase must be shorter')])
 def test_config_check_refuses_a_phase_that_leaves_nothing(overrides, match):

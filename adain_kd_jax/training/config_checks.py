@@ -263,6 +263,9 @@ def _check_optimisation(config) -> None:
   if any(methods.TERMS[t].init_trains for t in methods.METHODS[config.method]):
     if config.init_epochs < 0:
       _fail('init_epochs', config.init_epochs, 'it must be >= 0.')
+    if config.init_learning_rate < 0:
+      _fail('init_learning_rate', config.init_learning_rate,
+            'it must be > 0, or 0 for config.learning_rate.')
     if config.num_train_steps <= 0 and config.init_epochs >= config.num_epochs:
       _fail('init_epochs', config.init_epochs,
             f'the first phase must be shorter than the run (num_epochs='

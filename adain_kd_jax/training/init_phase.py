@@ -9,7 +9,8 @@ phases inside the run's one jitted step, the phase read from `state.step`:
      their `init_trains` keys move, the student's classifier `fc` excepted
      (RepDistiller's `get_feat_modules()`: every module but the
      classifier). The optimiser is RepDistiller's `init()`'s: SGD at the
-     constant config.learning_rate with config.momentum and
+     constant `first_phase_rate(config)` (config.init_learning_rate, or
+     config.learning_rate when that is 0) with config.momentum and
      config.weight_decay (torch order: g + wd p, then momentum), on those
      params alone.
   2. steps n .. total-1: the run's own objective and optimiser
@@ -79,10 +80,17 @@ def main_labels(init_trains: tuple[str, ...]):
   return labels
 
 
+def first_phase_rate(config) -> float:
+  """The first phase's constant learning rate: config.init_learning_rate,
+  or config.learning_rate when that is 0."""
+  return config.init_learning_rate or config.learning_rate
+
+
 def init_optimizer(config, init_trains: tuple[str, ...]):
   """RepDistiller's `init()` optimiser on the phase's params only."""
   sgd = optax.chain(optax.add_decayed_weights(config.weight_decay),
-                    optax.sgd(config.learning_rate, momentum=config.momentum))
+                    optax.sgd(first_phase_rate(config),
+                              momentum=config.momentum))
   return optax.multi_transform({'init': sgd, 'frozen': optax.set_to_zero()},
                                phase_labels(init_trains))
 
@@ -121,7 +129,7 @@ def with_init_phase(config, distiller, main_tx, main_schedule):
     return jax.lax.cond(jnp.asarray(step) < n, first, main, None)
 
   def schedule(step):
-    return jnp.where(jnp.asarray(step) < n, config.learning_rate,
+    return jnp.where(jnp.asarray(step) < n, first_phase_rate(config),
                      main_schedule(jnp.maximum(jnp.asarray(step) - n, 0)))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn), schedule

@@ -81,7 +81,7 @@ OLDER_RUNS = {
     # The settings of methods added since (VID; then SP .. SimKD, the first
     # phase): an older run's method reads none of them; their defaults.
     'loss.vid': 1.0, 'vid.eps': 1e-5, 'vid.init_pred_var': 5.0,
-    'init_epochs': 30.0,
+    'init_epochs': 30.0, 'init_learning_rate': 0.0,
     'loss.sp': 3000.0, 'loss.cc': 0.02, 'loss.rkd': 1.0, 'loss.pkt': 30000.0,
     'loss.nst': 50.0, 'loss.ab': 0.0, 'loss.ft': 200.0, 'loss.fsp': 0.0,
     'loss.kdsvd': 1.0, 'loss.ofd': 0.001, 'loss.reviewkd': 1.0,
