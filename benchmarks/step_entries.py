@@ -57,20 +57,26 @@ def time_calls(call: Callable[[], None], *, warmup: int, steps: int,
   first = time.perf_counter() - start
   for _ in range(warmup):
     call()
+  return {**figures(timed_calls(call, steps), batch_size), 'compile_s': first}
+
+
+def timed_calls(call: Callable[[], None], steps: int) -> list[float]:
+  """Seconds of each of `steps` calls of `call`."""
   times = []
   for _ in range(steps):
     start = time.perf_counter()
     call()
     times.append(time.perf_counter() - start)
+  return times
+
+
+def figures(times: list[float], batch_size: int) -> dict[str, Any]:
+  """ms_per_step (the median), images_per_s, ms_min, ms_max, steps and
+  every call's times_ms, in call order."""
   median = statistics.median(times)
-  return {
-      'ms_per_step': 1e3 * median,
-      'images_per_s': batch_size / median,
-      'ms_min': 1e3 * min(times),
-      'ms_max': 1e3 * max(times),
-      'compile_s': first,
-      'steps': steps,
-  }
+  return {'ms_per_step': 1e3 * median, 'images_per_s': batch_size / median,
+          'ms_min': 1e3 * min(times), 'ms_max': 1e3 * max(times),
+          'steps': len(times), 'times_ms': [1e3 * t for t in times]}
 
 
 def _tail_grad(teacher, k, replicated, sharded):
@@ -84,6 +90,20 @@ def _tail_grad(teacher, k, replicated, sharded):
         variables, h, start=k, train=False, method='tail')))(h)
 
   return jax.jit(tail_grad, in_shardings=(replicated, sharded))
+
+
+def refusals(settings: Settings) -> dict[str, str]:
+  """{method: the one line refusing it} for each method of the cifar100
+  recipe that its config check or its terms' shape checks
+  (`objective.create`) refuse for the pair; {} under the default recipe."""
+  refused = {}
+  for method in settings.methods if settings.recipe == 'cifar100' else ():
+    try:
+      objective.create(step_plan.make_config(settings, method, None),
+                       settings.num_classes, settings.image_shape)
+    except ValueError as e:
+      refused[method] = str(e)
+  return refused
 
 
 class Teacher:
@@ -135,6 +155,10 @@ class Bench:
         crop_padding=default.get_config().crop_padding,
         flip=default.get_config().flip)
     self.rng = np.random.default_rng(settings.seed)
+    # The training set's labels, for CRD's class-aware negatives (its own
+    # generator: the other entries' random data stay as they were).
+    self.train_labels = np.random.default_rng(settings.seed + 2).integers(
+        0, settings.num_classes, settings.input_examples, dtype=np.int32)
     # Random variables come from XLA's RngBitGenerator ('rbg'): its
     # initialisers compile in half the time of the default threefry ones
     # (2.5 vs 4.9 s for wrn_40_2 here), and speed does not depend on the
@@ -142,9 +166,10 @@ class Bench:
     self.init_key = jax.random.key(settings.seed, impl='rbg')
     self.teacher = Teacher(settings, self.replicated, self.sharded,
                            self.init_key)
-    self.train_entries = [('student_step', 'none', tuple(settings.points))]
-    self.train_entries += step_plan.entry_names(settings.methods,
-                                                settings.points)
+    self.train_entries = [step_plan.Entry('student_step', 'none',
+                                          tuple(settings.points))]
+    self.train_entries += step_plan.entry_names(
+        settings.methods, settings.points, settings.recipe)
     self.steppers = {}
     # Compiled state initialisers by the state's shapes (see `_stepper`).
     self.initialisers = {}
@@ -155,10 +180,12 @@ class Bench:
     return jax.make_array_from_process_local_data(self.sharded, local)
 
   def measure(self, result, name, batch_size, make_call):
-    """Times one entry; a failure is recorded and the run goes on."""
+    """Times one entry and returns its call (None if it failed: the
+    failure is recorded and the run goes on)."""
     log(f'[batch {batch_size}] {name} ...')
     try:
-      result[name] = time_calls(make_call(), warmup=self.settings.warmup,
+      call = make_call()
+      result[name] = time_calls(call, warmup=self.settings.warmup,
                                 steps=self.settings.steps,
                                 batch_size=batch_size)
     except Exception as e:  # pylint: disable=broad-except
@@ -167,10 +194,11 @@ class Bench:
       self.errors.append(
           f'batch {batch_size} {name}: {type(e).__name__}: {e}')
       log(f'  FAILED: {type(e).__name__}: {e}')
-      return
+      return None
     log(f'  {result[name]["ms_per_step"]:.2f} ms/step, '
         f'{result[name]["images_per_s"]:.1f} images/s, first call '
         f'{result[name]["compile_s"]:.1f} s')
+    return call
 
   def time_batch_size(self, batch_size) -> dict[str, Any]:
     """Every entry at `batch_size`: {entry name: figures, 'ratios': ...}."""
@@ -193,36 +221,45 @@ class Bench:
     self._time_input_pipeline(result, batch_size)
     self._time_tails(result, batch_size, images_f32)
     result['ratios'] = step_plan.ratios(result, s.methods, s.points)
+    result['over_kd'] = step_plan.over_kd(result, self.train_entries[1:])
     return result
 
-  def _stepper(self, name, method, method_points):
+  def _stepper(self, entry: step_plan.Entry):
     """A train entry's step (`step_builder.build_step`) and newest state.
 
     Built on first use and kept across batch sizes (the state does not
     depend on the batch size); each step donates its state, so this holds
     the newest one. Entries whose states have the same shapes (e.g. none and
     kd, which add no parameters) share one compiled initialiser, and their
-    states then hold the same values, which speed does not depend on.
+    states then hold the same values, which speed does not depend on. The
+    main phase of a method with a first phase starts at the step where the
+    first phase ends (the one program picks its phase from `state.step`).
     """
-    if name not in self.steppers:
+    if entry.name not in self.steppers:
       s = self.settings
       parts = step_builder.build_step(
-          step_plan.make_config(s, method, method_points), self.mesh,
+          step_plan.make_config(s, entry.method, entry.points), self.mesh,
           num_classes=s.num_classes, image_shape=s.image_shape,
           prep=self.prep, steps_per_epoch=_STEPS_PER_EPOCH,
-          total_steps=_TOTAL_STEPS)
+          total_steps=_TOTAL_STEPS, num_train=s.input_examples,
+          train_labels=self.train_labels)
       shapes = str(jax.tree.map(lambda a: (a.shape, a.dtype),
                                 parts.state_shapes))
       init_state = self.initialisers.setdefault(shapes, parts.init_state)
-      self.steppers[name] = {'state': init_state(self.init_key),
-                             'teacher': parts.distiller.teacher is not None,
-                             'multi': parts.multi_step}
-    return self.steppers[name]
+      state = init_state(self.init_key)
+      first_steps = parts.distiller.init_steps
+      if first_steps and entry.phase != step_plan.FIRST_PHASE:
+        state = state.replace(step=jax.device_put(
+            jnp.asarray(first_steps, state.step.dtype), state.step.sharding))
+      self.steppers[entry.name] = {
+          'state': state, 'teacher': parts.distiller.teacher is not None,
+          'multi': parts.multi_step, 'first_phase_steps': first_steps}
+    return self.steppers[entry.name]
 
   def _train_call(self, entry, device_data, batches, keep_loss):
     """`measure`'s make_call for `entry`'s step: each call takes the state
     the previous one returned (with `keep_loss`, and keeps its last loss)."""
-    stepper = self._stepper(*entry)
+    stepper = self._stepper(entry)
     t_vars = self.teacher.variables if stepper['teacher'] else None
 
     def call():
@@ -246,17 +283,45 @@ class Bench:
         'label': jax.make_array_from_process_local_data(
             self.stacked, self.rng.integers(0, s.num_classes, (1, local),
                                             dtype=np.int32)),
+        # The examples' positions in the training set (CRD's memory bank).
+        'index': jax.make_array_from_process_local_data(
+            self.stacked, self.rng.integers(0, s.input_examples, (1, local),
+                                            dtype=np.int32)),
     }
+    calls = {}
     for entry in self.train_entries:
-      name, method, method_points = entry
-      self.measure(result, name, batch_size, functools.partial(
+      name = entry.name
+      call = self.measure(result, name, batch_size, functools.partial(
           self._train_call, entry, None, batch, keep_loss=True))
+      if call is not None:
+        calls[name] = call
+    self._more_rounds(result, batch_size, calls)
+    for entry in self.train_entries:
+      name = entry.name
       if 'error' not in result[name]:
-        if method in POINT_METHODS:
-          result[name]['points'] = list(method_points)
-        result[name]['last_loss'] = float(self.steppers[name]['loss'])
+        if entry.points is not None and entry.method in POINT_METHODS:
+          result[name]['points'] = list(entry.points)
+        stepper = self.steppers[name]
+        if stepper['first_phase_steps']:
+          result[name]['first_phase_steps'] = stepper['first_phase_steps']
+        result[name]['last_loss'] = float(stepper['loss'])
     if 'none' in s.methods:
       result['none'] = dict(result['student_step'], same_as='student_step')
+
+  def _more_rounds(self, result, batch_size, calls):
+    """Rounds 2 .. --rounds: --steps more timed calls of every train entry,
+    entry after entry, so that a slow spell of a shared machine falls on
+    them alike; the figures are then over every round's calls."""
+    times = {name: [] for name in calls}
+    for r in range(2, self.settings.rounds + 1):
+      log(f'[batch {batch_size}] round {r} of {self.settings.rounds}')
+      for name, call in calls.items():
+        times[name] += timed_calls(call, self.settings.steps)
+    for name, extra in times.items():
+      if extra:
+        first = [t / 1e3 for t in result[name]['times_ms']]
+        result[name].update(figures(first + extra, batch_size),
+                            rounds=self.settings.rounds)
 
   def _time_multi_steps(self, result, batch_size, local):
     """(c') The same steps, K (steps_per_call) per call, batches gathered
@@ -273,7 +338,7 @@ class Bench:
         self.stacked, self.rng.integers(0, n_data, (k_calls, local),
                                         dtype=np.int32))
     for entry in self.train_entries:
-      name = f'{entry[0]}x{k_calls}'
+      name = f'{entry.name}x{k_calls}'
       self.measure(result, name, batch_size * k_calls, functools.partial(
           self._train_call, entry, device_data, {'index': index},
           keep_loss=False))

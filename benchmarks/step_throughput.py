@@ -5,6 +5,8 @@ r"""Step throughput of distillation: the jitted steps and their parts, timed.
       --points=2,3 --steps=10 --warmup=3 --dtype=float32 \
       --image_shape=32,32,3 --num_classes=100 [--out=FILE.json] \
       [--cpu_devices=2]
+  python benchmarks/step_throughput.py --teacher=wrn_40_2 --student=wrn_16_2 \
+      --batch_sizes=64 --methods=all --recipe=cifar100 --points=3 --steps=5
 
 Prints one JSON object to stdout (progress goes to stderr) and writes it to
 --out if given (also after each batch size, so a run that is cut off leaves
@@ -16,10 +18,15 @@ randomly initialised teacher (speed does not depend on the values):
   student_step     the training loop's jitted step (`StepParts.multi_step`,
                    one step per call) of method 'none'
                    (augmentation, student forward/backward, SGD update);
-  <method>         the real jitted train step of each method in --methods;
+  <method>         the real jitted train step of each method in --methods
+                   (`all`: every method); under --recipe=default
                    adain-type methods get one entry per insertion point
-                   (`adain@2`, `adain_kd@3`, ...); fitnet and stat_l2 use all
-                   of --points at once; `none` is `student_step` (not re-timed);
+                   (`adain@2`, `adain_kd@3`, ...), fitnet and stat_l2 use all
+                   of --points at once; under --recipe=cifar100 each method
+                   is built as the CIFAR-100 table trains it (its published
+                   weights and points), and a method with a first phase also
+                   gets `<method>/first_phase`; `none` is `student_step`
+                   (not re-timed);
   input_pipeline   the host input path alone: `batching.train_batches`
                    on random uint8 images plus
                    `jax.make_array_from_process_local_data` onto the data
@@ -28,7 +35,13 @@ randomly initialised teacher (speed does not depend on the values):
                    gradient with respect to its input h only, jitted;
   ratios           per adain-type entry X@k: `adain_over_parts` = X@k /
                    (teacher_forward + student_step + tail@k) and
-                   `adain_over_kd` = X@k / kd, both in ms per step.
+                   `adain_over_kd` = X@k / kd, both in ms per step;
+  over_kd          every train entry's ms per step over kd's (`none`: the
+                   student's step), what a table's methods cost against KD.
+
+A method that the recipe cannot build for the pair (e.g. FSP between
+networks of other widths) is left out and listed under `refused` with its
+one line.
 
 Every timed call ends in `jax.block_until_ready` on its outputs; train steps
 are chained (each gets the state the previous one returned, as the step
@@ -38,10 +51,11 @@ then --steps timed calls, of which the median is reported.
 
 Each train entry's step is built as a run builds its step, by
 `step_builder.build_step` (adain_kd_jax/training/step_builder.py), on the
-configs/default.py recipe. The entries are built and timed in
-benchmarks/step_entries.py.
+--recipe's config (benchmarks/step_plan.py). The entries are built and timed
+in benchmarks/step_entries.py.
 """
 
+import dataclasses
 import os
 import sys
 import time
@@ -66,9 +80,15 @@ _BATCH_SIZES = flags.DEFINE_list(
     'Global batch sizes; each must be divisible by the device count.')
 _METHODS = flags.DEFINE_list(
     'methods', ['none', 'kd', 'adain', 'stat_l2', 'fitnet'],
-    'Methods (methods.METHODS) whose train step is timed. adain_kd (adain '
-    'plus the KD term) costs what adain costs (0.96-1.07x, benchmarks/'
-    'README.md); add it here to time it.')
+    'Methods (methods.METHODS) whose train step is timed, or "all". adain_kd '
+    '(adain plus the KD term) costs what adain costs (0.96-1.07x, '
+    'benchmarks/README.md); add it here to time it.')
+_RECIPE = flags.DEFINE_enum(
+    'recipe', 'default', ['default', 'cifar100'],
+    'The configs the steps are built on: "default" (configs/default.py with '
+    'the method at --points) or "cifar100" (configs/cifar100_distill.py for '
+    'the pair: each method as the CIFAR-100 table trains it, its first '
+    'phase timed as its own entry).')
 _POINTS = flags.DEFINE_list(
     'points', ['2', '3'],
     'Insertion points (stage numbers): one adain entry and one tail@k each.')
@@ -94,6 +114,10 @@ _STEPS_PER_CALL = flags.DEFINE_integer(
     'steps_per_call', 0, 'If > 0, also time every train entry as K steps per '
     'call (lax.scan) on a training set kept on the devices (config.'
     'device_data + config.steps_per_call), reported as "<entry>xK".')
+_ROUNDS = flags.DEFINE_integer(
+    'rounds', 1, 'Passes over the train entries, each --steps timed calls '
+    'of every entry in turn; the figures are over all of them (on a shared '
+    'machine a slow spell then falls on every entry alike).')
 _OUT = flags.DEFINE_string('out', '', 'Also write the JSON here.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random data and init.')
 
@@ -103,10 +127,13 @@ def _settings(batch_sizes, *, on_cpu: bool, num_devices: int):
   bad one)."""
   # pylint: disable=g-import-not-at-top
   from adain_kd_jax import methods as methods_lib
+  from benchmarks import step_entries
   from benchmarks import step_plan
   # pylint: enable=g-import-not-at-top
   points = [int(k) for k in _POINTS.value]
   methods = list(dict.fromkeys(_METHODS.value))  # Dedup, keep order.
+  if methods == ['all']:
+    methods = list(methods_lib.METHODS)
   for method in methods:
     methods_lib.check_method(method)
   image_shape = tuple(int(d) for d in _IMAGE_SHAPE.value)
@@ -115,21 +142,28 @@ def _settings(batch_sizes, *, on_cpu: bool, num_devices: int):
   steps = _STEPS.value if _STEPS.value is not None else (3 if on_cpu else 20)
   warmup = (_WARMUP.value if _WARMUP.value is not None else
             (0 if on_cpu else 5))
-  if steps < 1 or warmup < 0:
-    raise app.UsageError(f'Need --steps >= 1 and --warmup >= 0; got {steps} '
-                         f'and {warmup}.')
+  if steps < 1 or warmup < 0 or _ROUNDS.value < 1:
+    raise app.UsageError(f'Need --steps >= 1, --warmup >= 0 and --rounds >= '
+                         f'1; got {steps}, {warmup} and {_ROUNDS.value}.')
   for b in batch_sizes:
     if b < 1 or b % num_devices:
       raise app.UsageError(
           f'Batch size {b} must be a positive multiple of the {num_devices} '
           'devices.')
-  return step_plan.Settings(
+  settings = step_plan.Settings(
       batch_sizes=batch_sizes, methods=methods, points=points,
       image_shape=image_shape, num_classes=_NUM_CLASSES.value, steps=steps,
       warmup=warmup, teacher=_TEACHER.value, student=_STUDENT.value,
       dtype=_DTYPE.value, seed=_SEED.value,
       input_examples=_INPUT_EXAMPLES.value,
-      steps_per_call=_STEPS_PER_CALL.value)
+      steps_per_call=_STEPS_PER_CALL.value,
+      recipe=_RECIPE.value, rounds=_ROUNDS.value)
+  # A method the cifar100 recipe cannot build for the pair is left out,
+  # with its one line in the output.
+  refused = step_entries.refusals(settings)
+  return dataclasses.replace(
+      settings, refused=refused,
+      methods=[m for m in methods if m not in refused])
 
 
 def _header(settings, jax_module) -> dict[str, Any]:
@@ -154,6 +188,9 @@ def _header(settings, jax_module) -> dict[str, Any]:
       'points': settings.points,
       'steps': settings.steps,
       'warmup': settings.warmup,
+      'recipe': settings.recipe,
+      'rounds': settings.rounds,
+      'refused': settings.refused,
       'results': {},
   }
 

@@ -57,3 +57,37 @@ def test_conv_parts_times_three_parts_per_shape(tmp_path):
       assert 0 < timing['ms_min'] <= timing['ms']
       assert abs(timing['gflop_per_s']
                  - entry['gflop_per_part'] / timing['ms'] * 1000) < 1e-6
+
+
+def test_step_throughput_times_each_method_as_the_cifar100_table_trains_it(
+    tmp_path):
+  printed = _run_benchmark(
+      'step_throughput.py', tmp_path, '--teacher=resnet14',
+      '--student=resnet8x4', '--batch_sizes=8', '--methods=kd,ab,fsp',
+      '--recipe=cifar100', '--points=3', '--steps=1', '--rounds=2',
+      '--image_shape=8,8,3', '--num_classes=5', '--input_examples=64')
+  assert (printed['recipe'], printed['rounds']) == ('cifar100', 2)
+  # FSP needs equal stage widths (16.. against 64..): refused, not timed.
+  assert list(printed['refused']) == ['fsp']
+  assert 'channel' in printed['refused']['fsp']
+  assert printed['methods'] == ['kd', 'ab']
+  result = printed['results']['8']
+  assert 'fsp' not in result
+  # AB's first phase and its distillation are two entries of one program.
+  for name in ('student_step', 'kd', 'ab/first_phase', 'ab'):
+    # Two rounds of one timed call each; the median is over both.
+    times = result[name]['times_ms']
+    assert len(times) == result[name]['steps'] == 2, name
+    assert abs(result[name]['ms_per_step'] - sum(times) / 2) < 1e-9, name
+    assert min(times) > 0, name
+  assert len(result['teacher_forward']['times_ms']) == 1
+  assert result['ab']['first_phase_steps'] > 0
+  assert (result['ab/first_phase']['first_phase_steps']
+          == result['ab']['first_phase_steps'])
+  kd = result['kd']['ms_per_step']
+  assert abs(result['over_kd']['none']
+             - result['student_step']['ms_per_step'] / kd) < 1e-9
+  for name in ('kd', 'ab/first_phase', 'ab'):
+    assert abs(result['over_kd'][name] - result[name]['ms_per_step'] / kd
+               ) < 1e-9, name
+  assert not printed.get('errors')
