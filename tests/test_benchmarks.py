@@ -44,6 +44,20 @@ def test_step_throughput_prints_every_entry_and_the_ratios(tmp_path):
   assert not printed.get('errors')
 
 
+def test_grid_throughput_times_grids_against_their_members_solo(tmp_path):
+  """The committed teacher export and the embedded data, tiny: grids of 1
+  and 2 kd members and a mix, each against the same members run solo."""
+  printed = _run_benchmark(
+      'grid_throughput.py', tmp_path, '--kd_sizes=1,2', '--mix=none,kd',
+      '--batch_size=16', '--train_limit=256', '--steps=1', '--warmup=0',
+      '--crd_negatives=64')
+  assert set(printed['grids']) == {'kd_x1', 'kd_x2', 'mix'}
+  for name, grid in printed['grids'].items():
+    assert grid['ms_per_step'] > 0 and grid['solo_ms'] > 0, name
+    assert abs(grid['grid_over_solo']
+               - grid['ms_per_step'] / grid['solo_ms']) < 1e-9, name
+
+
 def test_conv_parts_times_three_parts_per_shape(tmp_path):
   printed = _run_benchmark('conv_parts.py', tmp_path, '--batch=2',
                            '--shapes=4x8,2x16', '--steps=2')
