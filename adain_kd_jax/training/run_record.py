@@ -99,10 +99,13 @@ def fill_older(recorded: dict[str, Any]) -> dict[str, Any]:
   for field, value in OLDER_RUNS.items():
     *parents, leaf = field.split('.')
     node = out
-    for part in parents:  # A group added since (e.g. 'cc') is made too.
+    for part in parents:  # A group added since (e.g. 'cc') is made too,
+      if part not in node and callable(value):  # not for a derived value.
+        break
       node = node.setdefault(part, {})
-    if leaf not in node:
-      node[leaf] = value(out) if callable(value) else value
+    else:
+      if leaf not in node:
+        node[leaf] = value(out) if callable(value) else value
   return out
 
 
