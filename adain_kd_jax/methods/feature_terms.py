@@ -113,8 +113,7 @@ class FT(base.Term):
   and the translator); here the main loss stops the gradient of the
   teacher's factor, so the paraphraser gets none from it.
   """
-  # The first phase's length and rate.
-  config_fields = ('init_epochs', 'init_learning_rate')
+  config_fields = ('init_epochs',)  # The first phase's length.
   init_trains = ('ft_paraphraser',)
 
   @property

@@ -30,7 +30,7 @@ class FSP(base.Term):
   """Flow of solution procedure (RepDistiller's `FSP`): the FSP matrices of
   consecutive maps, student against teacher (`losses.fsp_loss`), trained
   on the student's feature modules in the first phase."""
-  config_fields = ('init_epochs', 'init_learning_rate')
+  config_fields = ('init_epochs',)
   init_trains = ('student',)
   num_stages: int
 
@@ -69,7 +69,7 @@ class AB(base.Term):
   maps through its connectors (`ab_connectors`) against the teacher's
   (`losses.ab_loss`), trained on the student's feature modules and the
   connectors in the first phase."""
-  config_fields = ('init_epochs', 'init_learning_rate')
+  config_fields = ('init_epochs',)
   init_trains = ('student', 'ab')
 
   @property

@@ -54,13 +54,16 @@ from adain_kd_jax.training import run_progress
 from adain_kd_jax.training import steps
 from adain_kd_jax.training import summary as summary_lib
 
-# Fields in which the members of one grid may differ: these and every
-# method's settings (methods.SETTING_FIELDS, which the terms declare).
+# Fields in which the members of one grid may differ: these (the loss
+# weights and each member's own optimiser, its first phase's rate included)
+# and every method's settings (methods.SETTING_FIELDS, which the terms
+# declare).
 # Everything else (the student, the teacher, the data, the batch size, the
 # schedule, the logging and checkpoint periods) must be equal.
 MEMBER_FIELDS = ('method', 'seed', 'compare_to', 'loss', 'learning_rate',
-                 'momentum', 'weight_decay', 'skip_nonfinite', 'export',
-                 'keep_checkpoints') + methods.SETTING_FIELDS
+                 'init_learning_rate', 'momentum', 'weight_decay',
+                 'skip_nonfinite', 'export', 'keep_checkpoints'
+                 ) + methods.SETTING_FIELDS
 
 
 def group_key(config: ml_collections.ConfigDict) -> str:
