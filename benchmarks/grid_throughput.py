@@ -61,6 +61,9 @@ _MIX = flags.DEFINE_list(
     'mix', ['none', 'kd', 'fitnet', 'at', 'stat_l2', 'dkd', 'adain',
             'adain_kd', 'logit_mse', 'crd'], 'The mixed grid.')
 _BATCH = flags.DEFINE_integer('batch_size', 128, 'Batch size.')
+_DATA_DIR = flags.DEFINE_string(
+    'data_dir', '', "config.data_dir: the data set's files ('': where runs "
+    'look by default).')
 _TRAIN_LIMIT = flags.DEFINE_integer('train_limit', 5120,
                                     'Training images read.')
 _CRD_NEG = flags.DEFINE_integer('crd_negatives', 4096, "CRD's negatives.")
@@ -145,7 +148,7 @@ class _Runs:
       c.update(method=method, model=_STUDENT.value, teacher=_TEACHER.value,
                teacher_checkpoint=_TEACHER_CKPT.value,
                batch_size=_BATCH.value, train_limit=_TRAIN_LIMIT.value,
-               test_limit=500, compare_to='')
+               test_limit=500, compare_to='', data_dir=_DATA_DIR.value)
       c.crd.num_negatives = _CRD_NEG.value
       self._runs[method] = run_lib.create_run(c, None)
     return self._runs[method]

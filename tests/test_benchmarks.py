@@ -44,11 +44,13 @@ def test_step_throughput_prints_every_entry_and_the_ratios(tmp_path):
   assert not printed.get('errors')
 
 
-def test_grid_throughput_times_grids_against_their_members_solo(tmp_path):
-  """The committed teacher export and the embedded data, tiny: grids of 1
-  and 2 kd members and a mix, each against the same members run solo."""
+def test_grid_throughput_times_grids_against_their_members_solo(
+    tmp_path, idx_data_dir):
+  """The committed teacher export and mock Fashion-MNIST files, tiny: grids
+  of 1 and 2 kd members and a mix, each against the same members solo."""
   printed = _run_benchmark(
-      'grid_throughput.py', tmp_path, '--kd_sizes=1,2', '--mix=none,kd',
+      'grid_throughput.py', tmp_path, f'--data_dir={idx_data_dir}',
+      '--kd_sizes=1,2', '--mix=none,kd',
       '--batch_size=16', '--train_limit=256', '--steps=1', '--warmup=0',
       '--crd_negatives=64')
   assert set(printed['grids']) == {'kd_x1', 'kd_x2', 'mix'}
