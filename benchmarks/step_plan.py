@@ -59,12 +59,6 @@ class Settings:
   refused: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def has_first_phase(method: str) -> bool:
-  """Whether `method` has a term trained in a first phase (FSP, AB, FT)."""
-  return any(methods_lib.TERMS[t].init_trains
-             for t in methods_lib.METHODS[method])
-
-
 def entry_names(methods, points, recipe='default'):
   """The `Entry` of each timed train step but 'none'."""
   entries = []
@@ -72,7 +66,7 @@ def entry_names(methods, points, recipe='default'):
     if method == 'none':
       continue
     if recipe == 'cifar100':
-      if has_first_phase(method):
+      if methods_lib.has_first_phase(method):
         entries.append(Entry(f'{method}/{FIRST_PHASE}', method, None,
                              FIRST_PHASE))
       entries.append(Entry(method, method, None))

@@ -268,7 +268,7 @@ def get_config(arg=None):
     # The same CE and KD for all three: their gaps are the AdaIN term alone
     # and DOT alone (mdistiller's KD + DOT: CE 0.1, KD 0.9, tau 4).
     config.loss.ce, config.loss.kd = KD_WEIGHTS['ce'], KD_WEIGHTS['kd']
-  if any(methods.TERMS[t].init_trains for t in methods.METHODS[args.method]):
+  if methods.has_first_phase(args.method):
     # FSP, AB (RepDistiller's train_student.py): init_epochs 30 of the first
     # phase, then its 240 epochs of distillation (the schedule counted from
     # there).

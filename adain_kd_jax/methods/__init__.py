@@ -113,6 +113,11 @@ def setting_fields(method: str) -> tuple[str, ...]:
                              for field in TERMS[name].config_fields))
 
 
+def has_first_phase(method: str) -> bool:
+  """Whether a term of `method` trains in a first phase (FSP, AB, FT)."""
+  return any(TERMS[name].init_trains for name in METHODS[method])
+
+
 def check_method(method: str, field: str = 'method') -> None:
   """ValueError naming `config.<field>` unless `method` is in METHODS."""
   if method not in METHODS:

@@ -260,7 +260,7 @@ def _check_optimisation(config) -> None:
     _fail('momentum', config.momentum, 'it must be in [0, 1).')
   if config.weight_decay < 0:
     _fail('weight_decay', config.weight_decay, 'it must be >= 0.')
-  if any(methods.TERMS[t].init_trains for t in methods.METHODS[config.method]):
+  if methods.has_first_phase(config.method):
     if config.init_epochs < 0:
       _fail('init_epochs', config.init_epochs, 'it must be >= 0.')
     if config.init_learning_rate < 0:
