@@ -83,3 +83,71 @@ def test_decision_words():
       'not shown; gains above +0.40 points excluded')
   assert VERDICT.decision(dict(d, mean=-0.3, ci_high=-0.05), 0.2) == 'no gain'
   assert VERDICT.decision(dict(d, mean=-0.3), 0.01) == 'lower'
+
+
+def test_committed_verdict_is_what_the_committed_runs_give():
+  """The committed confirm_verdict.md is rebuilt, verbatim, from the fifty
+  committed runs of the confirmation."""
+  directory = os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), VERDICT.DIRECTORY)
+  runs = [r for r in VERDICT.finished_runs.collect(directory)
+          if r['method'] in VERDICT.ARMS and r['seed'] in VERDICT.SEEDS]
+  assert not VERDICT.missing_runs(runs)
+  committed = open(os.path.join(directory, 'confirm_verdict.md')).read()
+  assert VERDICT.to_markdown(VERDICT.contrasts(runs)) == committed
+
+
+POINTS = campaign._load_module(
+    'results/fashion_mnist_lowdata/s1_points_verdict.py')
+
+
+def test_s1_points_verdict_one_contrast_no_interim_look(tmp_path, capsys):
+  """adain_both_points_s1 - adain_default (+0.5 + wiggle): the paired
+  t-test by hand, uncorrected (a family of one); nothing before all twenty
+  runs are in."""
+  for i, seed in enumerate(POINTS.SEEDS):
+    _write(str(tmp_path), 'adain_default', seed, 0.89)
+    if seed != 9:
+      _write(str(tmp_path), 'adain_both_points_s1', seed,
+             (89.5 + _WIGGLE[i]) / 100)
+  assert POINTS.main(['x', str(tmp_path)]) == 1
+  assert capsys.readouterr().out.startswith(
+      '1 of 20 runs not finished (first: adain_both_points_s1 seed 9)')
+  _write(str(tmp_path), 'adain_both_points_s1', 9, (89.5 + _WIGGLE[4]) / 100)
+  assert POINTS.main(['x', str(tmp_path)]) == 0
+  name, d, p, words = POINTS.contrast(
+      VERDICT.finished_runs.collect(str(tmp_path)))
+  n = 10
+  mean_w = sum(_WIGGLE) / n
+  sd = math.sqrt(sum((w - mean_w)**2 for w in _WIGGLE) / (n - 1))
+  t = (0.5 + mean_w) / (sd / math.sqrt(n))
+  assert name == 'adain_both_points_s1 - adain_default'
+  assert abs(d['mean'] - (0.5 + mean_w)) < 1e-9
+  assert abs(p - 2 * stats.t.sf(t, n - 1)) < 1e-12
+  assert words == 'higher'
+  assert '| adain_both_points_s1 - adain_default | +0.53 [' in (
+      tmp_path / 's1_points_verdict.md').read_text()
+
+
+def test_s1_check_rule_on_the_committed_runs():
+  """The rule of CONFIRMATION.md on the committed check: the last
+  evaluation's validation top-1 of each arm's best setting against the
+  student alone's 87.50% plus 0.5; only adain_both_points_s1 passes, so
+  only it and adain_default get the confirmation seeds."""
+  plan = campaign._load_module('results/fashion_mnist_lowdata/plan.py')
+  workdir = os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), 'results/fashion_mnist_lowdata/runs')
+  results = plan.s1_check_results(workdir)
+  assert {a: (n, round(v, 2), ok) for a, (n, v, ok) in results.items()} == {
+      'adain_s1_mean_warm': ('w0.3', 87.96, False),
+      'adain_s1_both_warm': ('w3.0', 87.88, False),
+      'adain_both_points_s1': ('s1w0.1', 90.36, True)}
+  runs = plan._s1_final(workdir)
+  assert sorted({r.name.split('/')[2] for r in runs}) == [
+      'adain_both_points_s1', 'adain_default']
+  assert len(runs) == 20
+  by_arm = {r.name.split('/')[2]: r.overrides for r in runs if
+            r.name.endswith('seed5')}
+  assert by_arm['adain_both_points_s1']['point_weights'] == (0.1, 1.0)
+  assert by_arm['adain_default'] == {'points': (0,), 'loss.adain': 1.0,
+                                     'seed': 5}

@@ -28,10 +28,10 @@ CONTRASTS = ('kd', 'logit_mse')  # Primary, then secondary.
 ALPHA = 0.05
 
 
-def missing_runs(runs):
+def missing_runs(runs, arms=ARMS, seeds=SEEDS):
   """The (arm, seed) pairs of the design that have no finished run."""
   have = {(r['method'], r['seed']) for r in runs}
-  return [(a, s) for a in ARMS for s in SEEDS if (a, s) not in have]
+  return [(a, s) for a in arms for s in seeds if (a, s) not in have]
 
 
 def decision(diff, adjusted_p):
@@ -69,21 +69,30 @@ def to_markdown(results):
   return '\n'.join(lines) + '\n'
 
 
-def main(argv):
-  directory = argv[1] if len(argv) > 1 else DIRECTORY
+def write_when_complete(directory, arms, seeds, render, filename):
+  """render(runs) -> markdown, written to directory/filename and printed,
+  only once every (arm, seed) of the design has finished (exit status 0);
+  until then the count of missing runs and no comparison (1)."""
   runs = [r for r in finished_runs.collect(directory)
-          if r['method'] in ARMS and r['seed'] in SEEDS]
-  missing = missing_runs(runs)
+          if r['method'] in arms and r['seed'] in seeds]
+  missing = missing_runs(runs, arms, seeds)
   if missing:
-    print(f'{len(missing)} of {len(ARMS) * len(SEEDS)} runs not finished '
+    print(f'{len(missing)} of {len(arms) * len(seeds)} runs not finished '
           f'(first: {missing[0][0]} seed {missing[0][1]}); the verdict waits '
           'for all of them (no interim look).')
     return 1
-  text = to_markdown(contrasts(runs))
-  with open(os.path.join(directory, 'confirm_verdict.md'), 'w') as f:
+  text = render(runs)
+  with open(os.path.join(directory, filename), 'w') as f:
     f.write(text)
   print(text, end='')
   return 0
+
+
+def main(argv):
+  directory = argv[1] if len(argv) > 1 else DIRECTORY
+  return write_when_complete(directory, ARMS, SEEDS,
+                             lambda runs: to_markdown(contrasts(runs)),
+                             'confirm_verdict.md')
 
 
 if __name__ == '__main__':

@@ -257,6 +257,68 @@ WIDE_TEACHER = 'wrn_16_2'
 GATE_EPOCHS = 4
 
 
+# The student alone's validation top-1 on the tuning seed, 40 epochs: the
+# bar of the S-1 check's rule.
+_NONE_CURVE = 'curve/resnet8/e40/seed100'
+# The arm whose S weight adain_both_points_s1 matches (S alone at weight 1,
+# its tuned setting): its contrast if it passes (CONFIRMATION.md, addendum).
+S1_POINTS_REFERENCE = ('adain_default', 'w1.0')
+
+
+def s1_check_results(workdir):
+  """{arm: (best setting, its validation top-1, passed)} of the S-1 check
+  (None until all its runs and the student alone's have finished). Like
+  every choice here, validation top-1 is the last evaluation's; an arm
+  passes when its best setting beats the student alone's by more than
+  S1_FINAL_MARGIN points."""
+  from adain_kd_jax.experiments import parallel
+  bar_dir = os.path.join(workdir, _NONE_CURVE)
+  if not os.path.exists(os.path.join(bar_dir, 'summary.json')):
+    return None
+  bar = 100 * parallel.read_summary(bar_dir)['val_accuracy']
+  out = {}
+  for arm, (_, _, settings) in S1_CHECK.items():
+    dirs = {n: os.path.join(workdir, f's1check/{arm}/{n}/seed{TUNING_SEED}')
+            for n in settings}
+    name = best_on_val({n: [d] for n, d in dirs.items()})
+    if name is None:
+      return None
+    val = 100 * parallel.read_summary(dirs[name])['val_accuracy']
+    out[arm] = (name, val, val - bar > S1_FINAL_MARGIN)
+  return out
+
+
+def _s1_final(workdir):
+  """The confirmation seeds for what passed the S-1 check: the variance
+  pair at the one weight with the best validation averaged over the two
+  arms if either passed; adain_both_points_s1 and the arm at its S weight
+  (S1_POINTS_REFERENCE) if it passed."""
+  results = s1_check_results(workdir)
+  if results is None:
+    return []
+  cells = []
+  pair = ('adain_s1_mean_warm', 'adain_s1_both_warm')
+  if results[pair[0]][2] or results[pair[1]][2]:
+    weight = best_on_val({n: [os.path.join(
+        workdir, f's1check/{a}/{n}/seed{TUNING_SEED}') for a in pair]
+                          for n in S1_CHECK[pair[0]][2]})
+    cells += [(a, S1_CHECK[a], weight) for a in pair]
+  if results['adain_both_points_s1'][2]:
+    arm = 'adain_both_points_s1'
+    cells.append((arm, S1_CHECK[arm], results[arm][0]))
+    ref, setting = S1_POINTS_REFERENCE
+    cells.append((ref, ARMS[ref], setting))
+  runs = []
+  for arm, (method, fixed, settings), name in cells:
+    runs += [PlannedRun(f'confirm/{P1[0]}-{P1[1]}/{arm}/seed{seed}',
+                        f'{CELL}:teacher={P1[0]},student={P1[1]},'
+                        f'method={method}',
+                        {**fixed, **settings[name], 'seed': seed},
+                        needs=_needs(P1))
+             for seed in CONFIRM_SEEDS]
+  return runs
+
+
 def _gate():
   return [PlannedRun(f'gate/{WIDE_TEACHER}/e{GATE_EPOCHS}',
                      f'configs/fashion_mnist_teacher.py:{WIDE_TEACHER}',
@@ -283,4 +345,5 @@ def get_plan(workdir):
   for arm in p2_arms(workdir):
     if arm in done:
       runs += _final(P2, arm, done[arm])
-  return runs + _confirm(workdir) + _s1_check() + _gate()
+  return (runs + _confirm(workdir) + _s1_check() + _s1_final(workdir)
+          + _gate())
