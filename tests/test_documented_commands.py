@@ -121,9 +121,10 @@ def _user_clone(tmp_path):
   # Copies, not links: the documented commands write here.
   shutil.copytree(os.path.join(ROOT, 'results'), clone / 'results',
                   ignore=lambda d, names: ['runs'] if 'runs' in names else [])
-  final = 'results/fashion_mnist_lowdata/runs/final'
-  for pair in ('resnet20-resnet8', 'resnet20-wrn_16_1'):
-    shutil.copytree(os.path.join(ROOT, final, pair), clone / final / pair)
+  runs = 'results/fashion_mnist_lowdata/runs'
+  for stage in ('final/resnet20-resnet8', 'final/resnet20-wrn_16_1',
+                'confirm/resnet20-resnet8'):
+    shutil.copytree(os.path.join(ROOT, runs, stage), clone / runs / stage)
   data = home / '.cache/adain_kd_jax/fashion-mnist/usr/share/datasets'
   data = data / 'fashion-mnist'
   data.mkdir(parents=True)
@@ -197,7 +198,11 @@ _LOWDATA_REPORTS = (
     'results/fashion_mnist_lowdata/runs/final/resnet20-resnet8',
     'python -m adain_kd_jax.experiments.report --notensorboard --paired_with='
     'adain_authors,adain_s1_both '
-    'results/fashion_mnist_lowdata/runs/final/resnet20-wrn_16_1')
+    'results/fashion_mnist_lowdata/runs/final/resnet20-wrn_16_1',
+    'python results/fashion_mnist_lowdata/confirm_verdict.py',
+    'python -m adain_kd_jax.experiments.report --nostats --notensorboard '
+    '--paired_with= results/fashion_mnist_lowdata/runs/confirm/'
+    'resnet20-resnet8')
 
 # Each scenario: (documented command, what the suite appends), in order, in
 # one clone. Runs share their workdirs where the docs do.

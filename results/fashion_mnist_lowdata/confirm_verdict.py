@@ -13,6 +13,7 @@ only, alpha 0.05, and the decision rule's words. Until then it says how
 many runs are missing and shows no comparison (exit status 1).
 """
 
+import argparse
 import os
 import sys
 
@@ -88,8 +89,17 @@ def write_when_complete(directory, arms, seeds, render, filename):
   return 0
 
 
+def directory_arg(argv, doc):
+  """The runs' directory from argv[1:] (DIRECTORY when none is given)."""
+  parser = argparse.ArgumentParser(
+      description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('directory', nargs='?', default=DIRECTORY,
+                      help=f'the runs (default: {DIRECTORY})')
+  return parser.parse_args(argv[1:]).directory
+
+
 def main(argv):
-  directory = argv[1] if len(argv) > 1 else DIRECTORY
+  directory = directory_arg(argv, __doc__)
   return write_when_complete(directory, ARMS, SEEDS,
                              lambda runs: to_markdown(contrasts(runs)),
                              'confirm_verdict.md')

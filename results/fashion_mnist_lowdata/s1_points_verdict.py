@@ -50,7 +50,7 @@ def to_markdown(result):
 
 
 def main(argv):
-  directory = argv[1] if len(argv) > 1 else confirm_verdict.DIRECTORY
+  directory = confirm_verdict.directory_arg(argv, __doc__)
   return confirm_verdict.write_when_complete(
       directory, ARMS, SEEDS, lambda runs: to_markdown(contrast(runs)),
       's1_points_verdict.md')
