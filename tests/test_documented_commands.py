@@ -123,7 +123,7 @@ def _user_clone(tmp_path):
                   ignore=lambda d, names: ['runs'] if 'runs' in names else [])
   runs = 'results/fashion_mnist_lowdata/runs'
   for stage in ('final/resnet20-resnet8', 'final/resnet20-wrn_16_1',
-                'confirm/resnet20-resnet8'):
+                'confirm/resnet20-resnet8', 'gate/wrn_16_2/e4'):
     shutil.copytree(os.path.join(ROOT, runs, stage), clone / runs / stage)
   data = home / '.cache/adain_kd_jax/fashion-mnist/usr/share/datasets'
   data = data / 'fashion-mnist'
@@ -280,6 +280,13 @@ SCENARIOS = {
          '--config=configs/fashion_mnist_lowdata.py:teacher=resnet20 '
          '--split=val --examples=5000 '
          '--out=results/fashion_mnist_lowdata/stats_swap.json',
+         ('--examples=64', '--config.holdout=200',
+          '--config.train_per_class=50')),
+        ('python -m adain_kd_jax.experiments.stats_swap '
+         '--config=configs/fashion_mnist_lowdata.py:teacher=wrn_16_2 '
+         '--config.teacher_checkpoint=results/fashion_mnist_lowdata/runs/gate/'
+         'wrn_16_2/e4/export --split=val --examples=5000 '
+         '--out=results/fashion_mnist_lowdata/gate/stats_swap_wrn_16_2_e4.json',
          ('--examples=64', '--config.holdout=200',
           '--config.train_per_class=50')),
     ] + [(text, ()) for text in _LOWDATA_REPORTS],
