@@ -151,3 +151,45 @@ def test_s1_check_rule_on_the_committed_runs():
   assert by_arm['adain_both_points_s1']['point_weights'] == (0.1, 1.0)
   assert by_arm['adain_default'] == {'points': (0,), 'loss.adain': 1.0,
                                      'seed': 5}
+
+
+P3 = campaign._load_module('results/fashion_mnist_lowdata/p3_verdict.py')
+
+
+def test_p3_verdict_three_contrasts_holm_over_three(tmp_path, capsys):
+  """adain_s1_both_warm against mean only (+0.2 + wiggle), kd (+1.0 +
+  wiggle) and logit_mse (+0.5 + wiggle): the p-values by hand, Holm over
+  three; nothing before all fifty runs are in."""
+  base = {'none': 87.0, 'kd': 89.0, 'logit_mse': 89.5,
+          'adain_s1_mean_warm': 89.8, 'adain_s1_both_warm': 90.0}
+  for arm, acc in base.items():
+    for i, seed in enumerate(P3.SEEDS):
+      if (arm, seed) == ('kd', 3):
+        continue
+      wiggle = _WIGGLE[i] if arm == P3.REFERENCE else 0.0
+      _write(str(tmp_path), arm, seed, (acc + wiggle) / 100)
+  assert P3.main(['x', str(tmp_path)]) == 1
+  assert capsys.readouterr().out.startswith('1 of 50 runs not finished')
+  _write(str(tmp_path), 'kd', 3, 0.89)
+  assert P3.main(['x', str(tmp_path)]) == 0
+  results = P3.contrasts(VERDICT.finished_runs.collect(str(tmp_path)))
+  n = 10
+  mean_w = sum(_WIGGLE) / n
+  sd = math.sqrt(sum((w - mean_w)**2 for w in _WIGGLE) / (n - 1))
+  p = []
+  for (name, d, pi, _, _), gap, arm in zip(
+      results, (0.2, 1.0, 0.5), P3.CONTRASTS):
+    assert name == f'adain_s1_both_warm - {arm}'
+    assert abs(d['mean'] - (gap + mean_w)) < 1e-9
+    p.append(2 * stats.t.sf((gap + mean_w) / (sd / math.sqrt(n)), n - 1))
+    assert abs(pi - p[-1]) < 1e-12
+  # Holm over three: the smallest times 3, the next times 2, the largest
+  # times 1, each at least the one before.
+  order = sorted(range(3), key=lambda i: p[i])
+  expected, running = [0.0] * 3, 0.0
+  for rank, i in enumerate(order):
+    running = max(running, min(1.0, (3 - rank) * p[i]))
+    expected[i] = running
+  for (_, _, _, adjusted, _), e in zip(results, expected):
+    assert abs(adjusted - e) < 1e-12
+  assert (tmp_path / 'p3_verdict.md').read_text().count('| adain_s1_both') == 3

@@ -44,28 +44,31 @@ def decision(diff, adjusted_p):
   return f'not shown; gains above {diff["ci_high"]:+.2f} points excluded'
 
 
-def contrasts(runs):
-  """[(name, paired difference, p, Holm-adjusted p, decision)] of the two
-  contrasts, last epoch, in points."""
-  rows = {r['method']: r for r in tables.paired_rows(runs, REFERENCE)}
-  diffs = [rows[m]['last'] for m in CONTRASTS]
+def contrasts(runs, reference=REFERENCE, others=CONTRASTS):
+  """[(name, paired difference, p, Holm-adjusted p, decision)] of
+  reference - each of `others`, last epoch, in points, Holm over them."""
+  rows = {r['method']: r for r in tables.paired_rows(runs, reference)}
+  diffs = [rows[m]['last'] for m in others]
   p = [paired.p_value(d) for d in diffs]
   adjusted = paired.holm(p)
-  return [(f'{REFERENCE} - {m}', d, pi, ai, decision(d, ai))
-          for m, d, pi, ai in zip(CONTRASTS, diffs, p, adjusted)]
+  return [(f'{reference} - {m}', d, pi, ai, decision(d, ai))
+          for m, d, pi, ai in zip(others, diffs, p, adjusted)]
 
 
-def to_markdown(results):
-  lines = ['# Confirmation: the pre-registered verdict', '',
-           'P1 (resnet20 -> resnet8), seeds 5-14, test top-1 at the last '
-           'epoch, paired by seed; two-sided paired t-tests, Holm over the '
-           'two contrasts, alpha 0.05 (CONFIRMATION.md).', '',
-           '| contrast | mean [95% CI] | per seed (5-14) | p | Holm p | '
+_TITLE = 'Confirmation: the pre-registered verdict'
+_SETUP = ('P1 (resnet20 -> resnet8), seeds 5-14, test top-1 at the last '
+          'epoch, paired by seed; two-sided paired t-tests, Holm over the '
+          'two contrasts, alpha 0.05 (CONFIRMATION.md).')
+
+
+def to_markdown(results, title=_TITLE, setup=_SETUP, seeds='5-14'):
+  lines = [f'# {title}', '', setup, '',
+           f'| contrast | mean [95% CI] | per seed ({seeds}) | p | Holm p | '
            'verdict |', '|---|---:|---|---:|---:|---|']
   for name, d, p, adj, words in results:
-    seeds = ' '.join(f'{x:+.2f}' for x in d['diffs'])
+    per_seed = ' '.join(f'{x:+.2f}' for x in d['diffs'])
     lines.append(f'| {name} | {d["mean"]:+.2f} [{d["ci_low"]:+.2f}, '
-                 f'{d["ci_high"]:+.2f}] | {seeds} | {p:.3g} | {adj:.3g} | '
+                 f'{d["ci_high"]:+.2f}] | {per_seed} | {p:.3g} | {adj:.3g} | '
                  f'{words} |')
   return '\n'.join(lines) + '\n'
 
@@ -89,12 +92,12 @@ def write_when_complete(directory, arms, seeds, render, filename):
   return 0
 
 
-def directory_arg(argv, doc):
-  """The runs' directory from argv[1:] (DIRECTORY when none is given)."""
+def directory_arg(argv, doc, default=DIRECTORY):
+  """The runs' directory from argv[1:] (`default` when none is given)."""
   parser = argparse.ArgumentParser(
       description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('directory', nargs='?', default=DIRECTORY,
-                      help=f'the runs (default: {DIRECTORY})')
+  parser.add_argument('directory', nargs='?', default=default,
+                      help=f'the runs (default: {default})')
   return parser.parse_args(argv[1:]).directory
 
 

@@ -30,13 +30,21 @@ finished and skipped, and its committed config.json is what ran.
                                  teacher recipe, 55,000 images): the gate
                                  for AdaIN where the tail can judge the std
                                  (`stats_swap` on its export decides whether
-                                 its full training is worth it).
+                                 its full training is worth it);
+  teacher/wrn_16_2               the full wide teacher, gated again by
+                                 `stats_swap` on its export (written to
+                                 teacher/wrn_16_2/stats_swap.json);
+  p3tune/<arm>/<setting>/seed100, p3final/wrn_16_2-resnet8/<arm>/seed<s>
+                                 P3 (CONFIRMATION.md): AdaIN at S-1 where
+                                 the tail judges the std, kd and logit_mse;
+                                 seeds 0-9.
 An arm is a method with fixed extra settings (the AdaIN variants are arms of
 the method adain). Every arm but `none` gets the same budget: three
 settings on tuning seed 100, which never enters the final grid. P2 reuses
 P1's choices (a selection effect the README states).
 """
 
+import json
 import os
 
 from adain_kd_jax.experiments.campaign import best_on_val
@@ -325,6 +333,87 @@ def _gate():
                      {'num_epochs': float(GATE_EPOCHS)})]
 
 
+# AdaIN where the tail can judge the std (CONFIRMATION.md, "The wide
+# teacher"): the gate passed at S-1 only, so P3's AdaIN arms work there.
+# The full teacher is gated again (stats_swap on its export, written to
+# P3_GATE_FILE under the workdir) before any of its students is planned.
+P3 = (WIDE_TEACHER, 'resnet8')
+P3_SEEDS = tuple(range(10))
+P3_GATE_FILE = f'teacher/{WIDE_TEACHER}/stats_swap.json'
+P3_GATE_RATIO = 0.1  # std replaced over mean replaced, at S-1.
+P3_VARIANCE_PAIR = ('adain_s1_mean_warm', 'adain_s1_both_warm')
+P3_ARMS = {
+    'none': ARMS['none'],
+    # kd's three around P1's choice (tau 8, its grid's edge there).
+    'kd': ('kd', {}, {f't{t}': {'loss.temperature': float(t)}
+                      for t in (4, 8, 16)}),
+    'logit_mse': ARMS['logit_mse'],
+    # AdaIN at S-1, squared error, weights 0.3/1/3 warmed up over 4 epochs:
+    # mean only and mean and std, run at one shared weight.
+    **{arm: S1_CHECK[arm] for arm in P3_VARIANCE_PAIR},
+}
+
+
+def p3_gate(workdir):
+  """Whether the full wide teacher passes the gate at S-1 (None until its
+  statistics swap is written)."""
+  path = os.path.join(workdir, P3_GATE_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    table = json.load(f)
+  point = next(p for p in table['points'] if p['relative'] == -1)
+  return point['std'] >= P3_GATE_RATIO * point['mean']
+
+
+def _p3_cell(arm):
+  return (f'{CELL}:teacher={P3[0]},student={P3[1]},'
+          f'method={P3_ARMS[arm][0]}')
+
+
+def _p3_tune_dir(workdir, arm, setting):
+  return os.path.join(workdir, f'p3tune/{arm}/{setting}/seed{TUNING_SEED}')
+
+
+def p3_chosen(workdir):
+  """{arm: overrides} of P3's arms whose tuning has finished, chosen on
+  validation; the variance pair shares the weight whose validation,
+  averaged over the two arms, is best."""
+  out = {}
+  for arm, (_, fixed, settings) in P3_ARMS.items():
+    if arm in P3_VARIANCE_PAIR:
+      dirs = {n: [_p3_tune_dir(workdir, a, n) for a in P3_VARIANCE_PAIR]
+              for n in settings}
+    else:
+      dirs = {n: [_p3_tune_dir(workdir, arm, n)] for n in settings}
+    name = best_on_val(dirs) if settings else None
+    if not settings or name:
+      out[arm] = {**fixed, **(settings[name] if name else {})}
+  return out
+
+
+def _p3(workdir):
+  """The wide teacher (40 epochs, exported), then, once it passes the gate
+  again, P3's tuning on seed 100 and its final grid on seeds 0-9."""
+  runs = [PlannedRun(f'teacher/{WIDE_TEACHER}',
+                     f'configs/fashion_mnist_teacher.py:{WIDE_TEACHER}',
+                     export_to=f'teachers/fashion_mnist_{WIDE_TEACHER}_55k')]
+  if not p3_gate(workdir):
+    return runs
+  for arm, (_, fixed, settings) in P3_ARMS.items():
+    runs += [PlannedRun(f'p3tune/{arm}/{name}/seed{TUNING_SEED}',
+                        _p3_cell(arm),
+                        {**fixed, **overrides, 'seed': TUNING_SEED},
+                        needs=_needs(P3))
+             for name, overrides in settings.items()]
+  for arm, overrides in p3_chosen(workdir).items():
+    runs += [PlannedRun(f'p3final/{P3[0]}-{P3[1]}/{arm}/seed{seed}',
+                        _p3_cell(arm), dict(overrides, seed=seed),
+                        needs=() if arm == 'none' else _needs(P3))
+             for seed in P3_SEEDS]
+  return runs
+
+
 def get_plan(workdir):
   """The runs in priority order: the decisive arms first (none, kd,
   logit_mse, the AdaIN arms, adain_kd), then the other baselines; a final
@@ -346,4 +435,4 @@ def get_plan(workdir):
     if arm in done:
       runs += _final(P2, arm, done[arm])
   return (runs + _confirm(workdir) + _s1_check() + _s1_final(workdir)
-          + _gate())
+          + _gate() + _p3(workdir))
