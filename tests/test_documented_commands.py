@@ -202,7 +202,8 @@ _LOWDATA_REPORTS = (
     'python results/fashion_mnist_lowdata/confirm_verdict.py',
     'python -m adain_kd_jax.experiments.report --nostats --notensorboard '
     '--paired_with= results/fashion_mnist_lowdata/runs/confirm/'
-    'resnet20-resnet8')
+    'resnet20-resnet8',
+    'python results/fashion_mnist_lowdata/s1_points_verdict.py')
 
 # Each scenario: (documented command, what the suite appends), in order, in
 # one clone. Runs share their workdirs where the docs do.
