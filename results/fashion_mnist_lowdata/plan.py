@@ -218,6 +218,13 @@ S1_CHECK = {
 # A check arm gets final seeds only if its best validation top-1 on the
 # tuning seed beats the student alone's by more than this (points).
 S1_FINAL_MARGIN = 0.5
+# The variance pair of the check (mean only, mean and std), run at one
+# shared weight wherever both go on (here and on P3).
+S1_VARIANCE_PAIR = ('adain_s1_mean_warm', 'adain_s1_both_warm')
+
+
+def _s1_dir(workdir, arm, setting):
+  return os.path.join(workdir, f's1check/{arm}/{setting}/seed{TUNING_SEED}')
 
 
 def confirm_kd(workdir):
@@ -286,8 +293,7 @@ def s1_check_results(workdir):
   bar = 100 * parallel.read_summary(bar_dir)['val_accuracy']
   out = {}
   for arm, (_, _, settings) in S1_CHECK.items():
-    dirs = {n: os.path.join(workdir, f's1check/{arm}/{n}/seed{TUNING_SEED}')
-            for n in settings}
+    dirs = {n: _s1_dir(workdir, arm, n) for n in settings}
     name = best_on_val({n: [d] for n, d in dirs.items()})
     if name is None:
       return None
@@ -305,10 +311,9 @@ def _s1_final(workdir):
   if results is None:
     return []
   cells = []
-  pair = ('adain_s1_mean_warm', 'adain_s1_both_warm')
+  pair = S1_VARIANCE_PAIR
   if results[pair[0]][2] or results[pair[1]][2]:
-    weight = best_on_val({n: [os.path.join(
-        workdir, f's1check/{a}/{n}/seed{TUNING_SEED}') for a in pair]
+    weight = best_on_val({n: [_s1_dir(workdir, a, n) for a in pair]
                           for n in S1_CHECK[pair[0]][2]})
     cells += [(a, S1_CHECK[a], weight) for a in pair]
   if results['adain_both_points_s1'][2]:
@@ -341,7 +346,7 @@ P3 = (WIDE_TEACHER, 'resnet8')
 P3_SEEDS = tuple(range(10))
 P3_GATE_FILE = f'teacher/{WIDE_TEACHER}/stats_swap.json'
 P3_GATE_RATIO = 0.1  # std replaced over mean replaced, at S-1.
-P3_VARIANCE_PAIR = ('adain_s1_mean_warm', 'adain_s1_both_warm')
+P3_VARIANCE_PAIR = S1_VARIANCE_PAIR
 P3_ARMS = {
     'none': ARMS['none'],
     # kd's three around P1's choice (tau 8, its grid's edge there).
