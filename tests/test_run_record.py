@@ -176,6 +176,15 @@ def test_write_json_is_atomic(tmp_path):
   assert os.listdir(tmp_path) == ['summary.json']
 
 
+def test_write_text_makes_a_missing_folder(tmp_path):
+  # A report's --out may name a folder that does not exist yet.
+  path = str(tmp_path / 'runs' / 'teacher' / 'stats_swap.md')
+  run_record.write_text(path, 'table\n')
+  with open(path) as f:
+    assert f.read() == 'table\n'
+  assert os.listdir(tmp_path / 'runs' / 'teacher') == ['stats_swap.md']
+
+
 def test_one_run_is_a_copy_with_its_fields():
   config = default.get_config()
   config.compare_to = 'none'

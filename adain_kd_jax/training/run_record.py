@@ -209,7 +209,9 @@ def one_run(config: ml_collections.ConfigDict,
 
 def write_text(path: str, text: str) -> None:
   """Writes `text` to `path` atomically: a temporary file beside it, then a
-  rename, so a reader (or a killed writer) never sees half a file."""
+  rename, so a reader (or a killed writer) never sees half a file. Its
+  folder is made if it is missing (a report's --out=new/folder/x.json)."""
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   tmp = f'{path}.tmp{os.getpid()}'
   with open(tmp, 'w') as f:
     f.write(text)
