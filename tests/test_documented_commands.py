@@ -290,6 +290,12 @@ SCENARIOS = {
          '--out=results/fashion_mnist_lowdata/gate/stats_swap_wrn_16_2_e4.json',
          ('--examples=64', '--config.holdout=200',
           '--config.train_per_class=50')),
+        ('python -m adain_kd_jax.experiments.stats_swap '
+         '--config=configs/fashion_mnist_lowdata.py:teacher=wrn_16_2 '
+         '--split=val --examples=5000 --out=results/fashion_mnist_lowdata/'
+         'runs/teacher/wrn_16_2/stats_swap.json',
+         ('--examples=64', '--config.holdout=200',
+          '--config.train_per_class=50')),
     ] + [(text, ()) for text in _LOWDATA_REPORTS],
 }
 

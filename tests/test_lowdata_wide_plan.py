@@ -69,3 +69,17 @@ def test_variance_pair_shares_the_weight_best_on_their_average(tmp_path):
   finals = _names(workdir, 'p3final/')
   assert len(finals) == 40 and finals[-1] == (
       'p3final/wrn_16_2-resnet8/adain_s1_both_warm/seed9')
+
+
+def test_committed_full_teacher_passes_the_gate_at_s1_only():
+  """The committed statistics swap of teachers/fashion_mnist_wrn_16_2_55k, as
+  the README states it: std over mean 0.573 at S-1 (passes), 0.004 at S."""
+  workdir = 'results/fashion_mnist_lowdata/runs'
+  with open(os.path.join(workdir, PLAN.P3_GATE_FILE)) as f:
+    table = json.load(f)
+  assert table['teacher_checkpoint'] == 'teachers/fashion_mnist_wrn_16_2_55k'
+  ratio = {p['relative']: p['std'] / p['mean'] for p in table['points']}
+  assert round(ratio[-1], 3) == 0.573
+  assert round(ratio[0], 3) == 0.004
+  assert PLAN.p3_gate(workdir) is True
+  assert len(_names(workdir, 'p3tune/')) == 12
