@@ -225,7 +225,6 @@ def write_json(path: str, record: Any) -> None:
 
 def write(workdir: str, config) -> str:
   """Writes WORKDIR/config.json atomically; returns its path."""
-  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, CONFIG_JSON)
   write_text(path, config.to_json_best_effort(indent=2) + '\n')
   return path
