@@ -9,6 +9,8 @@ from adain_kd_jax.experiments import campaign
 
 # pylint: disable=protected-access
 PLAN = campaign._load_module('results/fashion_mnist_lowdata/plan.py')
+# The committed runs.
+RUNS = 'results/fashion_mnist_lowdata/runs'
 
 
 def _gate(workdir, mean, std):
@@ -74,15 +76,14 @@ def test_variance_pair_shares_the_weight_best_on_their_average(tmp_path):
 def test_committed_full_teacher_passes_the_gate_at_s1_only():
   """The committed statistics swap of teachers/fashion_mnist_wrn_16_2_55k, as
   the README states it: std over mean 0.573 at S-1 (passes), 0.004 at S."""
-  workdir = 'results/fashion_mnist_lowdata/runs'
-  with open(os.path.join(workdir, PLAN.P3_GATE_FILE)) as f:
+  with open(os.path.join(RUNS, PLAN.P3_GATE_FILE)) as f:
     table = json.load(f)
   assert table['teacher_checkpoint'] == 'teachers/fashion_mnist_wrn_16_2_55k'
   ratio = {p['relative']: p['std'] / p['mean'] for p in table['points']}
   assert round(ratio[-1], 3) == 0.573
   assert round(ratio[0], 3) == 0.004
-  assert PLAN.p3_gate(workdir) is True
-  assert len(_names(workdir, 'p3tune/')) == 12
+  assert PLAN.p3_gate(RUNS) is True
+  assert len(_names(RUNS, 'p3tune/')) == 12
 
 
 def test_committed_tuning_chooses_the_stated_settings():
@@ -90,8 +91,7 @@ def test_committed_tuning_chooses_the_stated_settings():
   validation as the README states: kd tau 4 (90.08), logit_mse w3 (89.80),
   the variance pair at w1 (87.35 averaged over the two, against 87.06 at
   w0.3 and 81.93 at w3); every arm then has its ten final seeds."""
-  workdir = 'results/fashion_mnist_lowdata/runs'
-  chosen = PLAN.p3_chosen(workdir)
+  chosen = PLAN.p3_chosen(RUNS)
   assert chosen['kd'] == {'loss.temperature': 4.0}
   assert chosen['logit_mse']['loss.logit_mse'] == 3.0
   for arm in PLAN.P3_VARIANCE_PAIR:
@@ -100,6 +100,6 @@ def test_committed_tuning_chooses_the_stated_settings():
   mean_only = dict(chosen['adain_s1_mean_warm'])
   assert mean_only.pop('loss.adain_stats') == 'mean'
   assert mean_only == chosen['adain_s1_both_warm']
-  finals = _names(workdir, 'p3final/')
+  finals = _names(RUNS, 'p3final/')
   assert len(finals) == 50
   assert sorted({f.split('/')[2] for f in finals}) == sorted(PLAN.P3_ARMS)
