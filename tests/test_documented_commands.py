@@ -123,7 +123,8 @@ def _user_clone(tmp_path):
                   ignore=lambda d, names: ['runs'] if 'runs' in names else [])
   runs = 'results/fashion_mnist_lowdata/runs'
   for stage in ('final/resnet20-resnet8', 'final/resnet20-wrn_16_1',
-                'confirm/resnet20-resnet8', 'gate/wrn_16_2/e4'):
+                'confirm/resnet20-resnet8', 'gate/wrn_16_2/e4',
+                'p3final/wrn_16_2-resnet8'):
     shutil.copytree(os.path.join(ROOT, runs, stage), clone / runs / stage)
   data = home / '.cache/adain_kd_jax/fashion-mnist/usr/share/datasets'
   data = data / 'fashion-mnist'
@@ -203,7 +204,11 @@ _LOWDATA_REPORTS = (
     'python -m adain_kd_jax.experiments.report --nostats --notensorboard '
     '--paired_with= results/fashion_mnist_lowdata/runs/confirm/'
     'resnet20-resnet8',
-    'python results/fashion_mnist_lowdata/s1_points_verdict.py')
+    'python results/fashion_mnist_lowdata/s1_points_verdict.py',
+    'python results/fashion_mnist_lowdata/p3_verdict.py',
+    'python -m adain_kd_jax.experiments.report --nostats --notensorboard '
+    '--paired_with= results/fashion_mnist_lowdata/runs/p3final/'
+    'wrn_16_2-resnet8')
 
 # Each scenario: (documented command, what the suite appends), in order, in
 # one clone. Runs share their workdirs where the docs do.
